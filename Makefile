@@ -1,0 +1,110 @@
+# creditgate — build, run and test. GNU make; recipes run under bash.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# python3.11 when it exists, otherwise python3 (the venv target checks it is 3.11 or newer).
+PY ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+VENV := .venv
+PORT ?= 50051
+REDIS_PORT ?= 6399
+
+VENV_STAMP := $(VENV)/.installed
+BUILD_STAMP := build/.hotpath-ext.stamp
+
+.PHONY: help venv build redis-server run test lint proto bench clean distclean
+
+help:
+	@echo "creditgate make targets:"
+	@echo "  make run        venv + build, private redis under ./var (unless REDIS_URL is set),"
+	@echo "                  gateway on 127.0.0.1:$(PORT), demo client; Ctrl-C stops."
+	@echo "                  RUN_ONCE=1 exits after the demo with its status."
+	@echo "  make test       ruff, the pytest suite, then tests/hotpath again without extensions"
+	@echo "  make venv       create $(VENV) and install the project with its dev extra"
+	@echo "  make build      compile the Cython extension hotpath._plan_c in place"
+	@echo "  make redis-server  make sure the redis-server binary is installed"
+	@echo "  make lint       ruff check"
+	@echo "  make proto      regenerate gateway/pb from proto/"
+	@echo "  make bench      pytest-benchmark over bench/"
+	@echo "  make clean      remove build artefacts, hotpath/*.so and var/ (keeps $(VENV))"
+	@echo "  make distclean  clean, and remove $(VENV)"
+	@echo "Variables: PY=$(PY) PORT=$(PORT) REDIS_PORT=$(REDIS_PORT) REDIS_URL=$(REDIS_URL)"
+
+venv: $(VENV_STAMP)
+
+# The project is installed with CREDITGATE_NO_EXTENSIONS=1: the extension is compiled in place
+# by `build`, which tracks the .pyx, so this step never depends on the state of hotpath/.
+$(VENV_STAMP): pyproject.toml setup.py
+	@if [ ! -x $(VENV)/bin/python ]; then \
+	  if ! command -v $(PY) >/dev/null 2>&1; then \
+	    echo "error: $(PY) not found. Install Python 3.11 (apt-get install python3.11 python3.11-venv)" \
+	         "or run make PY=/path/to/python3.11" >&2; exit 1; \
+	  fi; \
+	  if ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+	    echo "error: $(PY) is Python $$($(PY) -c 'import platform; print(platform.python_version())');" \
+	         "creditgate needs 3.11 or newer. Run make PY=/path/to/python3.11" >&2; exit 1; \
+	  fi; \
+	  echo "creating $(VENV) with $$(command -v $(PY))"; \
+	  $(PY) -m venv $(VENV) || { echo "error: venv creation failed; on Debian/Ubuntu install python3-venv" >&2; exit 1; }; \
+	fi
+	@$(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "error: $(VENV) has Python older than 3.11; run make distclean" >&2; exit 1; }
+	CREDITGATE_NO_EXTENSIONS=1 $(VENV)/bin/python -m pip install -e '.[dev]'
+	touch $@
+
+build: $(BUILD_STAMP)
+
+$(BUILD_STAMP): hotpath/_plan_c.pyx $(wildcard hotpath/*.pxd) setup.py $(VENV_STAMP)
+	$(VENV)/bin/python setup.py build_ext --inplace
+	@mkdir -p $(dir $@)
+	touch $@
+
+redis-server:
+	@if command -v redis-server >/dev/null 2>&1; then \
+	  echo "redis-server: $$(command -v redis-server)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "redis-server not found; installing it: apt-get update && apt-get install -y redis-server"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	else \
+	  echo "error: redis-server is not installed. Install it with:" >&2; \
+	  echo "    sudo apt-get install redis-server" >&2; \
+	  echo "or point make run at an existing server with REDIS_URL=redis://host:port/0" >&2; \
+	  exit 1; \
+	fi
+
+# The redis-server binary is needed only for the private server started when REDIS_URL is unset.
+run: build $(if $(REDIS_URL),,redis-server)
+	VENV=$(VENV) PORT=$(PORT) REDIS_PORT=$(REDIS_PORT) scripts/run.sh
+
+test: build redis-server
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest
+	@if [ -d tests/hotpath ]; then \
+	  echo "CREDITGATE_NO_EXTENSIONS=1 $(VENV)/bin/python -m pytest tests/hotpath -q"; \
+	  CREDITGATE_NO_EXTENSIONS=1 $(VENV)/bin/python -m pytest tests/hotpath -q; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+proto: venv
+	$(VENV)/bin/python proto/generate.py
+
+# pytest exits 5 when it collects nothing: bench/ may have no tests yet, which is not a failure.
+bench: build
+	@rc=0; $(VENV)/bin/python -m pytest bench --benchmark-enable -q || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "bench: no benchmarks collected"; rc=0; fi; \
+	exit $$rc
+
+clean:
+	@# A private redis left running by an interrupted `make run` would keep writing into var/.
+	@if [ -f var/redis/redis.pid ] && kill -0 "$$(cat var/redis/redis.pid)" 2>/dev/null; then \
+	  echo "stopping the private redis-server (pid $$(cat var/redis/redis.pid))"; \
+	  kill "$$(cat var/redis/redis.pid)"; sleep 1; \
+	fi
+	rm -rf build/ dist/ *.egg-info var/ .pytest_cache/ .ruff_cache/ .hypothesis/ .benchmarks/
+	rm -f hotpath/*.so hotpath/_plan_c.c hotpath/*.html
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

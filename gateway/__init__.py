@@ -1,0 +1,1 @@
+"""The grpc.aio gateway: service handlers, error mapping, sweeper and CLI."""

@@ -1,0 +1,204 @@
+"""The per-request CPU work of Authorize, Capture and Void: validate, apply the product's rules,
+build the reservation plan. This pure-Python module is the specification; hotpath/_plan_c.pyx
+is its compiled twin with the same names, signatures, results and errors.
+
+Bad input raises InvalidArgument naming the field (the gateway answers INVALID_ARGUMENT and
+nothing is reserved). A product-rule decline is a value (a DeclineReason number) carried in the
+plan: the reserve script places it in the documented order after the customer's existence and
+status, and records it for idempotency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+from limits import keys
+from limits.catalog import CURRENCIES, Product
+from limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
+from limits.reasons import DeclineReason
+
+# creditgate.v1.Channel numbers -> catalog channel names.
+CHANNEL_NAMES = ("", "qr_scan", "pos", "ecommerce", "cash")
+# Ids are printable ASCII without space, '{', '|' or '}': 0x21..0x7A and '~'.
+_ID_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7B)) | {"~"}
+_DIGITS = frozenset("0123456789")
+
+
+class InvalidArgument(ValueError):
+    """Caller misuse: the message starts with the field's name."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ProductRules:
+    """One catalog product, prepared once at start-up for the per-request checks."""
+
+    def __init__(self, product: Product):
+        self.product_id = product.id
+        self.currency = product.currency
+        self.amount_min_minor = product.amount_min_minor
+        self.amount_max_minor = product.amount_max_minor
+        self.channels = frozenset(product.channels)
+        self.mcc_allow = frozenset(product.mcc_allow)
+        self.mcc_deny = frozenset(product.mcc_deny)
+        self.hold_ttl_ms = str(product.hold_ttl_s * 1000)
+        velocity = product.velocity
+        self.velocity_args = (
+            str(velocity.day.amount_max_minor),
+            str(velocity.day.count_max),
+            str(velocity.month.amount_max_minor),
+            str(velocity.month.count_max),
+        )
+        self.nodes_by_channel = {
+            channel: product.nodes_for(channel) for channel in CHANNEL_NAMES[1:]
+        }
+
+
+def compile_products(products: dict[str, Product]) -> dict[str, ProductRules]:
+    return {product_id: ProductRules(product) for product_id, product in products.items()}
+
+
+def check_id(field: str, value: str) -> None:
+    if not value:
+        raise InvalidArgument(field, "required")
+    if len(value) > ID_LENGTH_MAX:
+        raise InvalidArgument(field, f"must be at most {ID_LENGTH_MAX} characters")
+    for character in value:
+        if character not in _ID_CHARACTERS:
+            raise InvalidArgument(
+                field, "must be printable ASCII without spaces, '{', '}' or '|'"
+            )
+
+
+def check_amount(field: str, amount_minor: int) -> None:
+    if amount_minor <= 0:
+        raise InvalidArgument(field, "must be greater than 0 (integer minor units)")
+    if amount_minor > AMOUNT_MINOR_MAX:
+        raise InvalidArgument(field, f"must be at most {AMOUNT_MINOR_MAX}")
+
+
+def product_decline(rules: ProductRules, channel: str, mcc: str, amount_minor: int) -> int:
+    """The first product rule the purchase breaks, in the documented order, or 0."""
+    if channel not in rules.channels:
+        return DeclineReason.CHANNEL_NOT_ALLOWED
+    if mcc in rules.mcc_deny or (rules.mcc_allow and mcc not in rules.mcc_allow):
+        return DeclineReason.MCC_NOT_ALLOWED
+    if amount_minor < rules.amount_min_minor:
+        return DeclineReason.AMOUNT_BELOW_MINIMUM
+    if amount_minor > rules.amount_max_minor:
+        return DeclineReason.AMOUNT_ABOVE_MAXIMUM
+    return 0
+
+
+def fingerprint(*parts: str) -> str:
+    """A short digest of a request's payload, stored with its idempotency record."""
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
+
+
+def plan_authorize(request, rules_by_product: dict, partitions: int, token: str):
+    """Validate an AuthorizeRequest and build the reserve script's (keys, args).
+
+    `token` is the random part of the hold id (used only if the purchase is approved).
+    Raises InvalidArgument for bad input, checking fields in the order of the proto.
+    """
+    idempotency_key = request.idempotency_key
+    customer_id = request.customer_id
+    product_id = request.product_id
+    merchant_id = request.merchant_id
+    mcc = request.mcc
+    amount_minor = request.amount_minor
+    currency = request.currency
+    check_id("idempotency_key", idempotency_key)
+    check_id("customer_id", customer_id)
+    check_id("product_id", product_id)
+    rules = rules_by_product.get(product_id)
+    if rules is None:
+        raise InvalidArgument("product_id", f"unknown product {product_id!r}")
+    channel_number = request.channel
+    if channel_number == 0:
+        raise InvalidArgument("channel", "required")
+    if not 0 < channel_number < len(CHANNEL_NAMES):
+        raise InvalidArgument("channel", f"unknown channel {channel_number}")
+    channel = CHANNEL_NAMES[channel_number]
+    check_id("merchant_id", merchant_id)
+    if len(mcc) != 4 or not _DIGITS.issuperset(mcc):
+        raise InvalidArgument("mcc", "must be four digits (ISO 18245)")
+    check_amount("amount_minor", amount_minor)
+    if not currency:
+        raise InvalidArgument("currency", "required")
+    if currency not in CURRENCIES:
+        raise InvalidArgument("currency", "unknown currency (ISO 4217 code expected)")
+    if currency != rules.currency:
+        raise InvalidArgument("currency", f"product {product_id!r} is in {rules.currency}")
+
+    partition = zlib.crc32(customer_id.encode()) % partitions
+    base = keys.base(partition)
+    hold_id = keys.hold_id(partition, token)
+    amount = str(amount_minor)
+    keys_ = [
+        keys.customer(base, customer_id),
+        keys.customer_holds(base, customer_id),
+        keys.due(base),
+        keys.outbox(base),
+        keys.idempotency_authorize(base, customer_id, idempotency_key),
+        keys.hold(base, hold_id),
+    ]
+    args = [
+        base,
+        customer_id,
+        hold_id,
+        fingerprint(product_id, channel, merchant_id, mcc, amount, currency),
+        product_id,
+        amount,
+        rules.hold_ttl_ms,
+        str(product_decline(rules, channel, mcc, amount_minor)),
+        merchant_id,
+        mcc,
+        channel,
+        currency,
+        *rules.velocity_args,
+        *rules.nodes_by_channel[channel],
+    ]
+    return keys_, args
+
+
+def plan_capture(request, partitions: int):
+    """Validate a CaptureRequest and build the capture script's (keys, args)."""
+    check_id("idempotency_key", request.idempotency_key)
+    hold_id = request.hold_id
+    base = _hold_base(hold_id, partitions)
+    check_amount("amount_minor", request.amount_minor)
+    amount = str(request.amount_minor)
+    final = "1" if request.final else "0"
+    keys_ = [
+        keys.hold(base, hold_id),
+        keys.idempotency_capture(base, hold_id, request.idempotency_key),
+        keys.due(base),
+        keys.outbox(base),
+    ]
+    return keys_, [base, hold_id, fingerprint("capture", amount, final), amount, final]
+
+
+def plan_void(request, partitions: int):
+    """Validate a VoidRequest and build the void script's (keys, args)."""
+    check_id("idempotency_key", request.idempotency_key)
+    hold_id = request.hold_id
+    base = _hold_base(hold_id, partitions)
+    keys_ = [
+        keys.hold(base, hold_id),
+        keys.idempotency_void(base, hold_id, request.idempotency_key),
+        keys.due(base),
+        keys.outbox(base),
+    ]
+    return keys_, [base, hold_id, fingerprint("void")]
+
+
+def _hold_base(hold_id: str, partitions: int) -> str:
+    check_id("hold_id", hold_id)
+    partition = keys.partition_of_hold(hold_id, partitions)
+    if partition is None:
+        raise InvalidArgument("hold_id", "not a hold id issued by this gateway")
+    return keys.base(partition)

@@ -1,0 +1,1 @@
+"""The asynchronous ledger (posting worker, reconciliation, bills): see issue 3."""

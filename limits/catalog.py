@@ -1,0 +1,167 @@
+"""The product factory: products are defined in TOML, decoded and validated with msgspec.
+
+A product names the limit nodes it draws on (root first, e.g. total -> consumer -> scan_pay),
+optionally one more node per channel, its per-transaction bounds, channels, MCC lists,
+velocity windows and hold TTL. A bad catalog stops start-up with a CatalogError that names the
+file, the product and the field.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from typing import Literal
+
+import msgspec
+
+from limits.constants import (
+    AMOUNT_MINOR_MAX,
+    HOLD_TTL_S_MAX,
+    HOLD_TTL_S_MIN,
+    ID_LENGTH_MAX,
+    NODE_NAME_LENGTH_MAX,
+    PRODUCT_NODES_MAX,
+    VELOCITY_AMOUNT_MINOR_MAX,
+    VELOCITY_COUNT_MAX,
+)
+
+CHANNELS = ("qr_scan", "pos", "ecommerce", "cash")
+Channel = Literal["qr_scan", "pos", "ecommerce", "cash"]
+CURRENCIES = frozenset({"CNY"})  # ISO 4217 codes this deployment books
+
+NODE_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\Z")
+PRODUCT_ID = re.compile(r"[a-z][a-z0-9_]*\Z")
+MCC = re.compile(r"[0-9]{4}\Z")
+
+DEFAULT_CATALOG = pathlib.Path(__file__).with_name("products.toml")
+
+
+class VelocityWindow(msgspec.Struct, forbid_unknown_fields=True):
+    """Approved authorizations of one calendar window in the customer's timezone.
+    0 means no limit."""
+
+    amount_max_minor: int = 0
+    count_max: int = 0
+
+
+class Velocity(msgspec.Struct, forbid_unknown_fields=True):
+    day: VelocityWindow = msgspec.field(default_factory=VelocityWindow)
+    month: VelocityWindow = msgspec.field(default_factory=VelocityWindow)
+
+
+class Product(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    nodes: list[str]  # root first
+    channels: list[Channel]
+    amount_min_minor: int
+    amount_max_minor: int
+    hold_ttl_s: int
+    currency: str = "CNY"
+    channel_nodes: dict[Channel, str] = {}  # one more level per channel, last in the path
+    mcc_allow: list[str] = []  # empty: every MCC not denied
+    mcc_deny: list[str] = []
+    velocity: Velocity = msgspec.field(default_factory=Velocity)
+    id: str = ""  # set from the table's key
+
+    def nodes_for(self, channel: str) -> tuple[str, ...]:
+        extra = self.channel_nodes.get(channel)  # type: ignore[call-overload]
+        return tuple(self.nodes) + ((extra,) if extra else ())
+
+
+class CatalogError(ValueError):
+    def __init__(self, path: str, product: str | None, field: str | None, message: str):
+        where = path
+        if product:
+            where += f": product {product!r}"
+        if field:
+            where += f": field {field!r}"
+        super().__init__(f"{where}: {message}")
+        self.path, self.product, self.field = path, product, field
+
+
+_ERROR_AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
+
+
+def load(path: str | pathlib.Path = DEFAULT_CATALOG) -> dict[str, Product]:
+    """Read and validate a catalog file; raise CatalogError naming file, product and field."""
+    path = pathlib.Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CatalogError(str(path), None, None, f"cannot read: {error.strerror}") from None
+    return parse(data, str(path))
+
+
+def parse(data: bytes | str, path: str = "<catalog>") -> dict[str, Product]:
+    try:
+        document = msgspec.toml.decode(data)
+    except msgspec.DecodeError as error:
+        raise CatalogError(path, None, None, f"not valid TOML: {error}") from None
+    unknown = sorted(set(document) - {"products"})
+    if unknown:
+        raise CatalogError(path, None, unknown[0], "unknown top-level table or key")
+    tables = document.get("products")
+    if not isinstance(tables, dict) or not tables:
+        raise CatalogError(path, None, "products", "the catalog defines no [products.<id>]")
+    products: dict[str, Product] = {}
+    for product_id, table in tables.items():
+        # One product at a time, so that an error names the product (msgspec's error paths
+        # do not carry dict keys).
+        try:
+            product = msgspec.convert(table, Product)
+        except msgspec.ValidationError as error:
+            match = _ERROR_AT.match(str(error))
+            message, field = (match.group(1), match.group(2)) if match else (str(error), None)
+            if not field and ("missing required field" in message or "unknown field" in message):
+                field = message.split("`")[1]
+            raise CatalogError(path, product_id, field or None, message) from None
+        product.id = product_id
+        _check(path, product)
+        products[product_id] = product
+    return products
+
+
+def _check(path: str, product: Product) -> None:
+    def fail(field: str, message: str) -> None:
+        raise CatalogError(path, product.id, field, message)
+
+    if not PRODUCT_ID.match(product.id) or len(product.id) > ID_LENGTH_MAX:
+        fail("id", "a product id is lower-case letters, digits and '_', starting with a letter")
+    if product.currency not in CURRENCIES:
+        fail("currency", f"unknown currency {product.currency!r}; known: {sorted(CURRENCIES)}")
+    if not product.nodes:
+        fail("nodes", "a product draws on at least one limit node")
+    nodes = list(product.nodes) + list(product.channel_nodes.values())
+    for node in nodes:
+        if not NODE_NAME.match(node) or len(node) > NODE_NAME_LENGTH_MAX:
+            fail("nodes", f"bad node name {node!r}: dotted lower-case words, at most "
+                 f"{NODE_NAME_LENGTH_MAX} characters")
+    if len(set(product.nodes)) != len(product.nodes) or set(product.nodes) & set(
+        product.channel_nodes.values()
+    ):
+        fail("nodes", "a node appears twice in the product's path")
+    if len(product.nodes) + (1 if product.channel_nodes else 0) > PRODUCT_NODES_MAX:
+        fail("nodes", f"at most {PRODUCT_NODES_MAX} levels, channel node included")
+    if not product.channels:
+        fail("channels", "a product is usable on at least one channel")
+    for channel in product.channel_nodes:
+        if channel not in product.channels:
+            fail("channel_nodes", f"channel {channel!r} is not among the product's channels")
+    if not 0 < product.amount_min_minor <= product.amount_max_minor <= AMOUNT_MINOR_MAX:
+        fail("amount_min_minor", "need 0 < amount_min_minor <= amount_max_minor <= "
+             f"{AMOUNT_MINOR_MAX}")
+    if not HOLD_TTL_S_MIN <= product.hold_ttl_s <= HOLD_TTL_S_MAX:
+        fail("hold_ttl_s", f"must be within {HOLD_TTL_S_MIN}..{HOLD_TTL_S_MAX} seconds")
+    for field, mccs in (("mcc_allow", product.mcc_allow), ("mcc_deny", product.mcc_deny)):
+        for mcc in mccs:
+            if not MCC.match(mcc):
+                fail(field, f"bad MCC {mcc!r}: four digits")
+    if set(product.mcc_allow) & set(product.mcc_deny):
+        fail("mcc_deny", "an MCC is both allowed and denied")
+    for period in ("day", "month"):
+        window: VelocityWindow = getattr(product.velocity, period)
+        if not 0 <= window.amount_max_minor <= VELOCITY_AMOUNT_MINOR_MAX:
+            fail(f"velocity.{period}.amount_max_minor",
+                 f"must be within 0..{VELOCITY_AMOUNT_MINOR_MAX} (0: no limit)")
+        if not 0 <= window.count_max <= VELOCITY_COUNT_MAX:
+            fail(f"velocity.{period}.count_max", f"must be within 0..{VELOCITY_COUNT_MAX}")

@@ -1,0 +1,57 @@
+"""Every bound of creditgate in one place, with the relations between them asserted at import.
+
+Names carry their unit last (`_minor` for integer minor units of money, `_s`, `_ms`, `_max`).
+"""
+
+from __future__ import annotations
+
+# Ids: idempotency keys, customer, merchant, product and hold ids.
+ID_LENGTH_MAX = 64
+# Limit-node names ("total", "consumer.qr_scan") are hash-field suffixes in Redis.
+NODE_NAME_LENGTH_MAX = 48
+PRODUCT_NODES_MAX = 8  # levels one product draws on, channel node included
+CUSTOMER_CAPS_MAX = 64  # caps one customer may have
+
+# Money. Lua numbers are doubles: every sum the scripts form must stay exact (< 2**53).
+AMOUNT_MINOR_MAX = 100_000_000_000  # one transaction: 1 billion CNY in fen
+CAP_MINOR_MAX = 10_000_000_000_000  # one level of one customer
+VELOCITY_COUNT_MAX = 1_000_000
+VELOCITY_AMOUNT_MINOR_MAX = CAP_MINOR_MAX  # one velocity window's amount limit
+
+# Partitions: every key of one customer carries the hash tag {p:NNN} of its partition.
+PARTITIONS_DEFAULT = 256
+PARTITIONS_MAX = 1000  # the tag is three decimal digits
+
+# Holds and idempotency records.
+HOLD_TTL_S_MIN = 1
+HOLD_TTL_S_MAX = 30 * 24 * 3600
+CLOSED_HOLD_RETENTION_S = 35 * 24 * 3600  # a closed hold answers Capture/Void clearly this long
+IDEMPOTENCY_TTL_S = 35 * 24 * 3600  # a retry within this long returns the first answer
+HOLD_TOKEN_LENGTH = 16  # random base32 characters after the partition in a hold id
+
+# Work one script call may do: expiring a customer's due holds is bounded per call; the
+# sweeper and later calls release the rest.
+EXPIRE_PER_CALL_MAX = 64
+
+# Gateway.
+BATCH_SIZE_MAX = 256  # requests coalesced into one Redis round trip
+SWEEP_INTERVAL_S = 1.0
+SWEEP_CUSTOMERS_PER_PARTITION_MAX = 128
+DRAIN_GRACE_S = 10.0
+GRPC_MESSAGE_BYTES_MAX = 64 * 1024
+
+# Timezones: the UTC-offset schedule stored with a customer covers this many years ahead.
+TZ_SCHEDULE_YEARS = 30
+TZ_DEFAULT = "Asia/Shanghai"
+
+assert AMOUNT_MINOR_MAX <= CAP_MINOR_MAX
+# held + used + amount on one node, and a velocity window's total, stay exact in Lua doubles.
+assert 3 * CAP_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
+assert VELOCITY_AMOUNT_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
+assert PARTITIONS_DEFAULT <= PARTITIONS_MAX <= 1000
+assert HOLD_TTL_S_MAX < CLOSED_HOLD_RETENTION_S
+# A retry that arrives while the hold is open or still retained gets the first answer.
+assert HOLD_TTL_S_MAX < IDEMPOTENCY_TTL_S
+assert 4 + HOLD_TOKEN_LENGTH <= ID_LENGTH_MAX
+assert 0 < EXPIRE_PER_CALL_MAX <= 1000
+assert 0 < BATCH_SIZE_MAX <= 10_000

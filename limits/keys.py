@@ -1,0 +1,122 @@
+"""Redis key and field naming: the only place a key is spelled.
+
+Every key of one customer starts with the base `cg:{p:NNN}:` of the customer's partition, so a
+script touching them runs unchanged on Redis Cluster (one slot). The Lua scripts receive these
+names as constants prepended at load time (limits/scripts.py), never as their own literals.
+
+    cg:{p:NNN}:c:<customer_id>              hash: status, timezone schedule, per-node caps and
+                                            usage, velocity windows per product
+    cg:{p:NNN}:x:<customer_id>              zset: the customer's open hold ids by expiry (ms)
+    cg:{p:NNN}:h:<hold_id>                  hash: one hold
+    cg:{p:NNN}:ia:<customer_id>|<key>       string: an Authorize idempotency record
+    cg:{p:NNN}:ic:<hold_id>|<key>           string: a Capture idempotency record
+    cg:{p:NNN}:iv:<hold_id>|<key>           string: a Void idempotency record
+    cg:{p:NNN}:due                          zset: customers of the partition by earliest expiry
+    cg:{p:NNN}:outbox                       stream: every state change's event, for the ledger
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from limits.constants import HOLD_TOKEN_LENGTH, PARTITIONS_MAX
+
+PREFIX = "cg"
+
+# Key kinds, after the partition base.
+KIND_CUSTOMER = "c:"
+KIND_CUSTOMER_HOLDS = "x:"
+KIND_HOLD = "h:"
+KIND_IDEMPOTENCY_AUTHORIZE = "ia:"
+KIND_IDEMPOTENCY_CAPTURE = "ic:"
+KIND_IDEMPOTENCY_VOID = "iv:"
+KEY_DUE = "due"
+KEY_OUTBOX = "outbox"
+# Separates the scope from the idempotency key; ids may not contain it.
+SCOPE_SEPARATOR = "|"
+
+# Fields of the customer hash.
+FIELD_STATUS = "st"
+FIELD_TIMEZONE = "tz"
+FIELD_TZ_SCHEDULE = "tzs"
+FIELD_EVENT_SEQ = "sq"
+FIELD_CAP = "cap:"  # + node
+FIELD_HELD = "h:"  # + node: sum of open holds
+FIELD_USED = "u:"  # + node: captured and not repaid
+FIELD_VELOCITY_DAY = "vd:"  # + product: "<day number>:<amount>:<count>"
+FIELD_VELOCITY_MONTH = "vm:"  # + product: "<month number>:<amount>:<count>"
+
+# Everything the Lua prelude receives as a constant.
+LUA_CONSTANTS: dict[str, str] = {
+    "K_CUSTOMER": KIND_CUSTOMER,
+    "K_CUSTOMER_HOLDS": KIND_CUSTOMER_HOLDS,
+    "K_HOLD": KIND_HOLD,
+    "F_STATUS": FIELD_STATUS,
+    "F_TIMEZONE": FIELD_TIMEZONE,
+    "F_TZ_SCHEDULE": FIELD_TZ_SCHEDULE,
+    "F_EVENT_SEQ": FIELD_EVENT_SEQ,
+    "F_CAP": FIELD_CAP,
+    "F_HELD": FIELD_HELD,
+    "F_USED": FIELD_USED,
+    "F_VELOCITY_DAY": FIELD_VELOCITY_DAY,
+    "F_VELOCITY_MONTH": FIELD_VELOCITY_MONTH,
+}
+
+
+def partition_of(customer_id: str, partitions: int) -> int:
+    """The customer's partition: CRC-32 of the id, stable across processes and releases."""
+    return zlib.crc32(customer_id.encode()) % partitions
+
+
+def base(partition: int) -> str:
+    """`cg:{p:NNN}:` — the start of every key of the partition."""
+    assert 0 <= partition < PARTITIONS_MAX
+    return f"{PREFIX}:{{p:{partition:03d}}}:"
+
+
+def customer(partition_base: str, customer_id: str) -> str:
+    return partition_base + KIND_CUSTOMER + customer_id
+
+
+def customer_holds(partition_base: str, customer_id: str) -> str:
+    return partition_base + KIND_CUSTOMER_HOLDS + customer_id
+
+
+def hold(partition_base: str, hold_id: str) -> str:
+    return partition_base + KIND_HOLD + hold_id
+
+
+def due(partition_base: str) -> str:
+    return partition_base + KEY_DUE
+
+
+def outbox(partition_base: str) -> str:
+    return partition_base + KEY_OUTBOX
+
+
+def idempotency_authorize(partition_base: str, customer_id: str, key: str) -> str:
+    return partition_base + KIND_IDEMPOTENCY_AUTHORIZE + customer_id + SCOPE_SEPARATOR + key
+
+
+def idempotency_capture(partition_base: str, hold_id: str, key: str) -> str:
+    return partition_base + KIND_IDEMPOTENCY_CAPTURE + hold_id + SCOPE_SEPARATOR + key
+
+
+def idempotency_void(partition_base: str, hold_id: str, key: str) -> str:
+    return partition_base + KIND_IDEMPOTENCY_VOID + hold_id + SCOPE_SEPARATOR + key
+
+
+def hold_id(partition: int, token: str) -> str:
+    """`NNN-TOKEN`: the partition is readable from the hold id alone, so Capture and Void
+    find the hold's slot without asking anyone."""
+    assert len(token) == HOLD_TOKEN_LENGTH
+    return f"{partition:03d}-{token}"
+
+
+def partition_of_hold(hold_id_: str, partitions: int) -> int | None:
+    """The partition a hold id names, or None if the id is not one of ours."""
+    head, dash, token = hold_id_.partition("-")
+    if not dash or len(head) != 3 or not head.isdigit() or len(token) != HOLD_TOKEN_LENGTH:
+        return None
+    partition = int(head)
+    return partition if partition < partitions else None

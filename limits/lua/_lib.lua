@@ -1,0 +1,135 @@
+-- _lib.lua: the prelude of every creditgate script (limits/scripts.py prepends it, after the
+-- constants it generates from limits/keys.py, limits/reasons.py and limits/constants.py:
+-- K_* key kinds, F_* customer-hash fields, R_* decline reasons, E_* script errors, and bounds).
+-- limits/model.py is the pure-Python reading of every function here.
+
+local function fmt(n)
+  -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
+  return string.format('%d', n)
+end
+
+local function redis_now_ms(offset_ms)
+  -- Time comes from Redis, never from a gateway's clock; offset_ms is 0 outside tests.
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset_ms
+end
+
+local function int_arg(value, low, high)
+  -- An integer argument within [low, high], or nil.
+  local n = tonumber(value)
+  if n == nil or n ~= math.floor(n) or n < low or n > high then return nil end
+  return n
+end
+
+local function split(text, separator)
+  local parts = {}
+  for part in string.gmatch(text, '[^' .. separator .. ']+') do parts[#parts + 1] = part end
+  return parts
+end
+
+local function utc_offset_s(schedule, now_s)
+  local numbers = split(schedule, ',')
+  local offset = tonumber(numbers[1])
+  for i = 2, #numbers, 2 do
+    if now_s >= tonumber(numbers[i]) then offset = tonumber(numbers[i + 1]) else break end
+  end
+  return offset
+end
+
+local function civil_from_days(days)
+  -- (year, month) of a day number counted from 1970-01-01 (H. Hinnant's algorithm).
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local year = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local month = mp < 10 and mp + 3 or mp - 9
+  if month <= 2 then year = year + 1 end
+  return year, month
+end
+
+local function window_numbers(schedule, now_ms)
+  -- (local day number, local month number = year * 12 + month - 1).
+  local now_s = math.floor(now_ms / 1000)
+  local day = math.floor((now_s + utc_offset_s(schedule, now_s)) / 86400)
+  local year, month = civil_from_days(day)
+  return day, year * 12 + month - 1
+end
+
+local function window_usage(stored, window)
+  -- (amount, count) of a stored "<window>:<amount>:<count>" if it is the current window.
+  if not stored then return 0, 0 end
+  local parts = split(stored, ':')
+  if tonumber(parts[1]) ~= window then return 0, 0 end
+  return tonumber(parts[2]), tonumber(parts[3])
+end
+
+local function update_due(holds_key, due_key, customer_id)
+  -- The partition's due set holds each customer with open holds at its earliest expiry.
+  local first = redis.call('ZRANGE', holds_key, 0, 0, 'WITHSCORES')
+  if first[1] then
+    redis.call('ZADD', due_key, first[2], customer_id)
+  else
+    redis.call('ZREM', due_key, customer_id)
+  end
+end
+
+local function close_hold(hold_key, state, seq, now)
+  redis.call('HSET', hold_key, 'st', state, 'sq', fmt(seq), 'cl', fmt(now))
+  -- The record stays to answer late Capture/Void calls clearly, then goes.
+  redis.call('PEXPIRE', hold_key, CLOSED_HOLD_RETENTION_MS)
+end
+
+local function release_expired(base, customer_id, due_key, outbox_key, now)
+  -- Release every hold of the customer whose TTL has passed (at most EXPIRE_PER_CALL_MAX;
+  -- the sweeper and later calls release the rest). Each release is a complete change of its
+  -- own with its own `expired` event, so it may precede the caller's checks.
+  local customer_key = base .. K_CUSTOMER .. customer_id
+  local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
+  local due = redis.call('ZRANGE', holds_key, '-inf', fmt(now), 'BYSCORE',
+    'LIMIT', 0, EXPIRE_PER_CALL_MAX)
+  for _, hold_id in ipairs(due) do
+    local hold_key = base .. K_HOLD .. hold_id
+    local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur')
+    if h[1] == 'open' then
+      local released = tonumber(h[2]) - tonumber(h[3])
+      for _, node in ipairs(split(h[4], ',')) do
+        redis.call('HINCRBY', customer_key, F_HELD .. node, -released)
+      end
+      local seq = tonumber(h[5]) + 1
+      close_hold(hold_key, 'expired', seq, now)
+      redis.call('XADD', outbox_key, '*', 'type', 'expired', 'event_id', hold_id .. ':' .. seq,
+        'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
+        'merchant_id', h[7], 'currency', h[8], 'nodes', h[4],
+        'released_minor', fmt(released), 'captured_total_minor', h[3], 'at_ms', fmt(now))
+    end
+    redis.call('ZREM', holds_key, hold_id)
+  end
+  if #due > 0 then update_due(holds_key, due_key, customer_id) end
+  return #due
+end
+
+local function err(code, detail, now)
+  -- A refusal: nothing the call asked for was changed. Never stored for idempotency, so a
+  -- retry is checked again (hold states only move forward, so it is refused again).
+  return 'ERR|' .. code .. '|' .. detail .. '|' .. fmt(now)
+end
+
+local function idempotent_replay(record_key, fingerprint, now)
+  -- The stored first answer, an error if the key was used with another payload, or nil.
+  local prior = redis.call('GET', record_key)
+  if not prior then return nil end
+  local newline = string.find(prior, '\n', 1, true)
+  if string.sub(prior, 1, newline - 1) ~= fingerprint then
+    return err(E_IDEMPOTENCY_MISMATCH, '', now)
+  end
+  return string.sub(prior, newline + 1)
+end
+
+local function remember(record_key, fingerprint, reply)
+  redis.call('SET', record_key, fingerprint .. '\n' .. reply, 'EX', IDEMPOTENCY_TTL_S)
+  return reply
+end

@@ -1,0 +1,70 @@
+"""Decline reasons, their documented order and ISO 8583 response codes; script error kinds.
+
+A decline is a value, not an exception. The reserve script (limits/lua/reserve.lua) and its
+model (limits/model.py) check the causes in exactly the order of DECLINE_ORDER and answer with
+the first that applies. The numbers equal those of creditgate.v1.DeclineReason.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class DeclineReason(enum.IntEnum):
+    NONE = 0
+    CUSTOMER_UNKNOWN = 1
+    CUSTOMER_FROZEN = 2
+    CUSTOMER_CLOSED = 3
+    CHANNEL_NOT_ALLOWED = 4
+    MCC_NOT_ALLOWED = 5
+    AMOUNT_BELOW_MINIMUM = 6
+    AMOUNT_ABOVE_MAXIMUM = 7
+    VELOCITY_COUNT_EXCEEDED = 8
+    VELOCITY_AMOUNT_EXCEEDED = 9
+    INSUFFICIENT_CREDIT = 10
+
+
+# The documented order: the first cause that applies is the answer.
+DECLINE_ORDER: tuple[DeclineReason, ...] = tuple(r for r in DeclineReason if r)
+
+RESPONSE_CODE: dict[DeclineReason, str] = {
+    DeclineReason.NONE: "00",
+    DeclineReason.CUSTOMER_UNKNOWN: "14",  # invalid card (account) number
+    DeclineReason.CUSTOMER_FROZEN: "62",  # restricted card
+    DeclineReason.CUSTOMER_CLOSED: "62",
+    DeclineReason.CHANNEL_NOT_ALLOWED: "57",  # transaction not permitted to cardholder
+    DeclineReason.MCC_NOT_ALLOWED: "57",
+    DeclineReason.AMOUNT_BELOW_MINIMUM: "13",  # invalid amount
+    DeclineReason.AMOUNT_ABOVE_MAXIMUM: "61",  # exceeds withdrawal amount limit
+    DeclineReason.VELOCITY_COUNT_EXCEEDED: "65",  # exceeds withdrawal frequency limit
+    DeclineReason.VELOCITY_AMOUNT_EXCEEDED: "61",
+    DeclineReason.INSUFFICIENT_CREDIT: "51",  # not sufficient funds
+}
+
+# Reasons the hot path decides from the product's rules alone; the script only places them in
+# the documented order (after the customer's existence and status).
+PRODUCT_RULE_REASONS = frozenset(
+    {
+        DeclineReason.CHANNEL_NOT_ALLOWED,
+        DeclineReason.MCC_NOT_ALLOWED,
+        DeclineReason.AMOUNT_BELOW_MINIMUM,
+        DeclineReason.AMOUNT_ABOVE_MAXIMUM,
+    }
+)
+
+
+class ScriptError(enum.IntEnum):
+    """Why a script refused a call without changing anything it was asked to change."""
+
+    IDEMPOTENCY_MISMATCH = 1  # the key was used before with a different payload
+    HOLD_NOT_FOUND = 2
+    HOLD_EXPIRED = 3
+    HOLD_VOIDED = 4
+    HOLD_CAPTURED = 5
+    CAPTURE_EXCEEDS_HELD = 6
+    CUSTOMER_UNKNOWN = 7
+    BAD_ARGUMENT = 8  # a caller bug: the gateway validates before calling
+
+
+assert set(RESPONSE_CODE) == set(DeclineReason)
+assert all(len(code) == 2 for code in RESPONSE_CODE.values())

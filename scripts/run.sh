@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Start creditgate on this machine, run the demo client against it, then keep it in the
+# foreground until Ctrl-C (or stop right after the demo when RUN_ONCE=1).
+#
+# Called by `make run`, which has already built the venv and the extension. Environment:
+#   VENV (.venv)  PORT (50051)  REDIS_PORT (6399)  REDIS_URL (unset: private redis in ./var)
+#   RUN_ONCE (unset: stay in the foreground; 1: exit with the demo's status)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PORT=${PORT:-50051}
+REDIS_PORT=${REDIS_PORT:-6399}
+RUN_ONCE=${RUN_ONCE:-0}
+CATALOG=${CATALOG:-limits/products.toml}
+
+VAR_DIR=var
+REDIS_DIR=$VAR_DIR/redis
+REDIS_PIDFILE=$REDIS_DIR/redis.pid
+GATEWAY_LOG=$VAR_DIR/gateway.log
+GATEWAY_PIDFILE=$VAR_DIR/gateway.pid
+
+redis_started=0
+gateway_pid=""
+worker_pid=""   # the ledger worker, once it exists (see start_ledger_worker)
+
+log() { echo "run: $*"; }
+
+stop_pid() { # name pid: SIGTERM, wait up to 10 s, then SIGKILL
+    local name=$1 pid=$2
+    kill -0 "$pid" 2>/dev/null || return 0
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    log "$name did not stop within 10 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    # Stop in the reverse order of start: the gateway first, so nothing writes after redis goes.
+    [[ -n $gateway_pid ]] && stop_pid gateway "$gateway_pid"
+    rm -f "$GATEWAY_PIDFILE"
+    [[ -n $worker_pid ]] && stop_pid "ledger worker" "$worker_pid"
+    if [[ $redis_started == 1 ]]; then
+        log "stopping the private redis-server on port $REDIS_PORT"
+        # NOSAVE skips the RDB snapshot only; the append-only file is flushed, so holds survive.
+        if ! redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1; then
+            [[ -f $REDIS_PIDFILE ]] && stop_pid redis-server "$(cat "$REDIS_PIDFILE")"
+        fi
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir -p "$REDIS_DIR"
+
+# A gateway left over from an interrupted run would hold the port.
+if [[ -f $GATEWAY_PIDFILE ]]; then
+    old_pid=$(cat "$GATEWAY_PIDFILE")
+    if kill -0 "$old_pid" 2>/dev/null && grep -q creditgate "/proc/$old_pid/cmdline" 2>/dev/null; then
+        stop_pid "gateway from an earlier run" "$old_pid"
+    fi
+    rm -f "$GATEWAY_PIDFILE"
+fi
+
+start_private_redis() {
+    if ! command -v redis-server >/dev/null 2>&1; then
+        echo "error: redis-server is not installed: sudo apt-get install redis-server," \
+             "or set REDIS_URL to an existing server" >&2
+        exit 1
+    fi
+    if [[ -f $REDIS_PIDFILE ]] && kill -0 "$(cat "$REDIS_PIDFILE")" 2>/dev/null; then
+        log "reusing the private redis-server left running in $REDIS_DIR (pid $(cat "$REDIS_PIDFILE"))"
+    else
+        if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+            echo "error: port $REDIS_PORT already has a redis that is not ours;" \
+                 "choose another with make run REDIS_PORT=NNNN" >&2
+            exit 1
+        fi
+        log "starting a private redis-server on 127.0.0.1:$REDIS_PORT (data in $REDIS_DIR)"
+        # appendonly so that holds made by the demo survive a restart of `make run`.
+        redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$PWD/$REDIS_DIR" \
+            --daemonize yes --pidfile "$PWD/$REDIS_PIDFILE" --logfile "$PWD/$REDIS_DIR/redis.log" \
+            --save "" --appendonly yes
+    fi
+    redis_started=1
+    for _ in $(seq 100); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "error: the private redis-server did not answer PING within 10 s; see $REDIS_DIR/redis.log" >&2
+    tail -n 20 "$REDIS_DIR/redis.log" >&2 || true
+    exit 1
+}
+
+if [[ -z ${REDIS_URL:-} ]]; then
+    start_private_redis
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+else
+    log "using REDIS_URL=$REDIS_URL"
+fi
+export REDIS_URL
+
+log "starting the gateway on 127.0.0.1:$PORT (log: $GATEWAY_LOG)"
+: >"$GATEWAY_LOG"
+"$VENV/bin/creditgate" serve --port "$PORT" --redis-url "$REDIS_URL" --catalog "$CATALOG" \
+    >>"$GATEWAY_LOG" 2>&1 &
+gateway_pid=$!
+echo "$gateway_pid" >"$GATEWAY_PIDFILE"
+
+start_ledger_worker() {
+    # The ledger worker (ledger/) is started here once it exists, beside the gateway:
+    #   "$VENV/bin/creditgate" worker --redis-url "$REDIS_URL" --ledger-dsn "$LEDGER_DSN" \
+    #       >>"$VAR_DIR/worker.log" 2>&1 &
+    #   worker_pid=$!
+    # with LEDGER_DSN defaulting to SQLite under ./var; cleanup() already stops worker_pid.
+    :
+}
+start_ledger_worker
+
+# The demo waits for health SERVING by itself and exits non-zero on any failure.
+log "running the demo client against 127.0.0.1:$PORT"
+demo_status=0
+"$VENV/bin/creditgate" demo --target "127.0.0.1:$PORT" || demo_status=$?
+if [[ $demo_status != 0 ]]; then
+    echo "error: the demo failed (exit $demo_status); last lines of $GATEWAY_LOG:" >&2
+    tail -n 40 "$GATEWAY_LOG" >&2 || true
+    exit "$demo_status"
+fi
+
+if [[ $RUN_ONCE == 1 ]]; then
+    log "demo passed; RUN_ONCE=1, stopping"
+    exit 0
+fi
+
+echo "gateway listening on 127.0.0.1:$PORT; Ctrl-C stops it"
+gateway_status=0
+wait "$gateway_pid" || gateway_status=$?
+gateway_pid=""
+echo "error: the gateway exited by itself (exit $gateway_status); last lines of $GATEWAY_LOG:" >&2
+tail -n 40 "$GATEWAY_LOG" >&2 || true
+exit $(( gateway_status == 0 ? 1 : gateway_status ))

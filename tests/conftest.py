@@ -1,0 +1,152 @@
+"""Shared fixtures: a private, real redis-server for the whole test session.
+
+The server binds 127.0.0.1 on a free port in a temporary folder, keeps nothing on disk
+(no RDB, no AOF), and is shut down when the session ends. Because it is ours alone, the
+per-test fixtures may FLUSHALL it before each test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import pytest_asyncio
+import redis as redis_lib
+import redis.asyncio as redis_asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+REDIS_START_TIMEOUT_S = 10.0
+REDIS_STOP_TIMEOUT_S = 5.0
+
+
+class RedisServer(NamedTuple):
+    url: str
+    port: int
+    dir: Path
+
+
+def _control_client(port: int, socket_timeout_s: float) -> redis_lib.Redis:
+    # No retries: redis-py retries a failed command with backoff by default, which would turn
+    # "not up yet" and "closed by SHUTDOWN" into seconds of waiting.
+    return redis_lib.Redis(
+        host="127.0.0.1", port=port, socket_timeout=socket_timeout_s, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def _free_port() -> int:
+    # The kernel picks an unused port; it is released before redis binds it, which leaves a small
+    # race with other processes that is acceptable for a test machine.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(log_path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_for_ping(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    client = _control_client(port, socket_timeout_s=0.5)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with {process.returncode} while starting:\n"
+                    f"{_log_tail(log_path)}"
+                )
+            try:
+                if client.ping():
+                    return
+            except redis_lib.ConnectionError:
+                pass
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise RuntimeError(
+        f"redis-server did not answer PING within {REDIS_START_TIMEOUT_S} s:\n{_log_tail(log_path)}"
+    )
+
+
+def _stop(process: subprocess.Popen[bytes], port: int) -> None:
+    if process.poll() is None:
+        client = _control_client(port, socket_timeout_s=2.0)
+        try:
+            client.shutdown(nosave=True)
+        except redis_lib.RedisError:
+            pass
+        finally:
+            client.close()
+    try:
+        process.wait(timeout=REDIS_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.exit(
+            "redis-server is not on PATH; the tests need a real Redis. "
+            "Install it (sudo apt-get install redis-server) or run `make test`.",
+            returncode=1,
+        )
+    data_dir = tmp_path_factory.mktemp("redis")
+    log_path = data_dir / "redis.log"
+    port = _free_port()
+    options = {
+        "port": str(port),
+        "bind": "127.0.0.1",
+        "dir": str(data_dir),
+        "save": "",
+        "appendonly": "no",
+        "daemonize": "no",
+        "logfile": str(log_path),
+    }
+    process = subprocess.Popen(
+        [binary, *(item for name, value in options.items() for item in (f"--{name}", value))],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_ping(process, port, log_path)
+    except RuntimeError as error:
+        _stop(process, port)
+        pytest.exit(str(error), returncode=1)
+    try:
+        yield RedisServer(url=f"redis://127.0.0.1:{port}/0", port=port, dir=data_dir)
+    finally:
+        _stop(process, port)
+
+
+@pytest_asyncio.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[redis_asyncio.Redis]:
+    client = redis_asyncio.Redis.from_url(redis_server.url, decode_responses=False)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def redis_sync(redis_server: RedisServer) -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(redis_server.url, decode_responses=False)
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
