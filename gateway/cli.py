@@ -1,0 +1,90 @@
+"""`creditgate`: serve the gateway, administer customers, run the demo.
+
+    creditgate serve [--host H] [--port P] [--redis-url URL] [--catalog PATH]
+                     [--partitions N] [--processes N]
+    creditgate customer put ID --cap NODE=AMOUNT_MINOR ... [--status active] [--timezone TZ]
+    creditgate customer show ID
+    creditgate credit ID [--product PRODUCT]
+    creditgate demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from limits import catalog
+from limits.constants import PARTITIONS_DEFAULT
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="creditgate", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC gateway")
+    serve.add_argument("--host", default=os.environ.get("CREDITGATE_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("CREDITGATE_PORT", 50051)))
+    serve.add_argument("--redis-url",
+                       default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    serve.add_argument("--catalog", default=str(catalog.DEFAULT_CATALOG),
+                       help="product catalog (TOML); default: the example catalog")
+    serve.add_argument("--partitions", type=int,
+                       default=int(os.environ.get("CREDITGATE_PARTITIONS", PARTITIONS_DEFAULT)),
+                       help="customer partitions (fixed per deployment)")
+    serve.add_argument("--processes", type=int, default=1,
+                       help="processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--no-sweeper", action="store_true",
+                       help="do not release expired holds from this process")
+
+    def client(name: str, help_: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_)
+        sub.add_argument("--target", default=os.environ.get("CREDITGATE_TARGET",
+                                                            DEFAULT_TARGET))
+        return sub
+
+    customer = client("customer", "create, replace or show a customer")
+    actions = customer.add_subparsers(dest="action", required=True)
+    put = actions.add_parser("put", help="create or replace a customer")
+    put.add_argument("customer_id")
+    put.add_argument("--status", default="active", choices=("active", "frozen", "closed"))
+    put.add_argument("--timezone", default="", help="IANA name (default Asia/Shanghai)")
+    put.add_argument("--cap", action="append", default=[], metavar="NODE=AMOUNT_MINOR",
+                     help="a cap in minor units, repeatable: --cap total=1000000")
+    show = actions.add_parser("show", help="show a customer")
+    show.add_argument("customer_id")
+
+    credit = client("credit", "show a customer's limits, usage and velocity")
+    credit.add_argument("customer_id")
+    credit.add_argument("--product", default="")
+
+    client("demo", "create a customer, then authorize, capture and void, printing each answer")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "serve":
+        from gateway import server
+
+        config = server.Config(host=args.host, port=args.port, redis_url=args.redis_url,
+                               catalog_path=args.catalog, partitions=args.partitions,
+                               processes=args.processes, sweep=not args.no_sweeper)
+        try:
+            return server.run(config)
+        except catalog.CatalogError as error:
+            print(f"creditgate: bad catalog: {error}", file=sys.stderr)
+            return 2
+    from gateway import admin
+
+    return asyncio.run(admin.command(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

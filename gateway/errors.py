@@ -1,0 +1,97 @@
+"""The one place where failures become gRPC statuses, with a counter per kind.
+
+Handlers stay thin: they raise InvalidArgument (caller misuse), let `Refused` (the scripts'
+answer) and Redis errors (the peer is unreachable) propagate, and `unary` turns each into its
+status. A decline is not a failure: it is a normal AuthorizeResponse.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+
+import grpc
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hotpath import InvalidArgument
+from limits.client import Refused
+from limits.reasons import ScriptError
+
+log = logging.getLogger("creditgate.gateway")
+
+# How many calls ended in each status kind, for metrics and tests.
+counts: collections.Counter[str] = collections.Counter()
+
+_REFUSALS: dict[ScriptError, tuple[grpc.StatusCode, str]] = {
+    ScriptError.IDEMPOTENCY_MISMATCH: (
+        grpc.StatusCode.ALREADY_EXISTS,
+        "idempotency_key: already used for a different request; use a new key for a new one",
+    ),
+    ScriptError.HOLD_NOT_FOUND: (grpc.StatusCode.NOT_FOUND, "hold_id: no such hold"),
+    ScriptError.HOLD_EXPIRED: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "hold_id: the hold expired at {detail} (Unix ms) and its credit was released; "
+        "nothing was changed",
+    ),
+    ScriptError.HOLD_VOIDED: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "hold_id: the hold was voided at {detail} (Unix ms); nothing was changed",
+    ),
+    ScriptError.HOLD_CAPTURED: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "hold_id: the hold was captured in full and closed at {detail} (Unix ms); "
+        "nothing was changed",
+    ),
+    ScriptError.CAPTURE_EXCEEDS_HELD: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "amount_minor: more than the {detail} minor units the hold still holds; "
+        "nothing was captured",
+    ),
+    ScriptError.CUSTOMER_UNKNOWN: (grpc.StatusCode.NOT_FOUND, "customer_id: unknown customer"),
+}
+
+
+class NotFound(Exception):
+    """A read found nothing: NOT_FOUND with a message naming the field."""
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, InvalidArgument):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, NotFound):
+        return grpc.StatusCode.NOT_FOUND, str(error)
+    if isinstance(error, Refused):
+        if error.code in _REFUSALS:
+            code, message = _REFUSALS[error.code]
+            return code, message.format(detail=error.detail)
+        # BAD_ARGUMENT: the script rejected arguments the gateway validated: our bug.
+        return grpc.StatusCode.INTERNAL, f"internal error ({error})"
+    if isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError)):
+        return (grpc.StatusCode.UNAVAILABLE,
+                "limit store unavailable; retry with the same idempotency key")
+    if isinstance(error, RedisError):
+        return grpc.StatusCode.UNAVAILABLE, f"limit store error: {type(error).__name__}"
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def unary(handler):
+    """Wrap a grpc.aio unary handler: every failure leaves as one counted status."""
+
+    @functools.wraps(handler)
+    async def wrapped(self, request, context: grpc.aio.ServicerContext):
+        try:
+            response = await handler(self, request, context)
+        except Exception as error:  # noqa: BLE001 - this is the one place that maps them all
+            code, message = status_of(error)
+            counts[code.name] += 1
+            if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+                log.error("%s failed: %s (%s)", handler.__name__, code.name,
+                          type(error).__name__, exc_info=code == grpc.StatusCode.INTERNAL)
+            await context.abort(code, message)
+        counts["OK"] += 1
+        return response
+
+    return wrapped

@@ -1,0 +1,152 @@
+"""Build, run and drain the gateway: grpc.aio on uvloop, health and reflection, the sweeper.
+
+SIGTERM drains: health answers NOT_SERVING at once, the server stops accepting calls, calls in
+flight finish (up to DRAIN_GRACE_S), then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+
+import grpc
+import msgspec
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway import service, sweeper
+from gateway.pb import creditgate_pb2 as pb
+from gateway.pb import creditgate_pb2_grpc as pb_grpc
+from limits import catalog
+from limits.client import LimitsClient
+from limits.constants import DRAIN_GRACE_S, GRPC_MESSAGE_BYTES_MAX, PARTITIONS_MAX
+from limits.scripts import ScriptRunner
+
+log = logging.getLogger("creditgate.gateway")
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["Authorization"].full_name,
+    pb.DESCRIPTOR.services_by_name["Admin"].full_name,
+)
+
+
+class Config(msgspec.Struct, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 50051
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    catalog_path: str = str(catalog.DEFAULT_CATALOG)
+    partitions: int = 256
+    processes: int = 1
+    sweep: bool = True
+    clock_offset_ms: int = 0  # tests only
+
+
+class Gateway:
+    """A started gateway: its gRPC server, Redis client, health servicer and sweeper."""
+
+    def __init__(self, config: Config):
+        if not 1 <= config.partitions <= PARTITIONS_MAX:
+            raise ValueError(f"partitions must be within 1..{PARTITIONS_MAX}")
+        self.config = config
+        # A bad catalog stops start-up before anything listens.
+        self.products = catalog.load(config.catalog_path)
+        self.redis = aioredis.Redis.from_url(config.redis_url, max_connections=64)
+        self.runner = ScriptRunner(self.redis)
+        self.limits = LimitsClient(self.runner, config.partitions, config.clock_offset_ms)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX),
+            ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES_MAX),
+        ])
+        self.port = 0
+        self._sweeper: asyncio.Task | None = None
+
+    async def start(self) -> int:
+        await self.runner.load()
+        context = service.Context(self.limits, self.products)
+        pb_grpc.add_AuthorizationServicer_to_server(service.AuthorizationService(context),
+                                                    self.server)
+        pb_grpc.add_AdminServicer_to_server(service.AdminService(context), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        if not self.port:
+            raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.sweep:
+            self._sweeper = asyncio.create_task(sweeper.sweep_forever(self.redis, self.limits))
+        return self.port
+
+    async def stop(self, grace_s: float = DRAIN_GRACE_S) -> None:
+        """Drain: NOT_SERVING first, then finish the calls in flight, then close."""
+        await self.health.enter_graceful_shutdown()
+        if self._sweeper:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.server.stop(grace_s)
+        await self.runner.close()
+        await self.redis.aclose()
+
+
+async def serve(config: Config) -> int:
+    gateway = Gateway(config)
+    port = await gateway.start()
+    log.info("creditgate listening on %s:%d (redis %s, %d partitions, catalog %s)",
+             config.host, port, _redacted(config.redis_url), config.partitions,
+             config.catalog_path)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("draining")
+    await gateway.stop()
+    log.info("stopped")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    """The Redis URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+def run(config: Config) -> int:
+    """Run in this process, or in `processes` processes sharing the port (SO_REUSEPORT)."""
+    import uvloop
+
+    if config.processes <= 1:
+        return uvloop.run(serve(config))
+    if config.port == 0:
+        raise ValueError("--processes needs a fixed --port")
+    spawn = multiprocessing.get_context("spawn")
+    children = [spawn.Process(target=_child, args=(msgspec.to_builtins(config),), daemon=False)
+                for _ in range(config.processes)]
+    for child in children:
+        child.start()
+
+    def forward(signum, _frame):
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # SIGTERM: each child drains
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0) for child in children)
+
+
+def _child(config: dict) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+    sys.exit(run(Config(**{**config, "processes": 1})))

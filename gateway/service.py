@@ -1,0 +1,192 @@
+"""The gRPC services: thin handlers that read like the protocol.
+
+Authorize: hotpath.plan_authorize (validation and product rules, no I/O) -> one reserve script
+call, coalesced with the loop tick's other calls into one Redis round trip -> response.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+
+import hotpath
+from gateway.errors import NotFound, unary
+from gateway.pb import creditgate_pb2 as pb
+from gateway.pb import creditgate_pb2_grpc as pb_grpc
+from limits import calendar, catalog
+from limits.client import CustomerState, LimitsClient
+from limits.constants import (
+    CAP_MINOR_MAX,
+    CUSTOMER_CAPS_MAX,
+    HOLD_TOKEN_LENGTH,
+    NODE_NAME_LENGTH_MAX,
+    TZ_DEFAULT,
+)
+from limits.reasons import RESPONSE_CODE
+
+_HOLD_STATES = {
+    "open": pb.HOLD_STATE_OPEN,
+    "captured": pb.HOLD_STATE_CAPTURED,
+    "voided": pb.HOLD_STATE_VOIDED,
+    "expired": pb.HOLD_STATE_EXPIRED,
+}
+_STATUS_NAMES = {
+    pb.CUSTOMER_STATUS_ACTIVE: "active",
+    pb.CUSTOMER_STATUS_FROZEN: "frozen",
+    pb.CUSTOMER_STATUS_CLOSED: "closed",
+}
+_STATUS_NUMBERS = {name: number for number, name in _STATUS_NAMES.items()}
+
+
+def random_token() -> str:
+    """The random part of a hold id: 80 bits as 16 base32 characters."""
+    return base64.b32encode(os.urandom(HOLD_TOKEN_LENGTH * 5 // 8)).decode()
+
+
+class Context:
+    """What the services share: the limit client, the catalog and the injected randomness."""
+
+    def __init__(self, limits: LimitsClient, products: dict[str, catalog.Product],
+                 token_source: Callable[[], str] = random_token):
+        self.limits = limits
+        self.products = products
+        self.rules = hotpath.compile_products(products)
+        self.partitions = limits.partitions
+        self.token_source = token_source
+
+
+def _levels(levels) -> list[pb.LevelHeadroom]:
+    return [pb.LevelHeadroom(node=level.node, cap_minor=level.cap_minor,
+                             held_minor=level.held_minor, used_minor=level.used_minor,
+                             available_minor=level.available_minor) for level in levels]
+
+
+class AuthorizationService(pb_grpc.AuthorizationServicer):
+    def __init__(self, context: Context):
+        self.c = context
+
+    @unary
+    async def Authorize(self, request: pb.AuthorizeRequest, context) -> pb.AuthorizeResponse:
+        keys_, args = hotpath.plan_authorize(request, self.c.rules, self.c.partitions,
+                                             self.c.token_source())
+        result = await self.c.limits.authorize(keys_, args)
+        return pb.AuthorizeResponse(
+            approved=result.approved,
+            decline_reason=int(result.reason),
+            response_code=RESPONSE_CODE[result.reason],
+            decline_level=result.level,
+            hold_id=result.hold_id,
+            available_minor=result.available_minor,
+            levels=_levels(result.levels),
+            hold_expires_at_ms=result.hold_expires_at_ms,
+            decided_at_ms=result.decided_at_ms,
+        )
+
+    @unary
+    async def Capture(self, request: pb.CaptureRequest, context) -> pb.CaptureResponse:
+        keys_, args = hotpath.plan_capture(request, self.c.partitions)
+        result = await self.c.limits.capture(keys_, args)
+        return pb.CaptureResponse(
+            hold_id=request.hold_id,
+            state=_HOLD_STATES[result.state],
+            captured_minor=result.captured_minor,
+            captured_total_minor=result.captured_total_minor,
+            released_minor=result.released_minor,
+            held_minor=result.held_minor,
+            decided_at_ms=result.decided_at_ms,
+        )
+
+    @unary
+    async def Void(self, request: pb.VoidRequest, context) -> pb.VoidResponse:
+        keys_, args = hotpath.plan_void(request, self.c.partitions)
+        result = await self.c.limits.void(keys_, args)
+        return pb.VoidResponse(
+            hold_id=request.hold_id,
+            state=_HOLD_STATES[result.state],
+            released_minor=result.released_minor,
+            captured_total_minor=result.captured_total_minor,
+            decided_at_ms=result.decided_at_ms,
+        )
+
+    @unary
+    async def GetCredit(self, request: pb.GetCreditRequest, context) -> pb.GetCreditResponse:
+        hotpath.check_id("customer_id", request.customer_id)
+        product = None
+        if request.product_id:
+            product = self.c.products.get(request.product_id)
+            if product is None:
+                raise hotpath.InvalidArgument("product_id",
+                                              f"unknown product {request.product_id!r}")
+        state = await _customer(self.c.limits, request.customer_id)
+        response = pb.GetCreditResponse(
+            customer_id=state.customer_id,
+            status=_STATUS_NUMBERS.get(state.status, pb.CUSTOMER_STATUS_UNSPECIFIED),
+            levels=_levels(state.levels()),
+            as_of_ms=state.as_of_ms,
+        )
+        products = [product] if product else [self.c.products[p] for p in
+                                              sorted(set(state.day) | set(state.month))
+                                              if p in self.c.products]
+        for item in products:
+            for period, windows, reset in (("day", state.day, state.day_resets_at_ms),
+                                           ("month", state.month, state.month_resets_at_ms)):
+                rule = getattr(item.velocity, period)
+                window = windows.get(item.id)
+                response.velocity.append(pb.VelocityWindow(
+                    product_id=item.id, period=period,
+                    amount_minor=window.amount_minor if window else 0,
+                    count=window.count if window else 0,
+                    amount_max_minor=rule.amount_max_minor, count_max=rule.count_max,
+                    resets_at_ms=reset))
+        if product:
+            response.available_minor = min(state.level(node).available_minor
+                                           for node in product.nodes)
+        return response
+
+
+class AdminService(pb_grpc.AdminServicer):
+    def __init__(self, context: Context):
+        self.c = context
+
+    @unary
+    async def PutCustomer(self, request: pb.PutCustomerRequest, context) -> pb.Customer:
+        hotpath.check_id("customer_id", request.customer_id)
+        status = _STATUS_NAMES.get(request.status)
+        if status is None:
+            raise hotpath.InvalidArgument("status", "required: ACTIVE, FROZEN or CLOSED")
+        timezone = request.timezone or TZ_DEFAULT
+        try:
+            calendar.zone(timezone)
+        except calendar.UnknownTimezone:
+            raise hotpath.InvalidArgument("timezone", "unknown IANA timezone") from None
+        if len(request.caps_minor) > CUSTOMER_CAPS_MAX:
+            raise hotpath.InvalidArgument("caps_minor", f"at most {CUSTOMER_CAPS_MAX} caps")
+        for node, cap in request.caps_minor.items():
+            if not catalog.NODE_NAME.match(node) or len(node) > NODE_NAME_LENGTH_MAX:
+                raise hotpath.InvalidArgument(
+                    "caps_minor", f"bad node name {node[:NODE_NAME_LENGTH_MAX]!r}: dotted "
+                    f"lower-case words, at most {NODE_NAME_LENGTH_MAX} characters")
+            if not 0 <= cap <= CAP_MINOR_MAX:
+                raise hotpath.InvalidArgument(
+                    "caps_minor", f"cap of {node!r} must be within 0..{CAP_MINOR_MAX}")
+        await self.c.limits.put_customer(request.customer_id, status, timezone,
+                                         dict(request.caps_minor))
+        return pb.Customer(customer_id=request.customer_id, status=request.status,
+                           timezone=timezone, caps_minor=dict(request.caps_minor))
+
+    @unary
+    async def GetCustomer(self, request: pb.GetCustomerRequest, context) -> pb.Customer:
+        hotpath.check_id("customer_id", request.customer_id)
+        state = await _customer(self.c.limits, request.customer_id)
+        return pb.Customer(customer_id=state.customer_id,
+                           status=_STATUS_NUMBERS.get(state.status,
+                                                      pb.CUSTOMER_STATUS_UNSPECIFIED),
+                           timezone=state.timezone, caps_minor=state.caps)
+
+
+async def _customer(limits: LimitsClient, customer_id: str) -> CustomerState:
+    state = await limits.credit(customer_id)
+    if state is None:
+        raise NotFound("customer_id: unknown customer")
+    return state
