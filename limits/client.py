@@ -85,7 +85,6 @@ class VoidResult(msgspec.Struct, frozen=True):
 class Window(msgspec.Struct, frozen=True):
     amount_minor: int
     count: int
-    resets_at_ms: int
 
 
 class CustomerState(msgspec.Struct, frozen=True):
@@ -97,6 +96,8 @@ class CustomerState(msgspec.Struct, frozen=True):
     used: dict[str, int]
     day: dict[str, Window]  # product -> the current local day's approved amount and count
     month: dict[str, Window]
+    day_resets_at_ms: int  # when the customer's local day and month end
+    month_resets_at_ms: int
     as_of_ms: int
 
     def level(self, node: str) -> Level:
@@ -166,11 +167,12 @@ class LimitsClient:
     async def expire(self, customer_id: str) -> int:
         """Release the customer's holds whose TTL has passed; the number released."""
         base = self._base(customer_id)
-        return int(await self._call(
+        reply = await self._call(
             "expire",
             [keys.customer_holds(base, customer_id), keys.due(base), keys.outbox(base)],
             [base, customer_id],
-        ))
+        )
+        return int(_text(reply).split("|")[0])
 
     async def credit(self, customer_id: str) -> CustomerState | None:
         """The customer's caps, usage and velocity windows now, or None if unknown."""
@@ -210,14 +212,12 @@ def decode_customer(customer_id: str, fields: dict[str, str], now_ms: int) -> Cu
                              (keys.FIELD_USED, used)):
             if field.startswith(prefix):
                 into[field[len(prefix):]] = int(value)
-        for prefix, into, current, reset in (
-            (keys.FIELD_VELOCITY_DAY, day, day_number, day_reset),
-            (keys.FIELD_VELOCITY_MONTH, month, month_number, month_reset),
-        ):
+        for prefix, into, current in ((keys.FIELD_VELOCITY_DAY, day, day_number),
+                                      (keys.FIELD_VELOCITY_MONTH, month, month_number)):
             if field.startswith(prefix):
                 number, amount, count = map(int, value.split(":"))
                 if number == current:  # an older window counts nothing now
-                    into[field[len(prefix):]] = Window(amount, count, reset)
+                    into[field[len(prefix):]] = Window(amount, count)
     return CustomerState(customer_id, fields.get(keys.FIELD_STATUS, ""),
                          fields.get(keys.FIELD_TIMEZONE, ""), caps, held, used, day, month,
-                         now_ms)
+                         day_reset, month_reset, now_ms)

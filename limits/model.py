@@ -280,11 +280,11 @@ class Model:
                    at_ms=str(now))
         return self._remember(k[1], fingerprint, f"OK|voided|{released}|{h['cp']}|{now}")
 
-    def expire(self, k: list[str], a: list[str], now: int) -> int:
+    def expire(self, k: list[str], a: list[str], now: int) -> str:
         released = self._release_expired(a[0], a[1], k[1], k[2], now)
         if released == 0:
             self._update_due(k[0], k[1], a[1])
-        return released
+        return f"{released}|{now}"
 
     def credit(self, k: list[str], a: list[str], now: int) -> list[str]:
         if k[0] not in self.state:

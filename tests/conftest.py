@@ -150,3 +150,76 @@ def redis_sync(redis_server: RedisServer) -> Iterator[redis_lib.Redis]:
         yield client
     finally:
         client.close()
+
+
+# -- creditgate fixtures ------------------------------------------------------------------------
+
+# A customer whose caps exercise every level of the example catalog's products.
+CUSTOMER_CAPS = {
+    "total": 1_000_000,
+    "consumer": 800_000,
+    "consumer.scan_pay": 600_000,
+    "consumer.scan_pay.pos": 500_000,
+    "consumer.scan_pay.qr": 400_000,
+    "consumer.online": 700_000,
+    "cash": 300_000,
+}
+PARTITIONS = 16  # few partitions: tests put several customers in one
+
+
+@pytest_asyncio.fixture
+async def gateway(redis, redis_server):
+    """A gateway served in this test's event loop on a free port, against the private Redis.
+
+    Its sweeper is off so tests decide when holds are swept; `gateway.limits.clock_offset_ms`
+    moves the scripts' clock.
+    """
+    from gateway.server import Config, Gateway
+
+    config = Config(port=0, redis_url=redis_server.url, partitions=PARTITIONS, sweep=False)
+    served = Gateway(config)
+    await served.start()
+    try:
+        yield served
+    finally:
+        await served.stop(grace_s=1.0)
+
+
+@pytest_asyncio.fixture
+async def channel(gateway):
+    import grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel_:
+        yield channel_
+
+
+@pytest.fixture
+def auth(channel):
+    from gateway.pb import creditgate_pb2_grpc as pb_grpc
+
+    return pb_grpc.AuthorizationStub(channel)
+
+
+@pytest.fixture
+def admin(channel):
+    from gateway.pb import creditgate_pb2_grpc as pb_grpc
+
+    return pb_grpc.AdminStub(channel)
+
+
+async def snapshot(client: redis_asyncio.Redis) -> dict:
+    """Every key of the private Redis with its value (streams: their entries' fields)."""
+    state = {}
+    async for key in client.scan_iter(count=1000):
+        kind = (await client.type(key)).decode()
+        if kind == "hash":
+            state[key] = await client.hgetall(key)
+        elif kind == "zset":
+            state[key] = await client.zrange(key, 0, -1, withscores=True)
+        elif kind == "string":
+            state[key] = await client.get(key)
+        elif kind == "stream":
+            state[key] = [fields for _, fields in await client.xrange(key)]
+        else:
+            state[key] = kind
+    return state

@@ -1,0 +1,107 @@
+"""Drivers that run the same operations against the pure-Python model, the Lua scripts on the
+real Redis, and the gRPC gateway, so that one table of cases runs against all three."""
+
+from __future__ import annotations
+
+import itertools
+
+import grpc
+
+import hotpath
+from gateway.pb import creditgate_pb2 as pb
+from limits import catalog
+from limits.client import LimitsClient, ModelRunner, Refused
+from limits.model import Model
+from limits.reasons import DeclineReason
+from limits.scripts import ScriptRunner
+
+PARTITIONS = 16
+START_MS = 1_795_600_000_000  # the model's clock starts here (2026-11-25, UTC)
+PRODUCTS = catalog.load()
+RULES = hotpath.compile_products(PRODUCTS)
+CHANNELS = {"qr_scan": pb.CHANNEL_QR_SCAN, "pos": pb.CHANNEL_POS,
+            "ecommerce": pb.CHANNEL_ECOMMERCE, "cash": pb.CHANNEL_CASH}
+_tokens = itertools.count()
+
+
+def token() -> str:
+    """Deterministic, distinct hold-id tokens (16 base32 characters)."""
+    return f"{next(_tokens):016d}".translate(str.maketrans("0123456789", "ABCDEFGHJK"))
+
+
+def authorize_request(key: str, customer_id: str, amount_minor: int, product_id="scan_pay",
+                      channel="pos", mcc="5411", merchant_id="m-1", currency="CNY"):
+    return pb.AuthorizeRequest(idempotency_key=key, customer_id=customer_id,
+                               product_id=product_id, channel=CHANNELS[channel],
+                               merchant_id=merchant_id, mcc=mcc, amount_minor=amount_minor,
+                               currency=currency)
+
+
+class ScriptDriver:
+    """The scripts through LimitsClient, on the model or on Redis."""
+
+    def __init__(self, client: LimitsClient):
+        self.client = client
+
+    async def put(self, customer_id: str, caps: dict[str, int], status: str = "active",
+                  timezone: str = "Asia/Shanghai") -> None:
+        await self.client.put_customer(customer_id, status, timezone, caps)
+
+    async def authorize(self, request) -> tuple[DeclineReason, str, str]:
+        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS, token())
+        result = await self.client.authorize(keys_, args)
+        return result.reason, result.level, result.hold_id
+
+    async def capture(self, key: str, hold_id: str, amount_minor: int, final: bool):
+        keys_, args = hotpath.plan_capture(pb.CaptureRequest(
+            idempotency_key=key, hold_id=hold_id, amount_minor=amount_minor, final=final),
+            PARTITIONS)
+        return await self.client.capture(keys_, args)
+
+    def advance(self, ms: int) -> None:
+        self.client.clock_offset_ms += ms
+
+
+class GrpcDriver:
+    def __init__(self, gateway, admin, auth):
+        self.gateway, self.admin, self.auth = gateway, admin, auth
+
+    async def put(self, customer_id: str, caps: dict[str, int], status: str = "active",
+                  timezone: str = "Asia/Shanghai") -> None:
+        statuses = {"active": pb.CUSTOMER_STATUS_ACTIVE, "frozen": pb.CUSTOMER_STATUS_FROZEN,
+                    "closed": pb.CUSTOMER_STATUS_CLOSED}
+        await self.admin.PutCustomer(pb.PutCustomerRequest(
+            customer_id=customer_id, status=statuses[status], timezone=timezone,
+            caps_minor=caps))
+
+    async def authorize(self, request) -> tuple[DeclineReason, str, str]:
+        reply = await self.auth.Authorize(request)
+        assert reply.approved == (reply.decline_reason == 0)
+        return DeclineReason(reply.decline_reason), reply.decline_level, reply.hold_id
+
+    async def capture(self, key: str, hold_id: str, amount_minor: int, final: bool):
+        try:
+            return await self.auth.Capture(pb.CaptureRequest(
+                idempotency_key=key, hold_id=hold_id, amount_minor=amount_minor, final=final))
+        except grpc.aio.AioRpcError as error:
+            raise Refused from error
+
+    def advance(self, ms: int) -> None:
+        self.gateway.limits.clock_offset_ms += ms
+
+
+class Clock:
+    def __init__(self, now_ms: int = START_MS):
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def model_client() -> LimitsClient:
+    return LimitsClient(ModelRunner(Model(Clock())), PARTITIONS)
+
+
+def redis_client(redis) -> LimitsClient:
+    """Scripts are not loaded up front: the first call of each meets NOSCRIPT and loads."""
+    return LimitsClient(ScriptRunner(redis), PARTITIONS)
