@@ -22,7 +22,7 @@ from limits.model import Model
 from limits.scripts import ScriptRunner
 from tests.support import PARTITIONS, RULES, authorize_request
 
-CUSTOMERS = ("alice", "bob", "carol")  # alice and carol share partition? not needed
+CUSTOMERS = ("alice", "bob", "carol")
 PRODUCT_CHANNELS = [("scan_pay", "pos", "5411"), ("scan_pay", "qr_scan", "5812"),
                     ("ecommerce", "ecommerce", "5999"), ("cash", "cash", "6011")]
 DAY_MS = 86_400_000
@@ -192,7 +192,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
                         node = field[len(keys.FIELD_CAP):]
                         held = int(value.get(keys.FIELD_HELD + node, 0))
                         used = int(value.get(keys.FIELD_USED + node, 0))
-                        assert 0 <= held and 0 <= used and held + used <= int(cap), (key, node)
+                        assert held >= 0 and used >= 0 and held + used <= int(cap), (key, node)
 
     @invariant()
     def conservation(self):
