@@ -1,0 +1,81 @@
+"""The script runner: loaded once and called by SHA, reloaded on NOSCRIPT, and the calls of one
+loop tick coalesced into one round trip without one call's failure reaching its neighbours."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ResponseError
+
+from limits import keys
+from limits.scripts import SCRIPT_NAMES, ScriptRunner, lua_constants, scripts
+from tests.support import PARTITIONS, ScriptDriver, authorize_request, redis_client
+
+
+def test_every_script_is_prefixed_by_the_generated_constants():
+    constants = lua_constants()
+    for name in SCRIPT_NAMES:
+        source = scripts()[name].source
+        assert source.index(constants) < source.index("_lib.lua") < source.index(f"{name}.lua")
+    assert f"local K_CUSTOMER = '{keys.KIND_CUSTOMER}'" in constants
+
+
+async def test_scripts_are_loaded_once_and_reloaded_after_script_flush(redis):
+    runner = ScriptRunner(redis)
+    await runner.load()
+    shas = [script.sha for script in runner.scripts.values()]
+    assert await redis.script_exists(*shas) == [True] * len(shas)
+    await redis.script_flush()
+    driver = ScriptDriver(redis_client(redis))
+    driver.client.runner = runner
+    await driver.put("c1", {"total": 1_000, "consumer": 1_000, "consumer.scan_pay": 1_000,
+                            "consumer.scan_pay.pos": 1_000})
+    reason, _, hold_id = await driver.authorize(authorize_request("k", "c1", 500))
+    assert reason == 0 and hold_id
+    assert await redis.script_exists(*shas) == [True] * len(shas)
+
+
+async def test_one_round_trip_per_tick_and_isolated_failures(redis):
+    client = redis_client(redis)
+    runner = client.runner
+    await runner.load()
+    driver = ScriptDriver(client)
+    caps = {"total": 10**7, "consumer": 10**7, "consumer.scan_pay": 10**7,
+            "consumer.scan_pay.pos": 10**7}
+    customers = [f"c{i}" for i in range(40)]
+    for customer in customers:
+        await driver.put(customer, caps)
+    # A customer whose record was overwritten with another type: its script call fails.
+    broken = customers[7]
+    broken_key = keys.customer(keys.base(keys.partition_of(broken, PARTITIONS)), broken)
+    await redis.delete(broken_key)
+    await redis.set(broken_key, "not a hash")
+    batches_before = runner.batches_sent
+    results = await asyncio.gather(
+        *(driver.authorize(authorize_request(f"k-{c}", c, 1_000)) for c in customers),
+        return_exceptions=True)
+    assert runner.batches_sent - batches_before == 1  # one pipeline for the whole tick
+    for customer, result in zip(customers, results, strict=True):
+        if customer == broken:
+            assert isinstance(result, ResponseError) and "WRONGTYPE" in str(result)
+        else:
+            assert result[0] == 0 and result[2], (customer, result)
+
+
+async def test_batches_are_bounded(redis):
+    client = redis_client(redis)
+    client.runner.batch_size_max = 8
+    await client.runner.load()
+    driver = ScriptDriver(client)
+    batches_before = client.runner.batches_sent
+    results = await asyncio.gather(*(driver.authorize(authorize_request(f"k{i}", f"u{i}", 100))
+                                     for i in range(20)))
+    assert [r[0] for r in results] == [1] * 20  # unknown customers, each answered
+    assert client.runner.batches_sent - batches_before == 3  # 8 + 8 + 4
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_script_headers_list_keys_and_argv(name):
+    source = scripts()[name].source.split(f"-- {name}.lua")[1]
+    assert "KEYS[1]" in source.split("\nlocal ")[0] and "ARGV[1]" in source.split("\nlocal ")[0]
