@@ -23,7 +23,13 @@ from gateway.pb import creditgate_pb2 as pb
 from gateway.pb import creditgate_pb2_grpc as pb_grpc
 from limits import catalog
 from limits.client import LimitsClient
-from limits.constants import DRAIN_GRACE_S, GRPC_MESSAGE_BYTES_MAX, PARTITIONS_MAX
+from limits.constants import (
+    DRAIN_GRACE_S,
+    GRPC_MESSAGE_BYTES_MAX,
+    PARTITIONS_MAX,
+    REDIS_CONNECTIONS_MAX,
+    REDIS_WAIT_S,
+)
 from limits.scripts import ScriptRunner
 
 log = logging.getLogger("creditgate.gateway")
@@ -54,7 +60,10 @@ class Gateway:
         self.config = config
         # A bad catalog stops start-up before anything listens.
         self.products = catalog.load(config.catalog_path)
-        self.redis = aioredis.Redis.from_url(config.redis_url, max_connections=64)
+        # A bounded pool that waits for a free connection rather than failing the batch.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            config.redis_url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_WAIT_S)
+        self.redis = aioredis.Redis(connection_pool=pool)
         self.runner = ScriptRunner(self.redis)
         self.limits = LimitsClient(self.runner, config.partitions, config.clock_offset_ms)
         self.health = health.aio.HealthServicer()

@@ -39,6 +39,8 @@ SWEEP_INTERVAL_S = 1.0
 SWEEP_CUSTOMERS_PER_PARTITION_MAX = 128
 DRAIN_GRACE_S = 10.0
 GRPC_MESSAGE_BYTES_MAX = 64 * 1024
+REDIS_CONNECTIONS_MAX = 64  # per gateway process; batches wait for a free one
+REDIS_WAIT_S = 5.0  # how long a batch waits for a connection before failing UNAVAILABLE
 
 # Timezones: the UTC-offset schedule stored with a customer covers this many years ahead.
 TZ_SCHEDULE_YEARS = 30
