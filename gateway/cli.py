@@ -6,6 +6,7 @@
     creditgate customer show ID
     creditgate credit ID [--product PRODUCT]
     creditgate demo
+Client commands take --target HOST:PORT (default 127.0.0.1:50051, or $CREDITGATE_TARGET).
 """
 
 from __future__ import annotations
@@ -41,21 +42,29 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-sweeper", action="store_true",
                        help="do not release expired holds from this process")
 
+    # --target is accepted after any client command or action.
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument("--target", default=os.environ.get("CREDITGATE_TARGET", DEFAULT_TARGET),
+                        help=f"the gateway's address (default {DEFAULT_TARGET})")
+
+    # The same option on an action, where it overrides the command's only if given.
+    action_target = argparse.ArgumentParser(add_help=False)
+    action_target.add_argument("--target", default=argparse.SUPPRESS,
+                               help=f"the gateway's address (default {DEFAULT_TARGET})")
+
     def client(name: str, help_: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_)
-        sub.add_argument("--target", default=os.environ.get("CREDITGATE_TARGET",
-                                                            DEFAULT_TARGET))
-        return sub
+        return commands.add_parser(name, help=help_, parents=[target])
 
     customer = client("customer", "create, replace or show a customer")
     actions = customer.add_subparsers(dest="action", required=True)
-    put = actions.add_parser("put", help="create or replace a customer")
+    put = actions.add_parser("put", help="create or replace a customer",
+                             parents=[action_target])
     put.add_argument("customer_id")
     put.add_argument("--status", default="active", choices=("active", "frozen", "closed"))
     put.add_argument("--timezone", default="", help="IANA name (default Asia/Shanghai)")
     put.add_argument("--cap", action="append", default=[], metavar="NODE=AMOUNT_MINOR",
                      help="a cap in minor units, repeatable: --cap total=1000000")
-    show = actions.add_parser("show", help="show a customer")
+    show = actions.add_parser("show", help="show a customer", parents=[action_target])
     show.add_argument("customer_id")
 
     credit = client("credit", "show a customer's limits, usage and velocity")

@@ -79,7 +79,7 @@ class CatalogError(ValueError):
         self.path, self.product, self.field = path, product, field
 
 
-_ERROR_AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
+_ERROR_AT = re.compile(r"^(.*) - at `(?:key` in `)?\$\.?(.*)`$")
 
 
 def load(path: str | pathlib.Path = DEFAULT_CATALOG) -> dict[str, Product]:
@@ -97,6 +97,8 @@ def parse(data: bytes | str, path: str = "<catalog>") -> dict[str, Product]:
         document = msgspec.toml.decode(data)
     except msgspec.DecodeError as error:
         raise CatalogError(path, None, None, f"not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise CatalogError(path, None, None, "not valid TOML: the file is not UTF-8") from None
     unknown = sorted(set(document) - {"products"})
     if unknown:
         raise CatalogError(path, None, unknown[0], "unknown top-level table or key")
@@ -114,6 +116,8 @@ def parse(data: bytes | str, path: str = "<catalog>") -> dict[str, Product]:
             message, field = (match.group(1), match.group(2)) if match else (str(error), None)
             if not field and ("missing required field" in message or "unknown field" in message):
                 field = message.split("`")[1]
+            if "Invalid enum value" in message:
+                message += f"; channels are {', '.join(CHANNELS)}"
             raise CatalogError(path, product_id, field or None, message) from None
         product.id = product_id
         _check(path, product)
@@ -147,9 +151,10 @@ def _check(path: str, product: Product) -> None:
     for channel in product.channel_nodes:
         if channel not in product.channels:
             fail("channel_nodes", f"channel {channel!r} is not among the product's channels")
-    if not 0 < product.amount_min_minor <= product.amount_max_minor <= AMOUNT_MINOR_MAX:
-        fail("amount_min_minor", "need 0 < amount_min_minor <= amount_max_minor <= "
-             f"{AMOUNT_MINOR_MAX}")
+    if product.amount_max_minor > AMOUNT_MINOR_MAX:
+        fail("amount_max_minor", f"must be at most {AMOUNT_MINOR_MAX}")
+    if not 0 < product.amount_min_minor <= product.amount_max_minor:
+        fail("amount_min_minor", "need 0 < amount_min_minor <= amount_max_minor")
     if not HOLD_TTL_S_MIN <= product.hold_ttl_s <= HOLD_TTL_S_MAX:
         fail("hold_ttl_s", f"must be within {HOLD_TTL_S_MIN}..{HOLD_TTL_S_MAX} seconds")
     for field, mccs in (("mcc_allow", product.mcc_allow), ("mcc_deny", product.mcc_deny)):
