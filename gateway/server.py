@@ -138,6 +138,7 @@ def run(config: Config) -> int:
         return uvloop.run(serve(config))
     if config.port == 0:
         raise ValueError("--processes needs a fixed --port")
+    catalog.load(config.catalog_path)  # a bad catalog stops start-up here, once
     spawn = multiprocessing.get_context("spawn")
     children = [spawn.Process(target=_child, args=(msgspec.to_builtins(config),), daemon=False)
                 for _ in range(config.processes)]

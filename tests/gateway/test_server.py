@@ -156,3 +156,45 @@ async def test_missing_catalog_stops_start_up(redis_server, tmp_path):
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
     assert process.returncode not in (0, None)
     assert str(missing) in stderr.decode()
+
+
+async def test_processes_share_the_port_and_drain(redis_server):
+    port = free_port()
+    process = await _start_server(redis_server, port, "--processes", "2")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await _wait_serving(health_pb2_grpc.HealthStub(channel), process)
+            await pb_grpc.AdminStub(channel).PutCustomer(pb.PutCustomerRequest(
+                customer_id="multi", status=pb.CUSTOMER_STATUS_ACTIVE, caps_minor=CUSTOMER_CAPS))
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(children) == 2
+        for child in children:  # both serve: each answers on its own connections
+            assert Path(f"/proc/{child}").exists()
+        replies = []
+        for index in range(8):  # new connections are spread over the processes by the kernel
+            async with grpc.aio.insecure_channel(
+                    f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                replies.append(await pb_grpc.AuthorizationStub(ch).Authorize(
+                    pb.AuthorizeRequest(idempotency_key=f"m{index}", customer_id="multi",
+                                        product_id="scan_pay", channel=pb.CHANNEL_POS,
+                                        merchant_id="m", mcc="5411", amount_minor=1_000,
+                                        currency="CNY"), timeout=10))
+        assert all(reply.approved for reply in replies)
+        assert replies[-1].levels[0].held_minor == 8 * 1_000
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=15.0)
+        assert returncode == 0, (await process.stderr.read()).decode()[-2000:]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_bad_catalog_stops_a_multi_process_start(redis_server, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[products.x]\nname = 1\n")
+    process = await _start_server(redis_server, free_port(), "--processes", "2",
+                                  "--catalog", str(bad))
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
+    assert process.returncode == 2
+    assert f"{bad}: product 'x': field 'name'" in stderr.decode()

@@ -1,0 +1,78 @@
+"""The hot path's per-request CPU cost, Python twin against compiled twin.
+
+Run with `make bench` (pytest bench --benchmark-enable); pytest-benchmark groups the twins side
+by side, and the last test prints how many times faster the compiled twin is.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import limits.catalog
+from gateway.pb import creditgate_pb2 as pb
+from hotpath import _plan_py
+
+try:
+    from hotpath import _plan_c
+except ImportError:  # not built: only the Python twin is measured
+    _plan_c = None
+
+TOKEN = "K7Q2M4ZT5RX3WB6N"
+PARTITIONS = 256
+REQUEST = pb.AuthorizeRequest(
+    idempotency_key="pos-0d5f6c1e-7a41-4a0f-9b61-2f1c3a9e5b77",
+    customer_id="cust-8842017731",
+    product_id="scan_pay",
+    channel=pb.CHANNEL_QR_SCAN,
+    merchant_id="mer-310115-000482",
+    mcc="5411",
+    amount_minor=12_850,
+    currency="CNY",
+)
+TWINS = [
+    pytest.param(_plan_py, id="py"),
+    pytest.param(
+        _plan_c,
+        id="c",
+        marks=pytest.mark.skipif(_plan_c is None, reason="hotpath._plan_c is not built"),
+    ),
+]
+# Mean seconds per call, by (group, twin), for the ratio printed at the end.
+MEANS: dict[tuple[str, str], float] = {}
+
+
+def record(benchmark, group: str, impl) -> None:
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:  # None when benchmarks are disabled
+        MEANS[(group, impl.__name__.rsplit(".", 1)[-1])] = stats.stats.mean
+
+
+@pytest.mark.benchmark(group="plan_authorize")
+@pytest.mark.parametrize("impl", TWINS)
+def test_plan_authorize(benchmark, impl):
+    rules = impl.compile_products(limits.catalog.load())
+    keys, args = benchmark(impl.plan_authorize, REQUEST, rules, PARTITIONS, TOKEN)
+    assert len(keys) == 6 and args[7] == "0"
+    record(benchmark, "plan_authorize", impl)
+
+
+@pytest.mark.benchmark(group="check_id")
+@pytest.mark.parametrize("impl", TWINS)
+def test_check_id(benchmark, impl):
+    benchmark(impl.check_id, "idempotency_key", REQUEST.idempotency_key)
+    record(benchmark, "check_id", impl)
+
+
+def test_ratio(capsys):
+    """Prints py/c per group (after the benchmarks above; skipped if they did not run)."""
+    lines = []
+    for group in ("plan_authorize", "check_id"):
+        if (group, "_plan_py") in MEANS and (group, "_plan_c") in MEANS:
+            py_s, c_s = MEANS[group, "_plan_py"], MEANS[group, "_plan_c"]
+            lines.append(
+                f"{group}: py {py_s * 1e6:.3f} us, c {c_s * 1e6:.3f} us, c {py_s / c_s:.1f}x faster"
+            )
+    if not lines:
+        pytest.skip("no py/c pair measured (benchmarks disabled or the extension not built)")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
