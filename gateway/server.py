@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 
@@ -105,7 +106,15 @@ class Gateway:
         await self.redis.aclose()
 
 
-async def serve(config: Config) -> int:
+async def _stop_when_orphaned(parent_pid: int, stopping: asyncio.Event) -> None:
+    """A server process of `--processes N` drains if its parent dies without telling it."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(1.0)
+    log.warning("parent process %d is gone; draining", parent_pid)
+    stopping.set()
+
+
+async def serve(config: Config, parent_pid: int | None = None) -> int:
     gateway = Gateway(config)
     port = await gateway.start()
     log.info("creditgate listening on %s:%d (redis %s, %d partitions, catalog %s)",
@@ -115,7 +124,11 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    if parent_pid is not None:
+        orphan_watch = asyncio.create_task(_stop_when_orphaned(parent_pid, stopping))
     await stopping.wait()
+    if parent_pid is not None:
+        orphan_watch.cancel()
     log.info("draining")
     await gateway.stop()
     log.info("stopped")
@@ -130,12 +143,12 @@ def _redacted(url: str) -> str:
     return scheme + sep + rest
 
 
-def run(config: Config) -> int:
+def run(config: Config, parent_pid: int | None = None) -> int:
     """Run in this process, or in `processes` processes sharing the port (SO_REUSEPORT)."""
     import uvloop
 
     if config.processes <= 1:
-        return uvloop.run(serve(config))
+        return uvloop.run(serve(config, parent_pid))
     if config.port == 0:
         raise ValueError("--processes needs a fixed --port")
     catalog.load(config.catalog_path)  # a bad catalog stops start-up here, once
@@ -159,4 +172,4 @@ def run(config: Config) -> int:
 
 def _child(config: dict) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
-    sys.exit(run(Config(**{**config, "processes": 1})))
+    sys.exit(run(Config(**{**config, "processes": 1}), parent_pid=os.getppid()))
