@@ -13,7 +13,7 @@ import logging
 
 import grpc
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hotpath import InvalidArgument
@@ -33,7 +33,7 @@ _REFUSALS: dict[ScriptError, tuple[grpc.StatusCode, str]] = {
     ScriptError.HOLD_NOT_FOUND: (grpc.StatusCode.NOT_FOUND, "hold_id: no such hold"),
     ScriptError.HOLD_EXPIRED: (
         grpc.StatusCode.FAILED_PRECONDITION,
-        "hold_id: the hold expired at {detail} (Unix ms) and its credit was released; "
+        "hold_id: the hold expired: its TTL passed and it was released at {detail} (Unix ms); "
         "nothing was changed",
     ),
     ScriptError.HOLD_VOIDED: (
@@ -72,8 +72,9 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError)):
         return (grpc.StatusCode.UNAVAILABLE,
                 "limit store unavailable; retry with the same idempotency key")
-    if isinstance(error, RedisError):
-        return grpc.StatusCode.UNAVAILABLE, f"limit store error: {type(error).__name__}"
+    if isinstance(error, ResponseError) and str(error).startswith("OOM"):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, "limit store is out of memory"
+    # Any other Redis error (a script's runtime error) is our own bug, not the caller's.
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
@@ -87,9 +88,12 @@ def unary(handler):
         except Exception as error:  # noqa: BLE001 - this is the one place that maps them all
             code, message = status_of(error)
             counts[code.name] += 1
-            if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
-                log.error("%s failed: %s (%s)", handler.__name__, code.name,
-                          type(error).__name__, exc_info=code == grpc.StatusCode.INTERNAL)
+            if code == grpc.StatusCode.INTERNAL:
+                # Script errors name the script and line; requests' values are not logged.
+                log.error("%s failed: %s", handler.__name__, str(error)[:300], exc_info=error)
+            elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                log.warning("%s failed: %s (%s)", handler.__name__, code.name,
+                            type(error).__name__)
             await context.abort(code, message)
         counts["OK"] += 1
         return response

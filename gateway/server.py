@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import urllib.parse
 
 import grpc
 import msgspec
@@ -26,6 +27,7 @@ from limits import catalog
 from limits.client import LimitsClient
 from limits.constants import (
     DRAIN_GRACE_S,
+    GRPC_CONCURRENT_RPCS_MAX,
     GRPC_MESSAGE_BYTES_MAX,
     PARTITIONS_MAX,
     REDIS_CONNECTIONS_MAX,
@@ -63,12 +65,13 @@ class Gateway:
         self.products = catalog.load(config.catalog_path)
         # A bounded pool that waits for a free connection rather than failing the batch.
         pool = aioredis.BlockingConnectionPool.from_url(
-            config.redis_url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_WAIT_S)
+            config.redis_url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_WAIT_S,
+            socket_timeout=REDIS_WAIT_S, socket_connect_timeout=REDIS_WAIT_S)
         self.redis = aioredis.Redis(connection_pool=pool)
         self.runner = ScriptRunner(self.redis)
         self.limits = LimitsClient(self.runner, config.partitions, config.clock_offset_ms)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(options=[
+        self.server = grpc.aio.server(maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX, options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX),
             ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES_MAX),
@@ -136,11 +139,12 @@ async def serve(config: Config, parent_pid: int | None = None) -> int:
 
 
 def _redacted(url: str) -> str:
-    """The Redis URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
+    """The Redis URL without credentials or query, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{'***@' if parts.username or parts.password else ''}{host}{port}" \
+        f"{parts.path}"
 
 
 def run(config: Config, parent_pid: int | None = None) -> int:

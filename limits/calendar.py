@@ -9,6 +9,7 @@ with the same arithmetic as `utc_offset_s` and `window_numbers` below; the model
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
 
 from limits.constants import TZ_SCHEDULE_YEARS
@@ -31,7 +32,15 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
 
 
 def offset_schedule(name: str, from_s: int, years: int = TZ_SCHEDULE_YEARS) -> str:
-    """The zone's UTC offsets from `from_s` (Unix seconds) on, as the scripts read them."""
+    """The zone's UTC offsets from `from_s` (Unix seconds) on, as the scripts read them.
+
+    Cached per zone and day: computing one costs about 20 ms, which PutCustomer must not
+    spend on the event loop for every customer."""
+    return _offset_schedule(name, from_s - from_s % DAY_S, years)
+
+
+@functools.lru_cache(maxsize=1024)
+def _offset_schedule(name: str, from_s: int, years: int) -> str:
     tz = zone(name)
 
     def offset_at(s: int) -> int:

@@ -92,6 +92,32 @@ def load(path: str | pathlib.Path = DEFAULT_CATALOG) -> dict[str, Product]:
     return parse(data, str(path))
 
 
+def _check_tree(path: str, products: dict[str, Product]) -> None:
+    """Every product's path walks down one limit tree from its single root: each node is a
+    child of the node before it ("consumer" of the root, "consumer.scan_pay" of "consumer"),
+    and a channel's node is a child of the path's last node. Otherwise a product could spend
+    around a level, and "the first level short from the root" would mean nothing."""
+    roots = {product.nodes[0] for product in products.values()}
+    for product in products.values():
+        root = product.nodes[0]
+        if "." in root:
+            raise CatalogError(path, product.id, "nodes",
+                               f"the path starts at the root of the limit tree, not {root!r}")
+        if len(roots) > 1:
+            raise CatalogError(path, product.id, "nodes",
+                               f"all products share one root; found {sorted(roots)}")
+        steps = [("nodes", product.nodes[i - 1], product.nodes[i])
+                 for i in range(1, len(product.nodes))]
+        steps += [("channel_nodes", product.nodes[-1], node)
+                  for node in product.channel_nodes.values()]
+        for field, parent, node in steps:
+            expected = node.rsplit(".", 1)[0] if "." in node else root
+            if expected != parent:
+                raise CatalogError(path, product.id, field,
+                                   f"{node!r} is not a child of {parent!r}; a path walks down "
+                                   "the tree one level at a time")
+
+
 def parse(data: bytes | str, path: str = "<catalog>") -> dict[str, Product]:
     try:
         document = msgspec.toml.decode(data)
@@ -122,6 +148,7 @@ def parse(data: bytes | str, path: str = "<catalog>") -> dict[str, Product]:
         product.id = product_id
         _check(path, product)
         products[product_id] = product
+    _check_tree(path, products)
     return products
 
 

@@ -39,6 +39,9 @@ SWEEP_INTERVAL_S = 1.0
 SWEEP_CUSTOMERS_PER_PARTITION_MAX = 128
 DRAIN_GRACE_S = 10.0
 GRPC_MESSAGE_BYTES_MAX = 64 * 1024
+# Calls one process holds at once; beyond it gRPC answers RESOURCE_EXHAUSTED at once rather
+# than queueing without bound.
+GRPC_CONCURRENT_RPCS_MAX = 4096
 REDIS_CONNECTIONS_MAX = 64  # per gateway process; batches wait for a free one
 REDIS_WAIT_S = 5.0  # how long a batch waits for a connection before failing UNAVAILABLE
 
@@ -57,3 +60,4 @@ assert HOLD_TTL_S_MAX < IDEMPOTENCY_TTL_S
 assert 4 + HOLD_TOKEN_LENGTH <= ID_LENGTH_MAX
 assert 0 < EXPIRE_PER_CALL_MAX <= 1000
 assert 0 < BATCH_SIZE_MAX <= 10_000
+assert BATCH_SIZE_MAX <= GRPC_CONCURRENT_RPCS_MAX

@@ -116,7 +116,8 @@ def hold_id(partition: int, token: str) -> str:
 def partition_of_hold(hold_id_: str, partitions: int) -> int | None:
     """The partition a hold id names, or None if the id is not one of ours."""
     head, dash, token = hold_id_.partition("-")
-    if not dash or len(head) != 3 or not head.isdigit() or len(token) != HOLD_TOKEN_LENGTH:
+    digits = head.isascii() and head.isdigit()  # str.isdigit alone accepts '²'
+    if not dash or len(head) != 3 or not digits or len(token) != HOLD_TOKEN_LENGTH:
         return None
     partition = int(head)
     return partition if partition < partitions else None

@@ -72,31 +72,45 @@ class Model:
     def _close_hold(self, hold_key: str, state: str, seq: int, now: int) -> None:
         self._hash(hold_key).update(st=state, sq=str(seq), cl=str(now))
 
+    def _expire_hold(self, base: str, customer_id: str, hold_id: str, outbox_key: str,
+                     now: int) -> int:
+        hold_key = keys.hold(base, hold_id)
+        h = self._hash(hold_key)
+        if h.get("st") != "open":
+            return 0
+        released = int(h["a"]) - int(h["cp"])
+        for node in h["n"].split(","):
+            self._hincrby(keys.customer(base, customer_id), keys.FIELD_HELD + node, -released)
+        seq = int(h["sq"]) + 1
+        self._close_hold(hold_key, "expired", seq, now)
+        self._xadd(outbox_key, type="expired", event_id=f"{hold_id}:{seq}",
+                   customer_id=customer_id, hold_id=hold_id, product_id=h["p"],
+                   merchant_id=h["m"], currency=h["cur"], nodes=h["n"],
+                   released_minor=str(released), captured_total_minor=h["cp"], at_ms=str(now))
+        return 1
+
     def _release_expired(self, base: str, customer_id: str, due_key: str, outbox_key: str,
                          now: int) -> int:
-        customer_key = keys.customer(base, customer_id)
         holds_key = keys.customer_holds(base, customer_id)
         holds: dict[str, int] = self.state.get(holds_key) or {}  # type: ignore[assignment]
         due = sorted((score, hold_id) for hold_id, score in holds.items() if score <= now)
         due = due[: constants.EXPIRE_PER_CALL_MAX]
+        released = 0
         for _, hold_id in due:
-            hold_key = keys.hold(base, hold_id)
-            h = self._hash(hold_key)
-            if h.get("st") == "open":
-                released = int(h["a"]) - int(h["cp"])
-                for node in h["n"].split(","):
-                    self._hincrby(customer_key, keys.FIELD_HELD + node, -released)
-                seq = int(h["sq"]) + 1
-                self._close_hold(hold_key, "expired", seq, now)
-                self._xadd(outbox_key, type="expired", event_id=f"{hold_id}:{seq}",
-                           customer_id=customer_id, hold_id=hold_id, product_id=h["p"],
-                           merchant_id=h["m"], currency=h["cur"], nodes=h["n"],
-                           released_minor=str(released), captured_total_minor=h["cp"],
-                           at_ms=str(now))
+            released += self._expire_hold(base, customer_id, hold_id, outbox_key, now)
             self._zrem(holds_key, hold_id)
         if due:
             self._update_due(holds_key, due_key, customer_id)
-        return len(due)
+        return released
+
+    def _release_if_due(self, base: str, customer_id: str, hold_id: str, due_key: str,
+                        outbox_key: str, now: int) -> None:
+        h = self._hash(keys.hold(base, hold_id))
+        if h.get("st") == "open" and int(h["x"]) <= now:
+            self._expire_hold(base, customer_id, hold_id, outbox_key, now)
+            holds_key = keys.customer_holds(base, customer_id)
+            self._zrem(holds_key, hold_id)
+            self._update_due(holds_key, due_key, customer_id)
 
     def _replay(self, record_key: str, fingerprint: str, now: int) -> str | None:
         prior = self.state.get(record_key)
@@ -199,7 +213,7 @@ class Model:
         return self._remember(k[4], fingerprint, f"OK|0||{hold_id}|{available - amount}|{now}"
                               f"|{expires}{levels_text(amount)}")
 
-    def _open_hold(self, k: list[str], base: str, now: int):
+    def _open_hold(self, k: list[str], base: str, hold_id: str, now: int):
         """Capture's and void's common start: the hold after releasing expired holds, or the
         refusal (an ERR reply)."""
         hold = self.state.get(k[0])
@@ -207,6 +221,7 @@ class Model:
             return None, _err(E.HOLD_NOT_FOUND, "", now)
         customer_id = hold["c"]  # type: ignore[index]
         self._release_expired(base, customer_id, k[2], k[3], now)
+        self._release_if_due(base, customer_id, hold_id, k[2], k[3], now)
         h: dict[str, str] = self.state[k[0]]  # type: ignore[assignment]
         closed = {"expired": E.HOLD_EXPIRED, "voided": E.HOLD_VOIDED,
                   "captured": E.HOLD_CAPTURED}.get(h["st"])
@@ -223,7 +238,7 @@ class Model:
         replay = self._replay(k[1], fingerprint, now)
         if replay is not None:
             return replay
-        h, refusal = self._open_hold(k, base, now)
+        h, refusal = self._open_hold(k, base, hold_id, now)
         if refusal:
             return refusal
         held = int(h["a"]) - int(h["cp"])
@@ -259,7 +274,7 @@ class Model:
         replay = self._replay(k[1], fingerprint, now)
         if replay is not None:
             return replay
-        h, refusal = self._open_hold(k, base, now)
+        h, refusal = self._open_hold(k, base, hold_id, now)
         if refusal:
             return refusal
 

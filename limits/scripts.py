@@ -15,7 +15,7 @@ import importlib.resources
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from limits import constants, keys
 from limits.reasons import DeclineReason, ScriptError
@@ -106,22 +106,21 @@ class ScriptRunner:
     async def _send(self, batch) -> None:
         try:
             results = await self._execute(batch)
-            retry = [item for item, result in zip(batch, results, strict=True)
-                     if isinstance(result, NoScriptError)]
-            if retry:
-                # Redis lost its script cache (restart, SCRIPT FLUSH): an EVALSHA that answered
-                # NOSCRIPT ran nothing, so loading and sending again is safe.
-                await self.load()
-                results = dict(zip(map(id, retry), await self._execute(retry), strict=True)) | {
-                    id(item): result for item, result in zip(batch, results, strict=True)
-                    if not isinstance(result, NoScriptError)
-                }
-                results = [results[id(item)] for item in batch]
         except Exception as error:  # the connection failed: every call of the batch failed
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
+            results = [error] * len(batch)
+        retry = [index for index, result in enumerate(results)
+                 if isinstance(result, NoScriptError)]
+        if retry:
+            # Redis lost its script cache (restart, failover, SCRIPT FLUSH): an EVALSHA that
+            # answered NOSCRIPT ran nothing, so loading and sending those again is safe. Only
+            # the retried calls can fail here; their neighbours keep their answers.
+            try:
+                await self.load()
+                retried = await self._execute([batch[index] for index in retry])
+            except Exception as error:
+                retried = [error] * len(retry)
+            for index, result in zip(retry, retried, strict=True):
+                results[index] = result
         for (*_, future), result in zip(batch, results, strict=True):
             if future.done():  # the caller gave up (deadline, cancellation)
                 continue
@@ -131,13 +130,14 @@ class ScriptRunner:
                 future.set_result(result)
 
     async def _execute(self, batch) -> list:
+        """One round trip; a script's own error is returned in its place, not raised."""
         self.batches_sent += 1
         self.calls_sent += len(batch)
         if len(batch) == 1:
             script, keys_, args, _ = batch[0]
             try:
                 return [await self.redis.evalsha(script.sha, len(keys_), *keys_, *args)]
-            except NoScriptError as error:
+            except ResponseError as error:  # NOSCRIPT included: NoScriptError is one
                 return [error]
         pipe = self.redis.pipeline(transaction=False)
         for script, keys_, args, _ in batch:

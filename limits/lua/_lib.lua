@@ -83,33 +83,53 @@ local function close_hold(hold_key, state, seq, now)
   redis.call('PEXPIRE', hold_key, CLOSED_HOLD_RETENTION_MS)
 end
 
-local function release_expired(base, customer_id, due_key, outbox_key, now)
-  -- Release every hold of the customer whose TTL has passed (at most EXPIRE_PER_CALL_MAX;
-  -- the sweeper and later calls release the rest). Each release is a complete change of its
-  -- own with its own `expired` event, so it may precede the caller's checks.
+local function expire_hold(base, customer_id, hold_id, outbox_key, now)
+  -- Release one open hold whose TTL has passed: what it still holds leaves every level it
+  -- drew on, it closes, and its `expired` event is appended. 1 if released, else 0.
   local customer_key = base .. K_CUSTOMER .. customer_id
+  local hold_key = base .. K_HOLD .. hold_id
+  local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur')
+  if h[1] ~= 'open' then return 0 end
+  local released = tonumber(h[2]) - tonumber(h[3])
+  for _, node in ipairs(split(h[4], ',')) do
+    redis.call('HINCRBY', customer_key, F_HELD .. node, -released)
+  end
+  local seq = tonumber(h[5]) + 1
+  close_hold(hold_key, 'expired', seq, now)
+  redis.call('XADD', outbox_key, '*', 'type', 'expired', 'event_id', hold_id .. ':' .. fmt(seq),
+    'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
+    'merchant_id', h[7], 'currency', h[8], 'nodes', h[4],
+    'released_minor', fmt(released), 'captured_total_minor', h[3], 'at_ms', fmt(now))
+  return 1
+end
+
+local function release_expired(base, customer_id, due_key, outbox_key, now)
+  -- Release the customer's holds whose TTL has passed, at most EXPIRE_PER_CALL_MAX of them
+  -- (the sweeper and later calls release the rest). Each release is a complete change of its
+  -- own with its own event, so it may precede the caller's checks. Returns how many.
   local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
   local due = redis.call('ZRANGE', holds_key, '-inf', fmt(now), 'BYSCORE',
     'LIMIT', 0, EXPIRE_PER_CALL_MAX)
+  local released = 0
   for _, hold_id in ipairs(due) do
-    local hold_key = base .. K_HOLD .. hold_id
-    local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur')
-    if h[1] == 'open' then
-      local released = tonumber(h[2]) - tonumber(h[3])
-      for _, node in ipairs(split(h[4], ',')) do
-        redis.call('HINCRBY', customer_key, F_HELD .. node, -released)
-      end
-      local seq = tonumber(h[5]) + 1
-      close_hold(hold_key, 'expired', seq, now)
-      redis.call('XADD', outbox_key, '*', 'type', 'expired', 'event_id', hold_id .. ':' .. seq,
-        'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
-        'merchant_id', h[7], 'currency', h[8], 'nodes', h[4],
-        'released_minor', fmt(released), 'captured_total_minor', h[3], 'at_ms', fmt(now))
-    end
+    released = released + expire_hold(base, customer_id, hold_id, outbox_key, now)
     redis.call('ZREM', holds_key, hold_id)
   end
   if #due > 0 then update_due(holds_key, due_key, customer_id) end
-  return #due
+  return released
+end
+
+local function release_if_due(base, customer_id, hold_id, due_key, outbox_key, now)
+  -- The hold a Capture or Void names is released if its TTL has passed, even when more
+  -- than EXPIRE_PER_CALL_MAX of the customer's holds were due before it.
+  local hold_key = base .. K_HOLD .. hold_id
+  local h = redis.call('HMGET', hold_key, 'st', 'x')
+  if h[1] == 'open' and tonumber(h[2]) <= now then
+    expire_hold(base, customer_id, hold_id, outbox_key, now)
+    local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
+    redis.call('ZREM', holds_key, hold_id)
+    update_due(holds_key, due_key, customer_id)
+  end
 end
 
 local function err(code, detail, now)

@@ -15,6 +15,7 @@ if replay then return replay end
 local customer_id = redis.call('HGET', KEYS[1], 'c')
 if not customer_id then return err(E_HOLD_NOT_FOUND, '', now) end
 release_expired(base, customer_id, KEYS[3], KEYS[4], now)
+release_if_due(base, customer_id, hold_id, KEYS[3], KEYS[4], now)
 
 local h = redis.call('HMGET', KEYS[1], 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur', 'cl')
 if h[1] == 'expired' then return err(E_HOLD_EXPIRED, h[9], now) end
@@ -32,7 +33,7 @@ close_hold(KEYS[1], 'voided', seq, now)
 local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
 redis.call('ZREM', holds_key, hold_id)
 update_due(holds_key, KEYS[3], customer_id)
-redis.call('XADD', KEYS[4], '*', 'type', 'voided', 'event_id', hold_id .. ':' .. seq,
+redis.call('XADD', KEYS[4], '*', 'type', 'voided', 'event_id', hold_id .. ':' .. fmt(seq),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
   'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'released_minor', fmt(released),
   'captured_total_minor', h[3], 'at_ms', fmt(now))

@@ -78,7 +78,8 @@ async def test_hold_not_captured_in_time_is_released_once(redis, gateway, admin,
         await auth.Capture(pb.CaptureRequest(idempotency_key="cap", hold_id=reply.hold_id,
                                              amount_minor=100))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert caught.value.details().startswith("hold_id: the hold expired at ")
+    assert caught.value.details().startswith("hold_id: the hold expired: its TTL passed and it "
+                                             "was released at ")
     assert mine["at_ms"] in caught.value.details()  # the time it was released
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await auth.Void(pb.VoidRequest(idempotency_key="void", hold_id=reply.hold_id))

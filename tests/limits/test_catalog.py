@@ -220,3 +220,31 @@ def test_load_names_the_file_in_validation_errors(tmp_path):
         catalog.load(path)
     assert str(caught.value) == (f"{path}: product 'x': field 'hold_ttl_s': must be within "
                                  "1..2592000 seconds")
+
+
+TREE = ('[products.a]\nname = "a"\nchannels = ["pos"]\namount_min_minor = 1\n'
+        'amount_max_minor = 2\nhold_ttl_s = 5\n')
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ('nodes = ["consumer.scan_pay"]',
+     "field 'nodes': the path starts at the root of the limit tree, not 'consumer.scan_pay'"),
+    ('nodes = ["total", "consumer.scan_pay"]',
+     "field 'nodes': 'consumer.scan_pay' is not a child of 'total'; a path walks down the "
+     "tree one level at a time"),
+    ('nodes = ["total", "consumer"]\nchannel_nodes = { pos = "pos" }',
+     "field 'channel_nodes': 'pos' is not a child of 'consumer'; a path walks down the tree "
+     "one level at a time"),
+])
+def test_a_product_path_walks_down_one_tree(extra, message):
+    with pytest.raises(CatalogError) as caught:
+        parse(TREE + extra + "\n", "tree.toml")
+    assert str(caught.value) == "tree.toml: product 'a': " + message
+
+
+def test_all_products_share_one_root():
+    text = TREE + 'nodes = ["total"]\n' + TREE.replace("products.a", "products.b") + \
+        'nodes = ["line"]\n'
+    with pytest.raises(CatalogError) as caught:
+        parse(text, "tree.toml")
+    assert "all products share one root; found ['line', 'total']" in str(caught.value)

@@ -80,3 +80,24 @@ async def test_partial_capture_then_expiry_releases_the_remainder(driver):
     assert await driver.client.expire("c1") == 1
     state = await driver.client.credit("c1")
     assert (state.held["total"], state.used["total"]) == (0, 4_000)
+
+
+async def test_capture_of_an_expired_hold_beyond_the_per_call_bound_is_refused(driver):
+    """More than EXPIRE_PER_CALL_MAX holds are due: the one a Capture names is released and
+    refused even if the bounded lazy release did not reach it."""
+    from limits.constants import EXPIRE_PER_CALL_MAX
+
+    await driver.put("c1", {**CAPS, "consumer.online": 10**6})
+    holds = []
+    for index in range(EXPIRE_PER_CALL_MAX + 6):
+        reason, _, hold_id = await driver.authorize(authorize_request(
+            f"k{index}", "c1", 100, product_id="ecommerce", channel="ecommerce", mcc="5999"))
+        assert reason == 0
+        holds.append(hold_id)
+    driver.advance(15 * 86_400 * 1000)  # past the ecommerce product's 14-day TTL
+    with pytest.raises(Refused) as refused:
+        await driver.capture("late", holds[-1], 100, final=True)
+    assert refused.value.code == ScriptError.HOLD_EXPIRED
+    state = await driver.client.credit("c1")
+    # The first 64 by the lazy release, the named one by the capture, the rest by credit().
+    assert state.level("total").held_minor == 0 and state.level("total").used_minor == 0

@@ -79,3 +79,27 @@ async def test_batches_are_bounded(redis):
 def test_script_headers_list_keys_and_argv(name):
     source = scripts()[name].source.split(f"-- {name}.lua")[1]
     assert "KEYS[1]" in source.split("\nlocal ")[0] and "ARGV[1]" in source.split("\nlocal ")[0]
+
+
+async def test_a_failing_retry_after_noscript_fails_only_itself(redis):
+    """After SCRIPT FLUSH, a batch's calls meet NOSCRIPT and are sent again; a call that then
+    fails (here: a script error on a key of the wrong type) does not take its neighbours'
+    answers away."""
+    client = redis_client(redis)
+    runner = client.runner
+    driver = ScriptDriver(client)
+    caps = {"total": 10**6, "consumer": 10**6, "consumer.scan_pay": 10**6,
+            "consumer.scan_pay.pos": 10**6}
+    await driver.put("good", caps)
+    await driver.put("bad", caps)
+    bad_key = keys.customer(keys.base(keys.partition_of("bad", PARTITIONS)), "bad")
+    await redis.delete(bad_key)
+    await redis.set(bad_key, "not a hash")
+    await redis.script_flush()
+    results = await asyncio.gather(
+        driver.authorize(authorize_request("k1", "good", 1_000)),
+        driver.authorize(authorize_request("k2", "bad", 1_000)),
+        return_exceptions=True)
+    assert results[0][0] == 0 and results[0][2]  # approved, with its hold
+    assert isinstance(results[1], ResponseError)
+    assert runner.batches_sent >= 2
