@@ -78,7 +78,7 @@ run: build $(if $(REDIS_URL),,redis-server)
 
 test: build redis-server
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest
+	CREDITGATE_EXPECT_EXTENSIONS=1 $(VENV)/bin/python -m pytest
 	@if [ -d tests/hotpath ]; then \
 	  echo "CREDITGATE_NO_EXTENSIONS=1 $(VENV)/bin/python -m pytest tests/hotpath -q"; \
 	  CREDITGATE_NO_EXTENSIONS=1 $(VENV)/bin/python -m pytest tests/hotpath -q; \
