@@ -153,3 +153,16 @@ local function remember(record_key, fingerprint, reply)
   redis.call('SET', record_key, fingerprint .. '\n' .. reply, 'EX', IDEMPOTENCY_TTL_S)
   return reply
 end
+
+local function open_hold(hold_key, base, hold_id, due_key, outbox_key, now)
+  -- Capture's and Void's common start: (customer id, the hold's fields) of an open hold,
+  -- after releasing what had expired; or (nil, nil, refusal).
+  local customer_id = redis.call('HGET', hold_key, 'c')
+  if not customer_id then return nil, nil, err(E_HOLD_NOT_FOUND, '', now) end
+  release_expired(base, customer_id, due_key, outbox_key, now)
+  release_if_due(base, customer_id, hold_id, due_key, outbox_key, now)
+  local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur', 'cl')
+  local closed = {expired = E_HOLD_EXPIRED, voided = E_HOLD_VOIDED, captured = E_HOLD_CAPTURED}
+  if closed[h[1]] then return nil, nil, err(closed[h[1]], h[9], now) end
+  return customer_id, h, nil
+end

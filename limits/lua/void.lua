@@ -12,15 +12,8 @@ local base, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4]
 local replay = idempotent_replay(KEYS[2], fingerprint, now)
 if replay then return replay end
 
-local customer_id = redis.call('HGET', KEYS[1], 'c')
-if not customer_id then return err(E_HOLD_NOT_FOUND, '', now) end
-release_expired(base, customer_id, KEYS[3], KEYS[4], now)
-release_if_due(base, customer_id, hold_id, KEYS[3], KEYS[4], now)
-
-local h = redis.call('HMGET', KEYS[1], 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur', 'cl')
-if h[1] == 'expired' then return err(E_HOLD_EXPIRED, h[9], now) end
-if h[1] == 'voided' then return err(E_HOLD_VOIDED, h[9], now) end
-if h[1] == 'captured' then return err(E_HOLD_CAPTURED, h[9], now) end
+local customer_id, h, refusal = open_hold(KEYS[1], base, hold_id, KEYS[3], KEYS[4], now)
+if refusal then return refusal end
 
 -- After this point the void must succeed.
 local released = tonumber(h[2]) - tonumber(h[3])
