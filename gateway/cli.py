@@ -6,6 +6,10 @@
     creditgate customer show ID
     creditgate credit ID [--product PRODUCT]
     creditgate demo
+    creditgate ledger [--redis-url URL] [--ledger-dsn DSN]     the posting worker
+    creditgate reconcile                                       Redis against the ledger
+    creditgate bills close --cycle YYYY-MM
+    creditgate journal [--limit N] [--customer ID]
 Client commands take --target HOST:PORT (default 127.0.0.1:50051, or $CREDITGATE_TARGET).
 """
 
@@ -21,6 +25,7 @@ from limits import catalog
 from limits.constants import PARTITIONS_DEFAULT
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_LEDGER = "sqlite:///var/ledger.sqlite3"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +77,38 @@ def _parser() -> argparse.ArgumentParser:
     credit.add_argument("--product", default="")
 
     client("demo", "create a customer, then authorize, capture and void, printing each answer")
+
+    def ledger_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--redis-url",
+                         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        sub.add_argument("--ledger-dsn", default=os.environ.get("LEDGER_DSN", DEFAULT_LEDGER),
+                         help="postgresql://... or sqlite:///path (default %(default)s)")
+        sub.add_argument("--schema", default=os.environ.get("LEDGER_SCHEMA", "public"),
+                         help="PostgreSQL schema")
+        sub.add_argument("--partitions", type=int,
+                         default=int(os.environ.get("CREDITGATE_PARTITIONS",
+                                                    PARTITIONS_DEFAULT)))
+
+    ledger = commands.add_parser("ledger", help="run the ledger posting worker")
+    ledger_options(ledger)
+    ledger.add_argument("--consumer", default="", help="consumer name (default host-pid)")
+    ledger.add_argument("--claim-idle-ms", type=int, default=30_000)
+    ledger.add_argument("--deliveries-max", type=int, default=5)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="compare Redis with the ledger per customer and level")
+    ledger_options(reconcile)
+
+    bills = commands.add_parser("bills", help="consolidated monthly statements")
+    ledger_options(bills)
+    bills_actions = bills.add_subparsers(dest="action", required=True)
+    bills_close = bills_actions.add_parser("close", help="close a cycle's bills")
+    bills_close.add_argument("--cycle", required=True, help="YYYY-MM")
+
+    journal = commands.add_parser("journal", help="print the latest journal entries")
+    ledger_options(journal)
+    journal.add_argument("--limit", type=int, default=10)
+    journal.add_argument("--customer", default="")
     return parser
 
 
@@ -90,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         except catalog.CatalogError as error:
             print(f"creditgate: bad catalog: {error}", file=sys.stderr)
             return 2
+    if args.command in ("ledger", "reconcile", "bills", "journal"):
+        from ledger import cli as ledger_cli
+
+        return ledger_cli.command(args)
     from gateway import admin
 
     return asyncio.run(admin.command(args))

@@ -13,6 +13,7 @@ names as constants prepended at load time (limits/scripts.py), never as their ow
     cg:{p:NNN}:iv:<hold_id>|<key>           string: a Void idempotency record
     cg:{p:NNN}:due                          zset: customers of the partition by earliest expiry
     cg:{p:NNN}:outbox                       stream: every state change's event, for the ledger
+    cg:{p:NNN}:outbox:dead                  stream: outbox events the ledger could not book
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ KIND_IDEMPOTENCY_CAPTURE = "ic:"
 KIND_IDEMPOTENCY_VOID = "iv:"
 KEY_DUE = "due"
 KEY_OUTBOX = "outbox"
+KEY_DEAD_LETTER = "outbox:dead"  # events the ledger could not book, with the reason
 # Separates the scope from the idempotency key; ids may not contain it.
 SCOPE_SEPARATOR = "|"
 
@@ -92,6 +94,10 @@ def due(partition_base: str) -> str:
 
 def outbox(partition_base: str) -> str:
     return partition_base + KEY_OUTBOX
+
+
+def dead_letter(partition_base: str) -> str:
+    return partition_base + KEY_DEAD_LETTER
 
 
 def idempotency_authorize(partition_base: str, customer_id: str, key: str) -> str:

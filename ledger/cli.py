@@ -1,0 +1,67 @@
+"""The ledger's commands: the worker, reconcile, bills and the journal (see gateway/cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import sys
+
+import redis.asyncio as aioredis
+
+from ledger import bills, reconcile, worker
+from ledger.store import open_store
+
+
+def command(args) -> int:
+    if args.ledger_dsn.startswith("sqlite:///") and args.ledger_dsn != "sqlite:///":
+        pathlib.Path(args.ledger_dsn.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True)
+    if args.command == "ledger":
+        import uvloop
+
+        return uvloop.run(worker.serve(worker.WorkerConfig(
+            redis_url=args.redis_url, ledger_dsn=args.ledger_dsn, schema=args.schema,
+            partitions=args.partitions, consumer=args.consumer,
+            claim_idle_ms=args.claim_idle_ms, deliveries_max=args.deliveries_max)))
+    return asyncio.run(_offline(args))
+
+
+async def _offline(args) -> int:
+    store = open_store(args.ledger_dsn, args.schema)
+    redis = aioredis.Redis.from_url(args.redis_url)
+    try:
+        await store.migrate()
+        if args.command == "reconcile":
+            report = await reconcile.reconcile(redis, store, args.partitions)
+            for stream in report.undrained:
+                print(f"not drained: {stream} has pending or unread events; run the ledger "
+                      "worker until it catches up")
+            for drift in report.drifts:
+                print(drift)
+            print(f"reconcile: {report.customers} customers, {report.levels} levels, "
+                  f"{len(report.drifts)} drifts" + ("" if report.ok else " — FAILED"))
+            return 0 if report.ok else 1
+        if args.command == "bills":
+            try:
+                closed = await bills.close(store, args.cycle)
+            except ValueError as error:
+                print(f"creditgate bills: {error}", file=sys.stderr)
+                return 2
+            for bill in closed:
+                print(f"bill {bill.cycle} {bill.customer_id}: {len(bill.lines)} lines, "
+                      f"purchases {bill.purchases_minor}, refunds {bill.refunds_minor}, "
+                      f"total {bill.total_minor} {bill.currency} (minor units)")
+            print(f"bills close {args.cycle}: {len(closed)} bills")
+            return 0
+        query = ("SELECT e.event_id, e.type, e.hold_id, l.account, l.debit_minor, "
+                 "l.credit_minor FROM journal_lines l JOIN ledger_events e "
+                 "ON e.event_id = l.event_id WHERE ($1 = '' OR e.customer_id = $1) "
+                 "ORDER BY e.posted_at_ms DESC, e.event_id, l.line_no LIMIT $2")
+        for event_id, kind, hold_id, account, debit, credit in await store.fetch(
+                query, args.customer, args.limit * 4):
+            side = f"Dr {debit:>12}" if debit else f"Cr {credit:>12}"
+            print(f"{event_id:<28} {kind:<10} hold {hold_id or '-':<21} {account:<44} {side}")
+        return 0
+    finally:
+        await redis.aclose()
+        await store.close()

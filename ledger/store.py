@@ -1,0 +1,280 @@
+"""The ledger's SQL storage: PostgreSQL (asyncpg) in production, SQLite as the embedded
+default. One small interface, the same SQL text for both (written with $1 placeholders, which
+SQLite reads as numbered parameters ?1).
+
+    open_store("postgresql://user@host/db", schema="ledger")
+    open_store("sqlite:///var/ledger.sqlite3")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import re
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
+
+
+EVENT_COLUMNS = ("event_id", "stream_entry", "type", "customer_id", "hold_id", "product_id",
+                 "merchant_id", "currency", "nodes", "amount_minor", "held_delta_minor",
+                 "used_delta_minor", "at_ms", "posted_at_ms")
+_EVENT_TYPES = ("text",) * 9 + ("bigint",) * 5
+INSERT_EVENT = (f"INSERT INTO ledger_events ({', '.join(EVENT_COLUMNS)}) VALUES ("
+                + ", ".join(f"${i}" for i in range(1, 15))
+                + ") ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+INSERT_EVENTS_ARRAYS = (f"INSERT INTO ledger_events ({', '.join(EVENT_COLUMNS)}) "
+                        "SELECT * FROM unnest("
+                        + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_EVENT_TYPES, 1))
+                        + ") ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+INSERT_LINE = ("INSERT INTO journal_lines (event_id, line_no, account, debit_minor, "
+               "credit_minor) VALUES ($1, $2, $3, $4, $5)")
+INSERT_LINES_ARRAYS = ("INSERT INTO journal_lines (event_id, line_no, account, debit_minor, "
+                       "credit_minor) SELECT * FROM unnest($1::text[], $2::int[], $3::text[], "
+                       "$4::bigint[], $5::bigint[])")
+# A customer_put event updates the customer unless a later one was posted first.
+UPSERT_CUSTOMER = ("INSERT INTO ledger_customers (customer_id, status, timezone, updated_at_ms) "
+                   "VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id) DO UPDATE SET "
+                   "status = excluded.status, timezone = excluded.timezone, "
+                   "updated_at_ms = excluded.updated_at_ms "
+                   "WHERE ledger_customers.updated_at_ms <= excluded.updated_at_ms")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, SQL) of every file in ledger/migrations, in order."""
+    folder = importlib.resources.files("ledger").joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_")[0]), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line.split("--")[0] for line in sql.splitlines()]
+    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+
+
+class Store(Protocol):
+    async def execute(self, query: str, *args: Any) -> None: ...
+    async def fetch(self, query: str, *args: Any) -> list[tuple]: ...
+    async def post(self, events: Sequence[tuple], lines: Sequence[tuple],
+                   customers: Sequence[tuple]) -> set[str]: ...
+    async def replace(self, deletes: Sequence[tuple[str, Sequence[Any]]],
+                      inserts: Sequence[tuple[str, Sequence[tuple]]]) -> None: ...
+    async def migrate(self) -> list[int]: ...
+    async def close(self) -> None: ...
+
+
+class SqliteStore:
+    """SQLite through the standard library, one connection used from one worker thread."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str):
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(self.path, isolation_level=None,
+                                         check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA busy_timeout=10000")
+            self._connection = connection
+        return self._connection
+
+    async def _run(self, function, *args):
+        async with self._lock:
+            return await asyncio.to_thread(function, *args)
+
+    async def execute(self, query: str, *args: Any) -> None:
+        await self._run(lambda: self._connect().execute(_PLACEHOLDER.sub(r"?\1", query), args))
+
+    async def fetch(self, query: str, *args: Any) -> list[tuple]:
+        return await self._run(
+            lambda: self._connect().execute(_PLACEHOLDER.sub(r"?\1", query), args).fetchall())
+
+    async def post(self, events: Sequence[tuple], lines: Sequence[tuple],
+                   customers: Sequence[tuple]) -> set[str]:
+        """Insert a batch in one transaction; events already posted are skipped with their
+        lines. Returns the event ids posted by this call."""
+
+        def run() -> set[str]:
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                posted = set()
+                for row in events:
+                    if connection.execute(_sqlite(INSERT_EVENT), row).fetchall():
+                        posted.add(row[0])
+                connection.executemany(_sqlite(INSERT_LINE),
+                                       [line for line in lines if line[0] in posted])
+                connection.executemany(_sqlite(UPSERT_CUSTOMER),
+                                       [c[1:] for c in customers if c[0] in posted])
+                connection.execute("COMMIT")
+                return posted
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+        return await self._run(run)
+
+    async def replace(self, deletes: Sequence[tuple[str, Sequence[Any]]],
+                      inserts: Sequence[tuple[str, Sequence[tuple]]]) -> None:
+        """Delete, then insert rows, in one transaction."""
+
+        def run() -> None:
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for query, args in deletes:
+                    connection.execute(_sqlite(query), args)
+                for query, rows in inserts:
+                    connection.executemany(_sqlite(query), rows)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+        await self._run(run)
+
+    async def migrate(self) -> list[int]:
+        def run() -> list[int]:
+            connection = self._connect()
+            connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                               "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+            done = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
+            applied = []
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _statements(sql):
+                        connection.execute(statement)
+                    connection.execute("INSERT INTO schema_migrations VALUES (?, ?)",
+                                       (version, name))
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                applied.append(version)
+            return applied
+
+        return await self._run(run)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await self._run(connection.close)
+
+
+class PostgresStore:
+    """PostgreSQL through asyncpg, in a schema of its own (created if missing)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, schema: str = "public"):
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"bad schema name {schema!r}")
+        self.dsn, self.schema = dsn, schema
+        self._pool = None
+
+    async def _pool_(self):
+        if self._pool is None:
+            import asyncpg
+
+            async def setup(connection):
+                await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+
+            bootstrap = await asyncpg.connect(self.dsn)
+            try:
+                await setup(bootstrap)
+            finally:
+                await bootstrap.close()
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=4,
+                server_settings={"search_path": self.schema})
+        return self._pool
+
+    async def execute(self, query: str, *args: Any) -> None:
+        pool = await self._pool_()
+        await pool.execute(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[tuple]:
+        pool = await self._pool_()
+        return [tuple(record) for record in await pool.fetch(query, *args)]
+
+    async def post(self, events: Sequence[tuple], lines: Sequence[tuple],
+                   customers: Sequence[tuple]) -> set[str]:
+        """As SqliteStore.post, with each table's rows sent as arrays: one statement each."""
+        pool = await self._pool_()
+        async with pool.acquire() as connection, connection.transaction():
+            posted = {r[0] for r in await connection.fetch(
+                INSERT_EVENTS_ARRAYS, *_columns(events, len(EVENT_COLUMNS)))}
+            new_lines = [line for line in lines if line[0] in posted]
+            if new_lines:
+                await connection.execute(INSERT_LINES_ARRAYS, *_columns(new_lines, 5))
+            for customer in customers:
+                if customer[0] in posted:
+                    await connection.execute(UPSERT_CUSTOMER, *customer[1:])
+            return posted
+
+    async def replace(self, deletes: Sequence[tuple[str, Sequence[Any]]],
+                      inserts: Sequence[tuple[str, Sequence[tuple]]]) -> None:
+        pool = await self._pool_()
+        async with pool.acquire() as connection, connection.transaction():
+            for query, args in deletes:
+                await connection.execute(query, *args)
+            for query, rows in inserts:
+                if rows:
+                    await connection.executemany(query, rows)
+
+    async def migrate(self) -> list[int]:
+        pool = await self._pool_()
+        async with pool.acquire() as connection:
+            await connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                                     "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+            # Two workers starting at once: one applies, the other waits and finds it done.
+            async with connection.transaction():
+                await connection.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                done = {r[0] for r in await connection.fetch("SELECT version FROM "
+                                                             "schema_migrations")}
+                applied = []
+                for version, name, sql in migrations():
+                    if version in done:
+                        continue
+                    for statement in _statements(sql):
+                        await connection.execute(statement)
+                    await connection.execute("INSERT INTO schema_migrations VALUES ($1, $2)",
+                                             version, name)
+                    applied.append(version)
+        return applied
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+
+def _columns(rows: Sequence[tuple], width: int) -> list[list]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def _sqlite(query: str) -> str:
+    return _PLACEHOLDER.sub(r"?\1", query)
+
+
+def open_store(dsn: str, schema: str = "public") -> SqliteStore | PostgresStore:
+    if dsn.startswith("sqlite:///"):
+        return SqliteStore(dsn.removeprefix("sqlite:///") or ":memory:")
+    if dsn.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(dsn, schema)
+    raise ValueError("LEDGER_DSN must start with sqlite:/// or postgresql://")

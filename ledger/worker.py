@@ -1,0 +1,257 @@
+"""The posting worker: reads every partition's outbox through a consumer group, books each
+batch of events in ONE SQL transaction, then acknowledges them.
+
+Exactly once: an event can be read twice (the worker died between the commit and the XACK,
+or another worker claimed it), but its event id is the ledger's primary key, so it posts once.
+Nothing is lost: an entry leaves the group's pending list only when acknowledged, and it is
+acknowledged only after its transaction committed (or it went to the dead-letter stream).
+
+    start: create the group at id 0 with MKSTREAM (nothing written before is skipped), then
+           re-read this consumer's own pending entries
+    loop:  XREADGROUP new entries; every CLAIM_INTERVAL_S, XAUTOCLAIM entries another worker
+           left pending longer than claim_idle_ms; every TRIM_INTERVAL_S, trim what every
+           group has acknowledged
+    stop:  SIGTERM finishes the batch in hand (commit and ack), then exits 0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from ledger import books
+from ledger.store import open_store
+from limits import keys
+
+log = logging.getLogger("creditgate.ledger")
+
+GROUP = "ledger"
+BATCH_SIZE_MAX = 1000  # entries read, booked and committed together
+CLAIM_INTERVAL_S = 5.0
+TRIM_INTERVAL_S = 10.0
+# Test-only fault injection: the worker kills itself (SIGKILL) at this point of its first
+# non-empty batch, so the tests can prove nothing is lost or posted twice.
+FAULT_ENV = "CREDITGATE_LEDGER_FAULT"
+
+
+class WorkerConfig(msgspec.Struct, kw_only=True):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    ledger_dsn: str = "sqlite:///var/ledger.sqlite3"
+    schema: str = "public"  # PostgreSQL schema
+    partitions: int = 256
+    consumer: str = ""  # default: host-pid
+    batch_size_max: int = BATCH_SIZE_MAX
+    block_ms: int = 1000
+    claim_idle_ms: int = 30_000  # an entry pending this long at another consumer is taken over
+    deliveries_max: int = 5  # an event that failed this many deliveries is dead-lettered
+    claim_interval_s: float = CLAIM_INTERVAL_S
+    trim_interval_s: float = TRIM_INTERVAL_S
+
+
+class Entry(msgspec.Struct):
+    stream: str
+    entry_id: str
+    fields: dict
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, redis: aioredis.Redis | None = None, store=None):
+        assert 0 < config.batch_size_max <= 10_000 and config.deliveries_max >= 1
+        self.config = config
+        self.consumer = config.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.redis = redis or aioredis.Redis.from_url(config.redis_url)
+        self.store = store or open_store(config.ledger_dsn, config.schema)
+        self.streams = [keys.outbox(keys.base(p)) for p in range(config.partitions)]
+        self.posted = 0
+        self.duplicates = 0
+        self.dead_lettered = 0
+        self._fault = os.environ.get(FAULT_ENV, "")
+
+    async def start(self) -> None:
+        applied = await self.store.migrate()
+        if applied:
+            log.info("ledger schema migrations applied: %s", applied)
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        for result in await pipe.execute(raise_on_error=False):
+            if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
+                raise result
+
+    # -- reading --------------------------------------------------------------------------
+    async def _read(self, last_ids: str, block_ms: int | None) -> list[Entry]:
+        reply = await self.redis.xreadgroup(
+            GROUP, self.consumer, {stream: last_ids for stream in self.streams},
+            count=self.config.batch_size_max, block=block_ms)
+        return [Entry(stream.decode(), entry_id.decode(), fields)
+                for stream, entries in reply or [] for entry_id, fields in entries
+                if fields is not None]  # a pending entry trimmed away has no fields
+
+    async def _claim(self) -> list[Entry]:
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xautoclaim(stream, GROUP, self.consumer, self.config.claim_idle_ms,
+                            start_id="0-0", count=self.config.batch_size_max)
+        claimed = []
+        for stream, result in zip(self.streams, await pipe.execute(), strict=True):
+            claimed += [Entry(stream, entry_id.decode(), fields)
+                        for entry_id, fields in result[1] if fields is not None]
+        return claimed
+
+    # -- posting --------------------------------------------------------------------------
+    async def process(self, entries: list[Entry]) -> None:
+        """Book, commit, acknowledge. Poison events wait for another delivery, then go to the
+        dead-letter stream; the rest of the batch flows on."""
+        if not entries:
+            return
+        now_ms = int(time.time() * 1000)
+        bookings, poisoned = [], []
+        for entry in entries:
+            try:
+                bookings.append((entry, books.book(f"{entry.stream} {entry.entry_id}",
+                                                   entry.fields, now_ms)))
+            except books.PoisonEvent as reason:
+                poisoned.append((entry, str(reason)))
+        if bookings:
+            try:
+                await self._post([booking for _, booking in bookings])
+            except Exception as error:  # noqa: BLE001 - isolate the entry the database refuses
+                log.warning("batch of %d refused (%s); posting one by one", len(bookings),
+                            type(error).__name__)
+                ok = []
+                for entry, booking in bookings:
+                    try:
+                        await self._post([booking])
+                        ok.append((entry, booking))
+                    except Exception as single:  # noqa: BLE001
+                        poisoned.append((entry, f"database refused it: {single}"[:500]))
+                bookings = ok
+        self._fault_point("after_commit")
+        await self._ack([entry for entry, _ in bookings])
+        if poisoned:
+            await self._handle_poison(poisoned)
+
+    async def _post(self, bookings: list[books.Booking]) -> None:
+        events = [b.event for b in bookings]
+        lines = [line for b in bookings for line in b.lines]
+        customers = [b.customer for b in bookings if b.customer]
+        self._fault_point("before_commit")
+        posted = await self.store.post(events, lines, customers)
+        self.posted += len(posted)
+        self.duplicates += len(events) - len(posted)
+
+    async def _ack(self, entries: list[Entry]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+        if by_stream:
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, GROUP, *ids)
+            await pipe.execute()
+
+    async def _handle_poison(self, poisoned: list[tuple[Entry, str]]) -> None:
+        for entry, reason in poisoned:
+            pending = await self.redis.xpending_range(entry.stream, GROUP, min=entry.entry_id,
+                                                      max=entry.entry_id, count=1)
+            deliveries = pending[0]["times_delivered"] if pending else self.config.deliveries_max
+            if deliveries < self.config.deliveries_max:
+                log.warning("event %s %s not booked (delivery %d of %d): %s", entry.stream,
+                            entry.entry_id, deliveries, self.config.deliveries_max, reason)
+                continue  # stays pending: XAUTOCLAIM delivers it again after claim_idle_ms
+            dead = entry.stream + keys.KEY_DEAD_LETTER.removeprefix(keys.KEY_OUTBOX)
+            # The dead letter and the ack in one MULTI: the event is never in neither place.
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(dead, {**entry.fields, b"dead_reason": reason.encode(),
+                             b"dead_entry_id": entry.entry_id.encode(),
+                             b"dead_deliveries": str(deliveries).encode()})
+            pipe.xack(entry.stream, GROUP, entry.entry_id)
+            await pipe.execute()
+            self.dead_lettered += 1
+            log.error("event %s %s dead-lettered after %d deliveries: %s", entry.stream,
+                      entry.entry_id, deliveries, reason)
+
+    def _fault_point(self, point: str) -> None:
+        if self._fault == point:
+            log.error("fault injection: SIGKILL at %s", point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- trimming -------------------------------------------------------------------------
+    async def trim(self) -> int:
+        """Remove entries every group of the stream has acknowledged; never one pending or
+        not yet delivered. Returns the number of entries removed."""
+        removed = 0
+        for stream in self.streams:
+            groups = await self.redis.xinfo_groups(stream)
+            if not groups:
+                continue
+            floor = None
+            for group in groups:
+                bound = group["last-delivered-id"]
+                if group["pending"]:
+                    summary = await self.redis.xpending(stream, group["name"])
+                    bound = min(bound, summary["min"], key=_entry_order)
+                floor = bound if floor is None else min(floor, bound, key=_entry_order)
+            if floor and floor not in (b"0-0", "0-0"):
+                # MINID keeps `floor` itself: the last delivered entry, or the oldest pending.
+                removed += await self.redis.xtrim(stream, minid=floor, approximate=False)
+        return removed
+
+    # -- running --------------------------------------------------------------------------
+    async def drain(self) -> None:
+        """Post everything in the streams now, own pending entries first (tests, reconcile)."""
+        while entries := await self._read("0", None):
+            await self.process(entries)
+        while entries := await self._read(">", None):
+            await self.process(entries)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await self.start()
+        # Entries delivered to this consumer before a crash come first.
+        while not stopping.is_set() and (entries := await self._read("0", None)):
+            await self.process(entries)
+        next_claim = next_trim = time.monotonic()
+        while not stopping.is_set():
+            now = time.monotonic()
+            if now >= next_claim:
+                next_claim = now + self.config.claim_interval_s
+                await self.process(await self._claim())
+            if now >= next_trim:
+                next_trim = now + self.config.trim_interval_s
+                await self.trim()
+            await self.process(await self._read(">", self.config.block_ms))
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.redis.aclose()
+
+
+def _entry_order(entry_id) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    milliseconds, _, sequence = text.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+async def serve(config: WorkerConfig) -> int:
+    worker = Worker(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    log.info("ledger worker %s: %d partitions into %s", worker.consumer, config.partitions,
+             config.ledger_dsn.split("@")[-1])
+    try:
+        await worker.run(stopping)
+    finally:
+        await worker.close()
+    log.info("ledger worker stopped: %d posted, %d duplicates skipped, %d dead-lettered",
+             worker.posted, worker.duplicates, worker.dead_lettered)
+    return 0
