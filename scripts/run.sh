@@ -116,13 +116,13 @@ log "starting the gateway on 127.0.0.1:$PORT (log: $GATEWAY_LOG)"
 gateway_pid=$!
 echo "$gateway_pid" >"$GATEWAY_PIDFILE"
 
+LEDGER_DSN=${LEDGER_DSN:-sqlite:///$PWD/$VAR_DIR/ledger.sqlite3}
+export LEDGER_DSN
 start_ledger_worker() {
-    # The ledger worker (ledger/) is started here once it exists, beside the gateway:
-    #   "$VENV/bin/creditgate" worker --redis-url "$REDIS_URL" --ledger-dsn "$LEDGER_DSN" \
-    #       >>"$VAR_DIR/worker.log" 2>&1 &
-    #   worker_pid=$!
-    # with LEDGER_DSN defaulting to SQLite under ./var; cleanup() already stops worker_pid.
-    :
+    log "starting the ledger worker into ${LEDGER_DSN%%\?*} (log: $VAR_DIR/ledger.log)"
+    "$VENV/bin/creditgate" ledger --redis-url "$REDIS_URL" --ledger-dsn "$LEDGER_DSN" \
+        >>"$VAR_DIR/ledger.log" 2>&1 &
+    worker_pid=$!
 }
 start_ledger_worker
 
@@ -136,12 +136,31 @@ if [[ $demo_status != 0 ]]; then
     exit "$demo_status"
 fi
 
+# The demo's purchase reaches the ledger: wait until Redis and the ledger reconcile.
+log "waiting for the ledger worker to post the demo's events"
+ledger_status=1
+for _ in $(seq 50); do
+    if "$VENV/bin/creditgate" reconcile --redis-url "$REDIS_URL" >"$VAR_DIR/reconcile.out" 2>&1; then
+        ledger_status=0
+        break
+    fi
+    sleep 0.2
+done
+cat "$VAR_DIR/reconcile.out"
+if [[ $ledger_status != 0 ]]; then
+    echo "error: the ledger did not catch up; last lines of $VAR_DIR/ledger.log:" >&2
+    tail -n 40 "$VAR_DIR/ledger.log" >&2 || true
+    exit 1
+fi
+log "the ledger's latest journal lines (double entry, minor units):"
+"$VENV/bin/creditgate" journal --limit 3
+
 if [[ $RUN_ONCE == 1 ]]; then
     log "demo passed; RUN_ONCE=1, stopping"
     exit 0
 fi
 
-echo "gateway listening on 127.0.0.1:$PORT; Ctrl-C stops it"
+echo "gateway listening on 127.0.0.1:$PORT, ledger worker posting into ${LEDGER_DSN%%\?*}; Ctrl-C stops both"
 gateway_status=0
 wait "$gateway_pid" || gateway_status=$?
 gateway_pid=""
