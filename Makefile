@@ -12,7 +12,7 @@ REDIS_PORT ?= 6399
 VENV_STAMP := $(VENV)/.installed
 BUILD_STAMP := build/.hotpath-ext.stamp
 
-.PHONY: help venv build redis-server run test lint proto bench clean distclean
+.PHONY: help venv build redis-server postgres-check run test lint proto bench clean distclean
 
 help:
 	@echo "creditgate make targets:"
@@ -76,7 +76,20 @@ redis-server:
 run: build $(if $(REDIS_URL),,redis-server)
 	VENV=$(VENV) PORT=$(PORT) REDIS_PORT=$(REDIS_PORT) scripts/run.sh
 
-test: build redis-server
+# The ledger's PostgreSQL tests use CREDITGATE_TEST_PG_DSN; without a server they are skipped,
+# except under CI=true, where they fail.
+PG_DSN := $(or $(CREDITGATE_TEST_PG_DSN),postgresql://postgres@127.0.0.1:5432/test)
+
+postgres-check: venv
+	@if $(VENV)/bin/python -c "import asyncio, asyncpg; asyncio.run(asyncio.wait_for(asyncpg.connect('$(PG_DSN)'), 5))" >/dev/null 2>&1; then \
+	  echo "postgresql: reachable at $(PG_DSN)"; \
+	else \
+	  echo "postgresql: NOT reachable at $(PG_DSN); the ledger's PostgreSQL tests will be" \
+	       "skipped (CI=true fails them). To run them: sudo apt-get install postgresql," \
+	       "create a database, and set CREDITGATE_TEST_PG_DSN=postgresql://USER@HOST:PORT/DB"; \
+	fi
+
+test: build redis-server postgres-check
 	$(VENV)/bin/ruff check .
 	CREDITGATE_EXPECT_EXTENSIONS=1 $(VENV)/bin/python -m pytest
 	@if [ -d tests/hotpath ]; then \
