@@ -12,29 +12,41 @@ import asyncio
 import importlib.resources
 import re
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+_MIGRATION_LOCK = 0x63726564  # pg advisory lock key taken while creating schema and tables
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 
 
 EVENT_COLUMNS = ("event_id", "stream_entry", "type", "customer_id", "hold_id", "product_id",
                  "merchant_id", "currency", "nodes", "amount_minor", "held_delta_minor",
                  "used_delta_minor", "at_ms", "posted_at_ms")
-_EVENT_TYPES = ("text",) * 9 + ("bigint",) * 5
 INSERT_EVENT = (f"INSERT INTO ledger_events ({', '.join(EVENT_COLUMNS)}) VALUES ("
                 + ", ".join(f"${i}" for i in range(1, 15))
                 + ") ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
-INSERT_EVENTS_ARRAYS = (f"INSERT INTO ledger_events ({', '.join(EVENT_COLUMNS)}) "
-                        "SELECT * FROM unnest("
-                        + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_EVENT_TYPES, 1))
-                        + ") ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
 INSERT_LINE = ("INSERT INTO journal_lines (event_id, line_no, account, debit_minor, "
                "credit_minor) VALUES ($1, $2, $3, $4, $5)")
-INSERT_LINES_ARRAYS = ("INSERT INTO journal_lines (event_id, line_no, account, debit_minor, "
-                       "credit_minor) SELECT * FROM unnest($1::text[], $2::int[], $3::text[], "
-                       "$4::bigint[], $5::bigint[])")
+# PostgreSQL posts a batch by binary COPY into two session-local staging tables (emptied at
+# every commit and rollback), then one statement moves it: the events not posted before, and
+# the journal lines of exactly those events.
+LINE_COLUMNS = ("event_id", "line_no", "account", "debit_minor", "credit_minor")
+EVENTS_STAGE, LINES_STAGE = "ledger_events_stage", "journal_lines_stage"
+CREATE_STAGES = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {EVENTS_STAGE} ON COMMIT DELETE ROWS AS "
+    f"SELECT {', '.join(EVENT_COLUMNS)} FROM ledger_events WITH NO DATA; "
+    f"CREATE TEMP TABLE IF NOT EXISTS {LINES_STAGE} ON COMMIT DELETE ROWS AS "
+    f"SELECT {', '.join(LINE_COLUMNS)} FROM journal_lines WITH NO DATA")
+MOVE_STAGED = (
+    f"WITH posted AS (INSERT INTO ledger_events ({', '.join(EVENT_COLUMNS)}) "
+    f"SELECT {', '.join(EVENT_COLUMNS)} FROM {EVENTS_STAGE} "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id), "
+    f"lines AS (INSERT INTO journal_lines ({', '.join(LINE_COLUMNS)}) "
+    f"SELECT {', '.join(LINE_COLUMNS)} FROM {LINES_STAGE} "
+    "WHERE event_id IN (SELECT event_id FROM posted)) "
+    "SELECT event_id FROM posted")
 # A customer_put event updates the customer unless a later one was posted first.
 UPSERT_CUSTOMER = ("INSERT INTO ledger_customers (customer_id, status, timezone, updated_at_ms) "
                    "VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id) DO UPDATE SET "
@@ -82,11 +94,20 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             connection = sqlite3.connect(self.path, isolation_level=None,
-                                         check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+                                         check_same_thread=False, timeout=10.0)
+            connection.execute("PRAGMA busy_timeout=10000")  # first: the next ones may wait
+            # Switching to WAL does not wait on the busy handler when another connection is
+            # switching too (workers starting together); it is retried for a while.
+            for attempt in range(100):
+                try:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 99:
+                        raise
+                    time.sleep(0.05)
             connection.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
             connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA busy_timeout=10000")
             self._connection = connection
         return self._connection
 
@@ -148,24 +169,27 @@ class SqliteStore:
     async def migrate(self) -> list[int]:
         def run() -> list[int]:
             connection = self._connect()
-            connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                               "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-            done = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
-            applied = []
-            for version, name, sql in migrations():
-                if version in done:
-                    continue
-                connection.execute("BEGIN IMMEDIATE")
-                try:
+            # One writer at a time from the first read on: two workers starting together
+            # cannot both see a migration as missing.
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                                   "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+                done = {row[0] for row in
+                        connection.execute("SELECT version FROM schema_migrations")}
+                applied = []
+                for version, name, sql in migrations():
+                    if version in done:
+                        continue
                     for statement in _statements(sql):
                         connection.execute(statement)
                     connection.execute("INSERT INTO schema_migrations VALUES (?, ?)",
                                        (version, name))
-                    connection.execute("COMMIT")
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                applied.append(version)
+                    applied.append(version)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
             return applied
 
         return await self._run(run)
@@ -192,7 +216,11 @@ class PostgresStore:
             import asyncpg
 
             async def setup(connection):
-                await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                # CREATE ... IF NOT EXISTS races in the catalog when two workers start at
+                # once; a transaction-scoped advisory lock makes them take turns.
+                async with connection.transaction():
+                    await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                    await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
 
             bootstrap = await asyncpg.connect(self.dsn)
             try:
@@ -214,14 +242,19 @@ class PostgresStore:
 
     async def post(self, events: Sequence[tuple], lines: Sequence[tuple],
                    customers: Sequence[tuple]) -> set[str]:
-        """As SqliteStore.post, with each table's rows sent as arrays: one statement each."""
+        """As SqliteStore.post: the batch is COPYed into the staging tables, then one
+        statement inserts the events not posted before and the lines of exactly those."""
+        if not events:
+            return set()
         pool = await self._pool_()
         async with pool.acquire() as connection, connection.transaction():
-            posted = {r[0] for r in await connection.fetch(
-                INSERT_EVENTS_ARRAYS, *_columns(events, len(EVENT_COLUMNS)))}
-            new_lines = [line for line in lines if line[0] in posted]
-            if new_lines:
-                await connection.execute(INSERT_LINES_ARRAYS, *_columns(new_lines, 5))
+            await connection.execute(CREATE_STAGES)  # once per session; then a no-op
+            await connection.copy_records_to_table(EVENTS_STAGE, records=events,
+                                                   columns=EVENT_COLUMNS)
+            if lines:
+                await connection.copy_records_to_table(LINES_STAGE, records=lines,
+                                                       columns=LINE_COLUMNS)
+            posted = {r[0] for r in await connection.fetch(MOVE_STAGED)}
             for customer in customers:
                 if customer[0] in posted:
                     await connection.execute(UPSERT_CUSTOMER, *customer[1:])
@@ -239,33 +272,28 @@ class PostgresStore:
 
     async def migrate(self) -> list[int]:
         pool = await self._pool_()
-        async with pool.acquire() as connection:
+        # Two workers starting at once: one applies, the other waits and finds it done.
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                                      "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-            # Two workers starting at once: one applies, the other waits and finds it done.
-            async with connection.transaction():
-                await connection.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
-                done = {r[0] for r in await connection.fetch("SELECT version FROM "
-                                                             "schema_migrations")}
-                applied = []
-                for version, name, sql in migrations():
-                    if version in done:
-                        continue
-                    for statement in _statements(sql):
-                        await connection.execute(statement)
-                    await connection.execute("INSERT INTO schema_migrations VALUES ($1, $2)",
-                                             version, name)
-                    applied.append(version)
+            done = {r[0] for r in await connection.fetch("SELECT version FROM "
+                                                         "schema_migrations")}
+            applied = []
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                for statement in _statements(sql):
+                    await connection.execute(statement)
+                await connection.execute("INSERT INTO schema_migrations VALUES ($1, $2)",
+                                         version, name)
+                applied.append(version)
         return applied
 
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
-
-
-def _columns(rows: Sequence[tuple], width: int) -> list[list]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 def _sqlite(query: str) -> str:

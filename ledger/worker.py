@@ -17,10 +17,12 @@ acknowledged only after its transaction committed (or it went to the dead-letter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 
 import msgspec
@@ -34,8 +36,11 @@ from limits import keys
 log = logging.getLogger("creditgate.ledger")
 
 GROUP = "ledger"
-BATCH_SIZE_MAX = 1000  # entries read, booked and committed together
+BATCH_SIZE_MAX = 1024  # entries read, booked and committed together (at most)
+BOOK_SLICE = 128  # entries booked between two turns of the event loop while a batch is in flight
 CLAIM_INTERVAL_S = 5.0
+STORE_RETRY_FIRST_S = 0.2  # back-off while the ledger store is unavailable, doubling
+STORE_RETRY_MAX_S = 5.0
 TRIM_INTERVAL_S = 10.0
 # Test-only fault injection: the worker kills itself (SIGKILL) at this point of its first
 # non-empty batch, so the tests can prove nothing is lost or posted twice.
@@ -70,6 +75,9 @@ class Worker:
         self.redis = redis or aioredis.Redis.from_url(config.redis_url)
         self.store = store or open_store(config.ledger_dsn, config.schema)
         self.streams = [keys.outbox(keys.base(p)) for p in range(config.partitions)]
+        # COUNT bounds each stream, not the reply: spread the batch bound over the streams.
+        self.count_per_stream = max(1, -(-config.batch_size_max // len(self.streams)))
+        self.stalled = False  # the store was unavailable for the last batch
         self.posted = 0
         self.duplicates = 0
         self.dead_lettered = 0
@@ -90,7 +98,7 @@ class Worker:
     async def _read(self, last_ids: str, block_ms: int | None) -> list[Entry]:
         reply = await self.redis.xreadgroup(
             GROUP, self.consumer, {stream: last_ids for stream in self.streams},
-            count=self.config.batch_size_max, block=block_ms)
+            count=self.count_per_stream, block=block_ms)
         return [Entry(stream.decode(), entry_id.decode(), fields)
                 for stream, entries in reply or [] for entry_id, fields in entries
                 if fields is not None]  # a pending entry trimmed away has no fields
@@ -99,7 +107,7 @@ class Worker:
         pipe = self.redis.pipeline(transaction=False)
         for stream in self.streams:
             pipe.xautoclaim(stream, GROUP, self.consumer, self.config.claim_idle_ms,
-                            start_id="0-0", count=self.config.batch_size_max)
+                            start_id="0-0", count=self.count_per_stream)
         claimed = []
         for stream, result in zip(self.streams, await pipe.execute(), strict=True):
             claimed += [Entry(stream, entry_id.decode(), fields)
@@ -110,20 +118,37 @@ class Worker:
     async def process(self, entries: list[Entry]) -> None:
         """Book, commit, acknowledge. Poison events wait for another delivery, then go to the
         dead-letter stream; the rest of the batch flows on."""
-        if not entries:
-            return
-        now_ms = int(time.time() * 1000)
+        if entries:
+            await self._settle(*self._book(entries))
+
+    def _book(self, entries: list[Entry], now_ms: int | None = None) -> tuple[list, list]:
+        """(entry, booking) of each entry that can be booked, (entry, reason) of the rest."""
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
         bookings, poisoned = [], []
+        book = books.book
         for entry in entries:
             try:
-                bookings.append((entry, books.book(f"{entry.stream} {entry.entry_id}",
-                                                   entry.fields, now_ms)))
+                bookings.append((entry, book(f"{entry.stream} {entry.entry_id}", entry.fields,
+                                             now_ms)))
             except books.PoisonEvent as reason:
                 poisoned.append((entry, str(reason)))
+        return bookings, poisoned
+
+    async def _settle(self, bookings: list, poisoned: list) -> None:
+        """Commit the booked entries in one transaction, then acknowledge them; then the
+        poisoned ones. If the database is unavailable (not refusing one event's data), nothing
+        is acknowledged or counted against the events: they stay pending, `stalled` is set,
+        and the loop retries them after a back-off."""
         if bookings:
             try:
                 await self._post([booking for _, booking in bookings])
-            except Exception as error:  # noqa: BLE001 - isolate the entry the database refuses
+            except Exception as error:  # noqa: BLE001 - classified right below
+                if not _refuses_data(error):
+                    self.stalled = True
+                    log.warning("ledger store unavailable (%s); %d events stay pending",
+                                type(error).__name__, len(bookings))
+                    return
                 log.warning("batch of %d refused (%s); posting one by one", len(bookings),
                             type(error).__name__)
                 ok = []
@@ -132,8 +157,12 @@ class Worker:
                         await self._post([booking])
                         ok.append((entry, booking))
                     except Exception as single:  # noqa: BLE001
+                        if not _refuses_data(single):
+                            self.stalled = True
+                            return
                         poisoned.append((entry, f"database refused it: {single}"[:500]))
                 bookings = ok
+        self.stalled = False
         self._fault_point("after_commit")
         await self._ack([entry for entry, _ in bookings])
         if poisoned:
@@ -162,7 +191,9 @@ class Worker:
         for entry, reason in poisoned:
             pending = await self.redis.xpending_range(entry.stream, GROUP, min=entry.entry_id,
                                                       max=entry.entry_id, count=1)
-            deliveries = pending[0]["times_delivered"] if pending else self.config.deliveries_max
+            if not pending:
+                continue  # another worker dead-lettered or posted it meanwhile
+            deliveries = pending[0]["times_delivered"]
             if deliveries < self.config.deliveries_max:
                 log.warning("event %s %s not booked (delivery %d of %d): %s", entry.stream,
                             entry.entry_id, deliveries, self.config.deliveries_max, reason)
@@ -207,31 +238,103 @@ class Worker:
 
     # -- running --------------------------------------------------------------------------
     async def drain(self) -> None:
-        """Post everything in the streams now, own pending entries first (tests, reconcile)."""
+        """Post everything in the streams now, own pending entries first (tests, reconcile).
+        Returns early, leaving entries pending, if the store is unavailable."""
         while entries := await self._read("0", None):
             await self.process(entries)
-        while entries := await self._read(">", None):
-            await self.process(entries)
+            if self.stalled:
+                return
+        in_flight = None
+        try:
+            while not self.stalled and (entries := await self._read(">", None)):
+                in_flight = await self._pipeline(in_flight, entries)
+        finally:
+            await _finish(in_flight)
+
+    async def _pipeline(self, in_flight: asyncio.Future | None,
+                        entries: list[Entry]) -> asyncio.Future | None:
+        """Book new entries while the previous batch is still being committed (the database
+        works while Python books), then hand them on once that batch is committed and
+        acknowledged: still one transaction per batch, each acknowledged after its commit,
+        one batch in the database at a time. Only for entries read with ">" (new ones): a
+        re-read of pending entries ("0") would see the batch in flight again."""
+        if not entries:
+            await _finish(in_flight)
+            return None
+        now_ms = int(time.time() * 1000)  # one posting time for the batch, as in process()
+        bookings, poisoned = [], []
+        for start in range(0, len(entries), BOOK_SLICE):
+            if in_flight is not None:
+                await asyncio.sleep(0)  # let the batch in flight take its next step
+            booked, refused = self._book(entries[start:start + BOOK_SLICE], now_ms)
+            bookings += booked
+            poisoned += refused
+        await _finish(in_flight)
+        return asyncio.ensure_future(self._settle(bookings, poisoned))
 
     async def run(self, stopping: asyncio.Event) -> None:
         await self.start()
         # Entries delivered to this consumer before a crash come first.
-        while not stopping.is_set() and (entries := await self._read("0", None)):
-            await self.process(entries)
+        await self._retry_own_pending(stopping)
         next_claim = next_trim = time.monotonic()
+        in_flight = None
+        try:
+            while not stopping.is_set():
+                if self.stalled:
+                    in_flight = await _finish(in_flight)
+                    await self._retry_own_pending(stopping)
+                    continue
+                now = time.monotonic()
+                if now >= next_claim or now >= next_trim:
+                    in_flight = await _finish(in_flight)  # claim and trim see no batch in flight
+                if now >= next_claim:
+                    next_claim = now + self.config.claim_interval_s
+                    await self.process(await self._claim())
+                if now >= next_trim:
+                    next_trim = now + self.config.trim_interval_s
+                    await self.trim()
+                in_flight = await self._pipeline(
+                    in_flight, await self._read(">", self.config.block_ms))
+        finally:
+            await _finish(in_flight)  # SIGTERM: the batch in hand is committed and acknowledged
+
+    async def _retry_own_pending(self, stopping: asyncio.Event) -> None:
+        """Post this consumer's pending entries (left by a crash, or by a store outage),
+        backing off while the store stays unavailable."""
+        delay_s = STORE_RETRY_FIRST_S
         while not stopping.is_set():
-            now = time.monotonic()
-            if now >= next_claim:
-                next_claim = now + self.config.claim_interval_s
-                await self.process(await self._claim())
-            if now >= next_trim:
-                next_trim = now + self.config.trim_interval_s
-                await self.trim()
-            await self.process(await self._read(">", self.config.block_ms))
+            entries = await self._read("0", None)
+            if not entries:
+                return
+            await self.process(entries)
+            if self.stalled:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), delay_s)
+                delay_s = min(delay_s * 2, STORE_RETRY_MAX_S)
+            else:
+                delay_s = STORE_RETRY_FIRST_S
 
     async def close(self) -> None:
         await self.store.close()
         await self.redis.aclose()
+
+
+async def _finish(in_flight: asyncio.Future | None) -> None:
+    if in_flight is not None:
+        await in_flight
+
+
+def _refuses_data(error: Exception) -> bool:
+    """The database refused the data (a constraint, a value out of range): retrying the same
+    rows cannot help. Anything else (no connection, a missing table, a lock timeout) may pass."""
+    if isinstance(error, (sqlite3.IntegrityError, sqlite3.DataError)):
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return False
+    return isinstance(error, (asyncpg.exceptions.DataError,
+                              asyncpg.exceptions.IntegrityConstraintViolationError))
 
 
 def _entry_order(entry_id) -> tuple[int, int]:

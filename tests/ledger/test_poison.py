@@ -81,11 +81,6 @@ async def test_poison_is_dead_lettered_and_the_rest_flow_on(redis, gateway, admi
     assert (worker.posted, worker.dead_lettered) == (4, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ledger/worker.py process(): any exception of store.post is treated like a poison event, "
-    "and drain()/run() re-read own pending entries in a tight loop: while the database "
-    "refuses writes, good events burn their deliveries in milliseconds and are "
-    "dead-lettered"))
 async def test_database_outage_does_not_dead_letter_good_events(redis, gateway, admin, auth,
                                                                 store, make_worker):
     traffic = Traffic(gateway, admin, auth)

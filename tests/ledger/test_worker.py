@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
-
 from ledger import reconcile
 from ledger.store import PostgresStore, open_store
 from limits import keys
@@ -111,12 +109,6 @@ async def test_migrations_apply_once(store, tmp_path):
         await fresh.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ledger/store.py migrate(): PostgreSQL runs CREATE SCHEMA / CREATE TABLE IF NOT EXISTS "
-    "schema_migrations before taking any lock (concurrent IF NOT EXISTS races on the "
-    "catalog: UniqueViolation pg_namespace/pg_type); SQLite reads the applied versions "
-    "before BEGIN IMMEDIATE, so the second worker re-runs 0001 ('table ledger_events "
-    "already exists'). Workers starting together on a fresh ledger crash."))
 async def test_workers_starting_together_migrate_once(store, tmp_path):
     for attempt in range(10):
         if isinstance(store, PostgresStore):
