@@ -9,10 +9,9 @@ shaped exactly as the Lua scripts write them (~45% authorized, ~35% captured, ~1
 ~5% expired; unique event ids), then times Worker.drain() from the first read to the last ack
 and checks that N events were posted and that every journal balances.
 
---batch-size-max is WorkerConfig.batch_size_max, the COUNT of each XREADGROUP, which Redis
-applies PER STREAM: one read over 256 streams returns up to 256 x K entries, all booked in one
-transaction. The default (1000) therefore drains a backlog of < 1000 entries per stream in one
-single batch; --batch-size-max 4 gives batches of at most 1,024 events.
+--batch-size-max is WorkerConfig.batch_size_max, the most entries booked in one transaction
+(default 1024); the worker spreads it over the streams as XREADGROUP's per-stream COUNT
+(ceil(K / 256)).
 
 With --workers 2, two worker processes (different consumer names, one group) drain together.
 This is a script, not a pytest test (it needs PostgreSQL and takes a few seconds).
@@ -282,8 +281,7 @@ def report(args, results: list[dict], wall: float, checked, fill_s: float) -> bo
     posted = sum(r["posted"] for r in results)
     ok = posted == args.events == events and unbalanced == 0 and lineless == 0
     print(f"\nledger posting benchmark: {args.workers} worker(s), "
-          f"batch_size_max={args.batch_size_max} (XREADGROUP COUNT per stream, "
-          f"{PARTITIONS} streams)")
+          f"batch_size_max={args.batch_size_max} ({PARTITIONS} streams)")
     print(f"  filled        {args.events:,} events in {fill_s:.1f} s (not timed)")
     print(f"  posted        {posted:,} events, {lines:,} journal lines "
           f"(duplicates {sum(r['duplicates'] for r in results)}, "
