@@ -25,7 +25,7 @@ help:
 	@echo "  make redis-server  make sure the redis-server binary is installed"
 	@echo "  make lint       ruff check"
 	@echo "  make proto      regenerate gateway/pb from proto/"
-	@echo "  make bench      pytest-benchmark over bench/"
+	@echo "  make bench      hot-path benchmarks (pytest-benchmark) and the ledger posting benchmark"
 	@echo "  make clean      remove build artefacts, hotpath/*.so and var/ (keeps $(VENV))"
 	@echo "  make distclean  clean, and remove $(VENV)"
 	@echo "Variables: PY=$(PY) PORT=$(PORT) REDIS_PORT=$(REDIS_PORT) REDIS_URL=$(REDIS_URL)"
@@ -108,6 +108,8 @@ bench: build
 	@rc=0; $(VENV)/bin/python -m pytest bench --benchmark-enable -q || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "bench: no benchmarks collected"; rc=0; fi; \
 	exit $$rc
+	$(VENV)/bin/python bench/ledger_bench.py --workers 1
+	$(VENV)/bin/python bench/ledger_bench.py --workers 2
 
 clean:
 	@# A private redis left running by an interrupted `make run` would keep writing into var/.
