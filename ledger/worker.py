@@ -37,6 +37,7 @@ log = logging.getLogger("creditgate.ledger")
 
 GROUP = "ledger"
 BATCH_SIZE_MAX = 1024  # entries read, booked and committed together (at most)
+IN_FLIGHT_MAX = 2  # batches in the database at once (one connection each)
 BOOK_SLICE = 128  # entries booked between two turns of the event loop while a batch is in flight
 CLAIM_INTERVAL_S = 5.0
 STORE_RETRY_FIRST_S = 0.2  # back-off while the ledger store is unavailable, doubling
@@ -244,40 +245,41 @@ class Worker:
             await self.process(entries)
             if self.stalled:
                 return
-        in_flight = None
+        in_flight: list[asyncio.Future] = []
         try:
             while not self.stalled and (entries := await self._read(">", None)):
                 in_flight = await self._pipeline(in_flight, entries)
         finally:
             await _finish(in_flight)
 
-    async def _pipeline(self, in_flight: asyncio.Future | None,
-                        entries: list[Entry]) -> asyncio.Future | None:
-        """Book new entries while the previous batch is still being committed (the database
-        works while Python books), then hand them on once that batch is committed and
-        acknowledged: still one transaction per batch, each acknowledged after its commit,
-        one batch in the database at a time. Only for entries read with ">" (new ones): a
-        re-read of pending entries ("0") would see the batch in flight again."""
+    async def _pipeline(self, in_flight: list[asyncio.Future],
+                        entries: list[Entry]) -> list[asyncio.Future]:
+        """Book new entries while earlier batches are still being committed, then hand them
+        to the store: up to IN_FLIGHT_MAX batches in the database at once, each on its own
+        connection, each in one transaction and acknowledged after its own commit (batches
+        are independent: an event's id makes it post once whichever commits first). Only for
+        entries read with ">" (new ones): a re-read of pending entries ("0") would see the
+        batches in flight again."""
         if not entries:
-            await _finish(in_flight)
-            return None
+            return await _finish(in_flight)
         now_ms = int(time.time() * 1000)  # one posting time for the batch, as in process()
         bookings, poisoned = [], []
         for start in range(0, len(entries), BOOK_SLICE):
-            if in_flight is not None:
-                await asyncio.sleep(0)  # let the batch in flight take its next step
+            if in_flight:
+                await asyncio.sleep(0)  # let the batches in flight take their next step
             booked, refused = self._book(entries[start:start + BOOK_SLICE], now_ms)
             bookings += booked
             poisoned += refused
-        await _finish(in_flight)
-        return asyncio.ensure_future(self._settle(bookings, poisoned))
+        while len(in_flight) >= IN_FLIGHT_MAX:
+            await in_flight.pop(0)
+        return [*in_flight, asyncio.ensure_future(self._settle(bookings, poisoned))]
 
     async def run(self, stopping: asyncio.Event) -> None:
         await self.start()
         # Entries delivered to this consumer before a crash come first.
         await self._retry_own_pending(stopping)
         next_claim = next_trim = time.monotonic()
-        in_flight = None
+        in_flight: list[asyncio.Future] = []
         try:
             while not stopping.is_set():
                 if self.stalled:
@@ -319,9 +321,11 @@ class Worker:
         await self.redis.aclose()
 
 
-async def _finish(in_flight: asyncio.Future | None) -> None:
-    if in_flight is not None:
-        await in_flight
+async def _finish(in_flight: list[asyncio.Future]) -> list[asyncio.Future]:
+    """Wait for every batch in flight (each commits and acknowledges); none is left."""
+    for future in in_flight:
+        await future
+    return []
 
 
 def _refuses_data(error: Exception) -> bool:
