@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ledger = commands.add_parser("ledger", help="run the ledger posting worker")
     ledger_options(ledger)
-    ledger.add_argument("--consumer", default="", help="consumer name (default host-pid)")
+    ledger.add_argument("--consumer", default="",
+                        help="consumer name, stable across restarts (default: the host name;"
+                        " give each worker on one host its own)")
     ledger.add_argument("--claim-idle-ms", type=int, default=30_000)
     ledger.add_argument("--deliveries-max", type=int, default=5)
 

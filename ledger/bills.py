@@ -39,7 +39,10 @@ def cycle_bounds_ms(cycle: str, timezone: str) -> tuple[int, int]:
     if not match:
         raise ValueError(f"cycle {cycle!r}: expected YYYY-MM")
     year, month = int(match.group(1)), int(match.group(2))
-    tz = zoneinfo.ZoneInfo(timezone)
+    try:
+        tz = zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        tz = zoneinfo.ZoneInfo(TZ_DEFAULT)  # a zone this host's tzdata lacks
     start = dt.datetime(year, month, 1, tzinfo=tz)
     end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=tz)
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)

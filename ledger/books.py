@@ -56,7 +56,12 @@ def _text(fields: dict, name: str, required: bool = True) -> str:
         if required:
             raise PoisonEvent(f"missing field {name!r}")
         return ""
-    text = value.decode() if isinstance(value, bytes) else str(value)
+    try:
+        text = value.decode() if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+        raise PoisonEvent(f"field {name!r} is not UTF-8") from None
+    if "\x00" in text:
+        raise PoisonEvent(f"field {name!r} holds a NUL character")
     if len(text) > 4 * ID_LENGTH_MAX * 8:
         raise PoisonEvent(f"field {name!r} is too long")
     return text

@@ -23,7 +23,12 @@ def command(args) -> int:
             redis_url=args.redis_url, ledger_dsn=args.ledger_dsn, schema=args.schema,
             partitions=args.partitions, consumer=args.consumer,
             claim_idle_ms=args.claim_idle_ms, deliveries_max=args.deliveries_max)))
-    return asyncio.run(_offline(args))
+    try:
+        return asyncio.run(_offline(args))
+    except (OSError, aioredis.RedisError) as error:
+        print(f"creditgate {args.command}: cannot reach Redis or the ledger store: {error}",
+              file=sys.stderr)
+        return 2
 
 
 async def _offline(args) -> int:
@@ -36,11 +41,16 @@ async def _offline(args) -> int:
             for stream in report.undrained:
                 print(f"not drained: {stream} has pending or unread events; run the ledger "
                       "worker until it catches up")
+            for stream, length in report.dead.items():
+                print(f"dead letters: {stream} holds {length} events the ledger could not book")
             for drift in report.drifts:
                 print(drift)
             print(f"reconcile: {report.customers} customers, {report.levels} levels, "
                   f"{len(report.drifts)} drifts" + ("" if report.ok else " — FAILED"))
-            return 0 if report.ok else 1
+            # 1: Redis and the ledger disagree; 3: they cannot be compared yet.
+            if report.drifts or report.dead:
+                return 1
+            return 3 if report.undrained else 0
         if args.command == "bills":
             try:
                 closed = await bills.close(store, args.cycle)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib.resources
 import logging
 import os
 import signal
@@ -53,7 +55,7 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     ledger_dsn: str = "sqlite:///var/ledger.sqlite3"
     schema: str = "public"  # PostgreSQL schema
     partitions: int = 256
-    consumer: str = ""  # default: host-pid
+    consumer: str = ""  # default: the host name
     batch_size_max: int = BATCH_SIZE_MAX
     block_ms: int = 1000
     claim_idle_ms: int = 30_000  # an entry pending this long at another consumer is taken over
@@ -72,7 +74,9 @@ class Worker:
     def __init__(self, config: WorkerConfig, redis: aioredis.Redis | None = None, store=None):
         assert 0 < config.batch_size_max <= 10_000 and config.deliveries_max >= 1
         self.config = config
-        self.consumer = config.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        # A stable name: a restarted worker is the same consumer and re-reads what it left
+        # pending. Several workers on one host need --consumer names of their own.
+        self.consumer = config.consumer or socket.gethostname()
         self.redis = redis or aioredis.Redis.from_url(config.redis_url)
         self.store = store or open_store(config.ledger_dsn, config.schema)
         self.streams = [keys.outbox(keys.base(p)) for p in range(config.partitions)]
@@ -134,6 +138,9 @@ class Worker:
                                              now_ms)))
             except books.PoisonEvent as reason:
                 poisoned.append((entry, str(reason)))
+            except Exception as error:  # noqa: BLE001 - nothing in one event may stop the loop
+                poisoned.append((entry, f"cannot be booked: {type(error).__name__}: {error}"
+                                 [:500]))
         return bookings, poisoned
 
     async def _settle(self, bookings: list, poisoned: list) -> None:
@@ -200,13 +207,16 @@ class Worker:
                             entry.entry_id, deliveries, self.config.deliveries_max, reason)
                 continue  # stays pending: XAUTOCLAIM delivers it again after claim_idle_ms
             dead = entry.stream + keys.KEY_DEAD_LETTER.removeprefix(keys.KEY_OUTBOX)
-            # The dead letter and the ack in one MULTI: the event is never in neither place.
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(dead, {**entry.fields, b"dead_reason": reason.encode(),
-                             b"dead_entry_id": entry.entry_id.encode(),
-                             b"dead_deliveries": str(deliveries).encode()})
-            pipe.xack(entry.stream, GROUP, entry.entry_id)
-            await pipe.execute()
+            # The ack and the dead letter in one script, the letter only if this call's ack
+            # took the entry off the pending list: it is in exactly one place, once.
+            fields = {**entry.fields, b"dead_reason": reason.encode(),
+                      b"dead_entry_id": entry.entry_id.encode(),
+                      b"dead_deliveries": str(deliveries).encode()}
+            moved = await self.redis.eval(
+                _dead_letter_script(), 2, entry.stream, dead, GROUP, entry.entry_id,
+                *(item for pair in fields.items() for item in pair))
+            if not moved:
+                continue
             self.dead_lettered += 1
             log.error("event %s %s dead-lettered after %d deliveries: %s", entry.stream,
                       entry.entry_id, deliveries, reason)
@@ -230,7 +240,8 @@ class Worker:
                 bound = group["last-delivered-id"]
                 if group["pending"]:
                     summary = await self.redis.xpending(stream, group["name"])
-                    bound = min(bound, summary["min"], key=_entry_order)
+                    if summary["min"] is not None:  # None: acknowledged meanwhile
+                        bound = min(bound, summary["min"], key=_entry_order)
                 floor = bound if floor is None else min(floor, bound, key=_entry_order)
             if floor and floor not in (b"0-0", "0-0"):
                 # MINID keeps `floor` itself: the last delivered entry, or the oldest pending.
@@ -307,6 +318,8 @@ class Worker:
         while not stopping.is_set():
             entries = await self._read("0", None)
             if not entries:
+                # Nothing of ours is pending (posted, or taken over by another worker).
+                self.stalled = False
                 return
             await self.process(entries)
             if self.stalled:
@@ -326,6 +339,12 @@ async def _finish(in_flight: list[asyncio.Future]) -> list[asyncio.Future]:
     for future in in_flight:
         await future
     return []
+
+
+@functools.cache
+def _dead_letter_script() -> str:
+    return importlib.resources.files("limits").joinpath("lua").joinpath(
+        "dead_letter.lua").read_text()
 
 
 def _refuses_data(error: Exception) -> bool:
