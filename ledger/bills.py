@@ -48,10 +48,27 @@ def cycle_bounds_ms(cycle: str, timezone: str) -> tuple[int, int]:
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 
+async def _timezones_at(store, moment_ms: int) -> dict[str, str]:
+    """Each customer's timezone in force at `moment_ms` (the cycle's start): the latest
+    customer_put at or before it, else the customer's first. A later change of timezone
+    therefore never moves a cycle's bounds."""
+    history: dict[str, list[tuple[tuple[int, int], str]]] = {}
+    for customer_id, since_ms, event_id, timezone in await store.fetch(
+            "SELECT customer_id, since_ms, event_id, timezone FROM ledger_customer_timezones"):
+        seq = event_id.rsplit(":", 1)[-1]
+        order = (int(since_ms), int(seq) if seq.isdigit() else 0)
+        history.setdefault(customer_id, []).append((order, timezone))
+    chosen = {}
+    for customer_id, changes in history.items():
+        before = [change for change in changes if change[0][0] <= moment_ms]
+        chosen[customer_id] = (max(before) if before else min(changes))[1]
+    return chosen
+
+
 async def close(store, cycle: str) -> list[Bill]:
     """Compute and store every customer's bill for the cycle; returns them."""
     cycle_bounds_ms(cycle, TZ_DEFAULT)  # validates the cycle
-    timezones = dict(await store.fetch("SELECT customer_id, timezone FROM ledger_customers"))
+    timezones = await _timezones_at(store, cycle_bounds_ms(cycle, "UTC")[0])
     # Every zone is within a day of UTC: read a margin, then keep each customer's own window.
     start_utc, end_utc = cycle_bounds_ms(cycle, "UTC")
     day_ms = 86_400_000

@@ -55,6 +55,15 @@ UPSERT_CUSTOMER = ("INSERT INTO ledger_customers (customer_id, status, timezone,
                    "WHERE ledger_customers.updated_at_ms <= excluded.updated_at_ms")
 
 
+INSERT_TIMEZONE = ("INSERT INTO ledger_customer_timezones (customer_id, since_ms, event_id, "
+                   "timezone) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+
+
+def _timezone_row(customer: tuple) -> tuple:
+    event_id, customer_id, _status, timezone, at_ms = customer
+    return customer_id, at_ms, event_id, timezone
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, SQL) of every file in ledger/migrations, in order."""
     folder = importlib.resources.files("ledger").joinpath("migrations")
@@ -139,6 +148,8 @@ class SqliteStore:
                                        [line for line in lines if line[0] in posted])
                 connection.executemany(_sqlite(UPSERT_CUSTOMER),
                                        [c[1:] for c in customers if c[0] in posted])
+                connection.executemany(_sqlite(INSERT_TIMEZONE),
+                                       [_timezone_row(c) for c in customers if c[0] in posted])
                 connection.execute("COMMIT")
                 return posted
             except BaseException:
@@ -258,6 +269,7 @@ class PostgresStore:
             for customer in customers:
                 if customer[0] in posted:
                     await connection.execute(UPSERT_CUSTOMER, *customer[1:])
+                    await connection.execute(INSERT_TIMEZONE, *_timezone_row(customer))
             return posted
 
     async def replace(self, deletes: Sequence[tuple[str, Sequence[Any]]],

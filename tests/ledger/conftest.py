@@ -10,9 +10,11 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from ledger.store import PostgresStore, open_store
+from ledger.store import PostgresStore, migrations, open_store
 from ledger.worker import Worker, WorkerConfig
 from tests.conftest import PARTITIONS
+
+ALL_MIGRATIONS = [version for version, _, _ in migrations()]
 
 PG_DSN = os.environ.get("CREDITGATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 _pg_state: dict[str, str | None] = {}
@@ -75,7 +77,7 @@ async def store(request, tmp_path):
         schema = "t_" + uuid.uuid4().hex
         opened = open_store(PG_DSN, schema=schema)
     try:
-        assert await opened.migrate() == [1]
+        assert await opened.migrate() == ALL_MIGRATIONS
         yield opened
     finally:
         await opened.close()

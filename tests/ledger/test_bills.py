@@ -109,3 +109,34 @@ async def test_bills_follow_each_customers_month(redis, gateway, admin, auth, st
                                "GROUP BY cycle ORDER BY cycle")
     assert counts == [("2027-01", 2, 9_700), ("2027-02", 2, 7_600)]
     assert await bills.close(store, "2026-12") == []
+
+
+async def test_a_later_timezone_change_does_not_move_a_closed_cycle(store):
+    """A capture an hour before midnight UTC on Jan 31 is January's in UTC but February's in
+    Shanghai. The customer switches to Shanghai in February: closing January again still
+    bills it in January, and February does not bill it a second time."""
+    from ledger.bills import close
+    from ledger.books import book
+
+    jan_31_2300_utc = 1_706_742_000_000  # 2024-01-31T23:00:00Z
+    feb_10 = jan_31_2300_utc + 10 * 86_400_000
+
+    def put(seq: int, timezone: str, at_ms: int):
+        return book(f"s {seq}", {"type": "customer_put", "event_id": f"c:tz:{seq}",
+                                 "customer_id": "tz", "status": "active",
+                                 "timezone": timezone, "at_ms": str(at_ms)}, at_ms)
+
+    capture = book("s c", {"type": "captured", "event_id": "001-AAAAAAAAAAAAAAAA:2",
+                           "customer_id": "tz", "hold_id": "001-AAAAAAAAAAAAAAAA",
+                           "product_id": "scan_pay", "merchant_id": "m", "currency": "CNY",
+                           "nodes": "total", "amount_minor": "100", "released_minor": "0",
+                           "at_ms": str(jan_31_2300_utc)}, jan_31_2300_utc)
+    first = put(1, "UTC", jan_31_2300_utc - 86_400_000 * 40)
+    await store.post([first.event, capture.event], list(capture.lines),
+                     [first.customer])
+    january = await close(store, "2024-01")
+    assert [(b.customer_id, b.total_minor) for b in january] == [("tz", 100)]
+    later = put(2, "Asia/Shanghai", feb_10)
+    await store.post([later.event], [], [later.customer])
+    assert await close(store, "2024-01") == january
+    assert await close(store, "2024-02") == []
