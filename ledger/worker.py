@@ -83,6 +83,7 @@ class Worker:
         # COUNT bounds each stream, not the reply: spread the batch bound over the streams.
         self.count_per_stream = max(1, -(-config.batch_size_max // len(self.streams)))
         self.stalled = False  # the store was unavailable for the last batch
+        self._claim_cursor: dict[str, str] = {}
         self.posted = 0
         self.duplicates = 0
         self.dead_lettered = 0
@@ -109,12 +110,18 @@ class Worker:
                 if fields is not None]  # a pending entry trimmed away has no fields
 
     async def _claim(self) -> list[Entry]:
+        """Take over entries idle at other consumers: one bounded step per stream, resuming
+        where the last step stopped (XAUTOCLAIM's cursor), so a long pending list is walked
+        through rather than its head claimed again and again."""
         pipe = self.redis.pipeline(transaction=False)
         for stream in self.streams:
             pipe.xautoclaim(stream, GROUP, self.consumer, self.config.claim_idle_ms,
-                            start_id="0-0", count=self.count_per_stream)
+                            start_id=self._claim_cursor.get(stream, "0-0"),
+                            count=self.count_per_stream)
         claimed = []
         for stream, result in zip(self.streams, await pipe.execute(), strict=True):
+            cursor = result[0].decode() if isinstance(result[0], bytes) else result[0]
+            self._claim_cursor[stream] = cursor  # "0-0" once the whole list was walked
             claimed += [Entry(stream, entry_id.decode(), fields)
                         for entry_id, fields in result[1] if fields is not None]
         return claimed

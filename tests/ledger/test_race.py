@@ -51,3 +51,24 @@ async def test_two_workers_racing_post_once(redis, gateway, admin, auth, store, 
     await assert_posted_exactly_once(redis, store)
     report = await reconcile.reconcile(redis, store, PARTITIONS)
     assert report.ok, report
+
+
+async def test_claiming_walks_a_long_pending_list(redis, store, make_worker):
+    """XAUTOCLAIM takes a bounded step per stream; successive claims resume at its cursor,
+    so every entry another consumer left pending is reached, not only the list's head."""
+    from limits import keys
+
+    crashed = make_worker("w-crashed")
+    await crashed.start()
+    stream = keys.outbox(keys.base(0))
+    ids = [await redis.xadd(stream, {"type": "customer_put", "event_id": f"c:walk:{i}",
+                                     "customer_id": "walk", "status": "active",
+                                     "timezone": "UTC", "at_ms": str(1_000 + i)})
+           for i in range(10)]
+    assert len(await crashed._read(">", None)) == 10  # delivered, never acknowledged
+    rescuer = make_worker("w-rescuer")
+    rescuer.count_per_stream = 2
+    seen = []
+    for _ in range(5):
+        seen += [entry.entry_id for entry in await rescuer._claim() if entry.stream == stream]
+    assert sorted(seen) == sorted(i.decode() for i in ids)
