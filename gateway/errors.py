@@ -51,6 +51,11 @@ _REFUSALS: dict[ScriptError, tuple[grpc.StatusCode, str]] = {
         "nothing was captured",
     ),
     ScriptError.CUSTOMER_UNKNOWN: (grpc.StatusCode.NOT_FOUND, "customer_id: unknown customer"),
+    ScriptError.REFUND_EXCEEDS_CAPTURED: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "amount_minor: more than the {detail} minor units captured and not yet refunded; "
+        "nothing was refunded",
+    ),
 }
 
 

@@ -14,7 +14,7 @@ import hotpath
 from gateway.errors import NotFound, unary
 from gateway.pb import creditgate_pb2 as pb
 from gateway.pb import creditgate_pb2_grpc as pb_grpc
-from limits import calendar, catalog
+from limits import calendar, catalog, keys
 from limits.client import CustomerState, LimitsClient
 from limits.constants import (
     CAP_MINOR_MAX,
@@ -106,6 +106,23 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             state=_HOLD_STATES[result.state],
             released_minor=result.released_minor,
             captured_total_minor=result.captured_total_minor,
+            decided_at_ms=result.decided_at_ms,
+        )
+
+    @unary
+    async def Refund(self, request: pb.RefundRequest, context) -> pb.RefundResponse:
+        hotpath.check_id("idempotency_key", request.idempotency_key)
+        hotpath.check_id("hold_id", request.hold_id)
+        if keys.partition_of_hold(request.hold_id, self.c.partitions) is None:
+            raise hotpath.InvalidArgument("hold_id", "not a hold id issued by this gateway")
+        hotpath.check_amount("amount_minor", request.amount_minor)
+        result = await self.c.limits.refund(request.idempotency_key, request.hold_id,
+                                            request.amount_minor)
+        return pb.RefundResponse(
+            hold_id=request.hold_id,
+            refunded_minor=result.refunded_minor,
+            refunded_total_minor=result.refunded_total_minor,
+            refundable_minor=result.refundable_minor,
             decided_at_ms=result.decided_at_ms,
         )
 

@@ -12,6 +12,7 @@ Accounts (a name per account; `<id>` is a customer's or merchant's id):
                 Dr memo:open_holds_contra       / Cr customer:open_holds         captured + released
     voided      Dr memo:open_holds_contra       / Cr customer:open_holds         released
     expired     Dr memo:open_holds_contra       / Cr customer:open_holds         released
+    refunded    Dr merchant:settlement_payable  / Cr customer:receivable         refunded
     customer_put  no lines: it updates ledger_customers (timezone for billing cycles)
 
 Every entry balances (debits = credits), and carries its event id and hold id. An event that
@@ -25,7 +26,7 @@ import msgspec
 from limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
 
 CONTRA = "memo:open_holds_contra"
-EVENT_TYPES = ("customer_put", "authorized", "captured", "voided", "expired")
+EVENT_TYPES = ("customer_put", "authorized", "captured", "voided", "expired", "refunded")
 
 
 class PoisonEvent(ValueError):
@@ -104,6 +105,10 @@ def book(stream_entry: str, fields: dict, posted_at_ms: int) -> Booking:
         held, used = -(amount + released), amount
         pairs = [(receivable(customer_id), settlement_payable(merchant_id), amount),
                  (CONTRA, open_holds(customer_id), amount + released)]
+    elif kind == "refunded":
+        amount = _amount(fields, "amount_minor")
+        held, used = 0, -amount
+        pairs = [(settlement_payable(merchant_id), receivable(customer_id), amount)]
     else:  # voided, expired
         amount = _amount(fields, "released_minor")
         held, used = -amount, 0

@@ -11,6 +11,7 @@ names as constants prepended at load time (limits/scripts.py), never as their ow
     cg:{p:NNN}:ia:<customer_id>|<key>       string: an Authorize idempotency record
     cg:{p:NNN}:ic:<hold_id>|<key>           string: a Capture idempotency record
     cg:{p:NNN}:iv:<hold_id>|<key>           string: a Void idempotency record
+    cg:{p:NNN}:ir:<hold_id>|<key>           string: a Refund idempotency record
     cg:{p:NNN}:due                          zset: customers of the partition by earliest expiry
     cg:{p:NNN}:outbox                       stream: every state change's event, for the ledger
     cg:{p:NNN}:outbox:dead                  stream: outbox events the ledger could not book
@@ -31,6 +32,7 @@ KIND_HOLD = "h:"
 KIND_IDEMPOTENCY_AUTHORIZE = "ia:"
 KIND_IDEMPOTENCY_CAPTURE = "ic:"
 KIND_IDEMPOTENCY_VOID = "iv:"
+KIND_IDEMPOTENCY_REFUND = "ir:"
 KEY_DUE = "due"
 KEY_OUTBOX = "outbox"
 KEY_DEAD_LETTER = "outbox:dead"  # events the ledger could not book, with the reason
@@ -110,6 +112,10 @@ def idempotency_capture(partition_base: str, hold_id: str, key: str) -> str:
 
 def idempotency_void(partition_base: str, hold_id: str, key: str) -> str:
     return partition_base + KIND_IDEMPOTENCY_VOID + hold_id + SCOPE_SEPARATOR + key
+
+
+def idempotency_refund(partition_base: str, hold_id: str, key: str) -> str:
+    return partition_base + KIND_IDEMPOTENCY_REFUND + hold_id + SCOPE_SEPARATOR + key
 
 
 def hold_id(partition: int, token: str) -> str:

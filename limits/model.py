@@ -295,6 +295,35 @@ class Model:
                    at_ms=str(now))
         return self._remember(k[1], fingerprint, f"OK|voided|{released}|{h['cp']}|{now}")
 
+    def refund(self, k: list[str], a: list[str], now: int) -> str:
+        base, hold_id, fingerprint = a[0], a[1], a[2]
+        amount = _int_arg(a[3], 1, constants.AMOUNT_MINOR_MAX)
+        if amount is None:
+            return _err(E.BAD_ARGUMENT, "refund", now)
+        replay = self._replay(k[1], fingerprint, now)
+        if replay is not None:
+            return replay
+        h: dict[str, str] | None = self.state.get(k[0])  # type: ignore[assignment]
+        if h is None:
+            return _err(E.HOLD_NOT_FOUND, "", now)
+        refunded = int(h.get("rf", 0))
+        refundable = int(h["cp"]) - refunded
+        if amount > refundable:
+            return _err(E.REFUND_EXCEEDS_CAPTURED, str(refundable), now)
+
+        # After this point the refund must succeed.
+        customer_key = keys.customer(base, h["c"])
+        for node in h["n"].split(","):
+            self._hincrby(customer_key, keys.FIELD_USED + node, -amount)
+        seq = int(h["sq"]) + 1
+        h.update(rf=str(refunded + amount), sq=str(seq))
+        self._xadd(k[2], type="refunded", event_id=f"{hold_id}:{seq}", customer_id=h["c"],
+                   hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
+                   nodes=h["n"], amount_minor=str(amount),
+                   refunded_total_minor=str(refunded + amount), at_ms=str(now))
+        return self._remember(k[1], fingerprint, f"OK|{amount}|{refunded + amount}"
+                              f"|{refundable - amount}|{now}")
+
     def expire(self, k: list[str], a: list[str], now: int) -> str:
         released = self._release_expired(a[0], a[1], k[1], k[2], now)
         if released == 0:

@@ -64,6 +64,7 @@ class ScriptError(enum.IntEnum):
     CAPTURE_EXCEEDS_HELD = 6
     CUSTOMER_UNKNOWN = 7
     BAD_ARGUMENT = 8  # a caller bug: the gateway validates before calling
+    REFUND_EXCEEDS_CAPTURED = 9
 
 
 assert set(RESPONSE_CODE) == set(DeclineReason)

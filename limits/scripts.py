@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from limits import constants, keys
 from limits.reasons import DeclineReason, ScriptError
 
-SCRIPT_NAMES = ("reserve", "capture", "void", "expire", "credit", "put_customer")
+SCRIPT_NAMES = ("reserve", "capture", "void", "refund", "expire", "credit", "put_customer")
 
 
 def lua_constants() -> str:

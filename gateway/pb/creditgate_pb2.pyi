@@ -177,6 +177,30 @@ class VoidResponse(_message.Message):
     decided_at_ms: int
     def __init__(self, hold_id: _Optional[str] = ..., state: _Optional[_Union[HoldState, str]] = ..., released_minor: _Optional[int] = ..., captured_total_minor: _Optional[int] = ..., decided_at_ms: _Optional[int] = ...) -> None: ...
 
+class RefundRequest(_message.Message):
+    __slots__ = ("idempotency_key", "hold_id", "amount_minor")
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    idempotency_key: str
+    hold_id: str
+    amount_minor: int
+    def __init__(self, idempotency_key: _Optional[str] = ..., hold_id: _Optional[str] = ..., amount_minor: _Optional[int] = ...) -> None: ...
+
+class RefundResponse(_message.Message):
+    __slots__ = ("hold_id", "refunded_minor", "refunded_total_minor", "refundable_minor", "decided_at_ms")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_TOTAL_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REFUNDABLE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    refunded_minor: int
+    refunded_total_minor: int
+    refundable_minor: int
+    decided_at_ms: int
+    def __init__(self, hold_id: _Optional[str] = ..., refunded_minor: _Optional[int] = ..., refunded_total_minor: _Optional[int] = ..., refundable_minor: _Optional[int] = ..., decided_at_ms: _Optional[int] = ...) -> None: ...
+
 class GetCreditRequest(_message.Message):
     __slots__ = ("customer_id", "product_id")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]

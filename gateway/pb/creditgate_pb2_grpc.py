@@ -50,6 +50,11 @@ class AuthorizationStub:
                 request_serializer=creditgate_dot_v1_dot_creditgate__pb2.VoidRequest.SerializeToString,
                 response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.VoidResponse.FromString,
                 _registered_method=True)
+        self.Refund = channel.unary_unary(
+                '/creditgate.v1.Authorization/Refund',
+                request_serializer=creditgate_dot_v1_dot_creditgate__pb2.RefundRequest.SerializeToString,
+                response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.RefundResponse.FromString,
+                _registered_method=True)
         self.GetCredit = channel.unary_unary(
                 '/creditgate.v1.Authorization/GetCredit',
                 request_serializer=creditgate_dot_v1_dot_creditgate__pb2.GetCreditRequest.SerializeToString,
@@ -79,6 +84,14 @@ class AuthorizationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Refund(self, request, context):
+        """A merchant's refund of (part of) a captured purchase: the credit is restored at every
+        level the purchase used.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCredit(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -102,6 +115,11 @@ def add_AuthorizationServicer_to_server(servicer, server):
                     servicer.Void,
                     request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.VoidRequest.FromString,
                     response_serializer=creditgate_dot_v1_dot_creditgate__pb2.VoidResponse.SerializeToString,
+            ),
+            'Refund': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refund,
+                    request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.RefundRequest.FromString,
+                    response_serializer=creditgate_dot_v1_dot_creditgate__pb2.RefundResponse.SerializeToString,
             ),
             'GetCredit': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCredit,
@@ -191,6 +209,33 @@ class Authorization:
             '/creditgate.v1.Authorization/Void',
             creditgate_dot_v1_dot_creditgate__pb2.VoidRequest.SerializeToString,
             creditgate_dot_v1_dot_creditgate__pb2.VoidResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditgate.v1.Authorization/Refund',
+            creditgate_dot_v1_dot_creditgate__pb2.RefundRequest.SerializeToString,
+            creditgate_dot_v1_dot_creditgate__pb2.RefundResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -156,3 +156,17 @@ def test_poison_event_raises_with_reason(name):
     with pytest.raises(books.PoisonEvent) as caught:
         books.book(ENTRY, raw, POSTED)
     assert needle in str(caught.value)
+
+
+def test_a_refund_moves_the_receivable_back_to_the_merchant():
+    from ledger.books import book, receivable, settlement_payable
+
+    booked = book("s 1", {"type": "refunded", "event_id": "007-AAAAAAAAAAAAAAAA:3",
+                          "customer_id": "c9", "hold_id": "007-AAAAAAAAAAAAAAAA",
+                          "product_id": "scan_pay", "merchant_id": "m9", "currency": "CNY",
+                          "nodes": "total,consumer", "amount_minor": "2500",
+                          "refunded_total_minor": "2500", "at_ms": "1795600000000"}, 1)
+    assert booked.lines == (
+        ("007-AAAAAAAAAAAAAAAA:3", 1, settlement_payable("m9"), 2500, 0),
+        ("007-AAAAAAAAAAAAAAAA:3", 2, receivable("c9"), 0, 2500))
+    assert booked.event[9:12] == (2500, 0, -2500)  # amount, held change, used change

@@ -4,6 +4,7 @@ once, every journal balances, reconcile is clean; migrations and trimming are sa
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 from ledger import reconcile
@@ -165,3 +166,31 @@ async def test_trim_keeps_pending_and_removes_acknowledged(redis, store, make_wo
     await worker.drain()
     assert worker.posted == 11
     assert len(await ledger_events(store)) == 11
+
+
+async def test_refunds_are_posted_reconciled_and_billed(redis, gateway, admin, auth, store,
+                                                      make_worker):
+    from gateway.pb import creditgate_pb2 as pb
+    from ledger import bills
+
+    await admin.PutCustomer(pb.PutCustomerRequest(
+        customer_id="c-rb", status=pb.CUSTOMER_STATUS_ACTIVE,
+        caps_minor={"total": 10**6, "consumer": 10**6, "consumer.scan_pay": 10**6,
+                    "consumer.scan_pay.pos": 10**6}))
+    reply = await auth.Authorize(pb.AuthorizeRequest(
+        idempotency_key="a", customer_id="c-rb", product_id="scan_pay", channel=pb.CHANNEL_POS,
+        merchant_id="m", mcc="5411", amount_minor=9_000, currency="CNY"))
+    await auth.Capture(pb.CaptureRequest(idempotency_key="c", hold_id=reply.hold_id,
+                                         amount_minor=9_000, final=True))
+    await auth.Refund(pb.RefundRequest(idempotency_key="r", hold_id=reply.hold_id,
+                                       amount_minor=4_000))
+    worker = make_worker("w-refund")
+    await worker.start()
+    await worker.drain()
+    report = await reconcile.reconcile(redis, store, PARTITIONS)
+    assert report.ok, report
+    cycle = time.strftime("%Y-%m", time.gmtime(reply.decided_at_ms / 1000 + 8 * 3600))
+    closed = [b for b in await bills.close(store, cycle) if b.customer_id == "c-rb"]
+    assert [(b.purchases_minor, b.refunds_minor, b.total_minor) for b in closed] == [
+        (9_000, 4_000, 5_000)]
+    assert [line[1] for line in closed[0].lines] == ["purchase", "refund"]

@@ -40,6 +40,8 @@ def reply_now(reply) -> int:
         return int(parts[1])
     if parts[0] == "OK" and parts[1] in ("open", "captured", "voided"):  # capture/void
         return int(parts[-1])
+    if parts[0] == "OK" and len(parts) == 5:  # refund
+        return int(parts[4])
     if parts[0] == "OK":  # reserve
         return int(parts[5])
     return int(parts[1])  # expire: "released|now"
@@ -146,9 +148,17 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         parts = reply.split("|")
         return parts[3] if parts[0] == "OK" and parts[3] else "000-AAAAAAAAAAAAAAAA"
 
-    @rule(hold_id=holds, amount=st.integers(1, 800_000), final=st.booleans(),
+    def _hold(self, hold_id: str) -> dict:
+        base = keys.base(keys.partition_of_hold(hold_id, PARTITIONS) or 0)
+        return self.model.state.get(keys.hold(base, hold_id)) or {}
+
+    @rule(hold_id=holds, percent=st.integers(1, 110), final=st.booleans(),
           key=st.integers(0, 3))
-    def capture(self, hold_id, amount, final, key):
+    def capture(self, hold_id, percent, final, key):
+        # A share of what the hold still holds (over 100%: refused), so captures succeed often.
+        hold = self._hold(hold_id)
+        held = int(hold.get("a", 0)) - int(hold.get("cp", 0))
+        amount = max(1, held * percent // 100)
         keys_, args = hotpath.plan_capture(pb.CaptureRequest(
             idempotency_key=f"c{key}", hold_id=hold_id, amount_minor=amount, final=final),
             PARTITIONS)
@@ -159,6 +169,18 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         keys_, args = hotpath.plan_void(pb.VoidRequest(idempotency_key=f"v{key}",
                                                        hold_id=hold_id), PARTITIONS)
         self.both("void", keys_, args)
+
+    @rule(hold_id=holds, percent=st.integers(1, 110), key=st.integers(0, 3))
+    def refund(self, hold_id, percent, key):
+        # A share of what was captured and not refunded (over 100%: refused).
+        hold = self._hold(hold_id)
+        refundable = int(hold.get("cp", 0)) - int(hold.get("rf", 0))
+        base = keys.base(keys.partition_of_hold(hold_id, PARTITIONS) or 0)
+        amount_text = str(max(1, refundable * percent // 100))
+        self.both("refund", [keys.hold(base, hold_id),
+                             keys.idempotency_refund(base, hold_id, f"r{key}"),
+                             keys.outbox(base)],
+                  [base, hold_id, hotpath.fingerprint("refund", amount_text), amount_text])
 
     @rule(ms=st.sampled_from([1, 1_000, 3_600_000, DAY_MS, 7 * DAY_MS, 15 * DAY_MS]))
     def advance_time(self, ms):
@@ -197,7 +219,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
     @invariant()
     def conservation(self):
         # Invariant 2: a level's held equals the sum of its open holds' remainders, and its
-        # used equals the sum of what was captured from the holds that drew on it.
+        # used equals what was captured less what was refunded, over the holds that drew on it.
         expected: dict[tuple[str, str], list[int]] = {}
         for value in self.model.state.values():
             if isinstance(value, dict) and "st" in value and "c" in value:
@@ -205,7 +227,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
                 for node in value["n"].split(","):
                     sums = expected.setdefault((value["c"], node), [0, 0])
                     sums[0] += remainder
-                    sums[1] += int(value["cp"])
+                    sums[1] += int(value["cp"]) - int(value.get("rf", 0))
         for customer_id in CUSTOMERS:
             base = keys.base(keys.partition_of(customer_id, PARTITIONS))
             record = self.model.state[keys.customer(base, customer_id)]
