@@ -14,7 +14,7 @@ from gateway.pb import creditgate_pb2 as pb
 from gateway.pb import creditgate_pb2_grpc as pb_grpc
 
 _STATUS = {"active": pb.CUSTOMER_STATUS_ACTIVE, "frozen": pb.CUSTOMER_STATUS_FROZEN,
-           "closed": pb.CUSTOMER_STATUS_CLOSED}
+           "closed": pb.CUSTOMER_STATUS_CLOSED, "overdue": pb.CUSTOMER_STATUS_OVERDUE}
 
 
 def money(minor: int) -> str:

@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     put = actions.add_parser("put", help="create or replace a customer",
                              parents=[action_target])
     put.add_argument("customer_id")
-    put.add_argument("--status", default="active", choices=("active", "frozen", "closed"))
+    put.add_argument("--status", default="active",
+                     choices=("active", "frozen", "closed", "overdue"))
     put.add_argument("--timezone", default="", help="IANA name (default Asia/Shanghai)")
     put.add_argument("--cap", action="append", default=[], metavar="NODE=AMOUNT_MINOR",
                      help="a cap in minor units, repeatable: --cap total=1000000")

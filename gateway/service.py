@@ -35,6 +35,7 @@ _STATUS_NAMES = {
     pb.CUSTOMER_STATUS_ACTIVE: "active",
     pb.CUSTOMER_STATUS_FROZEN: "frozen",
     pb.CUSTOMER_STATUS_CLOSED: "closed",
+    pb.CUSTOMER_STATUS_OVERDUE: "overdue",
 }
 _STATUS_NUMBERS = {name: number for number, name in _STATUS_NAMES.items()}
 
@@ -171,7 +172,8 @@ class AdminService(pb_grpc.AdminServicer):
         hotpath.check_id("customer_id", request.customer_id)
         status = _STATUS_NAMES.get(request.status)
         if status is None:
-            raise hotpath.InvalidArgument("status", "required: ACTIVE, FROZEN or CLOSED")
+            raise hotpath.InvalidArgument("status",
+                                          "required: ACTIVE, FROZEN, CLOSED or OVERDUE")
         timezone = request.timezone or TZ_DEFAULT
         try:
             calendar.zone(timezone)

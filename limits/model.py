@@ -135,7 +135,7 @@ class Model:
         base, customer_id, hold_id, fingerprint, product_id = a[0], a[1], a[2], a[3], a[4]
         amount = _int_arg(a[5], 1, constants.AMOUNT_MINOR_MAX)
         ttl_ms = _int_arg(a[6], 1, HOLD_TTL_MS_MAX)
-        rule_decline = _int_arg(a[7], 0, R.INSUFFICIENT_CREDIT)
+        rule_decline = _int_arg(a[7], 0, R.AMOUNT_ABOVE_MAXIMUM)
         limits = [_int_arg(v, 0, constants.VELOCITY_AMOUNT_MINOR_MAX) for v in a[12:16]]
         nodes = a[16:]
         if amount is None or ttl_ms is None or rule_decline is None or None in limits \
@@ -172,6 +172,8 @@ class Model:
             return decline(R.CUSTOMER_FROZEN, "", available, levels_text(0))
         if status == "closed":
             return decline(R.CUSTOMER_CLOSED, "", available, levels_text(0))
+        if status == "overdue":
+            return decline(R.CUSTOMER_OVERDUE, "", available, levels_text(0))
         if rule_decline:
             return decline(R(rule_decline), "", available, levels_text(0))
         has_velocity = any(limits)
@@ -341,7 +343,7 @@ class Model:
 
     def put_customer(self, k: list[str], a: list[str], now: int) -> str:
         customer_id, status, timezone, schedule = a[0], a[1], a[2], a[3]
-        if status not in ("active", "frozen", "closed"):
+        if status not in ("active", "frozen", "closed", "overdue"):
             return _err(E.BAD_ARGUMENT, "status", now)
         new_caps: dict[str, str] = {}
         caps_text = []

@@ -22,16 +22,30 @@ class DeclineReason(enum.IntEnum):
     VELOCITY_COUNT_EXCEEDED = 8
     VELOCITY_AMOUNT_EXCEEDED = 9
     INSUFFICIENT_CREDIT = 10
+    CUSTOMER_OVERDUE = 11
 
 
 # The documented order: the first cause that applies is the answer.
-DECLINE_ORDER: tuple[DeclineReason, ...] = tuple(r for r in DeclineReason if r)
+DECLINE_ORDER: tuple[DeclineReason, ...] = (
+    DeclineReason.CUSTOMER_UNKNOWN,
+    DeclineReason.CUSTOMER_FROZEN,
+    DeclineReason.CUSTOMER_CLOSED,
+    DeclineReason.CUSTOMER_OVERDUE,
+    DeclineReason.CHANNEL_NOT_ALLOWED,
+    DeclineReason.MCC_NOT_ALLOWED,
+    DeclineReason.AMOUNT_BELOW_MINIMUM,
+    DeclineReason.AMOUNT_ABOVE_MAXIMUM,
+    DeclineReason.VELOCITY_COUNT_EXCEEDED,
+    DeclineReason.VELOCITY_AMOUNT_EXCEEDED,
+    DeclineReason.INSUFFICIENT_CREDIT,
+)
 
 RESPONSE_CODE: dict[DeclineReason, str] = {
     DeclineReason.NONE: "00",
     DeclineReason.CUSTOMER_UNKNOWN: "14",  # invalid card (account) number
     DeclineReason.CUSTOMER_FROZEN: "62",  # restricted card
     DeclineReason.CUSTOMER_CLOSED: "62",
+    DeclineReason.CUSTOMER_OVERDUE: "62",
     DeclineReason.CHANNEL_NOT_ALLOWED: "57",  # transaction not permitted to cardholder
     DeclineReason.MCC_NOT_ALLOWED: "57",
     DeclineReason.AMOUNT_BELOW_MINIMUM: "13",  # invalid amount
@@ -68,4 +82,5 @@ class ScriptError(enum.IntEnum):
 
 
 assert set(RESPONSE_CODE) == set(DeclineReason)
+assert set(DECLINE_ORDER) == set(DeclineReason) - {DeclineReason.NONE}
 assert all(len(code) == 2 for code in RESPONSE_CODE.values())

@@ -69,7 +69,7 @@ class GrpcDriver:
     async def put(self, customer_id: str, caps: dict[str, int], status: str = "active",
                   timezone: str = "Asia/Shanghai") -> None:
         statuses = {"active": pb.CUSTOMER_STATUS_ACTIVE, "frozen": pb.CUSTOMER_STATUS_FROZEN,
-                    "closed": pb.CUSTOMER_STATUS_CLOSED}
+                    "closed": pb.CUSTOMER_STATUS_CLOSED, "overdue": pb.CUSTOMER_STATUS_OVERDUE}
         await self.admin.PutCustomer(pb.PutCustomerRequest(
             customer_id=customer_id, status=statuses[status], timezone=timezone,
             caps_minor=caps))

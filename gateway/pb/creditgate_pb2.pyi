@@ -28,6 +28,7 @@ class DeclineReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECLINE_REASON_VELOCITY_COUNT_EXCEEDED: _ClassVar[DeclineReason]
     DECLINE_REASON_VELOCITY_AMOUNT_EXCEEDED: _ClassVar[DeclineReason]
     DECLINE_REASON_INSUFFICIENT_CREDIT: _ClassVar[DeclineReason]
+    DECLINE_REASON_CUSTOMER_OVERDUE: _ClassVar[DeclineReason]
 
 class CustomerStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +36,7 @@ class CustomerStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CUSTOMER_STATUS_ACTIVE: _ClassVar[CustomerStatus]
     CUSTOMER_STATUS_FROZEN: _ClassVar[CustomerStatus]
     CUSTOMER_STATUS_CLOSED: _ClassVar[CustomerStatus]
+    CUSTOMER_STATUS_OVERDUE: _ClassVar[CustomerStatus]
 
 class HoldState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -59,10 +61,12 @@ DECLINE_REASON_AMOUNT_ABOVE_MAXIMUM: DeclineReason
 DECLINE_REASON_VELOCITY_COUNT_EXCEEDED: DeclineReason
 DECLINE_REASON_VELOCITY_AMOUNT_EXCEEDED: DeclineReason
 DECLINE_REASON_INSUFFICIENT_CREDIT: DeclineReason
+DECLINE_REASON_CUSTOMER_OVERDUE: DeclineReason
 CUSTOMER_STATUS_UNSPECIFIED: CustomerStatus
 CUSTOMER_STATUS_ACTIVE: CustomerStatus
 CUSTOMER_STATUS_FROZEN: CustomerStatus
 CUSTOMER_STATUS_CLOSED: CustomerStatus
+CUSTOMER_STATUS_OVERDUE: CustomerStatus
 HOLD_STATE_UNSPECIFIED: HoldState
 HOLD_STATE_OPEN: HoldState
 HOLD_STATE_CAPTURED: HoldState

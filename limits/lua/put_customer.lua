@@ -9,7 +9,7 @@
 -- Returns "OK|now ms" or "ERR|code|detail|now ms".
 local now = redis_now_ms(tonumber(ARGV[1]))
 local status = ARGV[3]
-if status ~= 'active' and status ~= 'frozen' and status ~= 'closed' then
+if status ~= 'active' and status ~= 'frozen' and status ~= 'closed' and status ~= 'overdue' then
   return err(E_BAD_ARGUMENT, 'status', now)
 end
 local new_caps, caps_text, pairs_ = {}, {}, {}

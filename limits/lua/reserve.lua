@@ -20,7 +20,7 @@ local base, customer_id, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4], ARGV[
 local product_id = ARGV[6]
 local amount = int_arg(ARGV[7], 1, AMOUNT_MINOR_MAX)
 local ttl_ms = int_arg(ARGV[8], 1, HOLD_TTL_MS_MAX)
-local rule_decline = int_arg(ARGV[9], 0, R_INSUFFICIENT_CREDIT)
+local rule_decline = int_arg(ARGV[9], 0, R_AMOUNT_ABOVE_MAXIMUM)
 local limits = {}
 for i = 14, 17 do limits[#limits + 1] = int_arg(ARGV[i], 0, VELOCITY_AMOUNT_MINOR_MAX) end
 local nodes = {}
@@ -72,6 +72,7 @@ end
 
 if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', available, levels_text(0)) end
 if status == 'closed' then return decline(R_CUSTOMER_CLOSED, '', available, levels_text(0)) end
+if status == 'overdue' then return decline(R_CUSTOMER_OVERDUE, '', available, levels_text(0)) end
 if rule_decline > 0 then return decline(rule_decline, '', available, levels_text(0)) end
 
 local day_window, month_window, day_amount, day_count, month_amount, month_count

@@ -24,6 +24,8 @@ ROWS = [
      dict(product_id="scan_pay", channel="ecommerce", mcc="7995", amount_minor=99)),
     (R.CUSTOMER_CLOSED, "", "closed", TIGHT, [],
      dict(product_id="scan_pay", channel="ecommerce", mcc="7995", amount_minor=99)),
+    (R.CUSTOMER_OVERDUE, "", "overdue", TIGHT, [],
+     dict(product_id="scan_pay", channel="ecommerce", mcc="7995", amount_minor=99)),
     (R.CHANNEL_NOT_ALLOWED, "", "active", TIGHT, [],
      dict(product_id="scan_pay", channel="ecommerce", mcc="7995", amount_minor=99)),
     (R.MCC_NOT_ALLOWED, "", "active", TIGHT, [],  # denied MCC
