@@ -7,6 +7,7 @@ per-test fixtures may FLUSHALL it before each test.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -167,22 +168,28 @@ CUSTOMER_CAPS = {
 PARTITIONS = 16  # few partitions: tests put several customers in one
 
 
-@pytest_asyncio.fixture
-async def gateway(redis, redis_server):
-    """A gateway served in this test's event loop on a free port, against the private Redis.
+@contextlib.asynccontextmanager
+async def served_gateway(redis_server, **config):
+    """A gateway served in the running event loop on a free port, against the private Redis.
 
     Its sweeper is off so tests decide when holds are swept; `gateway.limits.clock_offset_ms`
-    moves the scripts' clock.
+    moves the scripts' clock. `config` overrides gateway.server.Config fields.
     """
     from gateway.server import Config, Gateway
 
-    config = Config(port=0, redis_url=redis_server.url, partitions=PARTITIONS, sweep=False)
-    served = Gateway(config)
+    served = Gateway(Config(**{"port": 0, "redis_url": redis_server.url,
+                               "partitions": PARTITIONS, "sweep": False, **config}))
     await served.start()
     try:
         yield served
     finally:
         await served.stop(grace_s=1.0)
+
+
+@pytest_asyncio.fixture
+async def gateway(redis, redis_server):
+    async with served_gateway(redis_server) as served:
+        yield served
 
 
 @pytest_asyncio.fixture

@@ -14,7 +14,7 @@ import pytest_asyncio
 from gateway.pb import creditgate_pb2 as pb
 from gateway.pb import creditgate_pb2_grpc as pb_grpc
 from limits import keys
-from tests.conftest import PARTITIONS
+from tests.conftest import PARTITIONS, served_gateway
 
 CUSTOMER = "cust-burst"
 CONNECTIONS = 16
@@ -40,17 +40,10 @@ PATHS = {
 
 @pytest_asyncio.fixture
 async def burst_gateway(redis, redis_server, tmp_path):
-    from gateway.server import Config, Gateway
-
     path = tmp_path / "burst.toml"
     path.write_text(CATALOG)
-    served = Gateway(Config(port=0, redis_url=redis_server.url, partitions=PARTITIONS,
-                            sweep=False, catalog_path=str(path)))
-    await served.start()
-    try:
+    async with served_gateway(redis_server, catalog_path=str(path)) as served:
         yield served
-    finally:
-        await served.stop(grace_s=1.0)
 
 
 @pytest_asyncio.fixture
