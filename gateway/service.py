@@ -63,6 +63,23 @@ def _levels(levels) -> list[pb.LevelHeadroom]:
                              available_minor=level.available_minor) for level in levels]
 
 
+def plan_refund(request: pb.RefundRequest, partitions: int) -> tuple[list[str], list[str]]:
+    """Validate a RefundRequest and build the refund script's (keys, args), as the hot path
+    does for Capture and Void (refunds are rare: no compiled twin)."""
+    hotpath.check_id("idempotency_key", request.idempotency_key)
+    hotpath.check_id("hold_id", request.hold_id)
+    partition = keys.partition_of_hold(request.hold_id, partitions)
+    if partition is None:
+        raise hotpath.InvalidArgument("hold_id", "not a hold id issued by this gateway")
+    hotpath.check_amount("amount_minor", request.amount_minor)
+    base = keys.base(partition)
+    amount = str(request.amount_minor)
+    return ([keys.hold(base, request.hold_id),
+             keys.idempotency_refund(base, request.hold_id, request.idempotency_key),
+             keys.outbox(base)],
+            [base, request.hold_id, hotpath.fingerprint("refund", amount), amount])
+
+
 class AuthorizationService(pb_grpc.AuthorizationServicer):
     def __init__(self, context: Context):
         self.c = context
@@ -112,13 +129,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
 
     @unary
     async def Refund(self, request: pb.RefundRequest, context) -> pb.RefundResponse:
-        hotpath.check_id("idempotency_key", request.idempotency_key)
-        hotpath.check_id("hold_id", request.hold_id)
-        if keys.partition_of_hold(request.hold_id, self.c.partitions) is None:
-            raise hotpath.InvalidArgument("hold_id", "not a hold id issued by this gateway")
-        hotpath.check_amount("amount_minor", request.amount_minor)
-        result = await self.c.limits.refund(request.idempotency_key, request.hold_id,
-                                            request.amount_minor)
+        result = await self.c.limits.refund(*plan_refund(request, self.c.partitions))
         return pb.RefundResponse(
             hold_id=request.hold_id,
             refunded_minor=result.refunded_minor,

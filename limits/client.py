@@ -9,7 +9,6 @@ InvalidArgument); anything else is a bug or a broken connection and propagates.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
@@ -172,18 +171,9 @@ class LimitsClient:
     async def void(self, keys_: Sequence[str], args: Sequence[str]) -> VoidResult:
         return decode_void(await self._call("void", keys_, args))
 
-    async def refund(self, idempotency_key: str, hold_id: str, amount_minor: int) -> RefundResult:
-        """Refund part of what a hold captured; the caller validated the arguments."""
-        partition = keys.partition_of_hold(hold_id, self.partitions)
-        assert partition is not None, "validate the hold id first"
-        base = keys.base(partition)
-        amount = str(amount_minor)
-        f = _fields(await self._call(
-            "refund",
-            [keys.hold(base, hold_id), keys.idempotency_refund(base, hold_id, idempotency_key),
-             keys.outbox(base)],
-            [base, hold_id, hashlib.blake2b(f"refund|{amount}".encode(),
-                                            digest_size=8).hexdigest(), amount]))
+    async def refund(self, keys_: Sequence[str], args: Sequence[str]) -> RefundResult:
+        """Run a refund planned by gateway.service.plan_refund."""
+        f = _fields(await self._call("refund", keys_, args))
         return RefundResult(int(f[0]), int(f[1]), int(f[2]), int(f[3]))
 
     async def expire(self, customer_id: str) -> int:

@@ -17,6 +17,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 
 import hotpath
 from gateway.pb import creditgate_pb2 as pb
+from gateway.service import plan_refund
 from limits import keys
 from limits.model import Model
 from limits.scripts import ScriptRunner
@@ -175,12 +176,9 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         # A share of what was captured and not refunded (over 100%: refused).
         hold = self._hold(hold_id)
         refundable = int(hold.get("cp", 0)) - int(hold.get("rf", 0))
-        base = keys.base(keys.partition_of_hold(hold_id, PARTITIONS) or 0)
-        amount_text = str(max(1, refundable * percent // 100))
-        self.both("refund", [keys.hold(base, hold_id),
-                             keys.idempotency_refund(base, hold_id, f"r{key}"),
-                             keys.outbox(base)],
-                  [base, hold_id, hotpath.fingerprint("refund", amount_text), amount_text])
+        self.both("refund", *plan_refund(pb.RefundRequest(
+            idempotency_key=f"r{key}", hold_id=hold_id,
+            amount_minor=max(1, refundable * percent // 100)), PARTITIONS))
 
     @rule(ms=st.sampled_from([1, 1_000, 3_600_000, DAY_MS, 7 * DAY_MS, 15 * DAY_MS]))
     def advance_time(self, ms):
