@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 import redis.asyncio as aioredis
 
-from ledger.worker import GROUP
+from ledger.worker import GROUP, entry_order
 from limits import keys
 
 
@@ -56,7 +56,8 @@ async def undrained_streams(redis: aioredis.Redis, partitions: int) -> list[str]
         lag = group.get("lag")
         if lag is None:  # unknown after an XDEL: compare ids instead
             info = await redis.xinfo_stream(stream)
-            lag = int(_order(group["last-delivered-id"]) < _order(info["last-generated-id"]))
+            lag = int(entry_order(group["last-delivered-id"])
+                      < entry_order(info["last-generated-id"]))
         if group["pending"] or lag:
             found.append(stream)
     return found
@@ -73,11 +74,6 @@ async def dead_letters(redis: aioredis.Redis, partitions: int) -> dict[str, int]
             found[stream] = length
     return found
 
-
-def _order(entry_id) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    milliseconds, _, sequence = text.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 async def redis_levels(redis: aioredis.Redis, partitions: int) -> dict[tuple[str, str], list[int]]:

@@ -93,8 +93,6 @@ class Store(Protocol):
 class SqliteStore:
     """SQLite through the standard library, one connection used from one worker thread."""
 
-    dialect = "sqlite"
-
     def __init__(self, path: str):
         self.path = path
         self._connection: sqlite3.Connection | None = None
@@ -213,8 +211,6 @@ class SqliteStore:
 
 class PostgresStore:
     """PostgreSQL through asyncpg, in a schema of its own (created if missing)."""
-
-    dialect = "postgresql"
 
     def __init__(self, dsn: str, schema: str = "public"):
         if not _SCHEMA_NAME.match(schema):

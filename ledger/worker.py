@@ -248,8 +248,8 @@ class Worker:
                 if group["pending"]:
                     summary = await self.redis.xpending(stream, group["name"])
                     if summary["min"] is not None:  # None: acknowledged meanwhile
-                        bound = min(bound, summary["min"], key=_entry_order)
-                floor = bound if floor is None else min(floor, bound, key=_entry_order)
+                        bound = min(bound, summary["min"], key=entry_order)
+                floor = bound if floor is None else min(floor, bound, key=entry_order)
             if floor and floor not in (b"0-0", "0-0"):
                 # MINID keeps `floor` itself: the last delivered entry, or the oldest pending.
                 removed += await self.redis.xtrim(stream, minid=floor, approximate=False)
@@ -367,7 +367,8 @@ def _refuses_data(error: Exception) -> bool:
                               asyncpg.exceptions.IntegrityConstraintViolationError))
 
 
-def _entry_order(entry_id) -> tuple[int, int]:
+def entry_order(entry_id) -> tuple[int, int]:
+    """A stream entry id ("ms-seq", bytes or str) as a sortable pair."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     milliseconds, _, sequence = text.partition("-")
     return int(milliseconds), int(sequence or 0)

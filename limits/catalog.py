@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pathlib
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -25,8 +25,8 @@ from limits.constants import (
     VELOCITY_COUNT_MAX,
 )
 
-CHANNELS = ("qr_scan", "pos", "ecommerce", "cash")
 Channel = Literal["qr_scan", "pos", "ecommerce", "cash"]
+CHANNELS: tuple[str, ...] = get_args(Channel)
 CURRENCIES = frozenset({"CNY"})  # ISO 4217 codes this deployment books
 
 NODE_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\Z")
