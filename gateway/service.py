@@ -80,26 +80,36 @@ def plan_refund(request: pb.RefundRequest, partitions: int) -> tuple[list[str], 
             [base, request.hold_id, hotpath.fingerprint("refund", amount), amount])
 
 
+def authorization_response(result) -> pb.AuthorizeResponse:
+    """The AuthorizeResponse of a reserve script's decoded reply."""
+    return pb.AuthorizeResponse(
+        approved=result.approved,
+        decline_reason=int(result.reason),
+        response_code=RESPONSE_CODE[result.reason],
+        decline_level=result.level,
+        hold_id=result.hold_id,
+        available_minor=result.available_minor,
+        levels=_levels(result.levels),
+        hold_expires_at_ms=result.hold_expires_at_ms,
+        decided_at_ms=result.decided_at_ms,
+    )
+
+
+async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeResponse:
+    """One authorization: the hot path's plan, one reserve script call (coalesced with the
+    loop tick's other calls into one Redis round trip), the response. Raises as the handlers
+    do (InvalidArgument, Refused, Redis errors); AuthorizeBatch calls it once per item."""
+    keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions, c.token_source())
+    return authorization_response(await c.limits.authorize(keys_, args))
+
+
 class AuthorizationService(pb_grpc.AuthorizationServicer):
     def __init__(self, context: Context):
         self.c = context
 
     @unary
     async def Authorize(self, request: pb.AuthorizeRequest, context) -> pb.AuthorizeResponse:
-        keys_, args = hotpath.plan_authorize(request, self.c.rules, self.c.partitions,
-                                             self.c.token_source())
-        result = await self.c.limits.authorize(keys_, args)
-        return pb.AuthorizeResponse(
-            approved=result.approved,
-            decline_reason=int(result.reason),
-            response_code=RESPONSE_CODE[result.reason],
-            decline_level=result.level,
-            hold_id=result.hold_id,
-            available_minor=result.available_minor,
-            levels=_levels(result.levels),
-            hold_expires_at_ms=result.hold_expires_at_ms,
-            decided_at_ms=result.decided_at_ms,
-        )
+        return await authorize(self.c, request)
 
     @unary
     async def Capture(self, request: pb.CaptureRequest, context) -> pb.CaptureResponse:

@@ -16,9 +16,13 @@ import msgspec
 
 from limits.constants import (
     AMOUNT_MINOR_MAX,
+    CAPTURE_TOLERANCE_BPS_MAX,
     HOLD_TTL_S_MAX,
     HOLD_TTL_S_MIN,
     ID_LENGTH_MAX,
+    INSTALLMENT_FEE_BPS_MAX,
+    INSTALLMENT_MONTHS_MAX,
+    INSTALLMENT_TERMS_MAX,
     NODE_NAME_LENGTH_MAX,
     PRODUCT_NODES_MAX,
     VELOCITY_AMOUNT_MINOR_MAX,
@@ -49,6 +53,14 @@ class Velocity(msgspec.Struct, forbid_unknown_fields=True):
     month: VelocityWindow = msgspec.field(default_factory=VelocityWindow)
 
 
+class Installments(msgspec.Struct, forbid_unknown_fields=True):
+    """Instalment terms a product offers at authorization; the fee is charged on each
+    instalment, in basis points of the principal (limits/installments.py)."""
+
+    months: list[int] = []  # e.g. [3, 6, 12]; empty: no instalments
+    monthly_fee_bps: int = 0
+
+
 class Product(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     nodes: list[str]  # root first
@@ -61,6 +73,13 @@ class Product(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mcc_allow: list[str] = []  # empty: every MCC not denied
     mcc_deny: list[str] = []
     velocity: Velocity = msgspec.field(default_factory=Velocity)
+    # Captures of a hold may total up to amount * (1 + bps / 10000) (tips, fuel top-ups).
+    capture_tolerance_bps: int = 0
+    partial_approval: bool = False  # approve the most that fits, if the request allows it
+    incremental: bool = False  # IncrementAuthorization may raise its holds
+    installments: Installments = msgspec.field(default_factory=Installments)
+    # Repayments pay the balances of products with a lower number first (then by id).
+    repayment_priority: int = 100
     id: str = ""  # set from the table's key
 
     def nodes_for(self, channel: str) -> tuple[str, ...]:
@@ -190,6 +209,18 @@ def _check(path: str, product: Product) -> None:
                 fail(field, f"bad MCC {mcc!r}: four digits")
     if set(product.mcc_allow) & set(product.mcc_deny):
         fail("mcc_deny", "an MCC is both allowed and denied")
+    if not 0 <= product.capture_tolerance_bps <= CAPTURE_TOLERANCE_BPS_MAX:
+        fail("capture_tolerance_bps", f"must be within 0..{CAPTURE_TOLERANCE_BPS_MAX}")
+    terms = product.installments.months
+    if len(terms) > INSTALLMENT_TERMS_MAX:
+        fail("installments.months", f"at most {INSTALLMENT_TERMS_MAX} terms")
+    if len(set(terms)) != len(terms) or any(not 2 <= m <= INSTALLMENT_MONTHS_MAX for m in terms):
+        fail("installments.months",
+             f"distinct terms within 2..{INSTALLMENT_MONTHS_MAX} months")
+    if not 0 <= product.installments.monthly_fee_bps <= INSTALLMENT_FEE_BPS_MAX:
+        fail("installments.monthly_fee_bps", f"must be within 0..{INSTALLMENT_FEE_BPS_MAX}")
+    if not 0 <= product.repayment_priority <= 1000:
+        fail("repayment_priority", "must be within 0..1000")
     for period in ("day", "month"):
         window: VelocityWindow = getattr(product.velocity, period)
         if not 0 <= window.amount_max_minor <= VELOCITY_AMOUNT_MINOR_MAX:

@@ -18,6 +18,16 @@ CAP_MINOR_MAX = 10_000_000_000_000  # one level of one customer
 VELOCITY_COUNT_MAX = 1_000_000
 VELOCITY_AMOUNT_MINOR_MAX = CAP_MINOR_MAX  # one velocity window's amount limit
 
+# Lifecycle bounds.
+CAPTURE_TOLERANCE_BPS_MAX = 10_000  # over-capture up to twice the authorized amount
+INSTALLMENT_MONTHS_MAX = 60
+INSTALLMENT_TERMS_MAX = 12  # terms one product offers
+INSTALLMENT_FEE_BPS_MAX = 1_000  # 10 % of the principal per month
+RAISE_DURATION_S_MAX = 366 * 24 * 3600  # a temporary raise ends within a year
+# Balance paths one repayment walks: one per product and channel the customer has used.
+REPAY_PATHS_MAX = 64
+AUTHORIZE_BATCH_SIZE_MAX = 256  # purchases in one AuthorizeBatch call
+
 # Partitions: every key of one customer carries the hash tag {p:NNN} of its partition.
 PARTITIONS_DEFAULT = 256
 PARTITIONS_MAX = 1000  # the tag is three decimal digits
@@ -52,6 +62,12 @@ TZ_DEFAULT = "Asia/Shanghai"
 assert AMOUNT_MINOR_MAX <= CAP_MINOR_MAX
 # held + used + amount on one node, and a velocity window's total, stay exact in Lua doubles.
 assert 3 * CAP_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
+# A temporary raise is bounded by CAP_MINOR_MAX too: cap + raise + held + used + amount.
+assert 5 * CAP_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
+# Over-capture: amount * (10000 + bps) and an instalment fee product stay exact.
+assert AMOUNT_MINOR_MAX * (10_000 + CAPTURE_TOLERANCE_BPS_MAX) < 2**53
+assert AMOUNT_MINOR_MAX * INSTALLMENT_FEE_BPS_MAX * INSTALLMENT_MONTHS_MAX < 2**53
+assert AUTHORIZE_BATCH_SIZE_MAX <= BATCH_SIZE_MAX * 4
 assert VELOCITY_AMOUNT_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
 assert PARTITIONS_DEFAULT <= PARTITIONS_MAX <= 1000
 assert HOLD_TTL_S_MAX < CLOSED_HOLD_RETENTION_S

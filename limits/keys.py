@@ -12,6 +12,10 @@ names as constants prepended at load time (limits/scripts.py), never as their ow
     cg:{p:NNN}:ic:<hold_id>|<key>           string: a Capture idempotency record
     cg:{p:NNN}:iv:<hold_id>|<key>           string: a Void idempotency record
     cg:{p:NNN}:ir:<hold_id>|<key>           string: a Refund idempotency record
+    cg:{p:NNN}:ii:<hold_id>|<key>           string: an IncrementAuthorization record
+    cg:{p:NNN}:iz:<customer_id>|<key>       string: a Reverse record (key: the original's)
+    cg:{p:NNN}:if:<customer_id>|<key>       string: a ForceCapture idempotency record
+    cg:{p:NNN}:ip:<customer_id>|<key>       string: a Repay idempotency record
     cg:{p:NNN}:due                          zset: customers of the partition by earliest expiry
     cg:{p:NNN}:outbox                       stream: every state change's event, for the ledger
     cg:{p:NNN}:outbox:dead                  stream: outbox events the ledger could not book
@@ -33,6 +37,10 @@ KIND_IDEMPOTENCY_AUTHORIZE = "ia:"
 KIND_IDEMPOTENCY_CAPTURE = "ic:"
 KIND_IDEMPOTENCY_VOID = "iv:"
 KIND_IDEMPOTENCY_REFUND = "ir:"
+KIND_IDEMPOTENCY_INCREMENT = "ii:"
+KIND_REVERSAL = "iz:"
+KIND_IDEMPOTENCY_FORCE_CAPTURE = "if:"
+KIND_IDEMPOTENCY_REPAY = "ip:"
 KEY_DUE = "due"
 KEY_OUTBOX = "outbox"
 KEY_DEAD_LETTER = "outbox:dead"  # events the ledger could not book, with the reason
@@ -49,6 +57,13 @@ FIELD_HELD = "h:"  # + node: sum of open holds
 FIELD_USED = "u:"  # + node: captured and not repaid
 FIELD_VELOCITY_DAY = "vd:"  # + product: "<day number>:<amount>:<count>"
 FIELD_VELOCITY_MONTH = "vm:"  # + product: "<month number>:<amount>:<count>"
+FIELD_RAISE = "tr:"  # + node: "<raise minor>:<expires at ms>", a temporary raise of the cap
+FIELD_BALANCE = "b:"  # + path (nodes root first, comma-joined): captured, not refunded/repaid
+FIELD_CREDIT_BALANCE = "cr"  # overpaid by repayments and late refunds: owed to the customer
+
+# The stored fingerprint of a reversal's tombstone: an idempotency record whose reply (a
+# REVERSED decline) answers any request with that key, whatever its payload.
+TOMBSTONE = "reversed"
 
 # Everything the Lua prelude receives as a constant.
 LUA_CONSTANTS: dict[str, str] = {
@@ -64,6 +79,10 @@ LUA_CONSTANTS: dict[str, str] = {
     "F_USED": FIELD_USED,
     "F_VELOCITY_DAY": FIELD_VELOCITY_DAY,
     "F_VELOCITY_MONTH": FIELD_VELOCITY_MONTH,
+    "F_RAISE": FIELD_RAISE,
+    "F_BALANCE": FIELD_BALANCE,
+    "F_CREDIT_BALANCE": FIELD_CREDIT_BALANCE,
+    "TOMBSTONE": TOMBSTONE,
 }
 
 
@@ -116,6 +135,22 @@ def idempotency_void(partition_base: str, hold_id: str, key: str) -> str:
 
 def idempotency_refund(partition_base: str, hold_id: str, key: str) -> str:
     return partition_base + KIND_IDEMPOTENCY_REFUND + hold_id + SCOPE_SEPARATOR + key
+
+
+def idempotency_increment(partition_base: str, hold_id: str, key: str) -> str:
+    return partition_base + KIND_IDEMPOTENCY_INCREMENT + hold_id + SCOPE_SEPARATOR + key
+
+
+def reversal(partition_base: str, customer_id: str, original_key: str) -> str:
+    return partition_base + KIND_REVERSAL + customer_id + SCOPE_SEPARATOR + original_key
+
+
+def idempotency_force_capture(partition_base: str, customer_id: str, key: str) -> str:
+    return partition_base + KIND_IDEMPOTENCY_FORCE_CAPTURE + customer_id + SCOPE_SEPARATOR + key
+
+
+def idempotency_repay(partition_base: str, customer_id: str, key: str) -> str:
+    return partition_base + KIND_IDEMPOTENCY_REPAY + customer_id + SCOPE_SEPARATOR + key
 
 
 def hold_id(partition: int, token: str) -> str:

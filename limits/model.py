@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from limits import calendar, constants, keys
+from limits import calendar, constants, installments, keys
 from limits.reasons import DeclineReason as R
 from limits.reasons import ScriptError as E
 
@@ -69,6 +69,13 @@ class Model:
         else:
             self._zrem(due_key, customer_id)
 
+    def _add_balance(self, customer_key: str, path: str, amount: int) -> None:
+        """The balance drawn on one path (captured, not refunded or repaid); zero goes."""
+        if amount == 0:
+            return
+        if self._hincrby(customer_key, keys.FIELD_BALANCE + path, amount) == 0:
+            del self._hash(customer_key)[keys.FIELD_BALANCE + path]
+
     def _close_hold(self, hold_key: str, state: str, seq: int, now: int) -> None:
         self._hash(hold_key).update(st=state, sq=str(seq), cl=str(now))
 
@@ -117,7 +124,8 @@ class Model:
         if prior is None:
             return None
         stored_fingerprint, _, reply = prior.partition("\n")  # type: ignore[union-attr]
-        if stored_fingerprint != fingerprint:
+        # A reversal's tombstone answers every payload with its stored REVERSED decline.
+        if stored_fingerprint not in (fingerprint, keys.TOMBSTONE):
             return _err(E.IDEMPOTENCY_MISMATCH, "", now)
         return reply
 
@@ -226,7 +234,7 @@ class Model:
         self._release_if_due(base, customer_id, hold_id, k[2], k[3], now)
         h: dict[str, str] = self.state[k[0]]  # type: ignore[assignment]
         closed = {"expired": E.HOLD_EXPIRED, "voided": E.HOLD_VOIDED,
-                  "captured": E.HOLD_CAPTURED}.get(h["st"])
+                  "captured": E.HOLD_CAPTURED, "reversed": E.HOLD_REVERSED}.get(h["st"])
         if closed is not None:
             return None, _err(closed, h["cl"], now)
         return h, None
@@ -365,6 +373,26 @@ class Model:
                    customer_id=customer_id, status=status, timezone=timezone,
                    caps=",".join(caps_text), at_ms=str(now))
         return f"OK|{now}"
+
+
+def effective_cap(cap: int, raise_text: str | None, now: int) -> int:
+    """A level's cap plus its temporary raise while the raise lasts ("<raise>:<expires ms>")."""
+    if not raise_text:
+        return cap
+    amount, expires = raise_text.split(":")
+    return cap + int(amount) if int(expires) > now else cap
+
+
+def installment_plan_text(principal: int, months: int, fee_bps: int) -> str:
+    return installments.plan(principal, months, fee_bps).text()
+
+
+def authorization_reply(reason: int, level: str, hold_id: str, available: int, now: int,
+                        expires: int, approved: int, partial: bool, offer: int,
+                        offer_level: str, plan: str, levels: str) -> str:
+    """reserve's and increment's reply; see authorization_reply in limits/lua/_lib.lua."""
+    return (f"OK|{int(reason)}|{level}|{hold_id}|{available}|{now}|{expires}|{approved}"
+            f"|{int(partial)}|{offer}|{offer_level}|{plan}{levels}")
 
 
 def _window_usage(stored: str | None, window: int) -> tuple[int, int]:

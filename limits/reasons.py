@@ -23,10 +23,12 @@ class DeclineReason(enum.IntEnum):
     VELOCITY_AMOUNT_EXCEEDED = 9
     INSUFFICIENT_CREDIT = 10
     CUSTOMER_OVERDUE = 11
+    REVERSED = 12  # a reversal of this request (by its idempotency key) came first
 
 
 # The documented order: the first cause that applies is the answer.
 DECLINE_ORDER: tuple[DeclineReason, ...] = (
+    DeclineReason.REVERSED,  # the tombstone is the idempotency record: found before anything
     DeclineReason.CUSTOMER_UNKNOWN,
     DeclineReason.CUSTOMER_FROZEN,
     DeclineReason.CUSTOMER_CLOSED,
@@ -53,7 +55,14 @@ RESPONSE_CODE: dict[DeclineReason, str] = {
     DeclineReason.VELOCITY_COUNT_EXCEEDED: "65",  # exceeds withdrawal frequency limit
     DeclineReason.VELOCITY_AMOUNT_EXCEEDED: "61",
     DeclineReason.INSUFFICIENT_CREDIT: "51",  # not sufficient funds
+    DeclineReason.REVERSED: "12",  # invalid transaction: it was reversed before it arrived
 }
+PARTIAL_APPROVAL_CODE = "10"  # ISO 8583: approved for a partial amount
+
+# Declines about the amount: they carry a counter-offer (the largest amount approvable now).
+COUNTER_OFFER_REASONS = frozenset(
+    {DeclineReason.INSUFFICIENT_CREDIT, DeclineReason.VELOCITY_AMOUNT_EXCEEDED}
+)
 
 # Reasons the hot path decides from the product's rules alone; the script only places them in
 # the documented order (after the customer's existence and status).
@@ -79,6 +88,13 @@ class ScriptError(enum.IntEnum):
     CUSTOMER_UNKNOWN = 7
     BAD_ARGUMENT = 8  # a caller bug: the gateway validates before calling
     REFUND_EXCEEDS_CAPTURED = 9
+    HOLD_REVERSED = 10  # the hold was closed by Reverse
+    CAPTURE_EXCEEDS_CREDIT = 11  # an over-capture's excess does not fit a level (detail: node)
+    INCREMENT_NOT_ALLOWED = 12  # the hold's product has no incremental authorization
+    RAISE_EXPIRES_IN_PAST = 13  # detail: Redis time now (ms)
+    HOLD_STILL_OPEN = 14  # ForceCapture names an original hold that is still open
+    HOLD_OF_OTHER_CUSTOMER = 15  # ForceCapture's original hold belongs to someone else
+    RAISE_TOO_LONG = 16  # a temporary raise may last at most RAISE_DURATION_S_MAX
 
 
 assert set(RESPONSE_CODE) == set(DeclineReason)

@@ -55,6 +55,26 @@ class AuthorizationStub:
                 request_serializer=creditgate_dot_v1_dot_creditgate__pb2.RefundRequest.SerializeToString,
                 response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.RefundResponse.FromString,
                 _registered_method=True)
+        self.Reverse = channel.unary_unary(
+                '/creditgate.v1.Authorization/Reverse',
+                request_serializer=creditgate_dot_v1_dot_creditgate__pb2.ReverseRequest.SerializeToString,
+                response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.ReverseResponse.FromString,
+                _registered_method=True)
+        self.IncrementAuthorization = channel.unary_unary(
+                '/creditgate.v1.Authorization/IncrementAuthorization',
+                request_serializer=creditgate_dot_v1_dot_creditgate__pb2.IncrementAuthorizationRequest.SerializeToString,
+                response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.IncrementAuthorizationResponse.FromString,
+                _registered_method=True)
+        self.ForceCapture = channel.unary_unary(
+                '/creditgate.v1.Authorization/ForceCapture',
+                request_serializer=creditgate_dot_v1_dot_creditgate__pb2.ForceCaptureRequest.SerializeToString,
+                response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.ForceCaptureResponse.FromString,
+                _registered_method=True)
+        self.AuthorizeBatch = channel.unary_unary(
+                '/creditgate.v1.Authorization/AuthorizeBatch',
+                request_serializer=creditgate_dot_v1_dot_creditgate__pb2.AuthorizeBatchRequest.SerializeToString,
+                response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.AuthorizeBatchResponse.FromString,
+                _registered_method=True)
         self.GetCredit = channel.unary_unary(
                 '/creditgate.v1.Authorization/GetCredit',
                 request_serializer=creditgate_dot_v1_dot_creditgate__pb2.GetCreditRequest.SerializeToString,
@@ -92,6 +112,32 @@ class AuthorizationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reverse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IncrementAuthorization(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForceCapture(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthorizeBatch(self, request, context):
+        """Many purchases over one call (acquirer switches, checkout platforms): each item has its
+        own idempotency key and its own outcome, exactly as if it had been sent alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCredit(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -120,6 +166,26 @@ def add_AuthorizationServicer_to_server(servicer, server):
                     servicer.Refund,
                     request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.RefundRequest.FromString,
                     response_serializer=creditgate_dot_v1_dot_creditgate__pb2.RefundResponse.SerializeToString,
+            ),
+            'Reverse': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reverse,
+                    request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.ReverseRequest.FromString,
+                    response_serializer=creditgate_dot_v1_dot_creditgate__pb2.ReverseResponse.SerializeToString,
+            ),
+            'IncrementAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.IncrementAuthorization,
+                    request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.IncrementAuthorizationRequest.FromString,
+                    response_serializer=creditgate_dot_v1_dot_creditgate__pb2.IncrementAuthorizationResponse.SerializeToString,
+            ),
+            'ForceCapture': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForceCapture,
+                    request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.ForceCaptureRequest.FromString,
+                    response_serializer=creditgate_dot_v1_dot_creditgate__pb2.ForceCaptureResponse.SerializeToString,
+            ),
+            'AuthorizeBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthorizeBatch,
+                    request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.AuthorizeBatchRequest.FromString,
+                    response_serializer=creditgate_dot_v1_dot_creditgate__pb2.AuthorizeBatchResponse.SerializeToString,
             ),
             'GetCredit': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCredit,
@@ -247,6 +313,114 @@ class Authorization:
             _registered_method=True)
 
     @staticmethod
+    def Reverse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditgate.v1.Authorization/Reverse',
+            creditgate_dot_v1_dot_creditgate__pb2.ReverseRequest.SerializeToString,
+            creditgate_dot_v1_dot_creditgate__pb2.ReverseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IncrementAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditgate.v1.Authorization/IncrementAuthorization',
+            creditgate_dot_v1_dot_creditgate__pb2.IncrementAuthorizationRequest.SerializeToString,
+            creditgate_dot_v1_dot_creditgate__pb2.IncrementAuthorizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForceCapture(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditgate.v1.Authorization/ForceCapture',
+            creditgate_dot_v1_dot_creditgate__pb2.ForceCaptureRequest.SerializeToString,
+            creditgate_dot_v1_dot_creditgate__pb2.ForceCaptureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthorizeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditgate.v1.Authorization/AuthorizeBatch',
+            creditgate_dot_v1_dot_creditgate__pb2.AuthorizeBatchRequest.SerializeToString,
+            creditgate_dot_v1_dot_creditgate__pb2.AuthorizeBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetCredit(request,
             target,
             options=(),
@@ -294,6 +468,16 @@ class AdminStub:
                 request_serializer=creditgate_dot_v1_dot_creditgate__pb2.GetCustomerRequest.SerializeToString,
                 response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.Customer.FromString,
                 _registered_method=True)
+        self.SetTemporaryRaise = channel.unary_unary(
+                '/creditgate.v1.Admin/SetTemporaryRaise',
+                request_serializer=creditgate_dot_v1_dot_creditgate__pb2.SetTemporaryRaiseRequest.SerializeToString,
+                response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.SetTemporaryRaiseResponse.FromString,
+                _registered_method=True)
+        self.Repay = channel.unary_unary(
+                '/creditgate.v1.Admin/Repay',
+                request_serializer=creditgate_dot_v1_dot_creditgate__pb2.RepayRequest.SerializeToString,
+                response_deserializer=creditgate_dot_v1_dot_creditgate__pb2.RepayResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -313,6 +497,19 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTemporaryRaise(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Repay(self, request, context):
+        """The billing system reports a customer's repayment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -325,6 +522,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetCustomer,
                     request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.GetCustomerRequest.FromString,
                     response_serializer=creditgate_dot_v1_dot_creditgate__pb2.Customer.SerializeToString,
+            ),
+            'SetTemporaryRaise': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTemporaryRaise,
+                    request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.SetTemporaryRaiseRequest.FromString,
+                    response_serializer=creditgate_dot_v1_dot_creditgate__pb2.SetTemporaryRaiseResponse.SerializeToString,
+            ),
+            'Repay': grpc.unary_unary_rpc_method_handler(
+                    servicer.Repay,
+                    request_deserializer=creditgate_dot_v1_dot_creditgate__pb2.RepayRequest.FromString,
+                    response_serializer=creditgate_dot_v1_dot_creditgate__pb2.RepayResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -382,6 +589,60 @@ class Admin:
             '/creditgate.v1.Admin/GetCustomer',
             creditgate_dot_v1_dot_creditgate__pb2.GetCustomerRequest.SerializeToString,
             creditgate_dot_v1_dot_creditgate__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTemporaryRaise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditgate.v1.Admin/SetTemporaryRaise',
+            creditgate_dot_v1_dot_creditgate__pb2.SetTemporaryRaiseRequest.SerializeToString,
+            creditgate_dot_v1_dot_creditgate__pb2.SetTemporaryRaiseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Repay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/creditgate.v1.Admin/Repay',
+            creditgate_dot_v1_dot_creditgate__pb2.RepayRequest.SerializeToString,
+            creditgate_dot_v1_dot_creditgate__pb2.RepayResponse.FromString,
             options,
             channel_credentials,
             insecure,

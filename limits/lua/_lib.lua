@@ -77,6 +77,41 @@ local function update_due(holds_key, due_key, customer_id)
   end
 end
 
+local function effective_cap(cap, raise_text, now)
+  -- A level's cap plus its temporary raise while the raise lasts ("<raise>:<expires ms>").
+  if not raise_text then return cap end
+  local colon = string.find(raise_text, ':', 1, true)
+  if tonumber(string.sub(raise_text, colon + 1)) <= now then return cap end
+  return cap + tonumber(string.sub(raise_text, 1, colon - 1))
+end
+
+local function add_balance(customer_key, path, amount)
+  -- The balance drawn on one path (captured, not refunded or repaid); a zero balance goes.
+  if amount == 0 then return end
+  local left = redis.call('HINCRBY', customer_key, F_BALANCE .. path, amount)
+  if left == 0 then redis.call('HDEL', customer_key, F_BALANCE .. path) end
+end
+
+local function installment_plan(principal, months, fee_bps)
+  -- limits/installments.py: equal instalments rounded down, the remainder in the first; a
+  -- flat monthly fee on the principal, rounded half up. "months:first:each:fee:bps".
+  local each = math.floor(principal / months)
+  local first = principal - each * (months - 1)
+  local fee = math.floor((principal * fee_bps + 5000) / 10000)
+  return fmt(months) .. ':' .. fmt(first) .. ':' .. fmt(each) .. ':' .. fmt(fee) .. ':'
+    .. fmt(fee_bps)
+end
+
+local function authorization_reply(reason, level, hold_id, available, now, expires, approved,
+                                   partial, offer, offer_level, plan, levels)
+  -- reserve's and increment's reply (limits/client.decode_authorization):
+  -- "OK|reason|level|hold id|available|now|expires|approved amount|partial 0/1|counter-offer
+  -- amount|counter-offer level|instalment plan{|node|cap + raise|held|used}".
+  return 'OK|' .. reason .. '|' .. level .. '|' .. hold_id .. '|' .. fmt(available) .. '|'
+    .. fmt(now) .. '|' .. fmt(expires) .. '|' .. fmt(approved) .. '|' .. partial .. '|'
+    .. fmt(offer) .. '|' .. offer_level .. '|' .. plan .. levels
+end
+
 local function close_hold(hold_key, state, seq, now)
   redis.call('HSET', hold_key, 'st', state, 'sq', fmt(seq), 'cl', fmt(now))
   -- The record stays to answer late Capture/Void calls clearly, then goes.
@@ -140,10 +175,12 @@ end
 
 local function idempotent_replay(record_key, fingerprint, now)
   -- The stored first answer, an error if the key was used with another payload, or nil.
+  -- A reversal's tombstone answers every payload with its stored REVERSED decline.
   local prior = redis.call('GET', record_key)
   if not prior then return nil end
   local newline = string.find(prior, '\n', 1, true)
-  if string.sub(prior, 1, newline - 1) ~= fingerprint then
+  local stored = string.sub(prior, 1, newline - 1)
+  if stored ~= fingerprint and stored ~= TOMBSTONE then
     return err(E_IDEMPOTENCY_MISMATCH, '', now)
   end
   return string.sub(prior, newline + 1)
@@ -162,7 +199,8 @@ local function open_hold(hold_key, base, hold_id, due_key, outbox_key, now)
   release_expired(base, customer_id, due_key, outbox_key, now)
   release_if_due(base, customer_id, hold_id, due_key, outbox_key, now)
   local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur', 'cl')
-  local closed = {expired = E_HOLD_EXPIRED, voided = E_HOLD_VOIDED, captured = E_HOLD_CAPTURED}
+  local closed = {expired = E_HOLD_EXPIRED, voided = E_HOLD_VOIDED, captured = E_HOLD_CAPTURED,
+    reversed = E_HOLD_REVERSED}
   if closed[h[1]] then return nil, nil, err(closed[h[1]], h[9], now) end
   return customer_id, h, nil
 end
