@@ -12,7 +12,7 @@ REDIS_PORT ?= 6399
 VENV_STAMP := $(VENV)/.installed
 BUILD_STAMP := build/.hotpath-ext.stamp
 
-.PHONY: help venv build redis-server postgres-check run test lint proto bench clean distclean
+.PHONY: help venv build redis-server postgres-check run test lint proto bench bench-tools clean distclean
 
 help:
 	@echo "creditgate make targets:"
@@ -26,6 +26,8 @@ help:
 	@echo "  make lint       ruff check"
 	@echo "  make proto      regenerate gateway/pb from proto/"
 	@echo "  make bench      hot-path benchmarks (pytest-benchmark) and the ledger posting benchmark"
+	@echo "                  then max-rate (h2load) and open-loop latency of Authorize (var/bench/)"
+	@echo "  make bench-tools  make sure h2load is installed (Debian: nghttp2-client)"
 	@echo "  make clean      remove build artefacts, hotpath/*.so and var/ (keeps $(VENV))"
 	@echo "  make distclean  clean, and remove $(VENV)"
 	@echo "Variables: PY=$(PY) PORT=$(PORT) REDIS_PORT=$(REDIS_PORT) REDIS_URL=$(REDIS_URL)"
@@ -104,12 +106,28 @@ proto: venv
 	$(VENV)/bin/python proto/generate.py
 
 # pytest exits 5 when it collects nothing: bench/ may have no tests yet, which is not a failure.
-bench: build
+bench: build redis-server bench-tools
 	@rc=0; $(VENV)/bin/python -m pytest bench --benchmark-enable -q || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "bench: no benchmarks collected"; rc=0; fi; \
 	exit $$rc
 	$(VENV)/bin/python bench/ledger_bench.py --workers 1
 	$(VENV)/bin/python bench/ledger_bench.py --workers 2
+	$(VENV)/bin/python bench/maxrate.py
+	$(VENV)/bin/python bench/openloop.py
+
+# h2load, the HTTP/2 load generator of bench/maxrate.py (and of tests/bench/test_maxrate.py).
+bench-tools:
+	@if command -v h2load >/dev/null 2>&1; then \
+	  echo "h2load: $$(command -v h2load) ($$(h2load --version))"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "h2load not found; installing it: apt-get install -y nghttp2-client"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y nghttp2-client || \
+	    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nghttp2-client; }; \
+	else \
+	  echo "error: h2load is not installed, and installing it needs root. Install it with:" >&2; \
+	  echo "    sudo apt-get install nghttp2-client" >&2; \
+	  exit 1; \
+	fi
 
 clean:
 	@# A private redis left running by an interrupted `make run` would keep writing into var/.

@@ -47,14 +47,46 @@ _REFUSALS: dict[ScriptError, tuple[grpc.StatusCode, str]] = {
     ),
     ScriptError.CAPTURE_EXCEEDS_HELD: (
         grpc.StatusCode.FAILED_PRECONDITION,
-        "amount_minor: more than the {detail} minor units the hold still holds; "
-        "nothing was captured",
+        "amount_minor: more than the {detail} minor units the hold may still capture (what "
+        "it holds, plus the product's capture tolerance); nothing was captured",
+    ),
+    ScriptError.HOLD_REVERSED: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "hold_id: the hold was reversed at {detail} (Unix ms); nothing was changed",
+    ),
+    ScriptError.CAPTURE_EXCEEDS_CREDIT: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "amount_minor: the part beyond what the hold holds does not fit the available credit "
+        "of level {detail}; nothing was captured",
+    ),
+    ScriptError.HOLD_STILL_OPEN: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "original_hold_id: the hold is still open until {detail} (Unix ms): capture it "
+        "instead; nothing was posted",
+    ),
+    ScriptError.HOLD_OF_OTHER_CUSTOMER: (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "original_hold_id: the hold belongs to another customer; nothing was posted",
     ),
     ScriptError.CUSTOMER_UNKNOWN: (grpc.StatusCode.NOT_FOUND, "customer_id: unknown customer"),
     ScriptError.REFUND_EXCEEDS_CAPTURED: (
         grpc.StatusCode.FAILED_PRECONDITION,
         "amount_minor: more than the {detail} minor units captured and not yet refunded; "
         "nothing was refunded",
+    ),
+    ScriptError.INCREMENT_NOT_ALLOWED: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "hold_id: the hold's product does not allow incremental authorization; "
+        "nothing was changed",
+    ),
+    ScriptError.RAISE_EXPIRES_IN_PAST: (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "expires_at_ms: must be after now ({detail} Unix ms, Redis clock); nothing was changed",
+    ),
+    ScriptError.RAISE_TOO_LONG: (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "expires_at_ms: a temporary raise ends at the latest at {detail} (Unix ms); "
+        "nothing was changed",
     ),
 }
 

@@ -29,6 +29,7 @@ from limits.constants import (
     DRAIN_GRACE_S,
     GRPC_CONCURRENT_RPCS_MAX,
     GRPC_MESSAGE_BYTES_MAX,
+    GRPC_RESPONSE_BYTES_MAX,
     PARTITIONS_MAX,
     REDIS_CONNECTIONS_MAX,
     REDIS_WAIT_S,
@@ -74,7 +75,7 @@ class Gateway:
         self.server = grpc.aio.server(maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX, options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX),
-            ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES_MAX),
+            ("grpc.max_send_message_length", GRPC_RESPONSE_BYTES_MAX),
         ])
         self.port = 0
         self._sweeper: asyncio.Task | None = None

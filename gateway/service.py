@@ -11,10 +11,12 @@ import os
 from collections.abc import Callable
 
 import hotpath
+from gateway import batch, lifecycle
+from gateway.credit_ops import plan_increment, plan_set_raise
 from gateway.errors import NotFound, unary
 from gateway.pb import creditgate_pb2 as pb
 from gateway.pb import creditgate_pb2_grpc as pb_grpc
-from limits import calendar, catalog, keys
+from limits import calendar, catalog, installments, keys
 from limits.client import CustomerState, LimitsClient
 from limits.constants import (
     CAP_MINOR_MAX,
@@ -23,13 +25,20 @@ from limits.constants import (
     NODE_NAME_LENGTH_MAX,
     TZ_DEFAULT,
 )
-from limits.reasons import RESPONSE_CODE
+from limits.reasons import PARTIAL_APPROVAL_CODE, RESPONSE_CODE
 
 _HOLD_STATES = {
     "open": pb.HOLD_STATE_OPEN,
     "captured": pb.HOLD_STATE_CAPTURED,
     "voided": pb.HOLD_STATE_VOIDED,
     "expired": pb.HOLD_STATE_EXPIRED,
+    "reversed": pb.HOLD_STATE_REVERSED,
+}
+_REVERSE_OUTCOMES = {
+    "released": pb.REVERSE_OUTCOME_RELEASED,
+    "already_closed": pb.REVERSE_OUTCOME_ALREADY_CLOSED,
+    "original_declined": pb.REVERSE_OUTCOME_ORIGINAL_DECLINED,
+    "tombstoned": pb.REVERSE_OUTCOME_TOMBSTONED,
 }
 _STATUS_NAMES = {
     pb.CUSTOMER_STATUS_ACTIVE: "active",
@@ -60,7 +69,9 @@ class Context:
 def _levels(levels) -> list[pb.LevelHeadroom]:
     return [pb.LevelHeadroom(node=level.node, cap_minor=level.cap_minor,
                              held_minor=level.held_minor, used_minor=level.used_minor,
-                             available_minor=level.available_minor) for level in levels]
+                             available_minor=level.available_minor,
+                             raise_minor=level.raise_minor,
+                             raise_expires_at_ms=level.raise_expires_at_ms) for level in levels]
 
 
 def plan_refund(request: pb.RefundRequest, partitions: int) -> tuple[list[str], list[str]]:
@@ -80,19 +91,42 @@ def plan_refund(request: pb.RefundRequest, partitions: int) -> tuple[list[str], 
             [base, request.hold_id, hotpath.fingerprint("refund", amount), amount])
 
 
-def authorization_response(result) -> pb.AuthorizeResponse:
-    """The AuthorizeResponse of a reserve script's decoded reply."""
-    return pb.AuthorizeResponse(
+def _plan(plan: installments.Plan) -> pb.InstallmentPlan:
+    return pb.InstallmentPlan(
+        months=plan.months, principal_minor=plan.principal_minor,
+        first_instalment_minor=plan.first_instalment_minor,
+        instalment_minor=plan.instalment_minor,
+        fee_per_instalment_minor=plan.fee_per_instalment_minor,
+        fee_total_minor=plan.fee_total_minor, monthly_fee_bps=plan.monthly_fee_bps)
+
+
+def authorization_response(result, product: catalog.Product | None = None
+                           ) -> pb.AuthorizeResponse:
+    """The AuthorizeResponse of a reserve script's decoded reply. With the product, a
+    counter-offer lists the plan of every term the product offers for the offered amount."""
+    response = pb.AuthorizeResponse(
         approved=result.approved,
         decline_reason=int(result.reason),
-        response_code=RESPONSE_CODE[result.reason],
+        response_code=PARTIAL_APPROVAL_CODE if result.partial else RESPONSE_CODE[result.reason],
         decline_level=result.level,
         hold_id=result.hold_id,
         available_minor=result.available_minor,
         levels=_levels(result.levels),
         hold_expires_at_ms=result.hold_expires_at_ms,
         decided_at_ms=result.decided_at_ms,
+        partial=result.partial,
+        approved_amount_minor=result.approved_amount_minor,
+        counter_offer_minor=result.counter_offer_minor,
+        counter_offer_level=result.counter_offer_level,
     )
+    if result.plan is not None:
+        response.installment_plan.CopyFrom(_plan(result.plan))
+    if result.counter_offer_minor > 0 and product is not None:
+        terms = product.installments
+        response.counter_offer_plans.extend(
+            _plan(installments.plan(result.counter_offer_minor, months, terms.monthly_fee_bps))
+            for months in sorted(terms.months))
+    return response
 
 
 async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeResponse:
@@ -100,7 +134,8 @@ async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeRes
     loop tick's other calls into one Redis round trip), the response. Raises as the handlers
     do (InvalidArgument, Refused, Redis errors); AuthorizeBatch calls it once per item."""
     keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions, c.token_source())
-    return authorization_response(await c.limits.authorize(keys_, args))
+    return authorization_response(await c.limits.authorize(keys_, args),
+                                  c.products.get(request.product_id))
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
@@ -110,6 +145,11 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
     @unary
     async def Authorize(self, request: pb.AuthorizeRequest, context) -> pb.AuthorizeResponse:
         return await authorize(self.c, request)
+
+    @unary
+    async def AuthorizeBatch(self, request: pb.AuthorizeBatchRequest,
+                             context) -> pb.AuthorizeBatchResponse:
+        return await batch.authorize_batch(self.c, request)
 
     @unary
     async def Capture(self, request: pb.CaptureRequest, context) -> pb.CaptureResponse:
@@ -123,6 +163,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             released_minor=result.released_minor,
             held_minor=result.held_minor,
             decided_at_ms=result.decided_at_ms,
+            over_captured_minor=result.over_captured_minor,
         )
 
     @unary
@@ -149,6 +190,47 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         )
 
     @unary
+    async def Reverse(self, request: pb.ReverseRequest, context) -> pb.ReverseResponse:
+        result = await self.c.limits.reverse(*lifecycle.plan_reverse(request, self.c.partitions))
+        return pb.ReverseResponse(
+            outcome=_REVERSE_OUTCOMES[result.outcome],
+            hold_id=result.hold_id,
+            released_minor=result.released_minor,
+            decided_at_ms=result.decided_at_ms,
+        )
+
+    @unary
+    async def ForceCapture(self, request: pb.ForceCaptureRequest,
+                           context) -> pb.ForceCaptureResponse:
+        result = await self.c.limits.force_capture(*lifecycle.plan_force_capture(
+            request, self.c.products, self.c.partitions, self.c.token_source()))
+        return pb.ForceCaptureResponse(
+            hold_id=result.hold_id,
+            over_limit=bool(result.over_limit_levels),
+            over_limit_levels=result.over_limit_levels,
+            levels=_levels(result.levels),
+            decided_at_ms=result.decided_at_ms,
+        )
+
+    @unary
+    async def IncrementAuthorization(self, request: pb.IncrementAuthorizationRequest,
+                                     context) -> pb.IncrementAuthorizationResponse:
+        result = await self.c.limits.increment(*plan_increment(request, self.c.partitions))
+        a = result.authorization
+        return pb.IncrementAuthorizationResponse(
+            approved=a.approved,
+            decline_reason=int(a.reason),
+            response_code=RESPONSE_CODE[a.reason],
+            decline_level=a.level,
+            hold_id=a.hold_id,
+            amount_total_minor=a.approved_amount_minor,
+            held_minor=result.held_minor,
+            available_minor=a.available_minor,
+            levels=_levels(a.levels),
+            decided_at_ms=a.decided_at_ms,
+        )
+
+    @unary
     async def GetCredit(self, request: pb.GetCreditRequest, context) -> pb.GetCreditResponse:
         hotpath.check_id("customer_id", request.customer_id)
         product = None
@@ -163,6 +245,8 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             status=_STATUS_NUMBERS.get(state.status, pb.CUSTOMER_STATUS_UNSPECIFIED),
             levels=_levels(state.levels()),
             as_of_ms=state.as_of_ms,
+            outstanding_minor=state.outstanding_minor,
+            credit_balance_minor=state.credit_balance_minor,
         )
         products = [product] if product else [self.c.products[p] for p in
                                               sorted(set(state.day) | set(state.month))
@@ -214,6 +298,30 @@ class AdminService(pb_grpc.AdminServicer):
                                          dict(request.caps_minor))
         return pb.Customer(customer_id=request.customer_id, status=request.status,
                            timezone=timezone, caps_minor=dict(request.caps_minor))
+
+    @unary
+    async def SetTemporaryRaise(self, request: pb.SetTemporaryRaiseRequest,
+                                context) -> pb.SetTemporaryRaiseResponse:
+        plan = plan_set_raise(request)
+        result = await self.c.limits.set_raise(plan.customer_id, plan.node, plan.raise_minor,
+                                               plan.expires_at_ms)
+        return pb.SetTemporaryRaiseResponse(level=_levels([result.level])[0],
+                                            decided_at_ms=result.decided_at_ms)
+
+    @unary
+    async def Repay(self, request: pb.RepayRequest, context) -> pb.RepayResponse:
+        order = lifecycle.repayment_order(self.c.products)
+        result = await self.c.limits.repay(*lifecycle.plan_repay(request, order,
+                                                                  self.c.partitions))
+        return pb.RepayResponse(
+            customer_id=request.customer_id,
+            repaid_minor=result.repaid_minor,
+            allocations=[pb.RepaymentAllocation(path=path, amount_minor=amount)
+                         for path, amount in result.allocations],
+            overpaid_minor=result.overpaid_minor,
+            outstanding_minor=result.outstanding_minor,
+            decided_at_ms=result.decided_at_ms,
+        )
 
     @unary
     async def GetCustomer(self, request: pb.GetCustomerRequest, context) -> pb.Customer:

@@ -55,6 +55,23 @@ class ProductRules:
         self.nodes_by_channel = {
             channel: product.nodes_for(channel) for channel in CHANNEL_NAMES[1:]
         }
+        # The reserve script's ARGV 18..24 that come from the product, as its strings.
+        self.amount_bound_args = (str(product.amount_min_minor), str(product.amount_max_minor))
+        self.partial_approval = bool(product.partial_approval)
+        self.capture_tolerance_bps = str(product.capture_tolerance_bps)
+        self.incremental_flag = "1" if product.incremental else "0"
+        self.installment_months = tuple(product.installments.months)
+        self.installment_fee_bps = str(product.installments.monthly_fee_bps)
+        self.installment_terms = _terms_text(product.id, self.installment_months)
+
+
+def _terms_text(product_id: str, months: tuple[int, ...]) -> str:
+    """What installment_months may be for the product, for the InvalidArgument message."""
+    if not months:
+        return f"product {product_id!r} offers no instalments"
+    terms = [str(term) for term in sorted(months)]
+    listed = terms[0] if len(terms) == 1 else ", ".join(terms[:-1]) + " or " + terms[-1]
+    return f"product {product_id!r} offers {listed} months"
 
 
 def compile_products(products: dict[str, Product]) -> dict[str, ProductRules]:
@@ -111,6 +128,8 @@ def plan_authorize(request, rules_by_product: dict, partitions: int, token: str)
     mcc = request.mcc
     amount_minor = request.amount_minor
     currency = request.currency
+    allow_partial = request.allow_partial
+    installment_months = request.installment_months
     check_id("idempotency_key", idempotency_key)
     check_id("customer_id", customer_id)
     check_id("product_id", product_id)
@@ -133,11 +152,16 @@ def plan_authorize(request, rules_by_product: dict, partitions: int, token: str)
         raise InvalidArgument("currency", "unknown currency (ISO 4217 code expected)")
     if currency != rules.currency:
         raise InvalidArgument("currency", f"product {product_id!r} is in {rules.currency}")
+    # 0 pays in full; a product offers terms of 2 months and more, so a negative one is refused.
+    if installment_months != 0 and installment_months not in rules.installment_months:
+        raise InvalidArgument("installment_months", rules.installment_terms)
 
     partition = zlib.crc32(customer_id.encode()) % partitions
     base = keys.base(partition)
     hold_id = keys.hold_id(partition, token)
     amount = str(amount_minor)
+    partial_asked = "1" if allow_partial else "0"
+    months = str(installment_months)
     keys_ = [
         keys.customer(base, customer_id),
         keys.customer_holds(base, customer_id),
@@ -150,7 +174,9 @@ def plan_authorize(request, rules_by_product: dict, partitions: int, token: str)
         base,
         customer_id,
         hold_id,
-        fingerprint(product_id, channel, merchant_id, mcc, amount, currency),
+        fingerprint(
+            product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
+        ),
         product_id,
         amount,
         rules.hold_ttl_ms,
@@ -160,6 +186,12 @@ def plan_authorize(request, rules_by_product: dict, partitions: int, token: str)
         channel,
         currency,
         *rules.velocity_args,
+        *rules.amount_bound_args,
+        "1" if rules.partial_approval and allow_partial else "0",
+        rules.capture_tolerance_bps,
+        rules.incremental_flag,
+        months,
+        rules.installment_fee_bps,
         *rules.nodes_by_channel[channel],
     ]
     return keys_, args

@@ -1,8 +1,11 @@
 """`creditgate bills close --cycle YYYY-MM`: consolidated monthly statements.
 
 For each customer, one statement per cycle (a calendar month in the customer's timezone) that
-merges every purchase captured in the cycle and every refund into one obligation with its
-line items, so that many small purchases are reported as one bill rather than many loans.
+merges every purchase captured in the cycle (force captures included) and every refund into one
+obligation with its line items, so that many small purchases are reported as one bill rather
+than many loans. The repayments received in the cycle are listed too (one line per path paid,
+and one for an overpayment); they do not change the cycle's obligation (`total_minor`, the
+purchases less the refunds): a repayment usually pays an earlier cycle's bill.
 Closing a cycle again recomputes it from the ledger and replaces it: the same ledger gives the
 same bills.
 """
@@ -18,8 +21,9 @@ import msgspec
 from limits.constants import TZ_DEFAULT
 
 CYCLE = re.compile(r"(\d{4})-(0[1-9]|1[0-2])\Z")
-# Event types that are bill lines, and their sign (refunds arrive with issue 4).
-LINE_KINDS = {"captured": ("purchase", 1), "refunded": ("refund", -1)}
+# Event types that are bill lines, and the line's kind.
+LINE_KINDS = {"captured": "purchase", "force_captured": "purchase", "refunded": "refund",
+              "repaid": "repayment", "overpaid": "repayment"}
 
 
 class Bill(msgspec.Struct, frozen=True):
@@ -28,9 +32,10 @@ class Bill(msgspec.Struct, frozen=True):
     currency: str
     purchases_minor: int
     refunds_minor: int
-    total_minor: int
+    total_minor: int  # purchases - refunds
     lines: tuple[tuple, ...]  # (event_id, kind, hold_id, merchant_id, amount_minor, at_ms)
     closed_at_ms: int
+    repayments_minor: int = 0  # received in the cycle (from the lines; not a column of bills)
 
 
 def cycle_bounds_ms(cycle: str, timezone: str) -> tuple[int, int]:
@@ -74,7 +79,8 @@ async def close(store, cycle: str) -> list[Bill]:
     day_ms = 86_400_000
     rows = await store.fetch(
         "SELECT customer_id, event_id, type, hold_id, merchant_id, currency, amount_minor, "
-        "at_ms FROM ledger_events WHERE type IN ('captured', 'refunded') "
+        "at_ms FROM ledger_events WHERE type IN ('captured', 'force_captured', 'refunded', "
+        "'repaid', 'overpaid') "
         "AND at_ms >= $1 AND at_ms < $2 ORDER BY customer_id, at_ms, event_id",
         start_utc - day_ms, end_utc + day_ms)
     by_customer: dict[str, list[tuple]] = {}
@@ -84,19 +90,19 @@ async def close(store, cycle: str) -> list[Bill]:
     for customer_id, events in sorted(by_customer.items()):
         start, end = cycle_bounds_ms(cycle, timezones.get(customer_id) or TZ_DEFAULT)
         lines = []
-        purchases = refunds = 0
+        sums = {"purchase": 0, "refund": 0, "repayment": 0}
         for _, event_id, kind, hold_id, merchant_id, _currency, amount, at_ms in events:
             if not start <= at_ms < end:
                 continue
-            label, sign = LINE_KINDS[kind]
-            if sign > 0:
-                purchases += amount
-            else:
-                refunds += amount
+            label = LINE_KINDS[kind]
+            sums[label] += int(amount)
             lines.append((event_id, label, hold_id, merchant_id, int(amount), int(at_ms)))
         if lines:
-            bills.append(Bill(customer_id, cycle, events[0][5], purchases, refunds,
-                              purchases - refunds, tuple(lines), end))
+            # A repayment carries no currency: the bill's is its purchases' and refunds'.
+            currency = next((event[5] for event in events if event[5]), "")
+            bills.append(Bill(customer_id, cycle, currency, sums["purchase"], sums["refund"],
+                              sums["purchase"] - sums["refund"], tuple(lines), end,
+                              sums["repayment"]))
     await store.replace(
         [("DELETE FROM bill_lines WHERE cycle = $1", (cycle,)),
          ("DELETE FROM bills WHERE cycle = $1", (cycle,))],

@@ -1,22 +1,36 @@
-"""The chart of accounts and how each outbox event is booked.
+"""The chart of accounts and how each outbox event is booked (docs/lifecycle.md, "Ledger
+booking").
 
 Accounts (a name per account; `<id>` is a customer's or merchant's id):
 
     customer:<id>:receivable          asset     captured purchases the customer owes, not yet repaid
+    customer:<id>:credit_balance      liability overpaid by repayments and late refunds: owed
+                                                to the customer
     customer:<id>:open_holds          memo      credit held by open authorizations (off balance)
     memo:open_holds_contra            memo      the other side of every open-hold memo line
     merchant:<id>:settlement_payable  liability captured purchases owed to the merchant
+    bank:repayments_clearing          asset     repayments received from the billing system
 
-    authorized  Dr customer:open_holds          / Cr memo:open_holds_contra      amount
-    captured    Dr customer:receivable          / Cr merchant:settlement_payable captured
-                Dr memo:open_holds_contra       / Cr customer:open_holds         captured + released
-    voided      Dr memo:open_holds_contra       / Cr customer:open_holds         released
-    expired     Dr memo:open_holds_contra       / Cr customer:open_holds         released
-    refunded    Dr merchant:settlement_payable  / Cr customer:receivable         refunded
+    authorized, incremented
+                Dr customer:open_holds          / Cr memo:open_holds_contra      amount
+    captured    Dr customer:receivable          / Cr merchant:settlement_payable amount
+                Dr memo:open_holds_contra       / Cr customer:open_holds
+                                                  amount - excess + released (what left `held`)
+    force_captured
+                Dr customer:receivable          / Cr merchant:settlement_payable amount
+    voided, expired, reversed
+                Dr memo:open_holds_contra       / Cr customer:open_holds         released
+    refunded    Dr merchant:settlement_payable (amount) / Cr customer:receivable (restored),
+                                                  Cr customer:credit_balance (overpaid)
+    repaid      Dr bank:repayments_clearing     / Cr customer:receivable         amount
+    overpaid    Dr bank:repayments_clearing     / Cr customer:credit_balance     amount
     customer_put  no lines: it updates ledger_customers (timezone for billing cycles)
+    limit_raised  no lines
 
-Every entry balances (debits = credits), and carries its event id and hold id. An event that
-cannot be booked raises PoisonEvent with the reason; the worker dead-letters it.
+Every entry balances (debits = credits), and carries its event id and hold id. Each event row
+also keeps the change of `held` and of `used` at every node of its `nodes` (a hold's path, or
+a repayment's), which reconcile compares with Redis; a path's `used` changes are its balance.
+An event that cannot be booked raises PoisonEvent with the reason; the worker dead-letters it.
 """
 
 from __future__ import annotations
@@ -26,7 +40,12 @@ import msgspec
 from limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
 
 CONTRA = "memo:open_holds_contra"
-EVENT_TYPES = ("customer_put", "authorized", "captured", "voided", "expired", "refunded")
+BANK = "bank:repayments_clearing"
+EVENT_TYPES = ("customer_put", "limit_raised", "authorized", "incremented", "captured",
+               "force_captured", "voided", "expired", "reversed", "refunded", "repaid",
+               "overpaid")
+# Events of a customer, not of a hold: no hold, product or merchant.
+_CUSTOMER_EVENTS = ("customer_put", "limit_raised", "repaid", "overpaid")
 
 
 class PoisonEvent(ValueError):
@@ -49,6 +68,10 @@ def open_holds(customer_id: str) -> str:
 
 def settlement_payable(merchant_id: str) -> str:
     return f"merchant:{merchant_id}:settlement_payable"
+
+
+def credit_balance(customer_id: str) -> str:
+    return f"customer:{customer_id}:credit_balance"
 
 
 def _text(fields: dict, name: str, required: bool = True) -> str:
@@ -83,46 +106,79 @@ def book(stream_entry: str, fields: dict, posted_at_ms: int) -> Booking:
     at_ms = _time(fields)
     if kind not in EVENT_TYPES:
         raise PoisonEvent(f"unknown event type {kind[:32]!r}")
-    if kind == "customer_put":
+    if kind in ("customer_put", "limit_raised"):
         event = (event_id, stream_entry, kind, customer_id, "", "", "", "", "", 0, 0, 0, at_ms,
                  posted_at_ms)
-        customer = (event_id, customer_id, _text(fields, "status"), _text(fields, "timezone"),
-                    at_ms)
+        customer = None
+        if kind == "customer_put":
+            customer = (event_id, customer_id, _text(fields, "status"),
+                        _text(fields, "timezone"), at_ms)
         return Booking(event, (), customer)
 
-    hold_id = _text(fields, "hold_id")
-    merchant_id = _text(fields, "merchant_id")
-    nodes = _text(fields, "nodes")
-    if not nodes:
+    of_hold = kind not in _CUSTOMER_EVENTS
+    hold_id = _text(fields, "hold_id", required=of_hold)
+    merchant_id = _text(fields, "merchant_id", required=of_hold)
+    nodes = _text(fields, "nodes", required=kind != "overpaid")
+    amount, held, used, entries = _entries(kind, fields, customer_id, merchant_id)
+    # Only a reversal that released nothing and a credit-balance payment have no path.
+    if not nodes and not (kind == "overpaid" or (kind == "reversed" and amount == 0)):
         raise PoisonEvent("field 'nodes' is empty")
-    if kind == "authorized":
-        amount = _amount(fields, "amount_minor")
-        held, used = amount, 0
-        pairs = [(open_holds(customer_id), CONTRA, amount)]
-    elif kind == "captured":
-        amount = _amount(fields, "amount_minor")
-        released = _amount(fields, "released_minor")
-        held, used = -(amount + released), amount
-        pairs = [(receivable(customer_id), settlement_payable(merchant_id), amount),
-                 (CONTRA, open_holds(customer_id), amount + released)]
-    elif kind == "refunded":
-        amount = _amount(fields, "amount_minor")
-        held, used = 0, -amount
-        pairs = [(settlement_payable(merchant_id), receivable(customer_id), amount)]
-    else:  # voided, expired
-        amount = _amount(fields, "released_minor")
-        held, used = -amount, 0
-        pairs = [(CONTRA, open_holds(customer_id), amount)]
     lines = []
-    for debit_account, credit_account, value in pairs:
-        if value:  # a zero line books nothing
-            lines.append((event_id, len(lines) + 1, debit_account, value, 0))
-            lines.append((event_id, len(lines) + 1, credit_account, 0, value))
+    for account, debit, credit in entries:
+        if debit or credit:  # a zero line books nothing
+            lines.append((event_id, len(lines) + 1, account, debit, credit))
     assert sum(line[3] for line in lines) == sum(line[4] for line in lines)
-    event = (event_id, stream_entry, kind, customer_id, hold_id, _text(fields, "product_id"),
-             merchant_id, _text(fields, "currency"), nodes, amount, held, used, at_ms,
+    event = (event_id, stream_entry, kind, customer_id, hold_id,
+             _text(fields, "product_id", required=of_hold), merchant_id,
+             _text(fields, "currency", required=of_hold), nodes, amount, held, used, at_ms,
              posted_at_ms)
     return Booking(event, tuple(lines), None)
+
+
+def _entries(kind: str, fields: dict, customer_id: str,
+             merchant_id: str) -> tuple[int, int, int, list[tuple[str, int, int]]]:
+    """(amount, held change, used change, [(account, debit, credit)]) of a money event."""
+    if kind in ("voided", "expired", "reversed"):
+        released = _amount(fields, "released_minor")
+        return released, -released, 0, [(CONTRA, released, 0),
+                                         (open_holds(customer_id), 0, released)]
+    amount = _amount(fields, "amount_minor")
+    if kind in ("authorized", "incremented"):
+        return amount, amount, 0, [(open_holds(customer_id), amount, 0), (CONTRA, 0, amount)]
+    if kind == "captured":
+        released = _amount(fields, "released_minor")
+        excess = _optional_amount(fields, "excess_minor", 0)  # events before over-capture
+        if excess > amount:
+            raise PoisonEvent(f"field 'excess_minor' exceeds the amount: {excess} > {amount}")
+        left_held = amount - excess + released
+        return amount, -left_held, amount, [
+            (receivable(customer_id), amount, 0), (settlement_payable(merchant_id), 0, amount),
+            (CONTRA, left_held, 0), (open_holds(customer_id), 0, left_held)]
+    if kind == "force_captured":
+        return amount, 0, amount, [(receivable(customer_id), amount, 0),
+                                   (settlement_payable(merchant_id), 0, amount)]
+    if kind == "refunded":
+        restored = _optional_amount(fields, "restored_minor", amount)  # events before repay
+        if restored > amount:
+            raise PoisonEvent(f"field 'restored_minor' exceeds the amount: {restored} > "
+                              f"{amount}")
+        overpaid = _optional_amount(fields, "overpaid_minor", amount - restored)
+        if overpaid != amount - restored:
+            raise PoisonEvent("fields 'restored_minor' and 'overpaid_minor' do not add up to "
+                              "the amount")
+        return amount, 0, -restored, [(settlement_payable(merchant_id), amount, 0),
+                                      (receivable(customer_id), 0, restored),
+                                      (credit_balance(customer_id), 0, overpaid)]
+    if kind == "repaid":
+        return amount, 0, -amount, [(BANK, amount, 0), (receivable(customer_id), 0, amount)]
+    assert kind == "overpaid", kind
+    return amount, 0, 0, [(BANK, amount, 0), (credit_balance(customer_id), 0, amount)]
+
+
+def _optional_amount(fields: dict, name: str, default: int) -> int:
+    if fields.get(name.encode(), fields.get(name)) is None:
+        return default
+    return _amount(fields, name)
 
 
 def _time(fields: dict) -> int:

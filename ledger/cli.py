@@ -60,6 +60,7 @@ async def _offline(args) -> int:
             for bill in closed:
                 print(f"bill {bill.cycle} {bill.customer_id}: {len(bill.lines)} lines, "
                       f"purchases {bill.purchases_minor}, refunds {bill.refunds_minor}, "
+                      f"repayments {bill.repayments_minor}, "
                       f"total {bill.total_minor} {bill.currency} (minor units)")
             print(f"bills close {args.cycle}: {len(closed)} bills")
             return 0

@@ -1,10 +1,13 @@
 """`creditgate reconcile`: prove Redis and the ledger agree, level by level.
 
 For every customer and limit level, Redis says `held` (open holds) and `used` (captured, not
-repaid) in the customer hash; the ledger says the same from the events it posted (open holds +
-captured - refunded - repaid: each event's held and used deltas at every node it drew on). They
-are compared only once the outbox streams are drained (nothing pending, nothing unread), since
-before that the ledger is legitimately behind.
+refunded or repaid) in the customer hash; the ledger says the same from the events it posted
+(open holds + captured - restored by refunds - repaid: each event's held and used deltas at
+every node it drew on). For every path (the nodes of a purchase, root first) Redis keeps its
+balance `b:<path>`; in the ledger it is the sum of the used deltas of the events on that path.
+The customer's credit balance `cr` (overpaid) is the balance of the ledger account
+customer:<id>:credit_balance. They are compared only once the outbox streams are drained
+(nothing pending, nothing unread), since before that the ledger is legitimately behind.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from limits import keys
 
 class Drift(msgspec.Struct, frozen=True):
     customer_id: str
-    level: str
-    measure: str  # "held" or "used"
+    level: str  # a node; for "balance" a path; "" for "credit_balance"
+    measure: str  # "held", "used", "balance" (of a path) or "credit_balance"
     redis_minor: int
     ledger_minor: int
 
     def __str__(self) -> str:
-        return (f"drift: customer {self.customer_id} level {self.level} {self.measure}: "
+        where = {"balance": f" path {self.level}", "credit_balance": ""}.get(
+            self.measure, f" level {self.level}")
+        return (f"drift: customer {self.customer_id}{where} {self.measure}: "
                 f"redis {self.redis_minor} ledger {self.ledger_minor} "
                 f"(difference {self.redis_minor - self.ledger_minor})")
 
@@ -35,6 +40,7 @@ class Report(msgspec.Struct):
     customers: int
     levels: int
     dead: dict[str, int] = {}  # dead-letter streams with their lengths
+    paths: int = 0  # (customer, path) balances compared
 
     @property
     def ok(self) -> bool:
@@ -76,8 +82,17 @@ async def dead_letters(redis: aioredis.Redis, partitions: int) -> dict[str, int]
 
 
 
-async def redis_levels(redis: aioredis.Redis, partitions: int) -> dict[tuple[str, str], list[int]]:
-    levels: dict[tuple[str, str], list[int]] = {}
+class Accounts(msgspec.Struct):
+    """What one side says: (customer, node) -> [held, used]; (customer, path) -> balance;
+    customer -> credit balance. Zero balances are left out."""
+
+    levels: dict[tuple[str, str], list[int]]
+    balances: dict[tuple[str, str], int]
+    credits: dict[str, int]
+
+
+async def redis_accounts(redis: aioredis.Redis, partitions: int) -> Accounts:
+    found = Accounts({}, {}, {})
     for partition in range(partitions):
         prefix = keys.customer(keys.base(partition), "")
         async for key in redis.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
@@ -86,9 +101,17 @@ async def redis_levels(redis: aioredis.Redis, partitions: int) -> dict[tuple[str
                 name = field.decode()
                 for index, kind in ((0, keys.FIELD_HELD), (1, keys.FIELD_USED)):
                     if name.startswith(kind):
-                        levels.setdefault((customer_id, name[len(kind):]), [0, 0])[index] = \
-                            int(value)
-    return levels
+                        found.levels.setdefault((customer_id, name[len(kind):]),
+                                                [0, 0])[index] = int(value)
+                if name.startswith(keys.FIELD_BALANCE) and int(value):
+                    found.balances[customer_id, name[len(keys.FIELD_BALANCE):]] = int(value)
+                if name == keys.FIELD_CREDIT_BALANCE and int(value):
+                    found.credits[customer_id] = int(value)
+    return found
+
+
+async def redis_levels(redis: aioredis.Redis, partitions: int) -> dict[tuple[str, str], list[int]]:
+    return (await redis_accounts(redis, partitions)).levels
 
 
 async def ledger_levels(store) -> dict[tuple[str, str], list[int]]:
@@ -104,20 +127,52 @@ async def ledger_levels(store) -> dict[tuple[str, str], list[int]]:
     return levels
 
 
+async def ledger_balances(store) -> dict[tuple[str, str], int]:
+    """(customer, path) -> the sum of the used changes of the events on that path."""
+    rows = await store.fetch(
+        "SELECT customer_id, nodes, SUM(used_delta_minor) FROM ledger_events "
+        "WHERE nodes <> '' GROUP BY customer_id, nodes")
+    return {(customer_id, nodes): int(used) for customer_id, nodes, used in rows if int(used)}
+
+
+async def ledger_credits(store) -> dict[str, int]:
+    """customer -> the balance of its credit_balance account (credits - debits)."""
+    prefix, suffix = "customer:", ":credit_balance"
+    rows = await store.fetch(
+        "SELECT account, SUM(credit_minor) - SUM(debit_minor) FROM journal_lines "
+        "WHERE account LIKE 'customer:%:credit_balance' GROUP BY account")
+    return {account[len(prefix):-len(suffix)]: int(balance) for account, balance in rows
+            if account.startswith(prefix) and account.endswith(suffix) and int(balance)}
+
+
 async def reconcile(redis: aioredis.Redis, store, partitions: int) -> Report:
     undrained = await undrained_streams(redis, partitions)
-    in_redis = await redis_levels(redis, partitions)
-    in_ledger = await ledger_levels(store)
+    in_redis = await redis_accounts(redis, partitions)
+    in_ledger = Accounts(await ledger_levels(store), await ledger_balances(store),
+                         await ledger_credits(store))
     drifts = []
-    for customer_id, level in sorted(set(in_redis) | set(in_ledger)):
-        left = in_redis.get((customer_id, level), [0, 0])
-        right = in_ledger.get((customer_id, level), [0, 0])
+    levels = set(in_redis.levels) | set(in_ledger.levels)
+    for customer_id, level in sorted(levels):
+        left = in_redis.levels.get((customer_id, level), [0, 0])
+        right = in_ledger.levels.get((customer_id, level), [0, 0])
         for index, measure in enumerate(("held", "used")):
             if left[index] != right[index]:
                 drifts.append(Drift(customer_id, level, measure, left[index], right[index]))
-    customers = {customer for customer, _ in set(in_redis) | set(in_ledger)}
-    return Report(undrained, drifts, len(customers), len(set(in_redis) | set(in_ledger)),
-                  await dead_letters(redis, partitions))
+    paths = set(in_redis.balances) | set(in_ledger.balances)
+    for customer_id, path in sorted(paths):
+        left_balance = in_redis.balances.get((customer_id, path), 0)
+        right_balance = in_ledger.balances.get((customer_id, path), 0)
+        if left_balance != right_balance:
+            drifts.append(Drift(customer_id, path, "balance", left_balance, right_balance))
+    for customer_id in sorted(set(in_redis.credits) | set(in_ledger.credits)):
+        left_credit = in_redis.credits.get(customer_id, 0)
+        right_credit = in_ledger.credits.get(customer_id, 0)
+        if left_credit != right_credit:
+            drifts.append(Drift(customer_id, "", "credit_balance", left_credit, right_credit))
+    customers = {customer for customer, _ in levels | paths} | set(in_redis.credits) | set(
+        in_ledger.credits)
+    return Report(undrained, drifts, len(customers), len(levels),
+                  await dead_letters(redis, partitions), len(paths))
 
 
 def _glob_escape(text: str) -> str:

@@ -15,8 +15,8 @@ from typing import Protocol
 
 import msgspec
 
-from limits import calendar, keys
-from limits.model import Model
+from limits import calendar, installments, keys
+from limits.model import Model, effective_cap
 from limits.reasons import DeclineReason, ScriptError
 
 
@@ -46,10 +46,12 @@ class Refused(Exception):
 
 class Level(msgspec.Struct, frozen=True):
     node: str
-    cap_minor: int
+    cap_minor: int  # in Authorize and IncrementAuthorization replies: cap + live raise
     held_minor: int
     used_minor: int
     available_minor: int
+    raise_minor: int = 0  # CustomerState only: a live temporary raise, and when it ends
+    raise_expires_at_ms: int = 0
 
 
 class Authorization(msgspec.Struct, frozen=True):
@@ -60,10 +62,29 @@ class Authorization(msgspec.Struct, frozen=True):
     decided_at_ms: int
     hold_expires_at_ms: int
     levels: tuple[Level, ...]
+    approved_amount_minor: int = 0  # what the hold holds (Increment: its amount after the call)
+    partial: bool = False  # approved for less than asked (response code "10")
+    # On an INSUFFICIENT_CREDIT or VELOCITY_AMOUNT_EXCEEDED decline: the largest amount that
+    # would be approved now (0: none at or above the product's minimum) and its binding level
+    # (a node, "velocity.day", "velocity.month"; Increment also "amount_max"). A partial
+    # approval names its binding level here too.
+    counter_offer_minor: int = 0
+    counter_offer_level: str = ""
+    plan: installments.Plan | None = None  # the instalment plan of the approved amount
 
     @property
     def approved(self) -> bool:
         return self.reason == DeclineReason.NONE
+
+
+class IncrementResult(msgspec.Struct, frozen=True):
+    authorization: Authorization  # approved_amount_minor: the hold's amount after the call
+    held_minor: int  # what the hold still holds after the call (amount - captured)
+
+
+class RaiseResult(msgspec.Struct, frozen=True):
+    level: Level  # cap_minor is the cap alone; raise_minor the raise now in force
+    decided_at_ms: int
 
 
 class CaptureResult(msgspec.Struct, frozen=True):
@@ -72,6 +93,7 @@ class CaptureResult(msgspec.Struct, frozen=True):
     captured_total_minor: int
     released_minor: int
     held_minor: int
+    over_captured_minor: int  # the part of this capture beyond what the hold held
     decided_at_ms: int
 
 
@@ -86,6 +108,35 @@ class RefundResult(msgspec.Struct, frozen=True):
     refunded_minor: int
     refunded_total_minor: int
     refundable_minor: int
+    # What the path still owed and was restored as credit; the rest (a refund of what was
+    # already repaid) went to the customer's credit balance.
+    restored_minor: int
+    decided_at_ms: int
+
+    @property
+    def overpaid_minor(self) -> int:
+        return self.refunded_minor - self.restored_minor
+
+
+class ReverseResult(msgspec.Struct, frozen=True):
+    outcome: str  # released, already_closed, original_declined, tombstoned
+    hold_id: str  # the original's hold, if it was approved
+    released_minor: int
+    decided_at_ms: int
+
+
+class ForceCaptureResult(msgspec.Struct, frozen=True):
+    hold_id: str  # the new hold, closed as captured
+    over_limit_levels: tuple[str, ...]  # levels the posting took over their cap (+ raise)
+    levels: tuple[Level, ...]  # after the posting; cap_minor is cap + live raise
+    decided_at_ms: int
+
+
+class RepayResult(msgspec.Struct, frozen=True):
+    repaid_minor: int  # paid onto balances; repaid + overpaid is the amount
+    overpaid_minor: int  # beyond every balance: the customer's credit balance
+    outstanding_minor: int  # still owed over all paths after the repayment
+    allocations: tuple[tuple[str, int], ...]  # (path, amount) in the order applied
     decided_at_ms: int
 
 
@@ -106,14 +157,26 @@ class CustomerState(msgspec.Struct, frozen=True):
     day_resets_at_ms: int  # when the customer's local day and month end
     month_resets_at_ms: int
     as_of_ms: int
+    raises: dict[str, tuple[int, int]] = {}  # node -> (raise, expires at ms), live ones only
+    balances: dict[str, int] = {}  # path (nodes root first, comma-joined) -> balance
+    credit_balance_minor: int = 0  # overpaid: owed to the customer
+
+    @property
+    def outstanding_minor(self) -> int:
+        """Captured, not refunded or repaid, over all paths."""
+        return sum(self.balances.values())
 
     def level(self, node: str) -> Level:
+        """The level as it stands at as_of_ms: its available credit counts a live raise."""
         cap, held, used = self.caps.get(node, 0), self.held.get(node, 0), self.used.get(node, 0)
-        return Level(node, cap, held, used, max(0, cap - held - used))
+        raise_minor, expires = self.raises.get(node, (0, 0))
+        effective = effective_cap(cap, f"{raise_minor}:{expires}", self.as_of_ms)
+        return Level(node, cap, held, used, max(0, effective - held - used),
+                     raise_minor if effective > cap else 0, expires if effective > cap else 0)
 
     def levels(self) -> list[Level]:
         return [self.level(node) for node in sorted(set(self.caps) | set(self.held)
-                                                    | set(self.used))]
+                                                    | set(self.used) | set(self.raises))]
 
 
 def _text(reply: bytes | str) -> str:
@@ -128,19 +191,67 @@ def _fields(reply: bytes | str) -> list[str]:
 
 
 def decode_authorization(reply: bytes | str) -> Authorization:
-    f = _fields(reply)
+    """reserve's reply: "OK|reason|level|hold id|available|now|expires|approved|partial|
+    counter-offer|counter-offer level|plan{|node|cap + raise|held|used}"."""
+    return _authorization(_fields(reply))
+
+
+def _authorization(f: list[str]) -> Authorization:
     levels = tuple(
         Level(f[i], int(f[i + 1]), int(f[i + 2]), int(f[i + 3]),
               max(0, int(f[i + 1]) - int(f[i + 2]) - int(f[i + 3])))
-        for i in range(6, len(f), 4)
+        for i in range(11, len(f), 4)
     )
+    approved = int(f[6])
     return Authorization(DeclineReason(int(f[0])), f[1], f[2], int(f[3]), int(f[4]), int(f[5]),
-                         levels)
+                         levels, approved, f[7] == "1", int(f[8]), f[9],
+                         installments.parse(f[10], approved))
+
+
+def decode_increment(reply: bytes | str) -> IncrementResult:
+    """increment's reply: an authorization reply, then "|what the hold still holds"."""
+    f = _fields(reply)
+    return IncrementResult(_authorization(f[:-1]), int(f[-1]))
+
+
+def decode_raise(node: str, expires_at_ms: int, reply: bytes | str) -> RaiseResult:
+    """set_raise's reply: "OK|cap|raise|held|used|now"."""
+    cap, raise_minor, held, used, now = map(int, _fields(reply))
+    level = Level(node, cap, held, used, max(0, cap + raise_minor - held - used), raise_minor,
+                  expires_at_ms if raise_minor else 0)
+    return RaiseResult(level, now)
 
 
 def decode_capture(reply: bytes | str) -> CaptureResult:
     f = _fields(reply)
-    return CaptureResult(f[0], int(f[1]), int(f[2]), int(f[3]), int(f[4]), int(f[5]))
+    return CaptureResult(f[0], int(f[1]), int(f[2]), int(f[3]), int(f[4]), int(f[5]),
+                         int(f[6]))
+
+
+def decode_refund(reply: bytes | str) -> RefundResult:
+    f = _fields(reply)
+    return RefundResult(int(f[0]), int(f[1]), int(f[2]), int(f[3]), int(f[4]))
+
+
+def decode_reverse(reply: bytes | str) -> ReverseResult:
+    f = _fields(reply)
+    return ReverseResult(f[0], f[1], int(f[2]), int(f[3]))
+
+
+def decode_force_capture(reply: bytes | str) -> ForceCaptureResult:
+    f = _fields(reply)
+    levels = tuple(
+        Level(f[i], int(f[i + 1]), int(f[i + 2]), int(f[i + 3]),
+              max(0, int(f[i + 1]) - int(f[i + 2]) - int(f[i + 3])))
+        for i in range(3, len(f), 4)
+    )
+    return ForceCaptureResult(f[0], tuple(f[1].split(",")) if f[1] else (), levels, int(f[2]))
+
+
+def decode_repay(reply: bytes | str) -> RepayResult:
+    f = _fields(reply)
+    allocations = tuple((f[i], int(f[i + 1])) for i in range(4, len(f), 2))
+    return RepayResult(int(f[0]), int(f[1]), int(f[2]), allocations, int(f[3]))
 
 
 def decode_void(reply: bytes | str) -> VoidResult:
@@ -165,6 +276,19 @@ class LimitsClient:
         """Run a reservation planned by hotpath.plan_authorize."""
         return decode_authorization(await self._call("reserve", keys_, args))
 
+    async def increment(self, keys_: Sequence[str], args: Sequence[str]) -> IncrementResult:
+        """Run an increment planned by gateway.credit_ops.plan_increment."""
+        return decode_increment(await self._call("increment", keys_, args))
+
+    async def set_raise(self, customer_id: str, node: str, raise_minor: int,
+                        expires_at_ms: int) -> RaiseResult:
+        """Set (or, with 0, remove) a temporary raise of one level's cap."""
+        base = self._base(customer_id)
+        reply = await self._call(
+            "set_raise", [keys.customer(base, customer_id), keys.outbox(base)],
+            [customer_id, node, str(raise_minor), str(expires_at_ms)])
+        return decode_raise(node, expires_at_ms, reply)
+
     async def capture(self, keys_: Sequence[str], args: Sequence[str]) -> CaptureResult:
         return decode_capture(await self._call("capture", keys_, args))
 
@@ -173,8 +297,20 @@ class LimitsClient:
 
     async def refund(self, keys_: Sequence[str], args: Sequence[str]) -> RefundResult:
         """Run a refund planned by gateway.service.plan_refund."""
-        f = _fields(await self._call("refund", keys_, args))
-        return RefundResult(int(f[0]), int(f[1]), int(f[2]), int(f[3]))
+        return decode_refund(await self._call("refund", keys_, args))
+
+    async def reverse(self, keys_: Sequence[str], args: Sequence[str]) -> ReverseResult:
+        """Run a reversal planned by gateway.lifecycle.plan_reverse."""
+        return decode_reverse(await self._call("reverse", keys_, args))
+
+    async def force_capture(self, keys_: Sequence[str],
+                            args: Sequence[str]) -> ForceCaptureResult:
+        """Run a force capture planned by gateway.lifecycle.plan_force_capture."""
+        return decode_force_capture(await self._call("force_capture", keys_, args))
+
+    async def repay(self, keys_: Sequence[str], args: Sequence[str]) -> RepayResult:
+        """Run a repayment planned by gateway.lifecycle.plan_repay."""
+        return decode_repay(await self._call("repay", keys_, args))
 
     async def expire(self, customer_id: str) -> int:
         """Release the customer's holds whose TTL has passed; the number released."""
@@ -209,21 +345,27 @@ class LimitsClient:
         for node, cap in sorted(caps.items()):
             args += [node, str(cap)]
         reply = _fields(await self._call(
-            "put_customer", [keys.customer(base, customer_id), keys.outbox(base)], args))
+            "put_customer",
+            [keys.customer(base, customer_id), keys.outbox(base), keys.timezones(base)], args))
         return int(reply[0])
 
 
 def decode_customer(customer_id: str, fields: dict[str, str], now_ms: int) -> CustomerState:
-    caps, held, used = {}, {}, {}
+    caps, held, used, balances = {}, {}, {}, {}
     day, month = {}, {}
+    raises = {}
     schedule = fields.get(keys.FIELD_TZ_SCHEDULE, "0")
     day_number, month_number = calendar.window_numbers(schedule, now_ms)
     day_reset, month_reset = calendar.window_resets_ms(schedule, now_ms)
     for field, value in fields.items():
         for prefix, into in ((keys.FIELD_CAP, caps), (keys.FIELD_HELD, held),
-                             (keys.FIELD_USED, used)):
+                             (keys.FIELD_USED, used), (keys.FIELD_BALANCE, balances)):
             if field.startswith(prefix):
                 into[field[len(prefix):]] = int(value)
+        if field.startswith(keys.FIELD_RAISE):
+            raise_minor, expires = map(int, value.split(":"))
+            if expires > now_ms:  # a lapsed raise counts nothing now
+                raises[field[len(keys.FIELD_RAISE):]] = (raise_minor, expires)
         for prefix, into, current in ((keys.FIELD_VELOCITY_DAY, day, day_number),
                                       (keys.FIELD_VELOCITY_MONTH, month, month_number)):
             if field.startswith(prefix):
@@ -232,4 +374,5 @@ def decode_customer(customer_id: str, fields: dict[str, str], now_ms: int) -> Cu
                     into[field[len(prefix):]] = Window(amount, count)
     return CustomerState(customer_id, fields.get(keys.FIELD_STATUS, ""),
                          fields.get(keys.FIELD_TIMEZONE, ""), caps, held, used, day, month,
-                         day_reset, month_reset, now_ms)
+                         day_reset, month_reset, now_ms, raises, balances,
+                         int(fields.get(keys.FIELD_CREDIT_BALANCE, 0)))

@@ -48,7 +48,12 @@ BATCH_SIZE_MAX = 256  # requests coalesced into one Redis round trip
 SWEEP_INTERVAL_S = 1.0
 SWEEP_CUSTOMERS_PER_PARTITION_MAX = 128
 DRAIN_GRACE_S = 10.0
-GRPC_MESSAGE_BYTES_MAX = 64 * 1024
+# A request, and a response: a full AuthorizeBatch of the largest valid items fits one message
+# each way (the sizes are measured by tests/gateway/test_authorize_batch.py).
+GRPC_MESSAGE_BYTES_MAX = 96 * 1024
+GRPC_RESPONSE_BYTES_MAX = 512 * 1024
+AUTHORIZE_REQUEST_BYTES_MAX = 320  # the largest valid AuthorizeRequest, encoded
+AUTHORIZE_RESPONSE_BYTES_MAX = 1_600  # the largest AuthorizeResponse: 8 levels, 12 plans
 # Calls one process holds at once; beyond it gRPC answers RESOURCE_EXHAUSTED at once rather
 # than queueing without bound.
 GRPC_CONCURRENT_RPCS_MAX = 4096
@@ -68,6 +73,9 @@ assert 5 * CAP_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
 assert AMOUNT_MINOR_MAX * (10_000 + CAPTURE_TOLERANCE_BPS_MAX) < 2**53
 assert AMOUNT_MINOR_MAX * INSTALLMENT_FEE_BPS_MAX * INSTALLMENT_MONTHS_MAX < 2**53
 assert AUTHORIZE_BATCH_SIZE_MAX <= BATCH_SIZE_MAX * 4
+# Framing per item: a tag and a 2-byte length per level of nesting (the response nests twice).
+assert AUTHORIZE_BATCH_SIZE_MAX * (AUTHORIZE_REQUEST_BYTES_MAX + 3) <= GRPC_MESSAGE_BYTES_MAX
+assert AUTHORIZE_BATCH_SIZE_MAX * (AUTHORIZE_RESPONSE_BYTES_MAX + 6) <= GRPC_RESPONSE_BYTES_MAX
 assert VELOCITY_AMOUNT_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
 assert PARTITIONS_DEFAULT <= PARTITIONS_MAX <= 1000
 assert HOLD_TTL_S_MAX < CLOSED_HOLD_RETENTION_S

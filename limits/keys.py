@@ -17,6 +17,8 @@ names as constants prepended at load time (limits/scripts.py), never as their ow
     cg:{p:NNN}:if:<customer_id>|<key>       string: a ForceCapture idempotency record
     cg:{p:NNN}:ip:<customer_id>|<key>       string: a Repay idempotency record
     cg:{p:NNN}:due                          zset: customers of the partition by earliest expiry
+    cg:{p:NNN}:tz                           hash: IANA zone -> its UTC-offset schedule, shared by
+                                            the partition's customers in that zone
     cg:{p:NNN}:outbox                       stream: every state change's event, for the ledger
     cg:{p:NNN}:outbox:dead                  stream: outbox events the ledger could not book
 """
@@ -42,6 +44,7 @@ KIND_REVERSAL = "iz:"
 KIND_IDEMPOTENCY_FORCE_CAPTURE = "if:"
 KIND_IDEMPOTENCY_REPAY = "ip:"
 KEY_DUE = "due"
+KEY_TIMEZONES = "tz"
 KEY_OUTBOX = "outbox"
 KEY_DEAD_LETTER = "outbox:dead"  # events the ledger could not book, with the reason
 # Separates the scope from the idempotency key; ids may not contain it.
@@ -50,6 +53,8 @@ SCOPE_SEPARATOR = "|"
 # Fields of the customer hash.
 FIELD_STATUS = "st"
 FIELD_TIMEZONE = "tz"
+# Not stored with the customer (a zone with daylight-saving changes has a ~1.5 KB schedule):
+# the partition's `tz` hash keeps one copy per zone; credit.lua's reply adds it under this name.
 FIELD_TZ_SCHEDULE = "tzs"
 FIELD_EVENT_SEQ = "sq"
 FIELD_CAP = "cap:"  # + node
@@ -70,6 +75,7 @@ LUA_CONSTANTS: dict[str, str] = {
     "K_CUSTOMER": KIND_CUSTOMER,
     "K_CUSTOMER_HOLDS": KIND_CUSTOMER_HOLDS,
     "K_HOLD": KIND_HOLD,
+    "K_TIMEZONES": KEY_TIMEZONES,
     "F_STATUS": FIELD_STATUS,
     "F_TIMEZONE": FIELD_TIMEZONE,
     "F_TZ_SCHEDULE": FIELD_TZ_SCHEDULE,
@@ -111,6 +117,10 @@ def hold(partition_base: str, hold_id: str) -> str:
 
 def due(partition_base: str) -> str:
     return partition_base + KEY_DUE
+
+
+def timezones(partition_base: str) -> str:
+    return partition_base + KEY_TIMEZONES
 
 
 def outbox(partition_base: str) -> str:

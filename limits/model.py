@@ -17,6 +17,9 @@ from limits.reasons import DeclineReason as R
 from limits.reasons import ScriptError as E
 
 HOLD_TTL_MS_MAX = constants.HOLD_TTL_S_MAX * 1000
+# The fingerprint of every reversal: it has no payload of its own (limits/lua/reverse.lua).
+_REVERSAL = "reverse"
+RAISE_DURATION_MS_MAX = constants.RAISE_DURATION_S_MAX * 1000
 
 
 def _int_arg(value: str, low: int, high: int) -> int | None:
@@ -68,6 +71,10 @@ class Model:
             self._zset(due_key)[customer_id] = first[1]
         else:
             self._zrem(due_key, customer_id)
+
+    def _zone_schedule(self, base: str, zone: str) -> str:
+        """The partition's shared UTC-offset schedule of a timezone (put_customer writes it)."""
+        return self._hash(keys.timezones(base)).get(zone, "0")
 
     def _add_balance(self, customer_key: str, path: str, amount: int) -> None:
         """The balance drawn on one path (captured, not refunded or repaid); zero goes."""
@@ -145,26 +152,38 @@ class Model:
         ttl_ms = _int_arg(a[6], 1, HOLD_TTL_MS_MAX)
         rule_decline = _int_arg(a[7], 0, R.AMOUNT_ABOVE_MAXIMUM)
         limits = [_int_arg(v, 0, constants.VELOCITY_AMOUNT_MINOR_MAX) for v in a[12:16]]
-        nodes = a[16:]
+        amount_min = _int_arg(a[16], 0, constants.AMOUNT_MINOR_MAX)
+        amount_max = _int_arg(a[17], 0, constants.AMOUNT_MINOR_MAX)
+        allow_partial = _int_arg(a[18], 0, 1)
+        tolerance_bps = _int_arg(a[19], 0, constants.CAPTURE_TOLERANCE_BPS_MAX)
+        incremental = _int_arg(a[20], 0, 1)
+        months = _int_arg(a[21], 0, constants.INSTALLMENT_MONTHS_MAX)
+        fee_bps = _int_arg(a[22], 0, constants.INSTALLMENT_FEE_BPS_MAX)
+        nodes = a[23:]
         if amount is None or ttl_ms is None or rule_decline is None or None in limits \
-                or not nodes:
+                or amount_min is None or amount_max is None or allow_partial is None \
+                or tolerance_bps is None or incremental is None or months is None \
+                or months == 1 or fee_bps is None or not nodes:
             return _err(E.BAD_ARGUMENT, "reserve", now)
         day_amount_max, day_count_max, month_amount_max, month_count_max = limits  # type: ignore
         replay = self._replay(k[4], fingerprint, now)
         if replay is not None:
             return replay
 
-        def decline(reason: R, level: str, available: int, levels: str) -> str:
-            return self._remember(k[4], fingerprint,
-                                  f"OK|{int(reason)}|{level}||{available}|{now}|0{levels}")
+        def decline(reason: R, level: str, available: int, offer: int, offer_level: str,
+                    levels: str) -> str:
+            return self._remember(k[4], fingerprint, authorization_reply(
+                reason, level, "", available, now, 0, 0, False, offer, offer_level, "", levels))
 
         customer = self.state.get(k[0])
         if customer is None:
-            return decline(R.CUSTOMER_UNKNOWN, "", 0, "")
+            return decline(R.CUSTOMER_UNKNOWN, "", 0, 0, "", "")
         status = customer[keys.FIELD_STATUS]  # type: ignore[index]
         self._release_expired(base, customer_id, k[2], k[3], now)
         c: dict[str, str] = self.state[k[0]]  # type: ignore[assignment]
-        caps = [int(c.get(keys.FIELD_CAP + node, 0)) for node in nodes]
+        # The effective cap: the cap plus the node's temporary raise while it lasts.
+        caps = [effective_cap(int(c.get(keys.FIELD_CAP + node, 0)),
+                              c.get(keys.FIELD_RAISE + node), now) for node in nodes]
         helds = [int(c.get(keys.FIELD_HELD + node, 0)) for node in nodes]
         useds = [int(c.get(keys.FIELD_USED + node, 0)) for node in nodes]
         rows = list(zip(nodes, caps, helds, useds, strict=True))
@@ -176,52 +195,217 @@ class Model:
         def levels_text(extra: int) -> str:
             return "".join(f"|{node}|{cap}|{held + extra}|{used}" for node, cap, held, used in rows)
 
-        if status == "frozen":
-            return decline(R.CUSTOMER_FROZEN, "", available, levels_text(0))
-        if status == "closed":
-            return decline(R.CUSTOMER_CLOSED, "", available, levels_text(0))
-        if status == "overdue":
-            return decline(R.CUSTOMER_OVERDUE, "", available, levels_text(0))
+        status_decline = {"frozen": R.CUSTOMER_FROZEN, "closed": R.CUSTOMER_CLOSED,
+                          "overdue": R.CUSTOMER_OVERDUE}.get(status)  # type: ignore[call-overload]
+        if status_decline is not None:
+            return decline(status_decline, "", available, 0, "", levels_text(0))
         if rule_decline:
-            return decline(R(rule_decline), "", available, levels_text(0))
+            return decline(R(rule_decline), "", available, 0, "", levels_text(0))
         has_velocity = any(limits)
+        amount_reason = R.NONE  # VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either
+        day_amount = month_amount = 0
         if has_velocity:
-            day, month = calendar.window_numbers(c[keys.FIELD_TZ_SCHEDULE], now)
+            day, month = calendar.window_numbers(self._zone_schedule(base, c[keys.FIELD_TIMEZONE]),
+                                                 now)
             day_amount, day_count = _window_usage(c.get(keys.FIELD_VELOCITY_DAY + product_id), day)
             month_amount, month_count = _window_usage(
                 c.get(keys.FIELD_VELOCITY_MONTH + product_id), month)
             if (day_count_max and day_count + 1 > day_count_max) or (
                     month_count_max and month_count + 1 > month_count_max):
-                return decline(R.VELOCITY_COUNT_EXCEEDED, "", available, levels_text(0))
+                return decline(R.VELOCITY_COUNT_EXCEEDED, "", available, 0, "", levels_text(0))
             if (day_amount_max and day_amount + amount > day_amount_max) or (
                     month_amount_max and month_amount + amount > month_amount_max):
-                return decline(R.VELOCITY_AMOUNT_EXCEEDED, "", available, levels_text(0))
-        if short_level is not None:
-            return decline(R.INSUFFICIENT_CREDIT, short_level, available, levels_text(0))
+                amount_reason = R.VELOCITY_AMOUNT_EXCEEDED
+        if amount_reason == R.NONE and short_level is not None:
+            amount_reason = R.INSUFFICIENT_CREDIT
+
+        approved, partial, offer_level = amount, False, ""
+        if amount_reason != R.NONE:
+            # The counter-offer: the least candidate, named by the first that holds it.
+            candidates = list(zip(nodes, frees, strict=True))
+            if day_amount_max:
+                candidates.append(("velocity.day", max(0, day_amount_max - day_amount)))
+            if month_amount_max:
+                candidates.append(("velocity.month", max(0, month_amount_max - month_amount)))
+            offer = min(value for _, value in candidates)
+            offer_level = next(name for name, value in candidates if value == offer)
+            if offer < max(1, amount_min):
+                offer = 0
+            if not allow_partial or offer == 0:
+                level = short_level if amount_reason == R.INSUFFICIENT_CREDIT else ""
+                return decline(amount_reason, level or "", available, offer, offer_level,
+                               levels_text(0))
+            approved, partial = offer, True
 
         # After this point the reservation must succeed.
         node_list = ",".join(nodes)
         expires = now + ttl_ms
+        plan = installment_plan_text(approved, months, fee_bps) if months else ""
         for node in nodes:
-            self._hincrby(k[0], keys.FIELD_HELD + node, amount)
+            self._hincrby(k[0], keys.FIELD_HELD + node, approved)
         if has_velocity:
             c[keys.FIELD_VELOCITY_DAY + product_id] = \
-                f"{day}:{day_amount + amount}:{day_count + 1}"
+                f"{day}:{day_amount + approved}:{day_count + 1}"
             c[keys.FIELD_VELOCITY_MONTH + product_id] = \
-                f"{month}:{month_amount + amount}:{month_count + 1}"
-        self.state[k[5]] = {"st": "open", "c": customer_id, "p": product_id, "a": str(amount),
-                            "cp": "0", "n": node_list, "x": str(expires), "sq": "1",
-                            "m": a[8], "cur": a[11], "t": str(now)}
+                f"{month}:{month_amount + approved}:{month_count + 1}"
+        hold = {"st": "open", "c": customer_id, "p": product_id, "a": str(approved), "cp": "0",
+                "n": node_list, "x": str(expires), "sq": "1", "m": a[8], "cur": a[11],
+                "t": str(now)}
+        # The optional fields are written only when they apply: an open hold stays small.
+        if tolerance_bps:
+            hold["tb"] = str(tolerance_bps)
+        if incremental:
+            hold["ix"] = str(amount_max)
+            hold["vx"] = f"{day_amount_max}:{month_amount_max}"
+        if plan:
+            hold["im"] = plan
+        self.state[k[5]] = hold
         self._zset(k[1])[hold_id] = expires
         due = self._zset(k[2])
         if customer_id not in due or expires < due[customer_id]:
             due[customer_id] = expires
+        extra = {"requested_minor": str(amount), "partial": "1"} if partial else {}
+        if plan:
+            extra["installment_plan"] = plan
         self._xadd(k[3], type="authorized", event_id=f"{hold_id}:1", customer_id=customer_id,
                    hold_id=hold_id, product_id=product_id, merchant_id=a[8], mcc=a[9],
-                   channel=a[10], currency=a[11], nodes=node_list, amount_minor=str(amount),
+                   channel=a[10], currency=a[11], nodes=node_list, amount_minor=str(approved),
+                   expires_at_ms=str(expires), at_ms=str(now), **extra)
+        # A partial approval names its binding level in the counter-offer level (amount 0).
+        return self._remember(k[4], fingerprint, authorization_reply(
+            R.NONE, "", hold_id, available - approved, now, expires, approved, partial, 0,
+            offer_level, plan, levels_text(approved)))
+
+    def increment(self, k: list[str], a: list[str], now: int) -> str:
+        base, hold_id, fingerprint = a[0], a[1], a[2]
+        increment = _int_arg(a[3], 1, constants.AMOUNT_MINOR_MAX)
+        if increment is None:
+            return _err(E.BAD_ARGUMENT, "increment", now)
+        replay = self._replay(k[1], fingerprint, now)
+        if replay is not None:
+            return replay
+        # Refusals (nothing is remembered): the hold is unknown, closed, or not incremental.
+        h, refusal = self._open_hold(k, base, hold_id, now)
+        if refusal:
+            return refusal
+        if "ix" not in h:
+            return _err(E.INCREMENT_NOT_ALLOWED, "", now)
+        amount, captured, product_id = int(h["a"]), int(h["cp"]), h["p"]
+        amount_max, expires = int(h["ix"]), int(h["x"])
+        day_max, month_max = map(int, h["vx"].split(":"))
+        customer_key = keys.customer(base, h["c"])
+        c = self._hash(customer_key)
+        nodes = h["n"].split(",")
+        caps = [effective_cap(int(c.get(keys.FIELD_CAP + node, 0)),
+                              c.get(keys.FIELD_RAISE + node), now) for node in nodes]
+        helds = [int(c.get(keys.FIELD_HELD + node, 0)) for node in nodes]
+        useds = [int(c.get(keys.FIELD_USED + node, 0)) for node in nodes]
+        rows = list(zip(nodes, caps, helds, useds, strict=True))
+        frees = [max(0, cap - held - used) for _, cap, held, used in rows]
+        available = min(frees)
+        short_level = next((node for node, free in zip(nodes, frees, strict=True)
+                            if increment > free), None)
+        plan = h.get("im", "")
+
+        def levels_text(extra: int) -> str:
+            return "".join(f"|{node}|{cap}|{held + extra}|{used}" for node, cap, held, used in rows)
+
+        def decline(reason: R, level: str, offer: int, offer_level: str) -> str:
+            return self._remember(k[1], fingerprint, authorization_reply(
+                reason, level, hold_id, available, now, expires, amount, False, offer,
+                offer_level, plan, levels_text(0)) + f"|{amount - captured}")
+
+        # Declines, in the documented order; each is remembered for idempotency.
+        status = c.get(keys.FIELD_STATUS)
+        if status is None:
+            return decline(R.CUSTOMER_UNKNOWN, "", 0, "")
+        status_decline = {"frozen": R.CUSTOMER_FROZEN, "closed": R.CUSTOMER_CLOSED,
+                          "overdue": R.CUSTOMER_OVERDUE}.get(status)
+        if status_decline is not None:
+            return decline(status_decline, "", 0, "")
+        # The windows count the increment's amount (not a purchase) when the product keeps them.
+        day_field = keys.FIELD_VELOCITY_DAY + product_id
+        month_field = keys.FIELD_VELOCITY_MONTH + product_id
+        track = day_max + month_max > 0 or day_field in c or month_field in c
+        day_amount = month_amount = 0
+        if track:
+            day, month = calendar.window_numbers(self._zone_schedule(base, c[keys.FIELD_TIMEZONE]),
+                                                 now)
+            day_amount, day_count = _window_usage(c.get(day_field), day)
+            month_amount, month_count = _window_usage(c.get(month_field), month)
+        reason = R.NONE
+        if amount + increment > amount_max:
+            reason = R.AMOUNT_ABOVE_MAXIMUM
+        elif (day_max and day_amount + increment > day_max) or (
+                month_max and month_amount + increment > month_max):
+            reason = R.VELOCITY_AMOUNT_EXCEEDED
+        elif short_level is not None:
+            reason = R.INSUFFICIENT_CREDIT
+        if reason != R.NONE:
+            # The counter-offer: the largest increment that fits, named by its first bound.
+            candidates = list(zip(nodes, frees, strict=True))
+            if day_max:
+                candidates.append(("velocity.day", max(0, day_max - day_amount)))
+            if month_max:
+                candidates.append(("velocity.month", max(0, month_max - month_amount)))
+            candidates.append(("amount_max", max(0, amount_max - amount)))
+            offer = min(value for _, value in candidates)
+            offer_level = next(name for name, value in candidates if value == offer)
+            level = short_level if reason == R.INSUFFICIENT_CREDIT else ""
+            return decline(reason, level or "", offer, offer_level)
+
+        # After this point the increment must succeed.
+        total = amount + increment
+        for node in nodes:
+            self._hincrby(customer_key, keys.FIELD_HELD + node, increment)
+        if track:
+            c[day_field] = f"{day}:{day_amount + increment}:{day_count}"
+            c[month_field] = f"{month}:{month_amount + increment}:{month_count}"
+        seq = int(h["sq"]) + 1
+        h.update(a=str(total), sq=str(seq))
+        extra = {}
+        if plan:
+            # The plan is recomputed for the new principal, with the same term and fee.
+            months, *_, fee_bps = plan.split(":")
+            plan = installment_plan_text(total, int(months), int(fee_bps))
+            h["im"] = plan
+            extra["installment_plan"] = plan
+        self._xadd(k[3], type="incremented", event_id=f"{hold_id}:{seq}", customer_id=h["c"],
+                   hold_id=hold_id, product_id=product_id, merchant_id=h["m"],
+                   currency=h["cur"], nodes=h["n"], amount_minor=str(increment),
+                   amount_total_minor=str(total), at_ms=str(now), **extra)
+        return self._remember(k[1], fingerprint, authorization_reply(
+            R.NONE, "", hold_id, available - increment, now, expires, total, False, 0, "",
+            plan, levels_text(increment)) + f"|{total - captured}")
+
+    def set_raise(self, k: list[str], a: list[str], now: int) -> str:
+        customer_id, node = a[0], a[1]
+        raise_minor = _int_arg(a[2], 0, constants.CAP_MINOR_MAX)
+        expires = _int_arg(a[3], 0, 2**63)
+        if raise_minor is None or expires is None or not node:
+            return _err(E.BAD_ARGUMENT, "set_raise", now)
+        c: dict[str, str] | None = self.state.get(k[0])  # type: ignore[assignment]
+        if c is None:
+            return _err(E.CUSTOMER_UNKNOWN, "", now)
+        # Removing a raise (0) needs no expiry; a raise must end in the future, within bounds.
+        if raise_minor > 0 and expires <= now:
+            return _err(E.RAISE_EXPIRES_IN_PAST, str(now), now)
+        if raise_minor > 0 and expires > now + RAISE_DURATION_MS_MAX:
+            return _err(E.RAISE_TOO_LONG, str(now + RAISE_DURATION_MS_MAX), now)
+
+        # After this point the change must succeed.
+        seq = self._hincrby(k[0], keys.FIELD_EVENT_SEQ, 1)
+        if raise_minor > 0:
+            c[keys.FIELD_RAISE + node] = f"{raise_minor}:{expires}"
+        else:
+            expires = 0
+            c.pop(keys.FIELD_RAISE + node, None)
+        self._xadd(k[1], type="limit_raised", event_id=f"c:{customer_id}:{seq}",
+                   customer_id=customer_id, node=node, raise_minor=str(raise_minor),
                    expires_at_ms=str(expires), at_ms=str(now))
-        return self._remember(k[4], fingerprint, f"OK|0||{hold_id}|{available - amount}|{now}"
-                              f"|{expires}{levels_text(amount)}")
+        return (f"OK|{c.get(keys.FIELD_CAP + node, '0')}|{raise_minor}"
+                f"|{c.get(keys.FIELD_HELD + node, '0')}|{c.get(keys.FIELD_USED + node, '0')}"
+                f"|{now}")
 
     def _open_hold(self, k: list[str], base: str, hold_id: str, now: int):
         """Capture's and void's common start: the hold after releasing expired holds, or the
@@ -251,22 +435,38 @@ class Model:
         h, refusal = self._open_hold(k, base, hold_id, now)
         if refusal:
             return refusal
-        held = int(h["a"]) - int(h["cp"])
-        if amount > held:
-            return _err(E.CAPTURE_EXCEEDS_HELD, str(held), now)
-
-        # After this point the capture must succeed.
-        released = held - amount if final else 0
-        captured_total = int(h["cp"]) + amount
+        authorized, captured_before = int(h["a"]), int(h["cp"])
+        held = authorized - captured_before
+        # The product's capture tolerance (tips): captures may total a + floor(a * tb / 10000).
+        capturable = authorized + authorized * int(h.get("tb", 0)) // 10_000 - captured_before
+        if amount > capturable:
+            return _err(E.CAPTURE_EXCEEDS_HELD, str(capturable), now)
         customer_id = h["c"]
         customer_key = keys.customer(base, customer_id)
-        for node in h["n"].split(","):
-            self._hincrby(customer_key, keys.FIELD_HELD + node, -(amount + released))
+        customer: dict[str, str] = self.state.get(customer_key) or {}  # type: ignore[assignment]
+        nodes = h["n"].split(",")
+        excess = max(0, amount - held)
+        # The excess is new credit: it adds to held + used and must fit every level.
+        for node in nodes if excess else ():
+            free = (effective_cap(int(customer.get(keys.FIELD_CAP + node, 0)),
+                                  customer.get(keys.FIELD_RAISE + node), now)
+                    - int(customer.get(keys.FIELD_HELD + node, 0))
+                    - int(customer.get(keys.FIELD_USED + node, 0)))
+            if excess > free:
+                return _err(E.CAPTURE_EXCEEDS_CREDIT, node, now)
+
+        # After this point the capture must succeed.
+        released = held - (amount - excess) if final else 0
+        held_after = held - (amount - excess) - released
+        captured_total = captured_before + amount
+        for node in nodes:
+            self._hincrby(customer_key, keys.FIELD_HELD + node, -(amount - excess + released))
             self._hincrby(customer_key, keys.FIELD_USED + node, amount)
+        self._add_balance(customer_key, h["n"], amount)
         seq = int(h["sq"]) + 1
         state = "open"
         h.update(cp=str(captured_total), sq=str(seq))
-        if held - amount - released == 0:
+        if held_after == 0:
             state = "captured"
             self._close_hold(k[0], state, seq, now)
             holds_key = keys.customer_holds(base, customer_id)
@@ -275,9 +475,10 @@ class Model:
         self._xadd(k[3], type="captured", event_id=f"{hold_id}:{seq}", customer_id=customer_id,
                    hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
                    nodes=h["n"], amount_minor=str(amount), released_minor=str(released),
-                   captured_total_minor=str(captured_total), final=str(final), at_ms=str(now))
+                   excess_minor=str(excess), captured_total_minor=str(captured_total),
+                   final=str(final), at_ms=str(now))
         return self._remember(k[1], fingerprint, f"OK|{state}|{amount}|{captured_total}"
-                              f"|{released}|{held - amount - released}|{now}")
+                              f"|{released}|{held_after}|{excess}|{now}")
 
     def void(self, k: list[str], a: list[str], now: int) -> str:
         base, hold_id, fingerprint = a[0], a[1], a[2]
@@ -320,19 +521,165 @@ class Model:
         refundable = int(h["cp"]) - refunded
         if amount > refundable:
             return _err(E.REFUND_EXCEEDS_CAPTURED, str(refundable), now)
+        customer_key = keys.customer(base, h["c"])
+        customer: dict[str, str] = self.state.get(customer_key) or {}  # type: ignore[assignment]
+        # What the path still owes is restored; a refund of what was repaid is owed back.
+        restored = min(amount, int(customer.get(keys.FIELD_BALANCE + h["n"], 0)))
+        overpaid = amount - restored
 
         # After this point the refund must succeed.
-        customer_key = keys.customer(base, h["c"])
-        for node in h["n"].split(","):
-            self._hincrby(customer_key, keys.FIELD_USED + node, -amount)
+        if restored:
+            for node in h["n"].split(","):
+                self._hincrby(customer_key, keys.FIELD_USED + node, -restored)
+            self._add_balance(customer_key, h["n"], -restored)
+        if overpaid:
+            self._hincrby(customer_key, keys.FIELD_CREDIT_BALANCE, overpaid)
         seq = int(h["sq"]) + 1
         h.update(rf=str(refunded + amount), sq=str(seq))
         self._xadd(k[2], type="refunded", event_id=f"{hold_id}:{seq}", customer_id=h["c"],
                    hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
-                   nodes=h["n"], amount_minor=str(amount),
-                   refunded_total_minor=str(refunded + amount), at_ms=str(now))
+                   nodes=h["n"], amount_minor=str(amount), restored_minor=str(restored),
+                   overpaid_minor=str(overpaid), refunded_total_minor=str(refunded + amount),
+                   at_ms=str(now))
         return self._remember(k[1], fingerprint, f"OK|{amount}|{refunded + amount}"
-                              f"|{refundable - amount}|{now}")
+                              f"|{refundable - amount}|{restored}|{now}")
+
+    def reverse(self, k: list[str], a: list[str], now: int) -> str:
+        base, customer_id, original_key = a[0], a[1], a[2]
+        replay = self._replay(k[5], _REVERSAL, now)
+        if replay is not None:
+            return replay
+        outcome, hold_id, released = "tombstoned", "", 0
+        product_id = merchant_id = currency = nodes = ""
+        h: dict[str, str] | None = None
+        hold_key = ""
+        original: str | None = self.state.get(k[4])  # type: ignore[assignment]
+        if original is not None and not original.startswith(keys.TOMBSTONE + "\n"):
+            fields = original.partition("\n")[2].split("|")
+            if fields[1] != "0":
+                outcome = "original_declined"
+            else:
+                hold_id = fields[3]
+                hold_key = keys.hold(base, hold_id)
+                # Releases what had expired first; a closed (or dropped) hold is refused.
+                h, refusal = self._open_hold([hold_key, "", k[2], k[3]], base, hold_id, now)
+                outcome = "already_closed" if refusal else "released"
+        # (An earlier reversal's tombstone whose own record has gone answers tombstoned again.)
+
+        # After this point the reversal must succeed.
+        if original is None:
+            self._remember(k[4], keys.TOMBSTONE, authorization_reply(
+                R.REVERSED, "", "", 0, now, 0, 0, False, 0, "", "", ""))
+        elif outcome == "released":
+            assert h is not None
+            released = int(h["a"]) - int(h["cp"])
+            nodes, product_id, merchant_id, currency = h["n"], h["p"], h["m"], h["cur"]
+            for node in nodes.split(","):
+                self._hincrby(k[0], keys.FIELD_HELD + node, -released)
+            self._close_hold(hold_key, "reversed", int(h["sq"]) + 1, now)
+            self._zrem(k[1], hold_id)
+            self._update_due(k[1], k[2], customer_id)
+        self._xadd(k[3], type="reversed", event_id=f"z:{customer_id}|{original_key}",
+                   customer_id=customer_id, hold_id=hold_id, product_id=product_id,
+                   merchant_id=merchant_id, currency=currency, nodes=nodes, outcome=outcome,
+                   released_minor=str(released), at_ms=str(now))
+        return self._remember(k[5], _REVERSAL, f"OK|{outcome}|{hold_id}|{released}|{now}")
+
+    def force_capture(self, k: list[str], a: list[str], now: int) -> str:
+        if len(a) < 12:
+            return _err(E.BAD_ARGUMENT, "force_capture", now)
+        customer_id, hold_id, fingerprint, product_id = a[1], a[2], a[3], a[4]
+        amount = _int_arg(a[5], 1, constants.AMOUNT_MINOR_MAX)
+        merchant_id, mcc, channel, currency, original_id = a[6], a[7], a[8], a[9], a[10]
+        nodes = a[11:]
+        if amount is None:
+            return _err(E.BAD_ARGUMENT, "force_capture", now)
+        replay = self._replay(k[1], fingerprint, now)
+        if replay is not None:
+            return replay
+        # Refusals, in order. Any status may be force captured: the purchase happened.
+        customer: dict[str, str] = self.state.get(k[0]) or {}  # type: ignore[assignment]
+        if keys.FIELD_STATUS not in customer:
+            return _err(E.CUSTOMER_UNKNOWN, "", now)
+        if original_id:
+            # A missing original is no obstacle; one past its expiry counts as expired.
+            original: dict[str, str] = self.state.get(k[4]) or {}  # type: ignore[assignment]
+            if "c" in original and original["c"] != customer_id:
+                return _err(E.HOLD_OF_OTHER_CUSTOMER, "", now)
+            if original.get("st") == "open" and int(original["x"]) > now:
+                return _err(E.HOLD_STILL_OPEN, original["x"], now)
+        rows = [(node,
+                 effective_cap(int(customer.get(keys.FIELD_CAP + node, 0)),
+                               customer.get(keys.FIELD_RAISE + node), now),
+                 int(customer.get(keys.FIELD_HELD + node, 0)),
+                 int(customer.get(keys.FIELD_USED + node, 0))) for node in nodes]
+        over = ",".join(node for node, cap, held, used in rows if held + used + amount > cap)
+
+        # After this point the force capture must succeed.
+        node_list = ",".join(nodes)
+        for node in nodes:
+            self._hincrby(k[0], keys.FIELD_USED + node, amount)
+        self._add_balance(k[0], node_list, amount)
+        hold = {"c": customer_id, "p": product_id, "a": str(amount), "cp": str(amount),
+                "n": node_list, "m": merchant_id, "cur": currency, "t": str(now), "fc": "1"}
+        if original_id:
+            hold["oh"] = original_id
+        self.state[k[3]] = hold
+        self._close_hold(k[3], "captured", 1, now)
+        self._xadd(k[2], type="force_captured", event_id=f"{hold_id}:1",
+                   customer_id=customer_id, hold_id=hold_id, product_id=product_id,
+                   merchant_id=merchant_id, mcc=mcc, channel=channel, currency=currency,
+                   nodes=node_list, amount_minor=str(amount), over_limit=over,
+                   original_hold_id=original_id, at_ms=str(now))
+        levels = "".join(f"|{node}|{cap}|{held}|{used + amount}" for node, cap, held, used in rows)
+        return self._remember(k[1], fingerprint, f"OK|{hold_id}|{over}|{now}{levels}")
+
+    def repay(self, k: list[str], a: list[str], now: int) -> str:
+        customer_id, fingerprint = a[1], a[2]
+        amount = _int_arg(a[3], 1, constants.AMOUNT_MINOR_MAX)
+        order = a[4:]
+        if amount is None or len(order) > constants.REPAY_PATHS_MAX:
+            return _err(E.BAD_ARGUMENT, "repay", now)
+        replay = self._replay(k[1], fingerprint, now)
+        if replay is not None:
+            return replay
+        customer: dict[str, str] = self.state.get(k[0]) or {}  # type: ignore[assignment]
+        if not customer:
+            return _err(E.CUSTOMER_UNKNOWN, "", now)
+        balances = {field[len(keys.FIELD_BALANCE):]: int(value)
+                    for field, value in customer.items() if field.startswith(keys.FIELD_BALANCE)}
+        # The gateway's order, then the customer's other paths by name.
+        walk = list(dict.fromkeys(order))
+        listed = set(walk)
+        walk += sorted(path for path in balances if path not in listed)
+        left, allocations = amount, []
+        for path in walk:
+            if left == 0 or len(allocations) == constants.REPAY_PATHS_MAX:
+                break
+            if balances.get(path, 0) > 0:
+                paid = min(left, balances[path])
+                allocations.append((path, paid))
+                left -= paid
+
+        # After this point the repayment must succeed.
+        def event(kind: str, nodes: str, value: int) -> None:
+            seq = self._hincrby(k[0], keys.FIELD_EVENT_SEQ, 1)
+            self._xadd(k[2], type=kind, event_id=f"c:{customer_id}:{seq}",
+                       customer_id=customer_id, nodes=nodes, amount_minor=str(value),
+                       at_ms=str(now))
+
+        for path, paid in allocations:
+            for node in path.split(","):
+                self._hincrby(k[0], keys.FIELD_USED + node, -paid)
+            self._add_balance(k[0], path, -paid)
+            event("repaid", path, paid)
+        if left:
+            self._hincrby(k[0], keys.FIELD_CREDIT_BALANCE, left)
+            event("overpaid", "", left)
+        repaid = amount - left
+        paths = "".join(f"|{path}|{paid}" for path, paid in allocations)
+        return self._remember(k[1], fingerprint, f"OK|{repaid}|{left}"
+                              f"|{sum(balances.values()) - repaid}|{now}{paths}")
 
     def expire(self, k: list[str], a: list[str], now: int) -> str:
         released = self._release_expired(a[0], a[1], k[1], k[2], now)
@@ -345,9 +692,10 @@ class Model:
             return [str(now)]
         self._release_expired(a[0], a[1], k[1], k[2], now)
         reply = [str(now)]
-        for field, value in self.state[k[0]].items():  # type: ignore[union-attr]
+        c: dict[str, str] = self.state[k[0]]  # type: ignore[assignment]
+        for field, value in c.items():
             reply += [field, value]
-        return reply
+        return reply + [keys.FIELD_TZ_SCHEDULE, self._zone_schedule(a[0], c[keys.FIELD_TIMEZONE])]
 
     def put_customer(self, k: list[str], a: list[str], now: int) -> str:
         customer_id, status, timezone, schedule = a[0], a[1], a[2], a[3]
@@ -367,8 +715,8 @@ class Model:
         for field in [f for f in c if f.startswith(keys.FIELD_CAP) and f not in new_caps]:
             del c[field]
         seq = self._hincrby(k[0], keys.FIELD_EVENT_SEQ, 1)
-        c.update({keys.FIELD_STATUS: status, keys.FIELD_TIMEZONE: timezone,
-                  keys.FIELD_TZ_SCHEDULE: schedule}, **new_caps)
+        c.update({keys.FIELD_STATUS: status, keys.FIELD_TIMEZONE: timezone}, **new_caps)
+        self._hash(k[2])[timezone] = schedule
         self._xadd(k[1], type="customer_put", event_id=f"c:{customer_id}:{seq}",
                    customer_id=customer_id, status=status, timezone=timezone,
                    caps=",".join(caps_text), at_ms=str(now))

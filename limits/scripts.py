@@ -3,24 +3,39 @@ SCRIPT LOAD and called by SHA (reloaded on NOSCRIPT).
 
 `ScriptRunner` coalesces the calls made in one event-loop tick into one pipeline: one Redis
 round trip per batch, one EVALSHA (one atomic script) per request, so each request keeps its
-own outcome and one failing call never fails its neighbours.
+own outcome and one failing call never fails its neighbours. The calls reach Redis in the order
+they were made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import importlib.resources
+import socket
 from collections.abc import Sequence
+from typing import NamedTuple
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis._parsers.base import BaseParser
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import (
+    DataError,
+    InvalidResponse,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from limits import constants, keys
 from limits.reasons import DeclineReason, ScriptError
 
-SCRIPT_NAMES = ("reserve", "capture", "void", "refund", "expire", "credit", "put_customer")
+SCRIPT_NAMES = ("reserve", "capture", "void", "refund", "expire", "credit", "put_customer",
+                "reverse", "force_capture", "repay", "increment", "set_raise")
 
 
 def lua_constants() -> str:
@@ -36,6 +51,11 @@ def lua_constants() -> str:
         "CLOSED_HOLD_RETENTION_MS": constants.CLOSED_HOLD_RETENTION_S * 1000,
         "IDEMPOTENCY_TTL_S": constants.IDEMPOTENCY_TTL_S,
         "EXPIRE_PER_CALL_MAX": constants.EXPIRE_PER_CALL_MAX,
+        "REPAY_PATHS_MAX": constants.REPAY_PATHS_MAX,
+        "CAPTURE_TOLERANCE_BPS_MAX": constants.CAPTURE_TOLERANCE_BPS_MAX,
+        "INSTALLMENT_MONTHS_MAX": constants.INSTALLMENT_MONTHS_MAX,
+        "INSTALLMENT_FEE_BPS_MAX": constants.INSTALLMENT_FEE_BPS_MAX,
+        "RAISE_DURATION_MS_MAX": constants.RAISE_DURATION_S_MAX * 1000,
     }
     lines += [f"local {name} = {value}" for name, value in bounds.items()]
     return "\n".join(lines) + "\n"
@@ -65,19 +85,220 @@ def scripts() -> dict[str, Script]:
     return {name: Script(name, prelude + _read(f"{name}.lua")) for name in SCRIPT_NAMES}
 
 
-class ScriptRunner:
-    """Runs scripts on one Redis; concurrent calls share round trips."""
+class _Call:
+    """One queued script call and the future its caller awaits."""
 
-    def __init__(self, redis: aioredis.Redis, batch_size_max: int = constants.BATCH_SIZE_MAX):
+    __slots__ = ("script", "keys", "args", "future", "retried")
+
+    def __init__(self, script: Script | None, keys_: Sequence, args: Sequence,
+                 future: asyncio.Future):
+        self.script, self.keys, self.args, self.future = script, keys_, args, future
+        self.retried = False  # sent again after NOSCRIPT: a second NOSCRIPT is its answer
+
+
+def _settle(call: _Call, result) -> None:
+    future = call.future
+    if future.done():  # the caller gave up (deadline, cancellation)
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def _bulk(part) -> bytes:
+    """One RESP bulk string, for arguments of any type redis-py accepts."""
+    if isinstance(part, str):
+        part = part.encode()
+    elif isinstance(part, (int, float)) and not isinstance(part, bool):
+        part = repr(part).encode()
+    elif not isinstance(part, (bytes, bytearray, memoryview)):
+        raise DataError(f"invalid script argument type {type(part).__name__}")
+    return b"$%d\r\n%s\r\n" % (len(part), part)
+
+
+def _encode_slowly(batch: Sequence[_Call]) -> tuple[bytes, list[_Call]]:
+    out, sent = [], []
+    for call in batch:
+        parts = [*call.keys, *call.args]
+        try:
+            command = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(parts)), _bulk(call.script.sha),
+                       _bulk(len(call.keys)), *map(_bulk, parts)]
+        except (DataError, UnicodeEncodeError) as error:  # this call only: not its neighbours
+            _settle(call, error)
+            continue
+        out += command
+        sent.append(call)
+    return b"".join(out), sent
+
+
+def encode_calls(batch: Sequence[_Call]) -> tuple[bytes, list[_Call]]:
+    """The RESP bytes of one EVALSHA per call, and the calls they carry: all of them, less
+    any whose arguments redis-py would refuse too (DataError, answered at once). Text is built
+    and encoded once; if any argument is not text or not ASCII (then character and byte lengths
+    differ), each is encoded on its own."""
+    out = []
+    append = out.append
+    try:
+        for call in batch:
+            keys_, args = call.keys, call.args
+            "".join(keys_) + "".join(args)  # TypeError unless every argument is text
+            count = len(keys_)
+            append(f"*{3 + count + len(args)}\r\n$7\r\nEVALSHA\r\n$40\r\n{call.script.sha}\r\n"
+                   f"${len(str(count))}\r\n{count}\r\n")
+            out += [f"${len(part)}\r\n{part}\r\n" for part in keys_]
+            out += [f"${len(part)}\r\n{part}\r\n" for part in args]
+    except TypeError:
+        return _encode_slowly(batch)
+    text = "".join(out)
+    data = text.encode(errors="surrogatepass")
+    return (data, list(batch)) if len(data) == len(text) else _encode_slowly(batch)
+
+
+def _command(*parts) -> bytes:
+    return b"*%d\r\n%s" % (len(parts), b"".join(map(_bulk, parts)))
+
+
+class _Address(NamedTuple):
+    """Where the runner's own connection goes, from the redis-py client's pool settings."""
+
+    host: str
+    port: int
+    path: str  # a Unix socket, instead of host and port
+    username: str | None
+    password: str | None
+    db: int
+    encoding: str | None  # replies decoded to text, as with decode_responses=True
+
+    @classmethod
+    def of(cls, redis: aioredis.Redis) -> _Address | None:
+        """None unless plain TCP or a Unix socket (TLS and the like stay with redis-py)."""
+        pool = getattr(redis, "connection_pool", None)
+        if pool is None or pool.connection_class not in (
+                aioredis.Connection, aioredis.UnixDomainSocketConnection):
+            return None
+        kwargs = pool.connection_kwargs
+        if kwargs.get("credential_provider") is not None:
+            return None
+        return cls(kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)),
+                   kwargs.get("path", "") or "", kwargs.get("username"),
+                   kwargs.get("password"), int(kwargs.get("db", 0) or 0),
+                   kwargs.get("encoding", "utf-8") if kwargs.get("decode_responses") else None)
+
+    def __str__(self) -> str:
+        return self.path or f"{self.host}:{self.port}"
+
+
+class _Connection(asyncio.Protocol):
+    """The runner's own Redis connection: RESP written by encode_calls, replies parsed by
+    hiredis, answered in order (Redis answers a connection's commands in the order sent)."""
+
+    def __init__(self, runner: ScriptRunner):
+        self.runner = runner
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader(protocolError=InvalidResponse,
+                                     replyError=BaseParser.parse_error,
+                                     encoding=runner._address.encoding)
+        self.waiting: collections.deque[_Call] = collections.deque()
+        self.error: Exception | None = None  # why it was aborted
+        self.progress_at = 0.0  # loop time of the last reply, or of a write after none waited
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def write(self, batch: list[_Call], data: bytes, now: float) -> None:
+        if not self.waiting:
+            self.progress_at = now
+        self.waiting.extend(batch)
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiting = self.waiting
+        try:
+            reply = self.reader.gets()
+            while reply is not False:
+                call = waiting.popleft()
+                if call.script is not None and isinstance(reply, NoScriptError):
+                    self.runner._reload_later(call, reply)
+                else:
+                    _settle(call, reply)
+                reply = self.reader.gets()
+        except (InvalidResponse, IndexError) as error:  # not Redis' protocol: give up on it
+            self.abort(RedisConnectionError(f"bad reply from Redis at {self.runner._address}: "
+                                            f"{error!r}"))
+            return
+        self.progress_at = self.runner._loop.time()
+        self.runner._pump()
+
+    def abort(self, error: Exception) -> None:
+        self.error = error
+        if self.runner._connection is self:  # nothing more is written to it
+            self.runner._connection = None
+        self.transport.abort()  # connection_lost follows: it fails the calls that wait
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = self.error or RedisConnectionError(
+            f"connection to Redis at {self.runner._address} lost"
+            + (f": {exc}" if exc else ""))
+        calls = list(self.waiting)
+        self.waiting.clear()
+        for call in calls:
+            _settle(call, error)
+        self.runner._lost(self)
+
+
+class ScriptRunner:
+    """Runs scripts on one Redis; concurrent calls share round trips.
+
+    The calls queued in one loop tick are sent together, at most `batch_size_max` per round
+    trip, and reach Redis in the order they were queued (AuthorizeBatch relies on it: two items
+    with one idempotency key act as sequential calls). The order can break only around a script
+    reload after NOSCRIPT, when the calls that met it are sent again.
+
+    Two ways to Redis. By default (plain TCP or a Unix socket) the runner keeps one connection
+    of its own: it writes each batch as RESP it builds itself and reads the replies with
+    hiredis' parser, and batches follow each other on it without waiting (pipelined; Redis is
+    single-threaded, so one connection loses nothing). That costs a fraction of redis-py's
+    pipeline, whose per-command encoding, parsing and timeouts dominated the gateway's profile
+    (docs/benchmarks.md). At most `in_flight_max` calls are on the connection at once; the
+    rest wait, in order, at most REDIS_WAIT_S. A connection without a reply for REDIS_WAIT_S
+    while calls wait is dropped and its calls fail (TimeoutError); the next batch reconnects.
+    With TLS (or `raw=False`) the batches go through redis-py pipelines from its pool instead.
+    Either way a failed connection fails every call it carried (the gateway answers UNAVAILABLE,
+    and a retry with the same idempotency key is safe); a script's own error fails only its call.
+    """
+
+    def __init__(self, redis: aioredis.Redis, batch_size_max: int = constants.BATCH_SIZE_MAX,
+                 raw: bool | None = None):
         assert 0 < batch_size_max <= constants.BATCH_SIZE_MAX
         self.redis = redis
         self.batch_size_max = batch_size_max
         self.scripts = scripts()
-        self._pending: list[tuple[Script, Sequence[str], Sequence[str], asyncio.Future]] = []
+        self._address = _Address.of(redis) if raw is not False else None
+        if raw and self._address is None:
+            raise ValueError("raw=True needs a plain TCP or Unix-socket redis-py client")
+        self.in_flight_max = constants.REDIS_CONNECTIONS_MAX * constants.BATCH_SIZE_MAX
+        self.wait_s = constants.REDIS_WAIT_S
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Call] = []
         self._flush_scheduled = False
         self._in_flight: set[asyncio.Task] = set()
+        # The raw connection's state: calls not yet written, as (queued at, calls) in order.
+        self._backlog: collections.deque[tuple[float, list[_Call]]] = collections.deque()
+        self._connection: _Connection | None = None
+        self._connecting = False
+        self._reload: list[_Call] = []
+        self._timer: asyncio.TimerHandle | None = None
         self.batches_sent = 0
         self.calls_sent = 0
+
+    @property
+    def raw(self) -> bool:
+        return self._address is not None
 
     async def load(self) -> None:
         for script in self.scripts.values():
@@ -86,24 +307,181 @@ class ScriptRunner:
 
     def call(self, name: str, keys_: Sequence[str], args: Sequence[str]) -> asyncio.Future:
         """Queue one script call; the returned future resolves to its reply."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending.append((self.scripts[name], keys_, args, future))
-        if not self._flush_scheduled:
+        if not self._flush_scheduled:  # the tick's first call: the loop is looked up once
+            loop = asyncio.get_running_loop()
+            if loop is not self._loop:  # a connection belongs to the loop that opened it
+                self._connection, self._connecting, self._timer = None, False, None
+                self._loop = loop
             self._flush_scheduled = True
             loop.call_soon(self._flush)
+        future = self._loop.create_future()
+        self._pending.append(_Call(self.scripts[name], keys_, args, future))
         return future
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        while self._pending:
-            batch = self._pending[: self.batch_size_max]
-            del self._pending[: self.batch_size_max]
-            task = asyncio.ensure_future(self._send(batch))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+        pending, self._pending = self._pending, []
+        if self._address is not None:
+            self._backlog.append((self._loop.time(), pending))
+            self._pump()
+            return
+        batches = [pending[start:start + self.batch_size_max]
+                   for start in range(0, len(pending), self.batch_size_max)]
+        self._track(self._send_in_order(batches))
 
-    async def _send(self, batch) -> None:
+    def _track(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    # -- the raw connection ----------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Write what waits, in order, in batches of at most batch_size_max, while the calls
+        on the connection stay within in_flight_max."""
+        if not self._backlog:
+            return
+        connection = self._connection
+        if connection is not None and connection.transport.is_closing():
+            connection = self._connection = None  # connection_lost is on its way
+        if connection is None:
+            if not self._connecting:
+                self._connecting = True
+                self._track(self._connect())
+            return
+        now = self._loop.time()
+        room = self.in_flight_max - len(connection.waiting)
+        while self._backlog and room > 0:
+            queued_at, calls = self._backlog[0]
+            # Calls whose callers gave up are not sent: they change nothing.
+            live = [call for call in calls[:min(room, self.batch_size_max)]
+                    if not call.future.done()]
+            taken = min(room, self.batch_size_max, len(calls))
+            if taken == len(calls):
+                self._backlog.popleft()
+            else:
+                del calls[:taken]
+            data, sent = encode_calls(live)
+            if sent:
+                connection.write(sent, data, now)
+                self.batches_sent += 1
+                self.calls_sent += len(sent)
+                room -= len(sent)
+        self._watch()
+
+    def _deadline(self) -> float | None:
+        """When the oldest wait ends: for a reply on the connection, or (connected, so not
+        waiting for the connection itself) for room on it."""
+        connection = self._connection
+        if connection is None:
+            return None
+        ends = [connection.progress_at + self.wait_s] if connection.waiting else []
+        if self._backlog:
+            ends.append(self._backlog[0][0] + self.wait_s)
+        return min(ends, default=None)
+
+    def _watch(self) -> None:
+        if self._timer is None and (deadline := self._deadline()) is not None:
+            self._timer = self._loop.call_at(deadline, self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        connection = self._connection
+        if connection is not None and connection.waiting and \
+                now >= connection.progress_at + self.wait_s:
+            connection.abort(RedisTimeoutError(
+                f"no reply from Redis at {self._address} within {self.wait_s:g} s"))
+        elif connection is not None:
+            while self._backlog and now >= self._backlog[0][0] + self.wait_s:
+                _, calls = self._backlog.popleft()
+                error = RedisConnectionError(
+                    f"Redis at {self._address} did not take the call within {self.wait_s:g} s")
+                for call in calls:
+                    _settle(call, error)
+        self._watch()
+
+    async def _connect(self) -> None:
+        try:
+            connection = await asyncio.wait_for(self._open(), self.wait_s)
+        except Exception as error:  # noqa: BLE001 - every waiting call gets it
+            failure = error if isinstance(error, RedisError) else RedisConnectionError(
+                f"cannot connect to Redis at {self._address}: {error!r}")
+            backlog = list(self._backlog)
+            self._backlog.clear()
+            for _, calls in backlog:
+                for call in calls:
+                    _settle(call, failure)
+            return
+        finally:
+            self._connecting = False
+        self._connection = connection
+        self._pump()
+
+    async def _open(self) -> _Connection:
+        address = self._address
+        loop = self._loop
+
+        def protocol() -> _Connection:
+            return _Connection(self)
+
+        if address.path:
+            _, connection = await loop.create_unix_connection(protocol, address.path)
+        else:
+            _, connection = await loop.create_connection(protocol, address.host, address.port)
+        try:
+            handshake = []
+            if address.password is not None:
+                handshake.append(("AUTH", *filter(None, (address.username,)), address.password))
+            if address.db:
+                handshake.append(("SELECT", address.db))
+            futures = []
+            for command in handshake:
+                call = _Call(None, (), (), loop.create_future())
+                connection.write([call], _command(*command), loop.time())
+                futures.append(call.future)
+            for future in futures:
+                await future
+        except BaseException:
+            connection.transport.abort()
+            raise
+        return connection
+
+    def _lost(self, connection: _Connection) -> None:
+        if self._connection is connection:
+            self._connection = None
+        self._pump()  # calls still waiting to be written go on a new connection
+
+    def _reload_later(self, call: _Call, error: NoScriptError) -> None:
+        if call.retried:
+            _settle(call, error)
+            return
+        call.retried = True
+        self._reload.append(call)
+        if len(self._reload) == 1:
+            self._track(self._reload_and_resend())
+
+    async def _reload_and_resend(self) -> None:
+        # Redis lost its script cache (restart, failover, SCRIPT FLUSH): an EVALSHA that
+        # answered NOSCRIPT ran nothing, so loading and sending those again is safe. Only the
+        # resent calls can fail here; their neighbours keep their answers.
+        await asyncio.sleep(0)  # the NOSCRIPT replies of the same read join this reload
+        calls, self._reload = self._reload, []
+        try:
+            await self.load()
+        except Exception as error:  # noqa: BLE001 - each resent call gets it
+            for call in calls:
+                _settle(call, error)
+            return
+        self._backlog.appendleft((self._loop.time(), calls))
+        self._pump()
+
+    # -- redis-py pipelines ------------------------------------------------------------------
+    async def _send_in_order(self, batches: list[list[_Call]]) -> None:
+        # One batch after the other: Redis runs a tick's calls in the order they were queued.
+        for batch in batches:
+            await self._send(batch)
+
+    async def _send(self, batch: list[_Call]) -> None:
         try:
             results = await self._execute(batch)
         except Exception as error:  # the connection failed: every call of the batch failed
@@ -111,9 +489,7 @@ class ScriptRunner:
         retry = [index for index, result in enumerate(results)
                  if isinstance(result, NoScriptError)]
         if retry:
-            # Redis lost its script cache (restart, failover, SCRIPT FLUSH): an EVALSHA that
-            # answered NOSCRIPT ran nothing, so loading and sending those again is safe. Only
-            # the retried calls can fail here; their neighbours keep their answers.
+            # As in _reload_and_resend.
             try:
                 await self.load()
                 retried = await self._execute([batch[index] for index in retry])
@@ -121,29 +497,38 @@ class ScriptRunner:
                 retried = [error] * len(retry)
             for index, result in zip(retry, retried, strict=True):
                 results[index] = result
-        for (*_, future), result in zip(batch, results, strict=True):
-            if future.done():  # the caller gave up (deadline, cancellation)
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        for call, result in zip(batch, results, strict=True):
+            _settle(call, result)
 
-    async def _execute(self, batch) -> list:
+    async def _execute(self, batch: list[_Call]) -> list:
         """One round trip; a script's own error is returned in its place, not raised."""
         self.batches_sent += 1
         self.calls_sent += len(batch)
         if len(batch) == 1:
-            script, keys_, args, _ = batch[0]
+            call = batch[0]
             try:
-                return [await self.redis.evalsha(script.sha, len(keys_), *keys_, *args)]
+                return [await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys,
+                                                 *call.args)]
             except ResponseError as error:  # NOSCRIPT included: NoScriptError is one
                 return [error]
         pipe = self.redis.pipeline(transaction=False)
-        for script, keys_, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+        for call in batch:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         return await pipe.execute(raise_on_error=False)
 
     async def close(self) -> None:
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        """Wait for the calls in flight, then close the runner's own connection."""
+        while True:
+            calls = [call for _, batch in self._backlog for call in batch]
+            if self._connection is not None:
+                calls += self._connection.waiting
+            futures = [call.future for call in calls if not call.future.done()]
+            if not futures and not self._in_flight:
+                break
+            await asyncio.gather(*self._in_flight, *futures, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._connection is not None:
+            self._connection.transport.close()
+            self._connection = None

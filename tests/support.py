@@ -30,11 +30,13 @@ def token() -> str:
 
 
 def authorize_request(key: str, customer_id: str, amount_minor: int, product_id="scan_pay",
-                      channel="pos", mcc="5411", merchant_id="m-1", currency="CNY"):
+                      channel="pos", mcc="5411", merchant_id="m-1", currency="CNY",
+                      allow_partial=False, installment_months=0):
     return pb.AuthorizeRequest(idempotency_key=key, customer_id=customer_id,
                                product_id=product_id, channel=CHANNELS[channel],
                                merchant_id=merchant_id, mcc=mcc, amount_minor=amount_minor,
-                               currency=currency)
+                               currency=currency, allow_partial=allow_partial,
+                               installment_months=installment_months)
 
 
 class ScriptDriver:
@@ -60,6 +62,34 @@ class ScriptDriver:
 
     def advance(self, ms: int) -> None:
         self.client.clock_offset_ms += ms
+
+    # -- issue 4, the reserve side: the scripts' whole decoded answers ---------------------
+    async def authorization(self, request):
+        """The full decoded reserve reply (limits.client.Authorization)."""
+        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS, token())
+        return await self.client.authorize(keys_, args)
+
+    async def increment(self, key: str, hold_id: str, amount_minor: int):
+        from gateway.credit_ops import plan_increment
+
+        return await self.client.increment(*plan_increment(pb.IncrementAuthorizationRequest(
+            idempotency_key=key, hold_id=hold_id, amount_minor=amount_minor), PARTITIONS))
+
+    async def set_raise(self, customer_id: str, node: str, raise_minor: int,
+                        expires_at_ms: int):
+        return await self.client.set_raise(customer_id, node, raise_minor, expires_at_ms)
+
+    async def void(self, key: str, hold_id: str):
+        keys_, args = hotpath.plan_void(pb.VoidRequest(idempotency_key=key, hold_id=hold_id),
+                                        PARTITIONS)
+        return await self.client.void(keys_, args)
+
+    async def credit(self, customer_id: str):
+        return await self.client.credit(customer_id)
+
+    async def now_ms(self, customer_id: str) -> int:
+        """The scripts' clock now, read through a known customer's credit."""
+        return (await self.client.credit(customer_id)).as_of_ms
 
 
 class GrpcDriver:

@@ -59,6 +59,12 @@ local function window_numbers(schedule, now_ms)
   return day, year * 12 + month - 1
 end
 
+local function zone_schedule(base, zone)
+  -- The UTC-offset schedule of a customer's timezone: one copy per zone and partition, in
+  -- the partition's `tz` hash (put_customer writes it).
+  return redis.call('HGET', base .. K_TIMEZONES, zone) or '0'
+end
+
 local function window_usage(stored, window)
   -- (amount, count) of a stored "<window>:<amount>:<count>" if it is the current window.
   if not stored then return 0, 0 end

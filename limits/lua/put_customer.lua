@@ -3,6 +3,7 @@
 -- caps that the new set does not name are removed (no cap: nothing to spend there).
 --
 -- KEYS[1] customer hash   KEYS[2] partition outbox
+-- KEYS[3] the partition's timezone schedules (hash: zone -> schedule, shared by its customers)
 -- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] customer id   ARGV[3] status
 -- ARGV[4] IANA timezone   ARGV[5] UTC-offset schedule (limits/calendar.py)
 -- ARGV[6..] node, cap minor, node, cap minor, ...
@@ -30,7 +31,9 @@ for _, field in ipairs(fields) do
   end
 end
 local seq = redis.call('HINCRBY', KEYS[1], F_EVENT_SEQ, 1)
-redis.call('HSET', KEYS[1], F_STATUS, status, F_TIMEZONE, ARGV[4], F_TZ_SCHEDULE, ARGV[5])
+redis.call('HSET', KEYS[1], F_STATUS, status, F_TIMEZONE, ARGV[4])
+-- The newest schedule of a zone replaces the older: both start two days before their put.
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
 if #pairs_ > 0 then redis.call('HSET', KEYS[1], unpack(pairs_)) end
 redis.call('XADD', KEYS[2], '*', 'type', 'customer_put',
   'event_id', 'c:' .. ARGV[2] .. ':' .. fmt(seq), 'customer_id', ARGV[2], 'status', status,

@@ -1,11 +1,14 @@
--- refund.lua: give back some or all of what a hold captured (a merchant's refund). The
--- amount leaves `used` at every level the purchase drew on, so the customer's credit is
--- restored at once; never more than was captured less what was already refunded.
+-- refund.lua: give back some or all of what a hold captured (a merchant's refund), never more
+-- than was captured less what was already refunded. What the purchase still owes on its path
+-- (the path's balance, `b:<path>`) is restored at once: it leaves `used` at every level the
+-- purchase drew on. What the customer had already repaid (the refund exceeds the balance) is
+-- owed back to the customer: it goes to the credit balance `cr`.
 --
 -- KEYS[1] the hold (hash)   KEYS[2] idempotency record   KEYS[3] partition outbox (stream)
 -- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
 -- ARGV[3] hold id   ARGV[4] request fingerprint   ARGV[5] amount minor
--- Returns "OK|refunded|refunded total|refundable after|now ms" or "ERR|code|detail|now ms".
+-- Returns "OK|refunded|refunded total|refundable after|restored|now ms"
+-- or "ERR|code|detail|now ms".
 local now = redis_now_ms(tonumber(ARGV[1]))
 local base, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4]
 local amount = int_arg(ARGV[5], 1, AMOUNT_MINOR_MAX)
@@ -19,17 +22,25 @@ if not h[1] then return err(E_HOLD_NOT_FOUND, '', now) end
 local refunded = tonumber(h[3]) or 0
 local refundable = tonumber(h[2]) - refunded
 if amount > refundable then return err(E_REFUND_EXCEEDS_CAPTURED, fmt(refundable), now) end
+local customer_key = base .. K_CUSTOMER .. h[1]
+local balance = tonumber(redis.call('HGET', customer_key, F_BALANCE .. h[4])) or 0
+local restored = math.min(amount, balance)
+local overpaid = amount - restored
 
 -- After this point the refund must succeed.
-local customer_key = base .. K_CUSTOMER .. h[1]
-for _, node in ipairs(split(h[4], ',')) do
-  redis.call('HINCRBY', customer_key, F_USED .. node, -amount)
+if restored > 0 then
+  for _, node in ipairs(split(h[4], ',')) do
+    redis.call('HINCRBY', customer_key, F_USED .. node, -restored)
+  end
+  add_balance(customer_key, h[4], -restored)
 end
+if overpaid > 0 then redis.call('HINCRBY', customer_key, F_CREDIT_BALANCE, overpaid) end
 local seq = tonumber(h[5]) + 1
 redis.call('HSET', KEYS[1], 'rf', fmt(refunded + amount), 'sq', fmt(seq))
 redis.call('XADD', KEYS[3], '*', 'type', 'refunded', 'event_id', hold_id .. ':' .. fmt(seq),
   'customer_id', h[1], 'hold_id', hold_id, 'product_id', h[6], 'merchant_id', h[7],
   'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(amount),
+  'restored_minor', fmt(restored), 'overpaid_minor', fmt(overpaid),
   'refunded_total_minor', fmt(refunded + amount), 'at_ms', fmt(now))
 return remember(KEYS[2], fingerprint, 'OK|' .. fmt(amount) .. '|' .. fmt(refunded + amount)
-  .. '|' .. fmt(refundable - amount) .. '|' .. fmt(now))
+  .. '|' .. fmt(refundable - amount) .. '|' .. fmt(restored) .. '|' .. fmt(now))

@@ -1,6 +1,8 @@
--- reserve.lua: authorize one purchase: check every limit level and velocity window of the
--- customer and, only if all pass, hold the amount at every level, record the hold and the
--- idempotency key, and append the `authorized` event to the partition's outbox.
+-- reserve.lua: authorize one purchase: check every limit level (cap plus any live temporary
+-- raise) and velocity window of the customer and, only if all pass, hold the amount at every
+-- level, record the hold and the idempotency key, and append the `authorized` event to the
+-- partition's outbox. A decline about the amount carries a counter-offer; with partial
+-- approval asked and allowed, the counter-offer is approved instead (docs/lifecycle.md).
 --
 -- KEYS[1] customer hash            KEYS[2] customer's open holds (zset, score = expiry ms)
 -- KEYS[3] partition due set (zset) KEYS[4] partition outbox (stream)
@@ -12,9 +14,15 @@
 -- ARGV[10] merchant id     ARGV[11] mcc        ARGV[12] channel    ARGV[13] currency
 -- ARGV[14] day amount max minor   ARGV[15] day count max
 -- ARGV[16] month amount max minor ARGV[17] month count max   (0: no limit)
--- ARGV[18..] the product's limit nodes for this channel, root first
--- Returns "OK|reason|level|hold id|available minor|now ms|expires ms{|node|cap|held|used}"
--- or "ERR|code|detail|now ms".
+-- ARGV[18] product's amount min minor   ARGV[19] product's amount max minor
+-- ARGV[20] partial approval: 1 if the product allows it and the request asked for it
+-- ARGV[21] product's capture tolerance bps (0..CAPTURE_TOLERANCE_BPS_MAX)
+-- ARGV[22] 1 if the product allows incremental authorization
+-- ARGV[23] instalment months (0: pay in full)   ARGV[24] product's monthly instalment fee bps
+-- ARGV[25..] the product's limit nodes for this channel, root first
+-- Returns authorization_reply (limits/lua/_lib.lua):
+-- "OK|reason|level|hold id|available|now|expires|approved|partial|counter-offer|counter-offer
+-- level|plan{|node|cap + raise|held|used}", or "ERR|code|detail|now ms".
 local now = redis_now_ms(tonumber(ARGV[1]))
 local base, customer_id, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local product_id = ARGV[6]
@@ -23,43 +31,54 @@ local ttl_ms = int_arg(ARGV[8], 1, HOLD_TTL_MS_MAX)
 local rule_decline = int_arg(ARGV[9], 0, R_AMOUNT_ABOVE_MAXIMUM)
 local limits = {}
 for i = 14, 17 do limits[#limits + 1] = int_arg(ARGV[i], 0, VELOCITY_AMOUNT_MINOR_MAX) end
+local amount_min = int_arg(ARGV[18], 0, AMOUNT_MINOR_MAX)
+local amount_max = int_arg(ARGV[19], 0, AMOUNT_MINOR_MAX)
+local allow_partial = int_arg(ARGV[20], 0, 1)
+local tolerance_bps = int_arg(ARGV[21], 0, CAPTURE_TOLERANCE_BPS_MAX)
+local incremental = int_arg(ARGV[22], 0, 1)
+local months = int_arg(ARGV[23], 0, INSTALLMENT_MONTHS_MAX)
+local fee_bps = int_arg(ARGV[24], 0, INSTALLMENT_FEE_BPS_MAX)
 local nodes = {}
-for i = 18, #ARGV do nodes[#nodes + 1] = ARGV[i] end
-if not (amount and ttl_ms and rule_decline and #limits == 4 and #nodes >= 1) then
+for i = 25, #ARGV do nodes[#nodes + 1] = ARGV[i] end
+if not (amount and ttl_ms and rule_decline and #limits == 4 and amount_min and amount_max
+    and allow_partial and tolerance_bps and incremental and months and months ~= 1
+    and fee_bps and #nodes >= 1) then
   return err(E_BAD_ARGUMENT, 'reserve', now)
 end
 
 local replay = idempotent_replay(KEYS[5], fingerprint, now)
 if replay then return replay end
 
-local function decline(reason, level, available, levels)
-  return remember(KEYS[5], fingerprint, 'OK|' .. reason .. '|' .. level .. '||'
-    .. fmt(available) .. '|' .. fmt(now) .. '|0' .. levels)
+local function decline(reason, level, available, offer, offer_level, levels)
+  return remember(KEYS[5], fingerprint, authorization_reply(reason, level, '', available, now,
+    0, 0, 0, offer, offer_level, '', levels))
 end
 
 -- Checks, in the documented order (limits/reasons.py). Nothing is written before the point
 -- marked below, except the release of holds that had already expired.
 local status = redis.call('HGET', KEYS[1], F_STATUS)
-if not status then return decline(R_CUSTOMER_UNKNOWN, '', 0, '') end
+if not status then return decline(R_CUSTOMER_UNKNOWN, '', 0, 0, '', '') end
 release_expired(base, customer_id, KEYS[3], KEYS[4], now)
 
-local fields = {F_TZ_SCHEDULE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}
+local fields = {F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}
 for _, node in ipairs(nodes) do
   fields[#fields + 1] = F_CAP .. node
+  fields[#fields + 1] = F_RAISE .. node
   fields[#fields + 1] = F_HELD .. node
   fields[#fields + 1] = F_USED .. node
 end
 local values = redis.call('HMGET', KEYS[1], unpack(fields))
 
-local caps, helds, useds = {}, {}, {}
+-- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
+local caps, helds, useds, frees = {}, {}, {}, {}
 local available, short_level = nil, nil
 for i, node in ipairs(nodes) do
-  caps[i] = tonumber(values[1 + 3 * i]) or 0
-  helds[i] = tonumber(values[2 + 3 * i]) or 0
-  useds[i] = tonumber(values[3 + 3 * i]) or 0
-  local free = math.max(0, caps[i] - helds[i] - useds[i])
-  if available == nil or free < available then available = free end
-  if short_level == nil and amount > free then short_level = node end
+  caps[i] = effective_cap(tonumber(values[4 * i]) or 0, values[4 * i + 1], now)
+  helds[i] = tonumber(values[4 * i + 2]) or 0
+  useds[i] = tonumber(values[4 * i + 3]) or 0
+  frees[i] = math.max(0, caps[i] - helds[i] - useds[i])
+  if available == nil or frees[i] < available then available = frees[i] end
+  if short_level == nil and amount > frees[i] then short_level = node end
 end
 local function levels_text(extra)
   local parts = {}
@@ -70,50 +89,104 @@ local function levels_text(extra)
   return table.concat(parts)
 end
 
-if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', available, levels_text(0)) end
-if status == 'closed' then return decline(R_CUSTOMER_CLOSED, '', available, levels_text(0)) end
-if status == 'overdue' then return decline(R_CUSTOMER_OVERDUE, '', available, levels_text(0)) end
-if rule_decline > 0 then return decline(rule_decline, '', available, levels_text(0)) end
+local status_decline = {frozen = R_CUSTOMER_FROZEN, closed = R_CUSTOMER_CLOSED,
+  overdue = R_CUSTOMER_OVERDUE}
+if status_decline[status] then
+  return decline(status_decline[status], '', available, 0, '', levels_text(0))
+end
+if rule_decline > 0 then return decline(rule_decline, '', available, 0, '', levels_text(0)) end
 
 local day_window, month_window, day_amount, day_count, month_amount, month_count
 local has_velocity = limits[1] + limits[2] + limits[3] + limits[4] > 0
+local amount_reason = 0  -- VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either applies
 if has_velocity then
-  day_window, month_window = window_numbers(values[1], now)
+  day_window, month_window = window_numbers(zone_schedule(base, values[1]), now)
   day_amount, day_count = window_usage(values[2], day_window)
   month_amount, month_count = window_usage(values[3], month_window)
   if (limits[2] > 0 and day_count + 1 > limits[2])
       or (limits[4] > 0 and month_count + 1 > limits[4]) then
-    return decline(R_VELOCITY_COUNT_EXCEEDED, '', available, levels_text(0))
+    return decline(R_VELOCITY_COUNT_EXCEEDED, '', available, 0, '', levels_text(0))
   end
   if (limits[1] > 0 and day_amount + amount > limits[1])
       or (limits[3] > 0 and month_amount + amount > limits[3]) then
-    return decline(R_VELOCITY_AMOUNT_EXCEEDED, '', available, levels_text(0))
+    amount_reason = R_VELOCITY_AMOUNT_EXCEEDED
   end
 end
-if short_level then
-  return decline(R_INSUFFICIENT_CREDIT, short_level, available, levels_text(0))
+if amount_reason == 0 and short_level then amount_reason = R_INSUFFICIENT_CREDIT end
+
+local approved, partial, offer_level = amount, 0, ''
+if amount_reason > 0 then
+  -- The counter-offer: the least of every node's free credit (root first), then the room
+  -- left in the day's and the month's amount windows; its level is the first candidate that
+  -- holds it. Below the product's minimum nothing is offered (the level is still named).
+  local offer = nil
+  for i, node in ipairs(nodes) do
+    if offer == nil or frees[i] < offer then offer, offer_level = frees[i], node end
+  end
+  if limits[1] > 0 and math.max(0, limits[1] - day_amount) < offer then
+    offer, offer_level = math.max(0, limits[1] - day_amount), 'velocity.day'
+  end
+  if limits[3] > 0 and math.max(0, limits[3] - month_amount) < offer then
+    offer, offer_level = math.max(0, limits[3] - month_amount), 'velocity.month'
+  end
+  if offer < math.max(1, amount_min) then offer = 0 end
+  if allow_partial == 0 or offer == 0 then
+    local level = ''
+    if amount_reason == R_INSUFFICIENT_CREDIT then level = short_level end
+    return decline(amount_reason, level, available, offer, offer_level, levels_text(0))
+  end
+  approved, partial = offer, 1
 end
 
 -- After this point the reservation must succeed.
 local node_list = table.concat(nodes, ',')
 local expires = now + ttl_ms
-for _, node in ipairs(nodes) do redis.call('HINCRBY', KEYS[1], F_HELD .. node, amount) end
+local plan = ''
+if months > 0 then plan = installment_plan(approved, months, fee_bps) end
+for _, node in ipairs(nodes) do redis.call('HINCRBY', KEYS[1], F_HELD .. node, approved) end
 if has_velocity then
   redis.call('HSET', KEYS[1],
     F_VELOCITY_DAY .. product_id,
-    fmt(day_window) .. ':' .. fmt(day_amount + amount) .. ':' .. fmt(day_count + 1),
+    fmt(day_window) .. ':' .. fmt(day_amount + approved) .. ':' .. fmt(day_count + 1),
     F_VELOCITY_MONTH .. product_id,
-    fmt(month_window) .. ':' .. fmt(month_amount + amount) .. ':' .. fmt(month_count + 1))
+    fmt(month_window) .. ':' .. fmt(month_amount + approved) .. ':' .. fmt(month_count + 1))
 end
-redis.call('HSET', KEYS[6], 'st', 'open', 'c', customer_id, 'p', product_id,
-  'a', fmt(amount), 'cp', '0', 'n', node_list, 'x', fmt(expires), 'sq', '1',
-  'm', ARGV[10], 'cur', ARGV[13], 't', fmt(now))
+-- The optional fields are written only when they apply: an open hold stays small.
+local hold = {'st', 'open', 'c', customer_id, 'p', product_id, 'a', fmt(approved), 'cp', '0',
+  'n', node_list, 'x', fmt(expires), 'sq', '1', 'm', ARGV[10], 'cur', ARGV[13], 't', fmt(now)}
+if tolerance_bps > 0 then
+  hold[#hold + 1] = 'tb'
+  hold[#hold + 1] = fmt(tolerance_bps)
+end
+if incremental == 1 then
+  hold[#hold + 1] = 'ix'
+  hold[#hold + 1] = fmt(amount_max)
+  hold[#hold + 1] = 'vx'
+  hold[#hold + 1] = fmt(limits[1]) .. ':' .. fmt(limits[3])
+end
+if plan ~= '' then
+  hold[#hold + 1] = 'im'
+  hold[#hold + 1] = plan
+end
+redis.call('HSET', KEYS[6], unpack(hold))
 redis.call('ZADD', KEYS[2], fmt(expires), hold_id)
 redis.call('ZADD', KEYS[3], 'LT', fmt(expires), customer_id)
-redis.call('XADD', KEYS[4], '*', 'type', 'authorized', 'event_id', hold_id .. ':1',
+local event = {'type', 'authorized', 'event_id', hold_id .. ':1',
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
   'merchant_id', ARGV[10], 'mcc', ARGV[11], 'channel', ARGV[12], 'currency', ARGV[13],
-  'nodes', node_list, 'amount_minor', fmt(amount), 'expires_at_ms', fmt(expires),
-  'at_ms', fmt(now))
-return remember(KEYS[5], fingerprint, 'OK|0||' .. hold_id .. '|' .. fmt(available - amount)
-  .. '|' .. fmt(now) .. '|' .. fmt(expires) .. levels_text(amount))
+  'nodes', node_list, 'amount_minor', fmt(approved), 'expires_at_ms', fmt(expires),
+  'at_ms', fmt(now)}
+if partial == 1 then
+  event[#event + 1] = 'requested_minor'
+  event[#event + 1] = fmt(amount)
+  event[#event + 1] = 'partial'
+  event[#event + 1] = '1'
+end
+if plan ~= '' then
+  event[#event + 1] = 'installment_plan'
+  event[#event + 1] = plan
+end
+redis.call('XADD', KEYS[4], '*', unpack(event))
+-- A partial approval names its binding level in the counter-offer level (the amount is 0).
+return remember(KEYS[5], fingerprint, authorization_reply(0, '', hold_id, available - approved,
+  now, expires, approved, partial, 0, offer_level, plan, levels_text(approved)))

@@ -94,7 +94,8 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         "type": "captured", "event_id": captured["event_id"], "customer_id": CUSTOMER,
         "hold_id": hold_id, "product_id": "scan_pay", "merchant_id": "shop-77",
         "currency": "CNY", "nodes": QR_NODES, "amount_minor": "15000", "released_minor": "0",
-        "captured_total_minor": "15000", "final": "0", "at_ms": str(partial.decided_at_ms),
+        "excess_minor": "0", "captured_total_minor": "15000", "final": "0",
+        "at_ms": str(partial.decided_at_ms),
     }
 
     # Capture, final: the remainder is released
@@ -106,7 +107,8 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         "type": "captured", "event_id": closed["event_id"], "customer_id": CUSTOMER,
         "hold_id": hold_id, "product_id": "scan_pay", "merchant_id": "shop-77",
         "currency": "CNY", "nodes": QR_NODES, "amount_minor": "5000",
-        "released_minor": "20000", "captured_total_minor": "20000", "final": "1",
+        "released_minor": "20000", "excess_minor": "0", "captured_total_minor": "20000",
+        "final": "1",
         "at_ms": str(final.decided_at_ms),
     }
 

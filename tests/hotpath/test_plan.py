@@ -6,10 +6,12 @@ import hashlib
 import pickle
 import zlib
 
+import msgspec
 import pytest
 
 from gateway.pb import creditgate_pb2 as pb
 from hotpath._plan_py import InvalidArgument
+from limits.catalog import Installments
 from limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
 from limits.reasons import DeclineReason
 
@@ -29,6 +31,7 @@ VALID_AUTHORIZE = {
 
 ID_FIELDS = ("idempotency_key", "customer_id", "product_id", "merchant_id")
 BAD_CHARACTER = "must be printable ASCII without spaces, '{', '}' or '|'"
+SCAN_PAY_TERMS = "product 'scan_pay' offers 3, 6 or 12 months"
 # (value, message) for every id field.
 BAD_IDS = [
     ("", "required"),
@@ -64,6 +67,14 @@ BAD_OTHER_FIELDS = [
     ("currency", "XYZ", "unknown currency (ISO 4217 code expected)"),
     ("currency", "cny", "unknown currency (ISO 4217 code expected)"),
     # A known currency other than the product's cannot be built: CURRENCIES holds only CNY.
+    ("installment_months", -1, SCAN_PAY_TERMS),
+    ("installment_months", -(2**31), SCAN_PAY_TERMS),
+    ("installment_months", 1, SCAN_PAY_TERMS),
+    ("installment_months", 2, SCAN_PAY_TERMS),
+    ("installment_months", 24, SCAN_PAY_TERMS),  # ecommerce offers it, scan_pay does not
+    ("installment_months", 63, SCAN_PAY_TERMS),
+    ("installment_months", 64, SCAN_PAY_TERMS),
+    ("installment_months", 2**31 - 1, SCAN_PAY_TERMS),
 ]
 # One bad value per field, in the order plan_authorize checks them (the proto's order).
 FIELD_ORDER = [
@@ -75,6 +86,7 @@ FIELD_ORDER = [
     ("mcc", "12a4"),
     ("amount_minor", 0),
     ("currency", "XYZ"),
+    ("installment_months", 5),
 ]
 
 
@@ -182,7 +194,7 @@ def test_authorize_plan_layout(impl, rules):
         base,
         "cust-000123",
         hold_id,
-        fingerprint("scan_pay", "qr_scan", "merchant-42", "5411", "12345", "CNY"),
+        fingerprint("scan_pay", "qr_scan", "merchant-42", "5411", "12345", "CNY", "0", "0"),
         "scan_pay",
         "12345",
         "604800000",  # hold TTL in ms: 7 days
@@ -195,6 +207,13 @@ def test_authorize_plan_layout(impl, rules):
         "50",
         "50000000",
         "400",
+        "100",  # the product's amount min and max
+        "5000000",
+        "0",  # partial approval: the product allows it, the request did not ask
+        "2000",  # capture tolerance bps
+        "0",  # not incremental
+        "0",  # installment months: pay in full
+        "60",  # monthly instalment fee bps
         "total",  # the product's nodes, root first, then the channel's node
         "consumer",
         "consumer.scan_pay",
@@ -205,7 +224,11 @@ def test_authorize_plan_layout(impl, rules):
 
 def test_authorize_plan_exact_for_one_partition(impl, rules):
     request = authorize_request(
-        product_id="ecommerce", channel=pb.CHANNEL_ECOMMERCE, amount_minor=10_000_000
+        product_id="ecommerce",
+        channel=pb.CHANNEL_ECOMMERCE,
+        amount_minor=10_000_000,
+        allow_partial=True,
+        installment_months=24,
     )
     keys, args = impl.plan_authorize(request, rules, 1, "2345672345672345")
     assert keys == [
@@ -220,7 +243,7 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         "cg:{p:000}:",
         "cust-000123",
         "000-2345672345672345",
-        fingerprint("ecommerce", "ecommerce", "merchant-42", "5411", "10000000", "CNY"),
+        fingerprint("ecommerce", "ecommerce", "merchant-42", "5411", "10000000", "CNY", "1", "24"),
         "ecommerce",
         "10000000",
         "1209600000",
@@ -233,6 +256,13 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         "100",
         "0",  # no monthly window
         "0",
+        "100",
+        "10000000",
+        "0",  # asked for, but the product has no partial approval
+        "0",  # no capture tolerance
+        "1",  # incremental
+        "24",
+        "50",
         "total",  # no channel node for this product
         "consumer",
         "consumer.online",
@@ -262,7 +292,121 @@ def test_authorize_partition_is_crc32_of_customer(impl, rules, partitions):
 )
 def test_authorize_appends_the_channels_nodes(impl, rules, channel, nodes):
     _, args = impl.plan_authorize(authorize_request(channel=channel), rules, PARTITIONS, TOKEN)
-    assert args[16:] == nodes
+    assert args[23:] == nodes
+
+
+# plan_authorize: partial approval and instalments (ARGV 20 and 23 of the reserve script; the
+# offset the client prepends is ARGV 1, so ARGV n is args[n - 2]).
+
+PARTIAL_FLAG = 18
+INSTALLMENT_MONTHS = 21
+
+
+@pytest.mark.parametrize(
+    ("product_id", "channel", "mcc", "allow_partial", "flag"),
+    [
+        ("scan_pay", pb.CHANNEL_POS, "5411", True, "1"),  # allowed and asked
+        ("scan_pay", pb.CHANNEL_POS, "5411", False, "0"),  # allowed, not asked
+        ("ecommerce", pb.CHANNEL_ECOMMERCE, "5411", True, "0"),  # asked, not allowed
+        ("ecommerce", pb.CHANNEL_ECOMMERCE, "5411", False, "0"),
+        ("cash", pb.CHANNEL_CASH, "6011", True, "0"),
+    ],
+)
+def test_authorize_partial_flag(impl, rules, product_id, channel, mcc, allow_partial, flag):
+    request = authorize_request(
+        product_id=product_id, channel=channel, mcc=mcc, amount_minor=50_000,
+        allow_partial=allow_partial,
+    )
+    _, args = impl.plan_authorize(request, rules, PARTITIONS, TOKEN)
+    assert args[PARTIAL_FLAG] == flag
+
+
+@pytest.mark.parametrize(
+    ("product_id", "channel", "months"),
+    [
+        ("scan_pay", pb.CHANNEL_QR_SCAN, 0),
+        ("scan_pay", pb.CHANNEL_QR_SCAN, 3),
+        ("scan_pay", pb.CHANNEL_POS, 12),
+        ("ecommerce", pb.CHANNEL_ECOMMERCE, 24),
+        ("cash", pb.CHANNEL_CASH, 0),
+    ],
+)
+def test_authorize_accepts_offered_terms(impl, rules, product_id, channel, months):
+    request = authorize_request(product_id=product_id, channel=channel, installment_months=months)
+    _, args = impl.plan_authorize(request, rules, PARTITIONS, TOKEN)
+    assert args[INSTALLMENT_MONTHS] == str(months)
+
+
+@pytest.mark.parametrize(
+    ("product_id", "channel", "months", "message"),
+    [
+        ("scan_pay", pb.CHANNEL_QR_SCAN, 24, SCAN_PAY_TERMS),
+        ("ecommerce", pb.CHANNEL_ECOMMERCE, 9, "product 'ecommerce' offers 3, 6, 12 or 24 months"),
+        ("ecommerce", pb.CHANNEL_ECOMMERCE, -3, "product 'ecommerce' offers 3, 6, 12 or 24 months"),
+        ("cash", pb.CHANNEL_CASH, 3, "product 'cash' offers no instalments"),
+        ("cash", pb.CHANNEL_CASH, -1, "product 'cash' offers no instalments"),
+    ],
+)
+def test_authorize_rejects_terms_not_offered(impl, rules, product_id, channel, months, message):
+    request = authorize_request(product_id=product_id, channel=channel, installment_months=months)
+    assert_invalid(
+        lambda: impl.plan_authorize(request, rules, PARTITIONS, TOKEN),
+        "installment_months",
+        message,
+    )
+
+
+@pytest.mark.parametrize(
+    ("months", "message"),
+    [
+        ([6], "product 'one_term' offers 6 months"),
+        ([12, 3], "product 'one_term' offers 3 or 12 months"),
+        ([], "product 'one_term' offers no instalments"),
+    ],
+)
+def test_terms_message(impl, catalog, months, message):
+    product = msgspec.structs.replace(
+        catalog["scan_pay"], installments=Installments(months=months, monthly_fee_bps=10)
+    )
+    product.id = "one_term"
+    rules = impl.compile_products({"one_term": product})
+    request = authorize_request(product_id="one_term", installment_months=5)
+    assert rules["one_term"].installment_terms == message
+    assert_invalid(
+        lambda: impl.plan_authorize(request, rules, PARTITIONS, TOKEN),
+        "installment_months",
+        message,
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"allow_partial": True},  # asked, on a product that allows it
+        {"installment_months": 3},
+        {"installment_months": 6},
+        {"amount_minor": 12_346},
+        {"merchant_id": "merchant-43"},
+        {"mcc": "5412"},
+        {"channel": pb.CHANNEL_POS},
+    ],
+)
+def test_fingerprint_covers_the_payload(impl, rules, changes):
+    """A retry with other terms is an idempotency mismatch: its fingerprint differs."""
+    _, first = impl.plan_authorize(authorize_request(), rules, PARTITIONS, TOKEN)
+    _, retry = impl.plan_authorize(authorize_request(**changes), rules, PARTITIONS, TOKEN)
+    assert retry[3] != first[3]
+
+
+def test_fingerprint_takes_allow_partial_as_asked(impl, rules):
+    """On a product without partial approval ARGV 20 stays 0, yet the request's flag counts."""
+    request = {"product_id": "ecommerce", "channel": pb.CHANNEL_ECOMMERCE}
+    _, asked = impl.plan_authorize(
+        authorize_request(**request, allow_partial=True), rules, PARTITIONS, TOKEN
+    )
+    _, not_asked = impl.plan_authorize(authorize_request(**request), rules, PARTITIONS, TOKEN)
+    assert asked[PARTIAL_FLAG] == not_asked[PARTIAL_FLAG] == "0"
+    assert asked[3] != not_asked[3]
 
 
 # product_decline: one row per reason, in the documented order, then precedence.

@@ -43,6 +43,11 @@ amounts = st.one_of(
     INT64,
 )
 currencies = st.one_of(st.sampled_from(["CNY", "", "XYZ", "USD", "cny", "CNY "]), st.text())
+# The catalog offers 3, 6, 12 (scan_pay) and 24 (ecommerce) months; int32 on the wire.
+installment_terms = st.one_of(
+    st.sampled_from([0, 0, 3, 6, 12, 24, -1, 1, 2, 60, 63, 64]),
+    st.integers(-(2**31), 2**31 - 1),
+)
 partition_counts = st.integers(1, PARTITIONS_MAX)
 tokens = st.text(BASE32, min_size=HOLD_TOKEN_LENGTH, max_size=HOLD_TOKEN_LENGTH)
 hold_ids = st.one_of(
@@ -88,6 +93,8 @@ def assert_alike(twins, call):
     mcc=mccs,
     amount_minor=amounts,
     currency=currencies,
+    allow_partial=st.booleans(),
+    installment_months=installment_terms,
     partitions=partition_counts,
     token=tokens,
 )
@@ -103,6 +110,8 @@ def test_plan_authorize(twins, partitions, token, **fields):
     channel=st.integers(1, 4),
     mcc=mccs.filter(lambda mcc: len(mcc) == 4 and mcc.isascii() and mcc.isdigit()),
     amount_minor=st.integers(1, 20_000_000),
+    allow_partial=st.booleans(),
+    installment_months=st.sampled_from([0, 3, 6, 12, 24]),
     partitions=partition_counts,
     token=tokens,
 )
@@ -114,7 +123,11 @@ def test_plan_authorize_valid(twins, partitions, token, **fields):
     result = assert_alike(
         twins, lambda impl, rules: impl.plan_authorize(request, rules, partitions, token)
     )
-    assert result[0] == "returned"
+    offered = {"scan_pay": (0, 3, 6, 12), "ecommerce": (0, 3, 6, 12, 24), "cash": (0,)}
+    if fields["installment_months"] in offered[fields["product_id"]]:
+        assert result[0] == "returned"
+    else:
+        assert result[:2] == ("invalid", "installment_months")
 
 
 @TWIN_SETTINGS
@@ -198,6 +211,8 @@ odd_ints = st.one_of(
     mcc=st.one_of(mccs, odd_strings),
     amount_minor=odd_ints,
     currency=st.one_of(currencies, odd_strings),
+    allow_partial=st.one_of(st.booleans(), st.none(), st.integers(-1, 2), st.text(max_size=1)),
+    installment_months=st.one_of(installment_terms, odd_ints),
     partitions=st.one_of(partition_counts, st.integers(-3, 2000), st.booleans()),
     token=st.one_of(tokens, st.text(BASE32, max_size=20)),
 )
@@ -242,6 +257,7 @@ def test_twins_accept_each_others_rules(twins):
         mcc="5411",
         amount_minor=50_000,
         currency="CNY",
+        allow_partial=True,
     )
     expected = py.plan_authorize(request, py_rules, 256, "A" * HOLD_TOKEN_LENGTH)
     for impl, rules in ((c, py_rules), (py, c_rules)):

@@ -6,8 +6,17 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.lifecycle import plan_reverse
+from gateway.pb import creditgate_pb2 as pb
 from limits.reasons import DECLINE_ORDER, RESPONSE_CODE, DeclineReason
-from tests.support import GrpcDriver, ScriptDriver, authorize_request, model_client, redis_client
+from tests.support import (
+    PARTITIONS,
+    GrpcDriver,
+    ScriptDriver,
+    authorize_request,
+    model_client,
+    redis_client,
+)
 
 R = DeclineReason
 ROOMY = {"total": 10**9, "consumer": 10**9, "consumer.scan_pay": 10**9,
@@ -16,8 +25,14 @@ TIGHT = {"total": 10**9, "consumer": 10**9, "consumer.scan_pay": 10**9,
          "consumer.scan_pay.pos": 50, "cash": 5}
 
 # (reason, level, customer status or None for unknown, caps, prior approvals, request kwargs)
-# Prior approvals are (product, channel, mcc, amount) authorized before the request.
+# Prior approvals are (product, channel, mcc, amount) authorized before the request, or
+# REVERSE_FIRST: a reversal of the request (by its key) arrives before it.
+REVERSE_FIRST = ("reverse",)
 ROWS = [
+    # The tombstone is the request's idempotency record: found before the customer is looked
+    # up (this one is unknown) and before every other rule the request breaks.
+    (R.REVERSED, "", None, TIGHT, [REVERSE_FIRST],
+     dict(product_id="scan_pay", channel="ecommerce", mcc="7995", amount_minor=99)),
     (R.CUSTOMER_UNKNOWN, "", None, TIGHT, [],
      dict(product_id="scan_pay", channel="ecommerce", mcc="7995", amount_minor=99)),
     (R.CUSTOMER_FROZEN, "", "frozen", TIGHT, [],
@@ -75,7 +90,11 @@ def test_rows_cover_every_reason_in_the_documented_order():
 async def test_decline_reason(driver, reason, level, status, caps, prior, request_):
     if status is not None:
         await driver.put("cust-1", caps, status="active")
-    for index, (product_id, channel, mcc, amount) in enumerate(prior):
+    for index, entry in enumerate(prior):
+        if entry == REVERSE_FIRST:
+            await reverse(driver, "cust-1", "the-request")
+            continue
+        product_id, channel, mcc, amount = entry
         got = await driver.authorize(authorize_request(
             f"prior-{index}", "cust-1", amount, product_id=product_id, channel=channel,
             mcc=mcc))
@@ -88,8 +107,19 @@ async def test_decline_reason(driver, reason, level, status, caps, prior, reques
     assert bool(hold_id) == (reason == R.NONE)
 
 
+async def reverse(driver, customer_id: str, original_key: str) -> None:
+    request = pb.ReverseRequest(customer_id=customer_id, original_idempotency_key=original_key)
+    if isinstance(driver, GrpcDriver):
+        reply = await driver.auth.Reverse(request)
+        assert reply.outcome == pb.REVERSE_OUTCOME_TOMBSTONED
+    else:
+        result = await driver.client.reverse(*plan_reverse(request, PARTITIONS))
+        assert result.outcome == "tombstoned"
+
+
 def test_response_codes():
     assert RESPONSE_CODE[R.NONE] == "00"
+    assert RESPONSE_CODE[R.REVERSED] == "12"
     assert RESPONSE_CODE[R.INSUFFICIENT_CREDIT] == "51"
     assert RESPONSE_CODE[R.CUSTOMER_UNKNOWN] == "14"
     assert RESPONSE_CODE[R.VELOCITY_COUNT_EXCEEDED] == "65"

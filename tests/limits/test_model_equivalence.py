@@ -16,20 +16,31 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 import hotpath
+from gateway.lifecycle import plan_force_capture, plan_repay, plan_reverse, repayment_order
 from gateway.pb import creditgate_pb2 as pb
 from gateway.service import plan_refund
 from limits import keys
-from limits.model import Model
+from limits.model import Model, effective_cap
 from limits.scripts import ScriptRunner
-from tests.support import PARTITIONS, RULES, authorize_request
+from tests.support import PARTITIONS, PRODUCTS, RULES, authorize_request
 
 CUSTOMERS = ("alice", "bob", "carol")
 PRODUCT_CHANNELS = [("scan_pay", "pos", "5411"), ("scan_pay", "qr_scan", "5812"),
                     ("ecommerce", "ecommerce", "5999"), ("cash", "cash", "6011")]
 DAY_MS = 86_400_000
+CHANNELS = {"qr_scan": pb.CHANNEL_QR_SCAN, "pos": pb.CHANNEL_POS,
+            "ecommerce": pb.CHANNEL_ECOMMERCE, "cash": pb.CHANNEL_CASH}
+REPAYMENT_ORDER = repayment_order(PRODUCTS)
 
 
-def reply_now(reply) -> int:
+# Where the time is in the replies whose length varies (docs/lifecycle.md).
+NOW_INDEX = {"reverse": 4, "force_capture": 3, "repay": 4, "reserve": 5, "increment": 5,
+             "set_raise": 5}
+NODES = ("total", "consumer", "consumer.scan_pay", "consumer.scan_pay.pos",
+         "consumer.scan_pay.qr", "consumer.online", "cash")
+
+
+def reply_now(reply, name: str = "") -> int:
     """The Redis time (ms) a script reply reports."""
     if isinstance(reply, list):
         return int(reply[0])
@@ -37,6 +48,8 @@ def reply_now(reply) -> int:
     parts = text.split("|")
     if parts[0] == "ERR":
         return int(parts[3])
+    if parts[0] == "OK" and name in NOW_INDEX:
+        return int(parts[NOW_INDEX[name]])
     if parts[0] == "OK" and len(parts) == 2:  # put_customer
         return int(parts[1])
     if parts[0] == "OK" and parts[1] in ("open", "captured", "voided"):  # capture/void
@@ -88,6 +101,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         self.offset_ms = 0
         self.tokens = 0
         self.keys_used = 0
+        self.over_limit: set[str] = set()  # customers a force capture took over a cap
 
     def run(self, coroutine):
         return self.loop.run_until_complete(coroutine)
@@ -103,7 +117,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
             return await self.runner.call(name, keys_, args)
 
         real = normalise(self.run(call()))
-        self.model_now = reply_now(real) - self.offset_ms
+        self.model_now = reply_now(real, name) - self.offset_ms
         modelled = self.model.call(name, keys_, args)
         if name == "credit":  # a hash's field order is Redis' own: compare as mappings
             assert real[0] == modelled[0]
@@ -131,23 +145,70 @@ class ScriptsVersusModel(RuleBasedStateMachine):
                     calendar.offset_schedule(timezone, 1_795_600_000)]
             for node, cap in sorted(caps.items()):
                 args += [node, str(cap)]
-            self.both("put_customer", [keys.customer(base, customer_id), keys.outbox(base)],
-                      args)
+            self.both("put_customer", [keys.customer(base, customer_id), keys.outbox(base),
+                                       keys.timezones(base)], args)
 
     @rule(target=holds, customer=st.sampled_from(CUSTOMERS),
           product=st.sampled_from(PRODUCT_CHANNELS),
           amount=st.integers(1, 700_000) | st.sampled_from([100, 10_000, 2_000_000]),
-          reuse_key=st.booleans())
-    def authorize(self, customer, product, amount, reuse_key):
+          reuse_key=st.booleans(), partial=st.booleans(), term=st.integers(0, 4))
+    def authorize(self, customer, product, amount, reuse_key, partial, term):
         product_id, channel, mcc = product
         if not reuse_key or self.keys_used == 0:
             self.keys_used += 1
+        terms = [0, *PRODUCTS[product_id].installments.months]  # 0: pay in full
         request = authorize_request(f"k{self.keys_used}", customer, amount,
-                                    product_id=product_id, channel=channel, mcc=mcc)
+                                    product_id=product_id, channel=channel, mcc=mcc,
+                                    allow_partial=partial,
+                                    installment_months=terms[term % len(terms)])
         keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS, self.token())
         reply = self.both("reserve", keys_, args)
         parts = reply.split("|")
+        self._no_double_spend(parts)
         return parts[3] if parts[0] == "OK" and parts[3] else "000-AAAAAAAAAAAAAAAA"
+
+    @staticmethod
+    def _no_double_spend(parts: list[str]) -> None:
+        """After an approval (of reserve or increment), every level of the reply has
+        held + used <= cap + live raise (the reply's cap is the effective one)."""
+        if parts[0] == "OK" and parts[1] == "0":
+            levels = parts[12:] if len(parts[12:]) % 4 == 0 else parts[12:-1]
+            for i in range(0, len(levels), 4):
+                assert int(levels[i + 2]) + int(levels[i + 3]) <= int(levels[i + 1]), parts
+
+    def _growable(self) -> list[str]:
+        return sorted(key.rsplit(":", 1)[-1] for key, value in self.model.state.items()
+                      if isinstance(value, dict) and "ix" in value and value["st"] == "open")
+
+    @rule(hold_id=holds, amount=st.integers(1, 300_000) | st.sampled_from([1, 10_000_000]),
+          key=st.integers(0, 3), pick=st.integers(0, 7), customer=st.sampled_from(CUSTOMERS))
+    def increment(self, hold_id, amount, key, pick, customer):
+        from gateway.credit_ops import plan_increment
+
+        # Mostly an open incremental hold (only those can grow; if there is none, an
+        # ecommerce purchase makes one), else any hold of the bundle: refused.
+        if pick and not self._growable():
+            self.authorize(customer, ("ecommerce", "ecommerce", "5999"), 10_000 * pick,
+                           False, False, pick)
+        if pick and self._growable():
+            hold_id = self._growable()[pick % len(self._growable())]
+        reply = self.both("increment", *plan_increment(pb.IncrementAuthorizationRequest(
+            idempotency_key=f"i{key}", hold_id=hold_id, amount_minor=amount), PARTITIONS))
+        self._no_double_spend(reply.split("|"))
+
+    @rule(customer=st.sampled_from(CUSTOMERS), node=st.sampled_from(NODES),
+          raise_minor=st.sampled_from([0, 50_000, 1_000_000]) | st.integers(1, 3_000_000),
+          ahead_ms=st.sampled_from([-1_000, 0, 1, 3_600_000, DAY_MS, 367 * DAY_MS]))
+    def set_raise(self, customer, node, raise_minor, ahead_ms):
+        # The expiry is relative to the last time the scripts reported: it may have passed.
+        expires = max(0, self.model_now + self.offset_ms + ahead_ms)
+        base = keys.base(keys.partition_of(customer, PARTITIONS))
+        reply = self.both("set_raise", [keys.customer(base, customer), keys.outbox(base)],
+                          [customer, node, str(raise_minor), str(expires)])
+        if reply.startswith("OK") and raise_minor:
+            # When the raise lapses its level may stay above the bare cap, on purpose; the
+            # approvals' own check (_no_double_spend) still holds for this customer.
+            self.over_limit.add(customer)
 
     def _hold(self, hold_id: str) -> dict:
         base = keys.base(keys.partition_of_hold(hold_id, PARTITIONS) or 0)
@@ -180,6 +241,86 @@ class ScriptsVersusModel(RuleBasedStateMachine):
             idempotency_key=f"r{key}", hold_id=hold_id,
             amount_minor=max(1, refundable * percent // 100)), PARTITIONS))
 
+    @rule(target=holds, customer=st.sampled_from(CUSTOMERS), amount=st.integers(100, 700_000),
+          percent=st.integers(90, 130))
+    def tip(self, customer, amount, percent):
+        # A restaurant: a fresh scan-to-pay hold, captured at once with a tip (over-capture).
+        self.keys_used += 1
+        keys_, args = hotpath.plan_authorize(authorize_request(
+            f"k{self.keys_used}", customer, amount), RULES, PARTITIONS, self.token())
+        reply = self.both("reserve", keys_, args).split("|")
+        if reply[0] != "OK" or not reply[3]:
+            return "000-AAAAAAAAAAAAAAAA"
+        self.over_capture(reply[3], percent, 0)
+        return reply[3]
+
+    @rule(hold_id=holds, percent=st.integers(90, 130), key=st.integers(0, 3))
+    def over_capture(self, hold_id, percent, key):
+        # A share of what the hold may still capture with the product's tolerance (over 100%:
+        # refused); above what it holds, the excess must fit every level.
+        hold = self._hold(hold_id)
+        authorized, captured = int(hold.get("a", 0)), int(hold.get("cp", 0))
+        capturable = authorized + authorized * int(hold.get("tb", 0)) // 10_000 - captured
+        keys_, args = hotpath.plan_capture(pb.CaptureRequest(
+            idempotency_key=f"c{key}", hold_id=hold_id,
+            amount_minor=max(1, capturable * percent // 100), final=False), PARTITIONS)
+        reply = self.both("capture", keys_, args).split("|")
+        if reply[0] == "OK" and int(reply[6]) > 0:  # an excess: no level went over its cap
+            customer = self.model.state[keys.customer(keys.base(
+                keys.partition_of_hold(hold_id, PARTITIONS)), hold["c"])]
+            for node in hold["n"].split(","):
+                assert sum(int(customer.get(field + node, 0)) for field in (
+                    keys.FIELD_HELD, keys.FIELD_USED)) <= effective_cap(
+                    int(customer.get(keys.FIELD_CAP + node, 0)),
+                    customer.get(keys.FIELD_RAISE + node), reply_now("|".join(reply)))
+
+    @rule(customer=st.sampled_from(CUSTOMERS), back=st.integers(-1, 3), own=st.booleans())
+    def reverse(self, customer, back, own):
+        # A key of a recent Authorize, mostly by the customer who sent it (else a tombstone for
+        # another customer), or the next key (a tombstone the next Authorize meets).
+        index = self.keys_used - back if 0 < self.keys_used - back <= self.keys_used \
+            else self.keys_used + 1
+        owners = [key.split(keys.KIND_IDEMPOTENCY_AUTHORIZE)[1].split("|")[0]
+                  for key in self.model.state
+                  if keys.KIND_IDEMPOTENCY_AUTHORIZE in key and key.endswith(f"|k{index}")]
+        if own and owners:
+            customer = owners[0]
+        self.both("reverse", *plan_reverse(pb.ReverseRequest(
+            customer_id=customer, original_idempotency_key=f"k{index}"), PARTITIONS))
+
+    @rule(target=holds, customer=st.sampled_from(CUSTOMERS),
+          product=st.sampled_from(PRODUCT_CHANNELS),
+          amount=st.integers(1, 700_000) | st.sampled_from([2_000_000]),
+          original=st.none() | holds, key=st.integers(0, 15))
+    def force_capture(self, customer, product, amount, original, key):
+        product_id, channel, mcc = product
+        partition = keys.partition_of(customer, PARTITIONS)
+        if original is not None and keys.partition_of_hold(original, PARTITIONS) != partition:
+            original = None  # the gateway refuses another partition's hold itself
+        request = pb.ForceCaptureRequest(
+            idempotency_key=f"f{key}", customer_id=customer, product_id=product_id,
+            channel=CHANNELS[channel], merchant_id="m-1", mcc=mcc, amount_minor=amount,
+            currency="CNY", original_hold_id=original or "")
+        reply = self.both("force_capture", *plan_force_capture(
+            request, PRODUCTS, PARTITIONS, self.token())).split("|")
+        if reply[0] != "OK":
+            return "000-AAAAAAAAAAAAAAAA"
+        if reply[2]:
+            self.over_limit.add(customer)
+        return reply[1]
+
+    @rule(customer=st.sampled_from(CUSTOMERS), percent=st.integers(1, 120),
+          key=st.integers(0, 15))
+    def repay(self, customer, percent, key):
+        # A share of what the customer owes (over 100%: an overpayment).
+        record = self.model.state[keys.customer(keys.base(
+            keys.partition_of(customer, PARTITIONS)), customer)]
+        owed = sum(int(value) for field, value in record.items()
+                   if field.startswith(keys.FIELD_BALANCE))
+        self.both("repay", *plan_repay(pb.RepayRequest(
+            idempotency_key=f"p{key}", customer_id=customer,
+            amount_minor=max(1, owed * percent // 100)), REPAYMENT_ORDER, PARTITIONS))
+
     @rule(ms=st.sampled_from([1, 1_000, 3_600_000, DAY_MS, 7 * DAY_MS, 15 * DAY_MS]))
     def advance_time(self, ms):
         self.offset_ms += ms
@@ -205,34 +346,57 @@ class ScriptsVersusModel(RuleBasedStateMachine):
     @invariant()
     def usage_never_exceeds_caps(self):
         # Invariant 1: a level's held + used never exceeds its cap, and never goes negative.
+        # A force capture may take levels over on purpose (it says so): not those customers'.
         for key, value in self.model.state.items():
             if isinstance(value, dict) and keys.FIELD_STATUS in value:
+                over_limit = key.rsplit(":", 1)[-1] in self.over_limit
                 for field, cap in value.items():
                     if field.startswith(keys.FIELD_CAP):
                         node = field[len(keys.FIELD_CAP):]
                         held = int(value.get(keys.FIELD_HELD + node, 0))
                         used = int(value.get(keys.FIELD_USED + node, 0))
-                        assert held >= 0 and used >= 0 and held + used <= int(cap), (key, node)
+                        assert held >= 0 and used >= 0, (key, node)
+                        assert over_limit or held + used <= int(cap), (key, node)
 
     @invariant()
     def conservation(self):
-        # Invariant 2: a level's held equals the sum of its open holds' remainders, and its
-        # used equals what was captured less what was refunded, over the holds that drew on it.
-        expected: dict[tuple[str, str], list[int]] = {}
+        # Invariant 2 (docs/lifecycle.md): a level's held equals the sum of its open holds'
+        # remainders; its used equals the balances of the paths through it; the balances sum
+        # to what was captured (force captures included) less what refunds restored less what
+        # was repaid; the credit balance is what refunds and repayments overpaid.
+        held_by: dict[tuple[str, str], int] = {}
+        flows = {customer_id: [0, 0, 0, 0] for customer_id in CUSTOMERS}
         for value in self.model.state.values():
             if isinstance(value, dict) and "st" in value and "c" in value:
                 remainder = int(value["a"]) - int(value["cp"]) if value["st"] == "open" else 0
+                flows[value["c"]][0] += int(value["cp"])
                 for node in value["n"].split(","):
-                    sums = expected.setdefault((value["c"], node), [0, 0])
-                    sums[0] += remainder
-                    sums[1] += int(value["cp"]) - int(value.get("rf", 0))
+                    held_by[value["c"], node] = held_by.get((value["c"], node), 0) + remainder
+            if isinstance(value, list):  # an outbox stream: [captured, restored, repaid, cr]
+                for event in value:
+                    sums = flows.get(event["customer_id"], [0, 0, 0, 0])
+                    if event["type"] == "refunded":
+                        sums[1] += int(event["restored_minor"])
+                        sums[3] += int(event["overpaid_minor"])
+                    elif event["type"] in ("repaid", "overpaid"):
+                        sums[2 if event["type"] == "repaid" else 3] += int(event["amount_minor"])
         for customer_id in CUSTOMERS:
             base = keys.base(keys.partition_of(customer_id, PARTITIONS))
             record = self.model.state[keys.customer(base, customer_id)]
-            for (owner, node), (held, used) in expected.items():
+            for (owner, node), held in held_by.items():
                 if owner == customer_id:
                     assert int(record.get(keys.FIELD_HELD + node, 0)) == held
-                    assert int(record.get(keys.FIELD_USED + node, 0)) == used
+            balances = {field[len(keys.FIELD_BALANCE):]: int(value) for field, value
+                        in record.items() if field.startswith(keys.FIELD_BALANCE)}
+            assert all(balance > 0 for balance in balances.values())
+            for field, value in record.items():
+                if field.startswith(keys.FIELD_USED):
+                    node = field[len(keys.FIELD_USED):]
+                    assert int(value) == sum(balance for path, balance in balances.items()
+                                             if node in path.split(",")), (customer_id, node)
+            captured, restored, repaid, overpaid = flows[customer_id]
+            assert sum(balances.values()) == captured - restored - repaid
+            assert int(record.get(keys.FIELD_CREDIT_BALANCE, 0)) == overpaid
 
 
 def test_scripts_equal_the_model(redis_server):

@@ -1,0 +1,481 @@
+"""AuthorizeBatch throughput: authorizations per second through the real gateway, and the CPU
+each process spends on them.
+
+    .venv/bin/python bench/batch_rate.py [--processes 2] [--clients 1] [--concurrency 8]
+        [--connections 8] [--batch-min 16] [--batch-max 64] [--duration 10] [--warmup 2]
+        [--customers 20000] [--unary] [--profile DIR] [--json]
+
+Starts a private redis-server (free port, temporary folder, no RDB, no AOF) and the gateway as
+`creditgate serve --processes N` (python -m gateway.cli, so the gateway is this checkout's
+code), seeds the customers straight into Redis (the put_customer script), then runs `--clients`
+load-generator processes. Each keeps `--concurrency` AuthorizeBatch calls in flight over
+`--connections` grpc.aio channels (uvloop; SO_REUSEPORT spreads connections, not calls),
+every batch of a random size within [batch-min, batch-max], every item a new purchase (unique
+idempotency key) of a random customer: scan-to-pay at a POS or by QR code, or an e-commerce
+checkout, 1.00 to 5,000.00 CNY. With --unary the clients send the same purchases as unary
+Authorize calls instead (`--concurrency` calls in flight each).
+
+The rate counts the items answered (approved or declined) between the end of the warm-up and
+the end of the run. CPU is read from /proc for that same window, per process: each gateway
+process, redis-server, each load generator; 100 % is one core. At the end the bench checks
+that every approval the clients saw wrote exactly one `authorized` event (the outbox length is
+the seeded customers' `customer_put` events plus the approvals) and exits 1 otherwise.
+
+--profile DIR records each gateway process with py-spy (`py-spy record --format raw`, the
+collapsed stacks) during the measured window, and prints the functions with the most samples
+on the CPU: by own time (the leaf frame) and by total time (anywhere on the stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+import redis  # noqa: E402
+import uvloop  # noqa: E402
+
+from gateway.pb import creditgate_pb2 as pb  # noqa: E402
+from gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
+from limits import keys  # noqa: E402
+from limits.constants import AUTHORIZE_BATCH_SIZE_MAX  # noqa: E402
+
+PARTITIONS = 256
+CAPS = {"total": 10**12, "consumer": 10**12, "consumer.scan_pay": 10**12,
+        "consumer.scan_pay.pos": 10**12, "consumer.scan_pay.qr": 10**12,
+        "consumer.online": 10**12, "cash": 10**11}
+# (product, channel, mcc): the shipped catalog's scan-to-pay and e-commerce products.
+PURCHASES = [("scan_pay", pb.CHANNEL_POS, "5411"), ("scan_pay", pb.CHANNEL_QR_SCAN, "5812"),
+             ("scan_pay", pb.CHANNEL_QR_SCAN, "5411"), ("ecommerce", pb.CHANNEL_ECOMMERCE,
+                                                        "5999")]
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+CALL_TIMEOUT_S = 30.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+# -- processes -----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen, int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not on PATH (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+         "--save", "", "--appendonly", "no", "--logfile", str(folder / "redis.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port, socket_timeout=0.5)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"redis-server exited: {(folder / 'redis.log').read_text()[-2000:]}")
+        try:
+            if client.ping():
+                return process, port
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    sys.exit("redis-server did not answer PING")
+
+
+def start_gateway(args, redis_port: int, folder: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    log = (folder / "gateway.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port),
+         "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--partitions", str(PARTITIONS),
+         "--processes", str(args.processes)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"the gateway exited: {(folder / 'gateway.log').read_text()[-3000:]}")
+        listening = (folder / "gateway.log").read_text().count("creditgate listening")
+        if listening >= args.processes:
+            return process, port
+        time.sleep(0.1)
+    process.kill()
+    sys.exit("the gateway did not start")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def gateway_processes(pid: int) -> list[int]:
+    """The server processes `creditgate serve --processes N` started (not multiprocessing's
+    resource tracker)."""
+    try:
+        pids = [int(child) for child in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [child for child in pids
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds the process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# -- seeding ---------------------------------------------------------------------------------
+def customer_id(index: int) -> str:
+    return f"bench-{index:07d}"
+
+
+async def seed(redis_port: int, count: int) -> None:
+    import redis.asyncio as aioredis
+
+    from limits.client import LimitsClient
+    from limits.scripts import ScriptRunner
+
+    client = aioredis.Redis(port=redis_port)
+    runner = ScriptRunner(client)
+    await runner.load()
+    limits = LimitsClient(runner, PARTITIONS)
+    for start in range(0, count, 4096):
+        await asyncio.gather(*(limits.put_customer(customer_id(i), "active", "Asia/Shanghai",
+                                                   CAPS)
+                               for i in range(start, min(count, start + 4096))))
+    await runner.close()
+    await client.aclose()
+
+
+def script_stats(redis_port: int) -> tuple[int, float]:
+    """EVALSHA calls since the last CONFIG RESETSTAT and Redis' own µs per call (the scripts'
+    execution, without reading and writing the connections)."""
+    client = redis.Redis(port=redis_port)
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    client.close()
+    return int(stats.get("calls", 0)), float(stats.get("usec_per_call", 0.0))
+
+
+def reset_stats(redis_port: int) -> None:
+    client = redis.Redis(port=redis_port)
+    client.config_resetstat()
+    client.close()
+
+
+def outbox_length(redis_port: int) -> int:
+    client = redis.Redis(port=redis_port)
+    pipe = client.pipeline(transaction=False)
+    for partition in range(PARTITIONS):
+        pipe.xlen(keys.outbox(keys.base(partition)))
+    total = sum(pipe.execute())
+    client.close()
+    return total
+
+
+# -- the load generator ----------------------------------------------------------------------------
+class Tally:
+    def __init__(self):
+        self.approved = 0  # every approval seen, for the outbox check
+        self.in_window = 0  # items answered inside the measured window
+        self.declined = collections.Counter()
+        self.errors = collections.Counter()
+        self.calls = 0
+        self.latencies_ms: list[float] = []
+
+
+def purchase(rng: random.Random, key: str, customers: int) -> pb.AuthorizeRequest:
+    product, channel, mcc = rng.choice(PURCHASES)
+    return pb.AuthorizeRequest(
+        idempotency_key=key, customer_id=customer_id(rng.randrange(customers)),
+        product_id=product, channel=channel, merchant_id=f"m-{rng.randrange(100_000):05d}",
+        mcc=mcc, amount_minor=rng.randrange(100, 500_000), currency="CNY")
+
+
+def count(tally: Tally, response: pb.AuthorizeResponse) -> None:
+    if response.approved:
+        tally.approved += 1
+    else:
+        tally.declined[pb.DeclineReason.Name(response.decline_reason)] += 1
+
+
+async def drive(args, port: int, index: int, start_at: float, end_at: float) -> dict:
+    rng = random.Random(args.seed * 1000 + index)
+    tally = Tally()
+    serial = 0
+    # Separate connections (a local subchannel pool each), so that SO_REUSEPORT spreads them
+    # over the gateway processes; the in-flight calls take them in turn.
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}",
+                                          options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(args.connections)]
+    stubs = [pb_grpc.AuthorizationStub(channel) for channel in channels]
+    try:
+
+        def key() -> str:
+            nonlocal serial
+            serial += 1
+            return f"b{args.seed}-{index}-{serial}"
+
+        async def batches(stub) -> None:
+            while time.monotonic() < end_at:
+                size = rng.randint(args.batch_min, args.batch_max)
+                request = pb.AuthorizeBatchRequest(
+                    requests=[purchase(rng, key(), args.customers) for _ in range(size)])
+                sent = time.monotonic()
+                reply = await stub.AuthorizeBatch(request, timeout=CALL_TIMEOUT_S)
+                done = time.monotonic()
+                tally.calls += 1
+                answered = 0
+                for item in reply.items:
+                    if item.WhichOneof("outcome") == "error":
+                        tally.errors[CODE_NAMES[item.error.code]] += 1
+                    else:
+                        count(tally, item.response)
+                        answered += 1
+                if start_at <= done <= end_at:
+                    tally.in_window += answered
+                    tally.latencies_ms.append((done - sent) * 1000)
+
+        async def unary(stub) -> None:
+            while time.monotonic() < end_at:
+                request = purchase(rng, key(), args.customers)
+                sent = time.monotonic()
+                try:
+                    response = await stub.Authorize(request, timeout=CALL_TIMEOUT_S)
+                except grpc.aio.AioRpcError as error:
+                    tally.errors[error.code().name] += 1
+                    continue
+                done = time.monotonic()
+                tally.calls += 1
+                count(tally, response)
+                if start_at <= done <= end_at:
+                    tally.in_window += 1
+                    tally.latencies_ms.append((done - sent) * 1000)
+
+        worker = unary if args.unary else batches
+        await asyncio.gather(*(worker(stubs[i % len(stubs)]) for i in range(args.concurrency)))
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
+    return {"approved": tally.approved, "in_window": tally.in_window,
+            "declined": dict(tally.declined), "errors": dict(tally.errors),
+            "calls": tally.calls, "latencies_ms": tally.latencies_ms}
+
+
+def client_process(args, port, index, start_at, end_at, results) -> None:
+    results.put(uvloop.run(drive(args, port, index, start_at, end_at)))
+
+
+# -- profiles ------------------------------------------------------------------------------------
+def start_profiles(args, pids: list[int], duration_s: float) -> list[tuple[int, Path,
+                                                                           subprocess.Popen]]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        sys.exit("--profile needs py-spy (pip install -e '.[dev]')")
+    folder = Path(args.profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = "unary" if args.unary else "batch"
+    out = []
+    for pid in pids:
+        path = folder / f"gateway-{mode}-{pid}.txt"
+        # --native needs the process paused while its stack is read; otherwise it runs on.
+        how = ["--native"] if args.native else ["--nonblocking"]
+        process = subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(path),
+             "--duration", str(max(1, int(duration_s))), "--rate", "250", *how],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=(folder / f"py-spy-{pid}.log").open("wb"))
+        out.append((pid, path, process))
+    return out
+
+
+IDLE_FRAMES = ("epoll_wait", "epoll_pwait", "select", "poll")  # --native shows waits too
+
+
+def _frame_name(frame: str) -> str:
+    """"function (path/to/file.py:line)" -> "function (file.py)"."""
+    name, _, where = frame.partition(" (")
+    if not where:
+        return name
+    return f"{name} ({where.rstrip(')').split(':')[0].rsplit('/', 1)[-1]})"
+
+
+def summarise_profile(path: Path, top: int = 15) -> str:
+    """The functions with the most samples, by own time (the leaf frame) and by total time
+    (anywhere on the stack), from py-spy's collapsed stacks ("frame;...;leaf count" lines)."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = [_frame_name(frame) for frame in stack.split(";")]
+        if frames[-1].startswith(IDLE_FRAMES):
+            continue
+        count_ = int(number)
+        samples += count_
+        own[frames[-1]] += count_
+        for frame in set(frames):
+            total[frame] += count_
+    lines = [f"{path.name}: {samples} samples on the CPU"]
+    for title, counter in (("own time", own), ("total time", total)):
+        lines.append(f"  {title}:")
+        lines += [f"    {100 * n / max(1, samples):5.1f}%  {frame}"
+                  for frame, n in counter.most_common(top)]
+    return "\n".join(lines)
+
+
+# -- main ----------------------------------------------------------------------------------------
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--processes", type=int, default=2, help="gateway processes")
+    parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="calls in flight per load-generator process")
+    parser.add_argument("--connections", type=int, default=8,
+                        help="gRPC connections per load-generator process")
+    parser.add_argument("--batch-min", type=int, default=16)
+    parser.add_argument("--batch-max", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--unary", action="store_true",
+                        help="unary Authorize calls instead of AuthorizeBatch")
+    parser.add_argument("--profile", metavar="DIR", default="",
+                        help="py-spy each gateway process during the measured window")
+    parser.add_argument("--native", action="store_true",
+                        help="with --profile: native frames too (C extensions, uvloop, gRPC)")
+    parser.add_argument("--json", action="store_true", help="also print one JSON line")
+    args = parser.parse_args(argv)
+    if not 1 <= args.batch_min <= args.batch_max <= AUTHORIZE_BATCH_SIZE_MAX:
+        parser.error(f"need 1 <= --batch-min <= --batch-max <= {AUTHORIZE_BATCH_SIZE_MAX}")
+    if min(args.processes, args.clients, args.concurrency, args.connections,
+           args.customers) < 1:
+        parser.error("--processes, --clients, --concurrency, --connections and --customers "
+                     "must be >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="creditgate-batch-rate-"))
+    redis_process, redis_port = start_redis(folder)
+    gateway = None
+    try:
+        seed_started = time.monotonic()
+        uvloop.run(seed(redis_port, args.customers))
+        seed_s = time.monotonic() - seed_started
+        events_before = outbox_length(redis_port)
+        gateway, port = start_gateway(args, redis_port, folder)
+        gateway_pids = gateway_processes(gateway.pid) if args.processes > 1 else [gateway.pid]
+        start_at = time.monotonic() + args.warmup + 0.5  # the clients' start-up is not measured
+        end_at = start_at + args.duration
+        spawn = multiprocessing.get_context("spawn")
+        results = spawn.Queue()
+        clients = [spawn.Process(target=client_process,
+                                 args=(args, port, index, start_at, end_at, results))
+                   for index in range(args.clients)]
+        for client in clients:
+            client.start()
+        watched = {**{f"gateway {pid}": pid for pid in gateway_pids},
+                   f"redis-server {redis_process.pid}": redis_process.pid,
+                   **{f"load generator {c.pid}": c.pid for c in clients}}
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        profiles = start_profiles(args, gateway_pids, args.duration) if args.profile else []
+        cpu_before = {name: cpu_s(pid) for name, pid in watched.items()}
+        reset_stats(redis_port)
+        time.sleep(max(0.0, end_at - time.monotonic()))
+        cpu_after = {name: cpu_s(pid) for name, pid in watched.items()}
+        script_calls, script_us = script_stats(redis_port)
+        tallies = [results.get(timeout=CALL_TIMEOUT_S + 30) for _ in clients]
+        for client in clients:
+            client.join()
+        for _, _, process in profiles:
+            process.wait(timeout=60)
+        events = outbox_length(redis_port) - events_before
+    finally:
+        if gateway is not None:
+            stop(gateway)
+        stop(redis_process)
+
+    answered = sum(t["in_window"] for t in tallies)
+    approved = sum(t["approved"] for t in tallies)
+    declined = collections.Counter()
+    errors = collections.Counter()
+    for t in tallies:
+        declined.update(t["declined"])
+        errors.update(t["errors"])
+    latencies = [ms for t in tallies for ms in t["latencies_ms"]]
+    rate = answered / args.duration
+    cpu = {name: 100 * (cpu_after[name] - cpu_before[name]) / args.duration for name in watched}
+    kind = "unary Authorize" if args.unary else (
+        f"AuthorizeBatch of {args.batch_min}-{args.batch_max}")
+    print(f"{kind}: {args.processes} gateway process(es), {args.clients} load generator(s) x "
+          f"{args.concurrency} calls in flight on {args.connections} connections, "
+          f"{args.customers} customers "
+          f"(seeded in {seed_s:.1f} s)")
+    print(f"authorizations/s: {rate:,.0f} ({answered:,} answered in {args.duration:g} s; "
+          f"{approved:,} approved in all, declined {dict(declined) or 0}, "
+          f"errors {dict(errors) or 0})")
+    print(f"call latency ms: p50 {percentile(latencies, 0.5):.1f}  "
+          f"p99 {percentile(latencies, 0.99):.1f}  max {max(latencies, default=0):.1f}")
+    print("CPU over the measured window (100% = one core):")
+    for name, share in cpu.items():
+        print(f"  {name:28s} {share:6.1f}%")
+    print(f"  {'total':28s} {sum(cpu.values()):6.1f}% of {os.cpu_count() * 100}%")
+    if answered:
+        per_item = {"gateway": sum(v for k, v in cpu.items() if k.startswith("gateway")),
+                    "redis-server": sum(v for k, v in cpu.items() if k.startswith("redis")),
+                    "load generator": sum(v for k, v in cpu.items() if k.startswith("load"))}
+        print("CPU per authorization: " + ", ".join(
+            f"{name} {share * 1e4 / rate:.1f} µs" for name, share in per_item.items()))
+    print(f"redis: {script_calls / args.duration:,.0f} EVALSHA/s, {script_us:.1f} µs per call "
+          f"inside the script ({script_calls * script_us / 1e4 / args.duration:.1f}% of a core)")
+    for _, path, _ in profiles:
+        print(summarise_profile(path))
+    consistent = events == approved
+    print(f"outbox check: {events:,} authorized events for {approved:,} approvals: "
+          f"{'ok' if consistent else 'MISMATCH'}")
+    if args.json:
+        print(json.dumps({"authorizations_per_s": rate, "answered": answered,
+                          "approved": approved, "declined": dict(declined),
+                          "errors": dict(errors), "events": events, "cpu_percent": cpu,
+                          "latency_ms_p50": percentile(latencies, 0.5),
+                          "latency_ms_p99": percentile(latencies, 0.99)}))
+    shutil.rmtree(folder, ignore_errors=True)
+    return 0 if consistent and not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Redis memory per customer and per open hold, measured with MEMORY USAGE.
+
+    .venv/bin/python bench/memory.py [--holds N]
+
+Starts a private redis-server, creates customers through the real scripts (put_customer, one
+approved authorization so that the day and month velocity windows exist, then its void), and
+reports MEMORY USAGE (SAMPLES 0: exact) of:
+
+* the customer's keys with no open hold: its hash (4 limit nodes, velocity windows), per
+  timezone (a zone with daylight-saving changes carries its offset schedule);
+* an open hold: the hold, its idempotency record and its member of the customer's open-hold
+  set, averaged over N open holds of one customer (N below the product's daily count limit).
+
+Issue 5's targets: <= 1024 bytes per customer, <= 300 bytes more per open hold. The outbox
+entries are not counted: the ledger worker trims them once posted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import redis.asyncio as aioredis  # noqa: E402
+from ledger_bench import start_redis  # noqa: E402
+
+import hotpath  # noqa: E402
+from gateway.pb import creditgate_pb2 as pb  # noqa: E402
+from limits import catalog, keys  # noqa: E402
+from limits.client import LimitsClient  # noqa: E402
+from limits.scripts import ScriptRunner  # noqa: E402
+
+PARTITIONS = 256
+CUSTOMER_BYTES_TARGET = 1024
+HOLD_BYTES_TARGET = 300
+CAPS = {"total": 2_000_000, "consumer": 1_500_000, "consumer.scan_pay": 900_000,
+        "consumer.scan_pay.pos": 700_000}
+ZONES = ("Asia/Shanghai", "America/New_York", "Europe/Berlin")
+
+
+def tokens():
+    number = 0
+    while True:
+        number += 1
+        yield f"{number:016d}".translate(str.maketrans("0123456789", "ABCDEFGHJK"))
+
+
+def request(key: str, customer_id: str, amount_minor: int) -> pb.AuthorizeRequest:
+    return pb.AuthorizeRequest(idempotency_key=key, customer_id=customer_id,
+                               product_id="scan_pay", channel=pb.CHANNEL_POS,
+                               merchant_id="merchant-000123", mcc="5411",
+                               amount_minor=amount_minor, currency="CNY")
+
+
+async def usage(client: aioredis.Redis, key: str) -> int:
+    return int(await client.memory_usage(key, samples=0) or 0)
+
+
+async def measure(port: int, holds: int) -> dict[str, int]:
+    client = aioredis.Redis(port=port)
+    limits = LimitsClient(ScriptRunner(client), PARTITIONS)
+    rules = hotpath.compile_products(catalog.load())
+    source = tokens()
+    figures: dict[str, int] = {}
+
+    async def authorize(key: str, customer_id: str) -> tuple[list[str], str]:
+        keys_, args = hotpath.plan_authorize(request(key, customer_id, 1_000), rules,
+                                             PARTITIONS, next(source))
+        result = await limits.authorize(keys_, args)
+        assert result.approved, result
+        return keys_, result.hold_id
+
+    for zone in ZONES:
+        customer_id = f"cust-{zone.split('/')[1].lower()}-0001"
+        await limits.put_customer(customer_id, "active", zone, CAPS)
+        keys_, _ = await authorize(f"first-{customer_id}", customer_id)
+        void_keys, void_args = hotpath.plan_void(
+            pb.VoidRequest(idempotency_key="void-1", hold_id=(await authorize(
+                f"second-{customer_id}", customer_id))[1]), PARTITIONS)
+        await limits.void(void_keys, void_args)
+        figures[f"customer {zone}"] = await usage(client, keys_[0])
+
+    customer_id = "cust-holds-0001"
+    await limits.put_customer(customer_id, "active", "Asia/Shanghai", CAPS)
+    base = keys.base(keys.partition_of(customer_id, PARTITIONS))
+    holds_key = keys.customer_holds(base, customer_id)
+    await authorize("warm-up", customer_id)  # the open-hold set exists before we count
+    set_before = await usage(client, holds_key)
+    hold_bytes = record_bytes = 0
+    for index in range(holds):
+        keys_, hold_id = await authorize(f"order-{index:08d}-2026-11-25", customer_id)
+        hold_bytes += await usage(client, keys.hold(base, hold_id))
+        record_bytes += await usage(client, keys_[4])
+    set_bytes = await usage(client, holds_key) - set_before
+    figures["hold: hold hash"] = hold_bytes // holds
+    figures["hold: idempotency record"] = record_bytes // holds
+    figures["hold: open-hold set member"] = set_bytes // holds
+    figures["hold: total"] = (hold_bytes + record_bytes + set_bytes) // holds
+    await client.aclose()
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--holds", type=int, default=40)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="creditgate-memory-"))
+    process, port = start_redis(folder)
+    try:
+        figures = asyncio.run(measure(port, args.holds))
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+    ok = True
+    print(f"Redis memory (MEMORY USAGE, SAMPLES 0), {args.holds} open holds of one customer:")
+    for name, value in figures.items():
+        target = (CUSTOMER_BYTES_TARGET if name.startswith("customer")
+                  else HOLD_BYTES_TARGET if name == "hold: total" else None)
+        verdict = "" if target is None else (
+            f"  (target <= {target}: {'met' if value <= target else 'MISSED'})")
+        ok &= target is None or value <= target
+        print(f"  {name:32s} {value:6d} bytes{verdict}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+-- force_capture.lua: post a late clearing the network settled without a live hold (the hold
+-- expired, or was never made). It is posted even if it takes a level over its cap, and says
+-- which levels: `used` and the path's balance grow by the amount, and a new hold is written
+-- already closed as `captured` (`fc` = 1, `oh` = the original), so it can be refunded like
+-- any other. Velocity windows do not count it: nothing was approved.
+--
+-- KEYS[1] customer hash   KEYS[2] idempotency record (`if:`)   KEYS[3] partition outbox
+-- KEYS[4] the new hold (hash)   KEYS[5] the original hold (KEYS[4] again if none)
+-- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
+-- ARGV[3] customer id   ARGV[4] new hold id   ARGV[5] request fingerprint   ARGV[6] product id
+-- ARGV[7] amount minor  ARGV[8] merchant id   ARGV[9] mcc   ARGV[10] channel
+-- ARGV[11] currency     ARGV[12] original hold id ("" if none)
+-- ARGV[13..] the product's limit nodes for the channel, root first
+-- Returns "OK|hold id|over-limit nodes (comma-joined)|now ms{|node|cap + raise|held|used}"
+-- or "ERR|code|detail|now ms".
+local now = redis_now_ms(tonumber(ARGV[1]))
+local customer_id, hold_id, fingerprint, product_id = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local amount = int_arg(ARGV[7], 1, AMOUNT_MINOR_MAX)
+local original_id = ARGV[12]
+local nodes = {}
+for i = 13, #ARGV do nodes[#nodes + 1] = ARGV[i] end
+if not (amount and original_id and #nodes >= 1) then
+  return err(E_BAD_ARGUMENT, 'force_capture', now)
+end
+
+local replay = idempotent_replay(KEYS[2], fingerprint, now)
+if replay then return replay end
+
+-- Refusals, in order. Any status may be force captured: the purchase already happened.
+if redis.call('HEXISTS', KEYS[1], F_STATUS) == 0 then
+  return err(E_CUSTOMER_UNKNOWN, '', now)
+end
+if original_id ~= '' then
+  -- An original that is gone (never made, or dropped after its retention) is no obstacle;
+  -- one past its expiry counts as expired even before the sweeper released it.
+  local o = redis.call('HMGET', KEYS[5], 'c', 'st', 'x')
+  if o[1] and o[1] ~= customer_id then return err(E_HOLD_OF_OTHER_CUSTOMER, '', now) end
+  if o[2] == 'open' and tonumber(o[3]) > now then
+    return err(E_HOLD_STILL_OPEN, o[3], now)
+  end
+end
+
+local caps, helds, useds, over = {}, {}, {}, {}
+for i, node in ipairs(nodes) do
+  local v = redis.call('HMGET', KEYS[1], F_CAP .. node, F_RAISE .. node, F_HELD .. node,
+    F_USED .. node)
+  caps[i] = effective_cap(tonumber(v[1]) or 0, v[2], now)
+  helds[i] = tonumber(v[3]) or 0
+  useds[i] = tonumber(v[4]) or 0
+  if helds[i] + useds[i] + amount > caps[i] then over[#over + 1] = node end
+end
+
+-- After this point the force capture must succeed.
+local node_list = table.concat(nodes, ',')
+local over_list = table.concat(over, ',')
+local levels = {}
+for i, node in ipairs(nodes) do
+  redis.call('HINCRBY', KEYS[1], F_USED .. node, amount)
+  levels[#levels + 1] = '|' .. node .. '|' .. fmt(caps[i]) .. '|' .. fmt(helds[i]) .. '|'
+    .. fmt(useds[i] + amount)
+end
+add_balance(KEYS[1], node_list, amount)
+redis.call('HSET', KEYS[4], 'c', customer_id, 'p', product_id, 'a', fmt(amount),
+  'cp', fmt(amount), 'n', node_list, 'm', ARGV[8], 'cur', ARGV[11], 't', fmt(now), 'fc', '1')
+if original_id ~= '' then redis.call('HSET', KEYS[4], 'oh', original_id) end
+close_hold(KEYS[4], 'captured', 1, now)
+redis.call('XADD', KEYS[3], '*', 'type', 'force_captured', 'event_id', hold_id .. ':1',
+  'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
+  'merchant_id', ARGV[8], 'mcc', ARGV[9], 'channel', ARGV[10], 'currency', ARGV[11],
+  'nodes', node_list, 'amount_minor', fmt(amount), 'over_limit', over_list,
+  'original_hold_id', original_id, 'at_ms', fmt(now))
+return remember(KEYS[2], fingerprint, 'OK|' .. hold_id .. '|' .. over_list .. '|' .. fmt(now)
+  .. table.concat(levels))

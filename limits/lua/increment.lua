@@ -1,0 +1,140 @@
+-- increment.lua: IncrementAuthorization (hotel, fuel): raise an open hold by an increment.
+-- Every level the hold drew on (cap plus any live temporary raise) and the product's
+-- amount windows are checked for the increment only; if all pass, the increment is held at
+-- every level, the hold's amount (and its instalment plan, if any) grows, and the
+-- `incremented` event is appended. The hold's expiry does not change (docs/lifecycle.md).
+--
+-- KEYS[1] the hold (hash)   KEYS[2] idempotency record (ii:)
+-- KEYS[3] partition due set KEYS[4] partition outbox (stream)
+-- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
+-- ARGV[3] hold id   ARGV[4] request fingerprint   ARGV[5] increment minor (1..AMOUNT_MINOR_MAX)
+-- Returns authorization_reply (limits/lua/_lib.lua) with approved = the hold's amount after
+-- the call and, after the levels, "|what the hold still holds"; or "ERR|code|detail|now ms".
+-- A decline carries a counter-offer: the largest increment that fits now.
+local now = redis_now_ms(tonumber(ARGV[1]))
+local base, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4]
+local increment = int_arg(ARGV[5], 1, AMOUNT_MINOR_MAX)
+if not increment then return err(E_BAD_ARGUMENT, 'increment', now) end
+
+local replay = idempotent_replay(KEYS[2], fingerprint, now)
+if replay then return replay end
+
+-- Refusals (nothing is remembered): the hold is unknown, closed, or not incremental.
+local customer_id, h, refusal = open_hold(KEYS[1], base, hold_id, KEYS[3], KEYS[4], now)
+if refusal then return refusal end
+local hold = redis.call('HMGET', KEYS[1], 'ix', 'vx', 'im', 'x')
+if not hold[1] then return err(E_INCREMENT_NOT_ALLOWED, '', now) end
+local amount, captured, product_id = tonumber(h[2]), tonumber(h[3]), h[6]
+local amount_max, expires = tonumber(hold[1]), tonumber(hold[4])
+local velocity_max = split(hold[2], ':')
+local day_max, month_max = tonumber(velocity_max[1]), tonumber(velocity_max[2])
+
+local customer_key = base .. K_CUSTOMER .. customer_id
+local nodes = split(h[4], ',')
+local fields = {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id,
+  F_VELOCITY_MONTH .. product_id}
+for _, node in ipairs(nodes) do
+  fields[#fields + 1] = F_CAP .. node
+  fields[#fields + 1] = F_RAISE .. node
+  fields[#fields + 1] = F_HELD .. node
+  fields[#fields + 1] = F_USED .. node
+end
+local values = redis.call('HMGET', customer_key, unpack(fields))
+local caps, helds, useds, frees = {}, {}, {}, {}
+local available, short_level = nil, nil
+for i, node in ipairs(nodes) do
+  caps[i] = effective_cap(tonumber(values[4 * i + 1]) or 0, values[4 * i + 2], now)
+  helds[i] = tonumber(values[4 * i + 3]) or 0
+  useds[i] = tonumber(values[4 * i + 4]) or 0
+  frees[i] = math.max(0, caps[i] - helds[i] - useds[i])
+  if available == nil or frees[i] < available then available = frees[i] end
+  if short_level == nil and increment > frees[i] then short_level = node end
+end
+local function levels_text(extra)
+  local parts = {}
+  for i, node in ipairs(nodes) do
+    parts[#parts + 1] = '|' .. node .. '|' .. fmt(caps[i]) .. '|' .. fmt(helds[i] + extra)
+      .. '|' .. fmt(useds[i])
+  end
+  return table.concat(parts)
+end
+local plan = hold[3] or ''
+
+local function decline(reason, level, offer, offer_level)
+  return remember(KEYS[2], fingerprint, authorization_reply(reason, level, hold_id, available,
+    now, expires, amount, 0, offer, offer_level, plan, levels_text(0))
+    .. '|' .. fmt(amount - captured))
+end
+
+-- Declines, in the documented order; each is remembered for idempotency.
+local status = values[1]
+if not status then return decline(R_CUSTOMER_UNKNOWN, '', 0, '') end
+local status_decline = {frozen = R_CUSTOMER_FROZEN, closed = R_CUSTOMER_CLOSED,
+  overdue = R_CUSTOMER_OVERDUE}
+if status_decline[status] then return decline(status_decline[status], '', 0, '') end
+
+-- The windows count the increment's amount (not a purchase) when the product keeps them.
+local track = day_max + month_max > 0 or values[3] ~= false or values[4] ~= false
+local day_window, month_window, day_amount, day_count, month_amount, month_count
+if track then
+  day_window, month_window = window_numbers(zone_schedule(base, values[2]), now)
+  day_amount, day_count = window_usage(values[3], day_window)
+  month_amount, month_count = window_usage(values[4], month_window)
+end
+local reason = 0
+if amount + increment > amount_max then
+  reason = R_AMOUNT_ABOVE_MAXIMUM
+elseif (day_max > 0 and day_amount + increment > day_max)
+    or (month_max > 0 and month_amount + increment > month_max) then
+  reason = R_VELOCITY_AMOUNT_EXCEEDED
+elseif short_level then
+  reason = R_INSUFFICIENT_CREDIT
+end
+if reason > 0 then
+  -- The counter-offer: the least of every node's free credit (root first), the room left in
+  -- the day's and the month's amount windows and under the product's maximum.
+  local offer, offer_level = nil, ''
+  for i, node in ipairs(nodes) do
+    if offer == nil or frees[i] < offer then offer, offer_level = frees[i], node end
+  end
+  if day_max > 0 and math.max(0, day_max - day_amount) < offer then
+    offer, offer_level = math.max(0, day_max - day_amount), 'velocity.day'
+  end
+  if month_max > 0 and math.max(0, month_max - month_amount) < offer then
+    offer, offer_level = math.max(0, month_max - month_amount), 'velocity.month'
+  end
+  if math.max(0, amount_max - amount) < offer then
+    offer, offer_level = math.max(0, amount_max - amount), 'amount_max'
+  end
+  local level = ''
+  if reason == R_INSUFFICIENT_CREDIT then level = short_level end
+  return decline(reason, level, offer, offer_level)
+end
+
+-- After this point the increment must succeed.
+local total = amount + increment
+for _, node in ipairs(nodes) do redis.call('HINCRBY', customer_key, F_HELD .. node, increment) end
+if track then
+  redis.call('HSET', customer_key,
+    F_VELOCITY_DAY .. product_id,
+    fmt(day_window) .. ':' .. fmt(day_amount + increment) .. ':' .. fmt(day_count),
+    F_VELOCITY_MONTH .. product_id,
+    fmt(month_window) .. ':' .. fmt(month_amount + increment) .. ':' .. fmt(month_count))
+end
+local seq = tonumber(h[5]) + 1
+redis.call('HSET', KEYS[1], 'a', fmt(total), 'sq', fmt(seq))
+local event = {'type', 'incremented', 'event_id', hold_id .. ':' .. fmt(seq),
+  'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
+  'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(increment),
+  'amount_total_minor', fmt(total), 'at_ms', fmt(now)}
+if plan ~= '' then
+  -- The plan is recomputed for the new principal, with the same term and fee.
+  local old = split(plan, ':')
+  plan = installment_plan(total, tonumber(old[1]), tonumber(old[5]))
+  redis.call('HSET', KEYS[1], 'im', plan)
+  event[#event + 1] = 'installment_plan'
+  event[#event + 1] = plan
+end
+redis.call('XADD', KEYS[4], '*', unpack(event))
+return remember(KEYS[2], fingerprint, authorization_reply(0, '', hold_id, available - increment,
+  now, expires, total, 0, 0, '', plan, levels_text(increment)) .. '|' .. fmt(total - captured))

@@ -1,0 +1,89 @@
+-- repay.lua: the billing system reports a customer's repayment. The amount pays the
+-- customer's path balances (`b:<path>`, captured and not refunded or repaid) greedily in the
+-- allocation order the gateway passes (every path of the catalog: products by repayment
+-- priority then id, each product's channels in catalog order), then the customer's other
+-- paths by name. Each allocation leaves `used` at every level of its path at once and is one
+-- `repaid` event; what exceeds every balance is owed back to the customer (`cr`, one
+-- `overpaid` event). Any status may repay, and the status does not change.
+--
+-- KEYS[1] customer hash   KEYS[2] idempotency record (`ip:`)   KEYS[3] partition outbox
+-- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
+-- ARGV[3] customer id   ARGV[4] request fingerprint   ARGV[5] amount minor
+-- ARGV[6..] the allocation order: at most REPAY_PATHS_MAX paths (nodes root first, joined by ',')
+-- Returns "OK|repaid|overpaid|outstanding after|now ms{|path|amount}" (repaid + overpaid is
+-- the amount) or "ERR|code|detail|now ms".
+local now = redis_now_ms(tonumber(ARGV[1]))
+local customer_id, fingerprint = ARGV[3], ARGV[4]
+local amount = int_arg(ARGV[5], 1, AMOUNT_MINOR_MAX)
+if not amount or #ARGV - 5 > REPAY_PATHS_MAX then return err(E_BAD_ARGUMENT, 'repay', now) end
+
+local replay = idempotent_replay(KEYS[2], fingerprint, now)
+if replay then return replay end
+
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return err(E_CUSTOMER_UNKNOWN, '', now) end
+
+local function bytes_less(a, b)
+  -- Byte order, as Python sorts ASCII: Lua's `<` follows the server's collation locale.
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local balances, outstanding = {}, 0
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, #F_BALANCE) == F_BALANCE then
+    balances[string.sub(fields[i], #F_BALANCE + 1)] = tonumber(fields[i + 1])
+    outstanding = outstanding + tonumber(fields[i + 1])
+  end
+end
+local walk, listed, others = {}, {}, {}
+for i = 6, #ARGV do
+  if not listed[ARGV[i]] then
+    listed[ARGV[i]] = true
+    walk[#walk + 1] = ARGV[i]
+  end
+end
+for path in pairs(balances) do
+  if not listed[path] then others[#others + 1] = path end
+end
+table.sort(others, bytes_less)
+for _, path in ipairs(others) do walk[#walk + 1] = path end
+
+-- At most REPAY_PATHS_MAX allocations (each is one event): the walk's work is bounded.
+local left, allocations = amount, {}
+for _, path in ipairs(walk) do
+  if left == 0 or #allocations == REPAY_PATHS_MAX then break end
+  local balance = balances[path] or 0
+  if balance > 0 then
+    local paid = math.min(left, balance)
+    allocations[#allocations + 1] = {path, paid}
+    left = left - paid
+  end
+end
+
+-- After this point the repayment must succeed.
+local function event(kind, nodes, value)
+  local seq = redis.call('HINCRBY', KEYS[1], F_EVENT_SEQ, 1)
+  redis.call('XADD', KEYS[3], '*', 'type', kind,
+    'event_id', 'c:' .. customer_id .. ':' .. fmt(seq), 'customer_id', customer_id,
+    'nodes', nodes, 'amount_minor', fmt(value), 'at_ms', fmt(now))
+end
+local reply = {}
+for _, allocation in ipairs(allocations) do
+  local path, paid = allocation[1], allocation[2]
+  for _, node in ipairs(split(path, ',')) do
+    redis.call('HINCRBY', KEYS[1], F_USED .. node, -paid)
+  end
+  add_balance(KEYS[1], path, -paid)
+  event('repaid', path, paid)
+  reply[#reply + 1] = '|' .. path .. '|' .. fmt(paid)
+end
+if left > 0 then
+  redis.call('HINCRBY', KEYS[1], F_CREDIT_BALANCE, left)
+  event('overpaid', '', left)
+end
+return remember(KEYS[2], fingerprint, 'OK|' .. fmt(amount - left) .. '|' .. fmt(left) .. '|'
+  .. fmt(outstanding - (amount - left)) .. '|' .. fmt(now) .. table.concat(reply))

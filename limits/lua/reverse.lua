@@ -1,0 +1,71 @@
+-- reverse.lua: ISO 8583 0400. A terminal that got no answer reverses its authorization by
+-- the ORIGINAL request's idempotency key. If the original was approved and its hold is still
+-- open, the hold's remainder is released at every level and the hold closes as `reversed`.
+-- If the original was never seen, a tombstone takes its idempotency record, so the original
+-- arriving late (with any payload) and every retry of it are declined REVERSED. The first
+-- answer is stored in the reversal's own record and returned to every repeat.
+--
+-- KEYS[1] customer hash            KEYS[2] customer's open holds (zset)
+-- KEYS[3] partition due set        KEYS[4] partition outbox (stream)
+-- KEYS[5] the original's authorize idempotency record (`ia:`)
+-- KEYS[6] the reversal's record (`iz:`)
+-- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
+-- ARGV[3] customer id   ARGV[4] the original's idempotency key
+-- Returns "OK|outcome|hold id|released minor|now ms", outcome one of released,
+-- already_closed, original_declined, tombstoned.
+local now = redis_now_ms(tonumber(ARGV[1]))
+local base, customer_id, original_key = ARGV[2], ARGV[3], ARGV[4]
+-- A reversal has no payload of its own: every repeat is the same request.
+local REVERSAL = 'reverse'
+
+local function reply_field(text, index)
+  -- The index-th '|'-separated field of a stored reply ("OK" is 1), empty fields included.
+  local start = 1
+  for _ = 2, index do start = string.find(text, '|', start, true) + 1 end
+  local stop = string.find(text, '|', start, true)
+  return string.sub(text, start, (stop or 0) - 1)
+end
+
+local replay = idempotent_replay(KEYS[6], REVERSAL, now)
+if replay then return replay end
+
+local outcome, hold_id, released = 'tombstoned', '', 0
+local product_id, merchant_id, currency, nodes = '', '', '', ''
+local h, hold_key = nil, nil
+local original = redis.call('GET', KEYS[5])
+if original and string.sub(original, 1, #TOMBSTONE + 1) ~= TOMBSTONE .. '\n' then
+  local reply = string.sub(original, string.find(original, '\n', 1, true) + 1)
+  if reply_field(reply, 2) ~= '0' then
+    outcome = 'original_declined'
+  else
+    hold_id = reply_field(reply, 4)
+    hold_key = base .. K_HOLD .. hold_id
+    -- Releases what had expired first (each a complete change with its own event); a hold
+    -- that is closed (or gone after its retention) is refused, which here means closed.
+    local _, open, refusal = open_hold(hold_key, base, hold_id, KEYS[3], KEYS[4], now)
+    if refusal then outcome = 'already_closed' else outcome, h = 'released', open end
+  end
+end
+-- (An earlier reversal's tombstone whose own record has gone answers tombstoned again.)
+
+-- After this point the reversal must succeed.
+if not original then
+  remember(KEYS[5], TOMBSTONE, authorization_reply(R_REVERSED, '', '', 0, now, 0, 0, 0, 0, '',
+    '', ''))
+elseif outcome == 'released' then
+  released = tonumber(h[2]) - tonumber(h[3])
+  nodes, product_id, merchant_id, currency = h[4], h[6], h[7], h[8]
+  for _, node in ipairs(split(nodes, ',')) do
+    redis.call('HINCRBY', KEYS[1], F_HELD .. node, -released)
+  end
+  close_hold(hold_key, 'reversed', tonumber(h[5]) + 1, now)
+  redis.call('ZREM', KEYS[2], hold_id)
+  update_due(KEYS[2], KEYS[3], customer_id)
+end
+redis.call('XADD', KEYS[4], '*', 'type', 'reversed',
+  'event_id', 'z:' .. customer_id .. '|' .. original_key, 'customer_id', customer_id,
+  'hold_id', hold_id, 'product_id', product_id, 'merchant_id', merchant_id,
+  'currency', currency, 'nodes', nodes, 'outcome', outcome,
+  'released_minor', fmt(released), 'at_ms', fmt(now))
+return remember(KEYS[6], REVERSAL, 'OK|' .. outcome .. '|' .. hold_id .. '|' .. fmt(released)
+  .. '|' .. fmt(now))

@@ -1,0 +1,91 @@
+"""Instalment arithmetic (limits/installments.py) and its Lua reading (installment_plan in
+limits/lua/_lib.lua, used by reserve.lua and increment.lua): the instalments sum to the
+principal, only the first carries the rounding remainder, the fee is the principal's monthly
+basis points rounded half up, and the real script computes exactly the Python plan."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hotpath
+from limits import calendar, installments, keys
+from limits.constants import (
+    AMOUNT_MINOR_MAX,
+    CAP_MINOR_MAX,
+    INSTALLMENT_FEE_BPS_MAX,
+    INSTALLMENT_MONTHS_MAX,
+)
+from limits.model import installment_plan_text
+from limits.scripts import scripts
+from tests.support import PARTITIONS, RULES, authorize_request
+
+principals = st.integers(1, AMOUNT_MINOR_MAX) | st.integers(1, 10_000)
+terms = st.integers(2, INSTALLMENT_MONTHS_MAX)
+fees = st.integers(0, INSTALLMENT_FEE_BPS_MAX)
+
+
+@given(principal=principals, months=terms, fee_bps=fees)
+def test_instalments_sum_to_the_principal_and_only_the_first_carries_the_remainder(
+        principal, months, fee_bps):
+    plan = installments.plan(principal, months, fee_bps)
+    schedule = [plan.first_instalment_minor] + [plan.instalment_minor] * (months - 1)
+    assert sum(schedule) == principal
+    assert plan.first_instalment_minor - plan.instalment_minor == principal % months
+    assert plan.instalment_minor == principal // months
+    assert all(isinstance(part, int) and part >= 0 for part in schedule)
+    # The fee: basis points of the principal, rounded half up to a minor unit, each month.
+    exact_fee_times_10000 = principal * fee_bps
+    assert abs(plan.fee_per_instalment_minor * 10_000 - exact_fee_times_10000) <= 5_000
+    if exact_fee_times_10000 % 10_000 == 5_000:
+        assert plan.fee_per_instalment_minor * 10_000 > exact_fee_times_10000
+    assert plan.fee_total_minor == plan.fee_per_instalment_minor * months
+    assert installments.parse(plan.text(), principal) == plan
+    assert installment_plan_text(principal, months, fee_bps) == plan.text()
+
+
+def test_no_plan_parses_to_none():
+    assert installments.parse("", 100) is None
+
+
+@pytest.mark.parametrize(("principal", "months", "fee_bps", "text"), [
+    (100_000, 3, 60, "3:33334:33333:600:60"),
+    (2, 3, 0, "3:2:0:0:0"),  # less than one minor unit a month: all of it in the first
+    (5, 2, 1_000, "2:3:2:1:1000"),  # half a minor unit of fee rounds up
+    (AMOUNT_MINOR_MAX, 60, 1_000, "60:1666666706:1666666666:10000000000:1000"),
+])
+def test_known_plans(principal, months, fee_bps, text):
+    assert installments.plan(principal, months, fee_bps).text() == text
+
+
+_customers = itertools.count()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(principal=principals, months=terms, fee_bps=fees)
+def test_the_lua_plan_equals_the_python_plan(redis_sync, principal, months, fee_bps):
+    """The reserve script, given a hand-built plan (any term and fee within the bounds, no
+    product rule or window in the way), answers with and stores the Python plan."""
+    source = scripts()
+    customer_id = f"inst-{next(_customers)}"
+    base = keys.base(keys.partition_of(customer_id, PARTITIONS))
+    nodes = ("total", "consumer", "consumer.scan_pay", "consumer.scan_pay.pos")
+    put_args = ["0", customer_id, "active", "UTC", calendar.offset_schedule("UTC", 1_795_600_000)]
+    for node in nodes:
+        put_args += [node, str(CAP_MINOR_MAX)]
+    redis_sync.eval(source["put_customer"].source, 3, keys.customer(base, customer_id),
+                    keys.outbox(base), keys.timezones(base), *put_args)
+    keys_, args = hotpath.plan_authorize(authorize_request("k", customer_id, 100), RULES,
+                                         PARTITIONS, "A" * 16)
+    args[5] = str(principal)  # ARGV[7]: the amount
+    args[12:16] = ["0", "0", "0", "0"]  # no velocity window
+    args[16:18] = ["1", str(AMOUNT_MINOR_MAX)]  # the amount bounds
+    args[21:23] = [str(months), str(fee_bps)]  # ARGV[23], ARGV[24]
+    reply = redis_sync.eval(source["reserve"].source, len(keys_), *keys_, "0", *args).decode()
+    parts = reply.split("|")
+    expected = installments.plan(principal, months, fee_bps).text()
+    assert (parts[0], parts[1], parts[7], parts[11]) == ("OK", "0", str(principal), expected)
+    assert redis_sync.hget(keys_[5], "im").decode() == expected
