@@ -228,6 +228,8 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             available_minor=a.available_minor,
             levels=_levels(a.levels),
             decided_at_ms=a.decided_at_ms,
+            counter_offer_minor=a.counter_offer_minor,
+            counter_offer_level=a.counter_offer_level,
         )
 
     @unary

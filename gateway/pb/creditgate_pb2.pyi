@@ -329,7 +329,7 @@ class IncrementAuthorizationRequest(_message.Message):
     def __init__(self, idempotency_key: _Optional[str] = ..., hold_id: _Optional[str] = ..., amount_minor: _Optional[int] = ...) -> None: ...
 
 class IncrementAuthorizationResponse(_message.Message):
-    __slots__ = ("approved", "decline_reason", "response_code", "decline_level", "hold_id", "amount_total_minor", "held_minor", "available_minor", "levels", "decided_at_ms")
+    __slots__ = ("approved", "decline_reason", "response_code", "decline_level", "hold_id", "amount_total_minor", "held_minor", "available_minor", "levels", "decided_at_ms", "counter_offer_minor", "counter_offer_level")
     APPROVED_FIELD_NUMBER: _ClassVar[int]
     DECLINE_REASON_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -340,6 +340,8 @@ class IncrementAuthorizationResponse(_message.Message):
     AVAILABLE_MINOR_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_OFFER_MINOR_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_OFFER_LEVEL_FIELD_NUMBER: _ClassVar[int]
     approved: bool
     decline_reason: DeclineReason
     response_code: str
@@ -350,7 +352,9 @@ class IncrementAuthorizationResponse(_message.Message):
     available_minor: int
     levels: _containers.RepeatedCompositeFieldContainer[LevelHeadroom]
     decided_at_ms: int
-    def __init__(self, approved: _Optional[bool] = ..., decline_reason: _Optional[_Union[DeclineReason, str]] = ..., response_code: _Optional[str] = ..., decline_level: _Optional[str] = ..., hold_id: _Optional[str] = ..., amount_total_minor: _Optional[int] = ..., held_minor: _Optional[int] = ..., available_minor: _Optional[int] = ..., levels: _Optional[_Iterable[_Union[LevelHeadroom, _Mapping]]] = ..., decided_at_ms: _Optional[int] = ...) -> None: ...
+    counter_offer_minor: int
+    counter_offer_level: str
+    def __init__(self, approved: _Optional[bool] = ..., decline_reason: _Optional[_Union[DeclineReason, str]] = ..., response_code: _Optional[str] = ..., decline_level: _Optional[str] = ..., hold_id: _Optional[str] = ..., amount_total_minor: _Optional[int] = ..., held_minor: _Optional[int] = ..., available_minor: _Optional[int] = ..., levels: _Optional[_Iterable[_Union[LevelHeadroom, _Mapping]]] = ..., decided_at_ms: _Optional[int] = ..., counter_offer_minor: _Optional[int] = ..., counter_offer_level: _Optional[str] = ...) -> None: ...
 
 class RepayRequest(_message.Message):
     __slots__ = ("idempotency_key", "customer_id", "amount_minor")

@@ -77,6 +77,8 @@ async def test_a_declined_increment_changes_nothing_but_its_record(admin, auth, 
         False, DeclineReason.INSUFFICIENT_CREDIT, "51", "consumer.online")
     assert (reply.amount_total_minor, reply.held_minor, reply.available_minor) == (
         100_000, 100_000, 50_000)
+    # The counter-offer: the largest increment that fits now, and the level that binds it.
+    assert (reply.counter_offer_minor, reply.counter_offer_level) == (50_000, "consumer.online")
     after = await snapshot(redis)
     record = keys.idempotency_increment(keys.base(keys.partition_of_hold(hold_id, PARTITIONS)),
                                         hold_id, "i1").encode()
