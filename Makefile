@@ -116,6 +116,7 @@ bench: build redis-server bench-tools
 	exit $$rc
 	$(VENV)/bin/python bench/ledger_bench.py --workers 1
 	$(VENV)/bin/python bench/ledger_bench.py --workers 2
+	$(VENV)/bin/python bench/memory.py
 	$(VENV)/bin/python bench/maxrate.py
 	$(VENV)/bin/python bench/openloop.py
 

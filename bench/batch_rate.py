@@ -171,13 +171,21 @@ async def seed(redis_port: int, count: int) -> None:
     await client.aclose()
 
 
-def script_stats(redis_port: int) -> tuple[int, float]:
-    """EVALSHA calls since the last CONFIG RESETSTAT and Redis' own µs per call (the scripts'
-    execution, without reading and writing the connections)."""
+def script_stats(redis_port: int) -> tuple[int, float, dict[str, tuple[float, float]]]:
+    """Since the last CONFIG RESETSTAT: EVALSHA calls, Redis' own µs per call (the scripts'
+    execution, without reading and writing the connections), and per command the scripts
+    call (redis.call), its calls and µs per EVALSHA. What the commands do not account for is
+    Lua and the redis.call bridge."""
     client = redis.Redis(port=redis_port)
-    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    stats = client.info("commandstats")
     client.close()
-    return int(stats.get("calls", 0)), float(stats.get("usec_per_call", 0.0))
+    evalsha = stats.get("cmdstat_evalsha", {})
+    calls = int(evalsha.get("calls", 0))
+    inner = {name.removeprefix("cmdstat_"): (value["calls"] / max(1, calls),
+                                             value["usec"] / max(1, calls))
+             for name, value in stats.items()
+             if name not in ("cmdstat_evalsha", "cmdstat_info", "cmdstat_config|resetstat")}
+    return calls, float(evalsha.get("usec_per_call", 0.0)), inner
 
 
 def reset_stats(redis_port: int) -> None:
@@ -417,7 +425,7 @@ def main(argv=None) -> int:
         reset_stats(redis_port)
         time.sleep(max(0.0, end_at - time.monotonic()))
         cpu_after = {name: cpu_s(pid) for name, pid in watched.items()}
-        script_calls, script_us = script_stats(redis_port)
+        script_calls, script_us, inner = script_stats(redis_port)
         tallies = [results.get(timeout=CALL_TIMEOUT_S + 30) for _ in clients]
         for client in clients:
             client.join()
@@ -462,6 +470,11 @@ def main(argv=None) -> int:
             f"{name} {share * 1e4 / rate:.1f} µs" for name, share in per_item.items()))
     print(f"redis: {script_calls / args.duration:,.0f} EVALSHA/s, {script_us:.1f} µs per call "
           f"inside the script ({script_calls * script_us / 1e4 / args.duration:.1f}% of a core)")
+    if inner:
+        ranked = sorted(inner.items(), key=lambda item: -item[1][1])
+        print("  of which the commands the script calls, per EVALSHA: " + ", ".join(
+            f"{name} {count:.1f}x {us:.1f} µs" for name, (count, us) in ranked[:8])
+            + f"; together {sum(us for _, us in inner.values()):.1f} µs")
     for _, path, _ in profiles:
         print(summarise_profile(path))
     consistent = events == approved

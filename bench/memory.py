@@ -10,6 +10,10 @@ reports MEMORY USAGE (SAMPLES 0: exact) of:
   timezone (a zone with daylight-saving changes carries its offset schedule);
 * an open hold: the hold, its idempotency record and its member of the customer's open-hold
   set, averaged over N open holds of one customer (N below the product's daily count limit).
+  An approval keeps no record of its own (the hold is it: limits/keys.derived_hold_id), so the
+  record's figure is 0; a decline's record is not an open hold's cost.
+* two heavier holds, without a target: one with an instalment plan, one of a customer whose
+  id is a 36-character UUID (each with the set member's 37 bytes added).
 
 Issue 5's targets: <= 1024 bytes per customer, <= 300 bytes more per open hold. The outbox
 entries are not counted: the ledger worker trims them once posted.
@@ -51,11 +55,13 @@ def tokens():
         yield f"{number:016d}".translate(str.maketrans("0123456789", "ABCDEFGHJK"))
 
 
-def request(key: str, customer_id: str, amount_minor: int) -> pb.AuthorizeRequest:
+def request(key: str, customer_id: str, amount_minor: int,
+            installment_months: int = 0) -> pb.AuthorizeRequest:
     return pb.AuthorizeRequest(idempotency_key=key, customer_id=customer_id,
                                product_id="scan_pay", channel=pb.CHANNEL_POS,
                                merchant_id="merchant-000123", mcc="5411",
-                               amount_minor=amount_minor, currency="CNY")
+                               amount_minor=amount_minor, currency="CNY",
+                               installment_months=installment_months)
 
 
 async def usage(client: aioredis.Redis, key: str) -> int:
@@ -69,8 +75,8 @@ async def measure(port: int, holds: int) -> dict[str, int]:
     source = tokens()
     figures: dict[str, int] = {}
 
-    async def authorize(key: str, customer_id: str) -> tuple[list[str], str]:
-        keys_, args = hotpath.plan_authorize(request(key, customer_id, 1_000), rules,
+    async def authorize(key: str, customer_id: str, months: int = 0) -> tuple[list[str], str]:
+        keys_, args = hotpath.plan_authorize(request(key, customer_id, 1_000, months), rules,
                                              PARTITIONS, next(source))
         result = await limits.authorize(keys_, args)
         assert result.approved, result
@@ -102,6 +108,16 @@ async def measure(port: int, holds: int) -> dict[str, int]:
     figures["hold: idempotency record"] = record_bytes // holds
     figures["hold: open-hold set member"] = set_bytes // holds
     figures["hold: total"] = (hold_bytes + record_bytes + set_bytes) // holds
+    # Two heavier cases, reported without a target: a hold with an instalment plan, and a
+    # customer id of 36 characters (a UUID) instead of 15.
+    for label, customer_id, months in (("hold: with a 3-month plan", "cust-plans-0001", 3),
+                                       ("hold: UUID customer id", "9f1c2a7e-5b1d-4c3e-8f00-"
+                                        "1234567890ab", 0)):
+        await limits.put_customer(customer_id, "active", "Asia/Shanghai", CAPS)
+        base = keys.base(keys.partition_of(customer_id, PARTITIONS))
+        await authorize("warm-up", customer_id, months)
+        _, hold_id = await authorize("order-00000001-2026-11-25", customer_id, months)
+        figures[label] = await usage(client, keys.hold(base, hold_id)) + 37
     await client.aclose()
     return figures
 

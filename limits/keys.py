@@ -19,12 +19,19 @@ names as constants prepended at load time (limits/scripts.py), never as their ow
     cg:{p:NNN}:due                          zset: customers of the partition by earliest expiry
     cg:{p:NNN}:tz                           hash: IANA zone -> its UTC-offset schedule, shared by
                                             the partition's customers in that zone
+    cg:{p:NNN}:paths                        hash: path id "#<10 hex>" -> limit nodes, comma-joined
+                                            (a hold stores the short id, not the list)
+
+An approved authorization's hold id is derived from its idempotency record's key
+(`derived_hold_id`): a retry finds the hold it made, so the hold itself keeps the request's
+fingerprint and an approval writes no record of its own (an open hold costs one key).
     cg:{p:NNN}:outbox                       stream: every state change's event, for the ledger
     cg:{p:NNN}:outbox:dead                  stream: outbox events the ledger could not book
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 from limits.constants import HOLD_TOKEN_LENGTH, PARTITIONS_MAX
@@ -45,6 +52,8 @@ KIND_IDEMPOTENCY_FORCE_CAPTURE = "if:"
 KIND_IDEMPOTENCY_REPAY = "ip:"
 KEY_DUE = "due"
 KEY_TIMEZONES = "tz"
+KEY_PATHS = "paths"
+PATH_ID_MARK = "#"  # a hold's `n` starting with it is a path id, otherwise the node list
 KEY_OUTBOX = "outbox"
 KEY_DEAD_LETTER = "outbox:dead"  # events the ledger could not book, with the reason
 # Separates the scope from the idempotency key; ids may not contain it.
@@ -76,6 +85,8 @@ LUA_CONSTANTS: dict[str, str] = {
     "K_CUSTOMER_HOLDS": KIND_CUSTOMER_HOLDS,
     "K_HOLD": KIND_HOLD,
     "K_TIMEZONES": KEY_TIMEZONES,
+    "K_PATHS": KEY_PATHS,
+    "PATH_ID_MARK": PATH_ID_MARK,
     "F_STATUS": FIELD_STATUS,
     "F_TIMEZONE": FIELD_TIMEZONE,
     "F_TZ_SCHEDULE": FIELD_TZ_SCHEDULE,
@@ -121,6 +132,20 @@ def due(partition_base: str) -> str:
 
 def timezones(partition_base: str) -> str:
     return partition_base + KEY_TIMEZONES
+
+
+def paths(partition_base: str) -> str:
+    return partition_base + KEY_PATHS
+
+
+def derived_hold_id(partition_base: str, record_key: str) -> str:
+    """The hold id of an approved authorization: the partition, then the first
+    HOLD_TOKEN_LENGTH hex digits of SHA-1 of its idempotency record's key (reserve.lua computes
+    it with redis.sha1hex). Hex is lower case: never equal to a random base32 token."""
+    partition = int(partition_base[len(PREFIX) + 4:len(PREFIX) + 7])
+    assert base(partition) == partition_base
+    token = hashlib.sha1(record_key.encode()).hexdigest()[:HOLD_TOKEN_LENGTH]
+    return hold_id(partition, token)
 
 
 def outbox(partition_base: str) -> str:

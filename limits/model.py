@@ -10,6 +10,7 @@ forgets closed holds and old idempotency records long after they matter.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 from limits import calendar, constants, installments, keys
@@ -76,6 +77,19 @@ class Model:
         """The partition's shared UTC-offset schedule of a timezone (put_customer writes it)."""
         return self._hash(keys.timezones(base)).get(zone, "0")
 
+    def _path_id(self, base: str, node_list: str) -> str:
+        """The short id a hold stores for its nodes, kept in the partition's `paths` hash; the
+        list itself if the id is taken by another list."""
+        path_id = keys.PATH_ID_MARK + hashlib.sha1(node_list.encode()).hexdigest()[:10]
+        known = self._hash(keys.paths(base)).setdefault(path_id, node_list)
+        return path_id if known == node_list else node_list
+
+    def _hold_nodes(self, base: str, stored: str) -> str:
+        """A hold's nodes, comma-joined, from its `n` field (a path id or the list)."""
+        if not stored.startswith(keys.PATH_ID_MARK):
+            return stored
+        return self._hash(keys.paths(base))[stored]
+
     def _add_balance(self, customer_key: str, path: str, amount: int) -> None:
         """The balance drawn on one path (captured, not refunded or repaid); zero goes."""
         if amount == 0:
@@ -92,14 +106,15 @@ class Model:
         h = self._hash(hold_key)
         if h.get("st") != "open":
             return 0
+        path = self._hold_nodes(base, h["n"])  # a path id or the list
         released = int(h["a"]) - int(h["cp"])
-        for node in h["n"].split(","):
+        for node in path.split(","):
             self._hincrby(keys.customer(base, customer_id), keys.FIELD_HELD + node, -released)
         seq = int(h["sq"]) + 1
         self._close_hold(hold_key, "expired", seq, now)
         self._xadd(outbox_key, type="expired", event_id=f"{hold_id}:{seq}",
                    customer_id=customer_id, hold_id=hold_id, product_id=h["p"],
-                   merchant_id=h["m"], currency=h["cur"], nodes=h["n"],
+                   merchant_id=h["m"], currency=h["cur"], nodes=path,
                    released_minor=str(released), captured_total_minor=h["cp"], at_ms=str(now))
         return 1
 
@@ -147,7 +162,7 @@ class Model:
         return getattr(self, name)(list(keys_), rest, now)
 
     def reserve(self, k: list[str], a: list[str], now: int) -> str:
-        base, customer_id, hold_id, fingerprint, product_id = a[0], a[1], a[2], a[3], a[4]
+        base, customer_id, fingerprint, product_id = a[0], a[1], a[3], a[4]
         amount = _int_arg(a[5], 1, constants.AMOUNT_MINOR_MAX)
         ttl_ms = _int_arg(a[6], 1, HOLD_TTL_MS_MAX)
         rule_decline = _int_arg(a[7], 0, R.AMOUNT_ABOVE_MAXIMUM)
@@ -169,6 +184,13 @@ class Model:
         replay = self._replay(k[4], fingerprint, now)
         if replay is not None:
             return replay
+        # An approval keeps no record: its hold (id derived from the record's key) holds the
+        # fingerprint.
+        hold_id = keys.derived_hold_id(base, k[4])
+        hold_key = keys.hold(base, hold_id)
+        prior: dict[str, str] | None = self.state.get(hold_key)  # type: ignore[assignment]
+        if prior is not None and prior.get("fp") != fingerprint:
+            return _err(E.IDEMPOTENCY_MISMATCH, "", now)
 
         def decline(reason: R, level: str, available: int, offer: int, offer_level: str,
                     levels: str) -> str:
@@ -179,21 +201,37 @@ class Model:
         if customer is None:
             return decline(R.CUSTOMER_UNKNOWN, "", 0, 0, "", "")
         status = customer[keys.FIELD_STATUS]  # type: ignore[index]
-        self._release_expired(base, customer_id, k[2], k[3], now)
         c: dict[str, str] = self.state[k[0]]  # type: ignore[assignment]
-        # The effective cap: the cap plus the node's temporary raise while it lasts.
-        caps = [effective_cap(int(c.get(keys.FIELD_CAP + node, 0)),
-                              c.get(keys.FIELD_RAISE + node), now) for node in nodes]
-        helds = [int(c.get(keys.FIELD_HELD + node, 0)) for node in nodes]
-        useds = [int(c.get(keys.FIELD_USED + node, 0)) for node in nodes]
-        rows = list(zip(nodes, caps, helds, useds, strict=True))
+
+        def read_levels():
+            # The effective cap: the cap plus the node's temporary raise while it lasts.
+            caps = [effective_cap(int(c.get(keys.FIELD_CAP + node, 0)),
+                                  c.get(keys.FIELD_RAISE + node), now) for node in nodes]
+            helds = [int(c.get(keys.FIELD_HELD + node, 0)) for node in nodes]
+            useds = [int(c.get(keys.FIELD_USED + node, 0)) for node in nodes]
+            return list(zip(nodes, caps, helds, useds, strict=True))
+
+        def levels_text(extra: int) -> str:
+            return "".join(f"|{node}|{cap}|{held + extra}|{used}" for node, cap, held, used in rows)
+
+        if prior is not None:
+            # A retry of an approval: the first decision, the levels of now.
+            rows = read_levels()
+            approved_first = int(prior.get("a0", prior["a"]))
+            plan_first = ""
+            if "im" in prior:
+                terms = prior["im"].split(":")
+                plan_first = installment_plan_text(approved_first, int(terms[0]), int(terms[4]))
+            return authorization_reply(
+                R.NONE, "", hold_id, min(max(0, cap - held - used) for _, cap, held, used in rows),
+                int(prior["x"]) - ttl_ms, int(prior["x"]), approved_first, "pa" in prior, 0,
+                prior.get("pa", ""), plan_first, levels_text(0))
+        self._release_expired(base, customer_id, k[2], k[3], now)
+        rows = read_levels()
         frees = [max(0, cap - held - used) for _, cap, held, used in rows]
         available = min(frees)
         short_level = next((row[0] for row, free in zip(rows, frees, strict=True)
                             if amount > free), None)
-
-        def levels_text(extra: int) -> str:
-            return "".join(f"|{node}|{cap}|{held + extra}|{used}" for node, cap, held, used in rows)
 
         status_decline = {"frozen": R.CUSTOMER_FROZEN, "closed": R.CUSTOMER_CLOSED,
                           "overdue": R.CUSTOMER_OVERDUE}.get(status)  # type: ignore[call-overload]
@@ -249,8 +287,10 @@ class Model:
             c[keys.FIELD_VELOCITY_MONTH + product_id] = \
                 f"{month}:{month_amount + approved}:{month_count + 1}"
         hold = {"st": "open", "c": customer_id, "p": product_id, "a": str(approved), "cp": "0",
-                "n": node_list, "x": str(expires), "sq": "1", "m": a[8], "cur": a[11],
-                "t": str(now)}
+                "n": self._path_id(base, node_list), "x": str(expires), "sq": "1", "m": a[8],
+                "cur": a[11], "fp": fingerprint}
+        if partial:
+            hold["pa"] = offer_level
         # The optional fields are written only when they apply: an open hold stays small.
         if tolerance_bps:
             hold["tb"] = str(tolerance_bps)
@@ -259,7 +299,7 @@ class Model:
             hold["vx"] = f"{day_amount_max}:{month_amount_max}"
         if plan:
             hold["im"] = plan
-        self.state[k[5]] = hold
+        self.state[hold_key] = hold
         self._zset(k[1])[hold_id] = expires
         due = self._zset(k[2])
         if customer_id not in due or expires < due[customer_id]:
@@ -272,9 +312,9 @@ class Model:
                    channel=a[10], currency=a[11], nodes=node_list, amount_minor=str(approved),
                    expires_at_ms=str(expires), at_ms=str(now), **extra)
         # A partial approval names its binding level in the counter-offer level (amount 0).
-        return self._remember(k[4], fingerprint, authorization_reply(
-            R.NONE, "", hold_id, available - approved, now, expires, approved, partial, 0,
-            offer_level, plan, levels_text(approved)))
+        return authorization_reply(R.NONE, "", hold_id, available - approved, now, expires,
+                                   approved, partial, 0, offer_level, plan,
+                                   levels_text(approved))
 
     def increment(self, k: list[str], a: list[str], now: int) -> str:
         base, hold_id, fingerprint = a[0], a[1], a[2]
@@ -288,6 +328,7 @@ class Model:
         h, refusal = self._open_hold(k, base, hold_id, now)
         if refusal:
             return refusal
+        path = self._hold_nodes(base, h["n"])  # a path id or the list
         if "ix" not in h:
             return _err(E.INCREMENT_NOT_ALLOWED, "", now)
         amount, captured, product_id = int(h["a"]), int(h["cp"]), h["p"]
@@ -295,7 +336,7 @@ class Model:
         day_max, month_max = map(int, h["vx"].split(":"))
         customer_key = keys.customer(base, h["c"])
         c = self._hash(customer_key)
-        nodes = h["n"].split(",")
+        nodes = path.split(",")
         caps = [effective_cap(int(c.get(keys.FIELD_CAP + node, 0)),
                               c.get(keys.FIELD_RAISE + node), now) for node in nodes]
         helds = [int(c.get(keys.FIELD_HELD + node, 0)) for node in nodes]
@@ -362,6 +403,7 @@ class Model:
             c[day_field] = f"{day}:{day_amount + increment}:{day_count}"
             c[month_field] = f"{month}:{month_amount + increment}:{month_count}"
         seq = int(h["sq"]) + 1
+        h.setdefault("a0", h["a"])  # the first approved amount, for a retry of the original
         h.update(a=str(total), sq=str(seq))
         extra = {}
         if plan:
@@ -372,7 +414,7 @@ class Model:
             extra["installment_plan"] = plan
         self._xadd(k[3], type="incremented", event_id=f"{hold_id}:{seq}", customer_id=h["c"],
                    hold_id=hold_id, product_id=product_id, merchant_id=h["m"],
-                   currency=h["cur"], nodes=h["n"], amount_minor=str(increment),
+                   currency=h["cur"], nodes=path, amount_minor=str(increment),
                    amount_total_minor=str(total), at_ms=str(now), **extra)
         return self._remember(k[1], fingerprint, authorization_reply(
             R.NONE, "", hold_id, available - increment, now, expires, total, False, 0, "",
@@ -435,6 +477,7 @@ class Model:
         h, refusal = self._open_hold(k, base, hold_id, now)
         if refusal:
             return refusal
+        path = self._hold_nodes(base, h["n"])  # a path id or the list
         authorized, captured_before = int(h["a"]), int(h["cp"])
         held = authorized - captured_before
         # The product's capture tolerance (tips): captures may total a + floor(a * tb / 10000).
@@ -444,7 +487,7 @@ class Model:
         customer_id = h["c"]
         customer_key = keys.customer(base, customer_id)
         customer: dict[str, str] = self.state.get(customer_key) or {}  # type: ignore[assignment]
-        nodes = h["n"].split(",")
+        nodes = path.split(",")
         excess = max(0, amount - held)
         # The excess is new credit: it adds to held + used and must fit every level.
         for node in nodes if excess else ():
@@ -462,7 +505,7 @@ class Model:
         for node in nodes:
             self._hincrby(customer_key, keys.FIELD_HELD + node, -(amount - excess + released))
             self._hincrby(customer_key, keys.FIELD_USED + node, amount)
-        self._add_balance(customer_key, h["n"], amount)
+        self._add_balance(customer_key, path, amount)
         seq = int(h["sq"]) + 1
         state = "open"
         h.update(cp=str(captured_total), sq=str(seq))
@@ -474,7 +517,7 @@ class Model:
             self._update_due(holds_key, k[2], customer_id)
         self._xadd(k[3], type="captured", event_id=f"{hold_id}:{seq}", customer_id=customer_id,
                    hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
-                   nodes=h["n"], amount_minor=str(amount), released_minor=str(released),
+                   nodes=path, amount_minor=str(amount), released_minor=str(released),
                    excess_minor=str(excess), captured_total_minor=str(captured_total),
                    final=str(final), at_ms=str(now))
         return self._remember(k[1], fingerprint, f"OK|{state}|{amount}|{captured_total}"
@@ -488,12 +531,13 @@ class Model:
         h, refusal = self._open_hold(k, base, hold_id, now)
         if refusal:
             return refusal
+        path = self._hold_nodes(base, h["n"])  # a path id or the list
 
         # After this point the void must succeed.
         released = int(h["a"]) - int(h["cp"])
         customer_id = h["c"]
         customer_key = keys.customer(base, customer_id)
-        for node in h["n"].split(","):
+        for node in path.split(","):
             self._hincrby(customer_key, keys.FIELD_HELD + node, -released)
         seq = int(h["sq"]) + 1
         self._close_hold(k[0], "voided", seq, now)
@@ -502,7 +546,7 @@ class Model:
         self._update_due(holds_key, k[2], customer_id)
         self._xadd(k[3], type="voided", event_id=f"{hold_id}:{seq}", customer_id=customer_id,
                    hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
-                   nodes=h["n"], released_minor=str(released), captured_total_minor=h["cp"],
+                   nodes=path, released_minor=str(released), captured_total_minor=h["cp"],
                    at_ms=str(now))
         return self._remember(k[1], fingerprint, f"OK|voided|{released}|{h['cp']}|{now}")
 
@@ -517,6 +561,7 @@ class Model:
         h: dict[str, str] | None = self.state.get(k[0])  # type: ignore[assignment]
         if h is None:
             return _err(E.HOLD_NOT_FOUND, "", now)
+        path = self._hold_nodes(base, h["n"])  # a path id or the list
         refunded = int(h.get("rf", 0))
         refundable = int(h["cp"]) - refunded
         if amount > refundable:
@@ -524,21 +569,21 @@ class Model:
         customer_key = keys.customer(base, h["c"])
         customer: dict[str, str] = self.state.get(customer_key) or {}  # type: ignore[assignment]
         # What the path still owes is restored; a refund of what was repaid is owed back.
-        restored = min(amount, int(customer.get(keys.FIELD_BALANCE + h["n"], 0)))
+        restored = min(amount, int(customer.get(keys.FIELD_BALANCE + path, 0)))
         overpaid = amount - restored
 
         # After this point the refund must succeed.
         if restored:
-            for node in h["n"].split(","):
+            for node in path.split(","):
                 self._hincrby(customer_key, keys.FIELD_USED + node, -restored)
-            self._add_balance(customer_key, h["n"], -restored)
+            self._add_balance(customer_key, path, -restored)
         if overpaid:
             self._hincrby(customer_key, keys.FIELD_CREDIT_BALANCE, overpaid)
         seq = int(h["sq"]) + 1
         h.update(rf=str(refunded + amount), sq=str(seq))
         self._xadd(k[2], type="refunded", event_id=f"{hold_id}:{seq}", customer_id=h["c"],
                    hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
-                   nodes=h["n"], amount_minor=str(amount), restored_minor=str(restored),
+                   nodes=path, amount_minor=str(amount), restored_minor=str(restored),
                    overpaid_minor=str(overpaid), refunded_total_minor=str(refunded + amount),
                    at_ms=str(now))
         return self._remember(k[1], fingerprint, f"OK|{amount}|{refunded + amount}"
@@ -552,28 +597,27 @@ class Model:
         outcome, hold_id, released = "tombstoned", "", 0
         product_id = merchant_id = currency = nodes = ""
         h: dict[str, str] | None = None
-        hold_key = ""
         original: str | None = self.state.get(k[4])  # type: ignore[assignment]
+        approved_id = keys.derived_hold_id(base, k[4])
+        hold_key = keys.hold(base, approved_id)
         if original is not None and not original.startswith(keys.TOMBSTONE + "\n"):
-            fields = original.partition("\n")[2].split("|")
-            if fields[1] != "0":
-                outcome = "original_declined"
-            else:
-                hold_id = fields[3]
-                hold_key = keys.hold(base, hold_id)
-                # Releases what had expired first; a closed (or dropped) hold is refused.
-                h, refusal = self._open_hold([hold_key, "", k[2], k[3]], base, hold_id, now)
-                outcome = "already_closed" if refusal else "released"
+            outcome = "original_declined"  # only declines keep a record
+        elif original is None and hold_key in self.state:
+            hold_id = approved_id
+            # Releases what had expired first; a closed hold is refused.
+            h, refusal = self._open_hold([hold_key, "", k[2], k[3]], base, hold_id, now)
+            outcome = "already_closed" if refusal else "released"
         # (An earlier reversal's tombstone whose own record has gone answers tombstoned again.)
 
         # After this point the reversal must succeed.
-        if original is None:
+        if outcome == "tombstoned" and original is None:
             self._remember(k[4], keys.TOMBSTONE, authorization_reply(
                 R.REVERSED, "", "", 0, now, 0, 0, False, 0, "", "", ""))
         elif outcome == "released":
             assert h is not None
             released = int(h["a"]) - int(h["cp"])
-            nodes, product_id, merchant_id, currency = h["n"], h["p"], h["m"], h["cur"]
+            nodes = self._hold_nodes(base, h["n"])
+            product_id, merchant_id, currency = h["p"], h["m"], h["cur"]
             for node in nodes.split(","):
                 self._hincrby(k[0], keys.FIELD_HELD + node, -released)
             self._close_hold(hold_key, "reversed", int(h["sq"]) + 1, now)

@@ -45,6 +45,8 @@ def lua_constants() -> str:
     lines += [f"local E_{error.name} = {int(error)}" for error in ScriptError]
     bounds = {
         "AMOUNT_MINOR_MAX": constants.AMOUNT_MINOR_MAX,
+        "HOLD_TOKEN_LENGTH": constants.HOLD_TOKEN_LENGTH,
+        "PREFIX_LENGTH": len(keys.PREFIX),
         "CAP_MINOR_MAX": constants.CAP_MINOR_MAX,
         "VELOCITY_AMOUNT_MINOR_MAX": constants.VELOCITY_AMOUNT_MINOR_MAX,
         "HOLD_TTL_MS_MAX": constants.HOLD_TTL_S_MAX * 1000,
@@ -62,7 +64,7 @@ def lua_constants() -> str:
 
 
 def _lua_string(value: str) -> str:
-    assert all(c.isalnum() or c in ":_|." for c in value), value
+    assert all(c.isalnum() or c in ":_|.#" for c in value), value
     return f"'{value}'"
 
 

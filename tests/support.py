@@ -135,3 +135,16 @@ def model_client() -> LimitsClient:
 def redis_client(redis) -> LimitsClient:
     """Scripts are not loaded up front: the first call of each meets NOSCRIPT and loads."""
     return LimitsClient(ScriptRunner(redis), PARTITIONS)
+
+
+def decision(message):
+    """An Authorize answer (or an AuthorizeBatch answer) without its headroom: a retry of an
+    approval repeats the first decision exactly, with `levels` and `available_minor` as they
+    stand at the retry (the hold keeps no snapshot of them: issue 5's memory bound)."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    responses = [item.response for item in copy.items] if hasattr(copy, "items") else [copy]
+    for response in responses:
+        response.ClearField("levels")
+        response.ClearField("available_minor")
+    return copy.SerializeToString(deterministic=True)

@@ -83,6 +83,32 @@ local function update_due(holds_key, due_key, customer_id)
   end
 end
 
+local function derived_hold_id(base, record_key)
+  -- An approval's hold id (limits/keys.derived_hold_id): the partition "NNN" of the base
+  -- "cg:{p:NNN}:", then the first hex digits of SHA-1 of its idempotency record's key.
+  return string.sub(base, PREFIX_LENGTH + 5, PREFIX_LENGTH + 7) .. '-'
+    .. string.sub(redis.sha1hex(record_key), 1, HOLD_TOKEN_LENGTH)
+end
+
+local function path_id(base, node_list)
+  -- The short id a hold stores for its nodes: "#" and 10 hex digits of SHA-1 of the list, kept
+  -- in the partition's `paths` hash. If the id is taken by another list, the list itself.
+  local id = PATH_ID_MARK .. string.sub(redis.sha1hex(node_list), 1, 10)
+  local known = redis.call('HGET', base .. K_PATHS, id)
+  if not known then
+    redis.call('HSET', base .. K_PATHS, id, node_list)
+    return id
+  end
+  if known == node_list then return id end
+  return node_list
+end
+
+local function hold_nodes(base, stored)
+  -- A hold's nodes, comma-joined, from its `n` field (a path id or the list itself).
+  if string.sub(stored, 1, 1) ~= PATH_ID_MARK then return stored end
+  return redis.call('HGET', base .. K_PATHS, stored)
+end
+
 local function effective_cap(cap, raise_text, now)
   -- A level's cap plus its temporary raise while the raise lasts ("<raise>:<expires ms>").
   if not raise_text then return cap end
@@ -131,6 +157,7 @@ local function expire_hold(base, customer_id, hold_id, outbox_key, now)
   local hold_key = base .. K_HOLD .. hold_id
   local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur')
   if h[1] ~= 'open' then return 0 end
+  h[4] = hold_nodes(base, h[4])
   local released = tonumber(h[2]) - tonumber(h[3])
   for _, node in ipairs(split(h[4], ',')) do
     redis.call('HINCRBY', customer_key, F_HELD .. node, -released)
@@ -208,5 +235,6 @@ local function open_hold(hold_key, base, hold_id, due_key, outbox_key, now)
   local closed = {expired = E_HOLD_EXPIRED, voided = E_HOLD_VOIDED, captured = E_HOLD_CAPTURED,
     reversed = E_HOLD_REVERSED}
   if closed[h[1]] then return nil, nil, err(closed[h[1]], h[9], now) end
+  h[4] = hold_nodes(base, h[4])
   return customer_id, h, nil
 end

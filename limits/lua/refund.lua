@@ -19,6 +19,7 @@ if replay then return replay end
 
 local h = redis.call('HMGET', KEYS[1], 'c', 'cp', 'rf', 'n', 'sq', 'p', 'm', 'cur')
 if not h[1] then return err(E_HOLD_NOT_FOUND, '', now) end
+h[4] = hold_nodes(base, h[4])
 local refunded = tonumber(h[3]) or 0
 local refundable = tonumber(h[2]) - refunded
 if amount > refundable then return err(E_REFUND_EXCEEDS_CAPTURED, fmt(refundable), now) end

@@ -6,9 +6,10 @@
 --
 -- KEYS[1] customer hash            KEYS[2] customer's open holds (zset, score = expiry ms)
 -- KEYS[3] partition due set (zset) KEYS[4] partition outbox (stream)
--- KEYS[5] idempotency record       KEYS[6] the new hold (hash)
+-- KEYS[5] idempotency record (a decline's or a reversal's tombstone)
+-- KEYS[6] unused: the hold's key is derived from KEYS[5] (derived_hold_id, same slot)
 -- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] customer id      ARGV[4] hold id     ARGV[5] request fingerprint
+-- ARGV[3] customer id      ARGV[4] unused      ARGV[5] request fingerprint
 -- ARGV[6] product id       ARGV[7] amount minor (1..AMOUNT_MINOR_MAX)
 -- ARGV[8] hold TTL ms      ARGV[9] product-rule decline reason decided by the hot path (0: none)
 -- ARGV[10] merchant id     ARGV[11] mcc        ARGV[12] channel    ARGV[13] currency
@@ -23,8 +24,9 @@
 -- Returns authorization_reply (limits/lua/_lib.lua):
 -- "OK|reason|level|hold id|available|now|expires|approved|partial|counter-offer|counter-offer
 -- level|plan{|node|cap + raise|held|used}", or "ERR|code|detail|now ms".
+-- A retry of an approval answers its first decision with the levels as they stand now.
 local now = redis_now_ms(tonumber(ARGV[1]))
-local base, customer_id, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local base, customer_id, fingerprint = ARGV[2], ARGV[3], ARGV[5]
 local product_id = ARGV[6]
 local amount = int_arg(ARGV[7], 1, AMOUNT_MINOR_MAX)
 local ttl_ms = int_arg(ARGV[8], 1, HOLD_TTL_MS_MAX)
@@ -48,6 +50,12 @@ end
 
 local replay = idempotent_replay(KEYS[5], fingerprint, now)
 if replay then return replay end
+-- An approval keeps no record: its hold, whose id derives from the record's key, holds the
+-- fingerprint, so an open hold costs one key (issue 5's memory bound).
+local hold_id = derived_hold_id(base, KEYS[5])
+local hold_key = base .. K_HOLD .. hold_id
+local prior = redis.call('HMGET', hold_key, 'fp', 'x', 'a', 'a0', 'pa', 'im')
+if prior[1] and prior[1] ~= fingerprint then return err(E_IDEMPOTENCY_MISMATCH, '', now) end
 
 local function decline(reason, level, available, offer, offer_level, levels)
   return remember(KEYS[5], fingerprint, authorization_reply(reason, level, '', available, now,
@@ -58,7 +66,6 @@ end
 -- marked below, except the release of holds that had already expired.
 local status = redis.call('HGET', KEYS[1], F_STATUS)
 if not status then return decline(R_CUSTOMER_UNKNOWN, '', 0, 0, '', '') end
-release_expired(base, customer_id, KEYS[3], KEYS[4], now)
 
 local fields = {F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}
 for _, node in ipairs(nodes) do
@@ -67,18 +74,19 @@ for _, node in ipairs(nodes) do
   fields[#fields + 1] = F_HELD .. node
   fields[#fields + 1] = F_USED .. node
 end
-local values = redis.call('HMGET', KEYS[1], unpack(fields))
-
 -- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
-local caps, helds, useds, frees = {}, {}, {}, {}
+local values, caps, helds, useds, frees = nil, {}, {}, {}, {}
 local available, short_level = nil, nil
-for i, node in ipairs(nodes) do
-  caps[i] = effective_cap(tonumber(values[4 * i]) or 0, values[4 * i + 1], now)
-  helds[i] = tonumber(values[4 * i + 2]) or 0
-  useds[i] = tonumber(values[4 * i + 3]) or 0
-  frees[i] = math.max(0, caps[i] - helds[i] - useds[i])
-  if available == nil or frees[i] < available then available = frees[i] end
-  if short_level == nil and amount > frees[i] then short_level = node end
+local function read_levels()
+  values = redis.call('HMGET', KEYS[1], unpack(fields))
+  for i, node in ipairs(nodes) do
+    caps[i] = effective_cap(tonumber(values[4 * i]) or 0, values[4 * i + 1], now)
+    helds[i] = tonumber(values[4 * i + 2]) or 0
+    useds[i] = tonumber(values[4 * i + 3]) or 0
+    frees[i] = math.max(0, caps[i] - helds[i] - useds[i])
+    if available == nil or frees[i] < available then available = frees[i] end
+    if short_level == nil and amount > frees[i] then short_level = node end
+  end
 end
 local function levels_text(extra)
   local parts = {}
@@ -88,6 +96,27 @@ local function levels_text(extra)
   end
   return table.concat(parts)
 end
+
+if prior[1] then
+  -- A retry of an approval: the first decision (amount before any increment, partial
+  -- approval and its binding level, plan), with the levels and availability of now.
+  -- The decision's time is the expiry less the product's hold TTL (an increment keeps the
+  -- expiry): the hold stores no creation time, to stay within one allocation class.
+  read_levels()
+  local approved = tonumber(prior[4] or prior[3])
+  local plan = ''
+  if prior[6] then
+    local terms = split(prior[6], ':')
+    plan = installment_plan(approved, tonumber(terms[1]), tonumber(terms[5]))
+  end
+  local partial = 0
+  if prior[5] then partial = 1 end
+  local expires = tonumber(prior[2])
+  return authorization_reply(0, '', hold_id, available, expires - ttl_ms, expires, approved,
+    partial, 0, prior[5] or '', plan, levels_text(0))
+end
+release_expired(base, customer_id, KEYS[3], KEYS[4], now)
+read_levels()
 
 local status_decline = {frozen = R_CUSTOMER_FROZEN, closed = R_CUSTOMER_CLOSED,
   overdue = R_CUSTOMER_OVERDUE}
@@ -153,7 +182,12 @@ if has_velocity then
 end
 -- The optional fields are written only when they apply: an open hold stays small.
 local hold = {'st', 'open', 'c', customer_id, 'p', product_id, 'a', fmt(approved), 'cp', '0',
-  'n', node_list, 'x', fmt(expires), 'sq', '1', 'm', ARGV[10], 'cur', ARGV[13], 't', fmt(now)}
+  'n', path_id(base, node_list), 'x', fmt(expires), 'sq', '1', 'm', ARGV[10], 'cur', ARGV[13],
+  'fp', fingerprint}
+if partial == 1 then
+  hold[#hold + 1] = 'pa'
+  hold[#hold + 1] = offer_level
+end
 if tolerance_bps > 0 then
   hold[#hold + 1] = 'tb'
   hold[#hold + 1] = fmt(tolerance_bps)
@@ -168,7 +202,7 @@ if plan ~= '' then
   hold[#hold + 1] = 'im'
   hold[#hold + 1] = plan
 end
-redis.call('HSET', KEYS[6], unpack(hold))
+redis.call('HSET', hold_key, unpack(hold))
 redis.call('ZADD', KEYS[2], fmt(expires), hold_id)
 redis.call('ZADD', KEYS[3], 'LT', fmt(expires), customer_id)
 local event = {'type', 'authorized', 'event_id', hold_id .. ':1',
@@ -188,5 +222,5 @@ if plan ~= '' then
 end
 redis.call('XADD', KEYS[4], '*', unpack(event))
 -- A partial approval names its binding level in the counter-offer level (the amount is 0).
-return remember(KEYS[5], fingerprint, authorization_reply(0, '', hold_id, available - approved,
-  now, expires, approved, partial, 0, offer_level, plan, levels_text(approved)))
+return authorization_reply(0, '', hold_id, available - approved, now, expires, approved, partial,
+  0, offer_level, plan, levels_text(approved))

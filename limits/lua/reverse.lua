@@ -7,7 +7,8 @@
 --
 -- KEYS[1] customer hash            KEYS[2] customer's open holds (zset)
 -- KEYS[3] partition due set        KEYS[4] partition outbox (stream)
--- KEYS[5] the original's authorize idempotency record (`ia:`)
+-- KEYS[5] the original's authorize idempotency record (`ia:`): a decline's, or a tombstone;
+--         an approval has none, its hold's id derives from this key (derived_hold_id)
 -- KEYS[6] the reversal's record (`iz:`)
 -- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
 -- ARGV[3] customer id   ARGV[4] the original's idempotency key
@@ -18,38 +19,28 @@ local base, customer_id, original_key = ARGV[2], ARGV[3], ARGV[4]
 -- A reversal has no payload of its own: every repeat is the same request.
 local REVERSAL = 'reverse'
 
-local function reply_field(text, index)
-  -- The index-th '|'-separated field of a stored reply ("OK" is 1), empty fields included.
-  local start = 1
-  for _ = 2, index do start = string.find(text, '|', start, true) + 1 end
-  local stop = string.find(text, '|', start, true)
-  return string.sub(text, start, (stop or 0) - 1)
-end
-
 local replay = idempotent_replay(KEYS[6], REVERSAL, now)
 if replay then return replay end
 
 local outcome, hold_id, released = 'tombstoned', '', 0
 local product_id, merchant_id, currency, nodes = '', '', '', ''
-local h, hold_key = nil, nil
+local h = nil
 local original = redis.call('GET', KEYS[5])
+local approved_id = derived_hold_id(base, KEYS[5])
+local hold_key = base .. K_HOLD .. approved_id
 if original and string.sub(original, 1, #TOMBSTONE + 1) ~= TOMBSTONE .. '\n' then
-  local reply = string.sub(original, string.find(original, '\n', 1, true) + 1)
-  if reply_field(reply, 2) ~= '0' then
-    outcome = 'original_declined'
-  else
-    hold_id = reply_field(reply, 4)
-    hold_key = base .. K_HOLD .. hold_id
-    -- Releases what had expired first (each a complete change with its own event); a hold
-    -- that is closed (or gone after its retention) is refused, which here means closed.
-    local _, open, refusal = open_hold(hold_key, base, hold_id, KEYS[3], KEYS[4], now)
-    if refusal then outcome = 'already_closed' else outcome, h = 'released', open end
-  end
+  outcome = 'original_declined'  -- only declines keep a record
+elseif not original and redis.call('EXISTS', hold_key) == 1 then
+  hold_id = approved_id
+  -- Releases what had expired first (each a complete change with its own event); a hold
+  -- that is closed is refused, which here means closed.
+  local _, open, refusal = open_hold(hold_key, base, hold_id, KEYS[3], KEYS[4], now)
+  if refusal then outcome = 'already_closed' else outcome, h = 'released', open end
 end
 -- (An earlier reversal's tombstone whose own record has gone answers tombstoned again.)
 
 -- After this point the reversal must succeed.
-if not original then
+if outcome == 'tombstoned' and not original then
   remember(KEYS[5], TOMBSTONE, authorization_reply(R_REVERSED, '', '', 0, now, 0, 0, 0, 0, '',
     '', ''))
 elseif outcome == 'released' then

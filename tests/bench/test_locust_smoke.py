@@ -30,8 +30,9 @@ LOCUST = Path(sys.executable).with_name("locust")
 SEEDED = 2_000
 BASE_USERS = 3
 PEAK_FACTOR = 10
-# quiet 2 s, ramp 3 s, hold 4 s, decay 2 s: the run ends by itself after 11 s
-SHAPE = {"QUIET_S": "2", "RAMP_S": "3", "HOLD_S": "4", "DECAY_S": "2"}
+# quiet 3 s, ramp 3 s, hold 3 s, decay 2 s: the run ends by itself after 11 s. Locust writes
+# its history every second, so each stage shows in it.
+SHAPE = {"QUIET_S": "3", "RAMP_S": "3", "HOLD_S": "3", "DECAY_S": "2"}
 SEED_TIMEOUT_S = 30.0
 # Locust's start-up (about 2 s) + 11 s of shape + its shutdown, with room for a busy machine.
 LOCUST_TIMEOUT_S = 45.0

@@ -88,4 +88,4 @@ def test_the_lua_plan_equals_the_python_plan(redis_sync, principal, months, fee_
     parts = reply.split("|")
     expected = installments.plan(principal, months, fee_bps).text()
     assert (parts[0], parts[1], parts[7], parts[11]) == ("OK", "0", str(principal), expected)
-    assert redis_sync.hget(keys_[5], "im").decode() == expected
+    assert redis_sync.hget(keys.hold(base, parts[3]), "im").decode() == expected

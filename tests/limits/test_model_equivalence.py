@@ -268,7 +268,8 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         if reply[0] == "OK" and int(reply[6]) > 0:  # an excess: no level went over its cap
             customer = self.model.state[keys.customer(keys.base(
                 keys.partition_of_hold(hold_id, PARTITIONS)), hold["c"])]
-            for node in hold["n"].split(","):
+            base = keys.base(keys.partition_of_hold(hold_id, PARTITIONS))
+            for node in self.model._hold_nodes(base, hold["n"]).split(","):
                 assert sum(int(customer.get(field + node, 0)) for field in (
                     keys.FIELD_HELD, keys.FIELD_USED)) <= effective_cap(
                     int(customer.get(keys.FIELD_CAP + node, 0)),
@@ -370,7 +371,8 @@ class ScriptsVersusModel(RuleBasedStateMachine):
             if isinstance(value, dict) and "st" in value and "c" in value:
                 remainder = int(value["a"]) - int(value["cp"]) if value["st"] == "open" else 0
                 flows[value["c"]][0] += int(value["cp"])
-                for node in value["n"].split(","):
+                base = keys.base(keys.partition_of(value["c"], PARTITIONS))
+                for node in self.model._hold_nodes(base, value["n"]).split(","):
                     held_by[value["c"], node] = held_by.get((value["c"], node), 0) + remainder
             if isinstance(value, list):  # an outbox stream: [captured, restored, repaid, cr]
                 for event in value:

@@ -1,0 +1,89 @@
+"""The Redis layout that keeps an open hold within issue 5's memory bound (bench/memory.py
+measures it): an approval writes one key, its hold, whose id derives from the idempotency
+record's key and which keeps the fingerprint; the hold names its nodes by a short path id;
+customers of one partition and zone share one timezone schedule. Run on real Redis."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+import hotpath
+from limits import keys
+from limits.client import Refused
+from limits.reasons import DeclineReason, ScriptError
+from tests.support import PARTITIONS, RULES, authorize_request, redis_client
+
+CAPS = {"total": 10**8, "consumer": 10**8, "consumer.scan_pay": 10**8,
+        "consumer.scan_pay.pos": 10**8}
+NODES = "total,consumer,consumer.scan_pay,consumer.scan_pay.pos"
+
+
+async def _authorize(client, request, token="A" * 16):
+    """(keys, fingerprint, decoded reply) of one reserve call."""
+    keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS, token)
+    return keys_, args[3], await client.authorize(keys_, args)
+
+
+async def test_an_approval_writes_its_hold_and_no_record(redis):
+    client = redis_client(redis)
+    await client.put_customer("layout-1", "active", "Asia/Shanghai", CAPS)
+    keys_, fingerprint, first = await _authorize(client,
+                                                 authorize_request("k-1", "layout-1", 1_000))
+    base = keys.base(keys.partition_of("layout-1", PARTITIONS))
+    record = keys_[4]
+    expected_id = f"{keys.partition_of('layout-1', PARTITIONS):03d}-" + hashlib.sha1(
+        record.encode()).hexdigest()[:16]
+    assert first.approved and first.hold_id == expected_id == keys.derived_hold_id(base, record)
+    assert await redis.exists(record) == 0  # the hold is the record
+    hold = {k.decode(): v.decode() for k, v in
+            (await redis.hgetall(keys.hold(base, first.hold_id))).items()}
+    assert hold["fp"] == fingerprint
+    # The nodes by a path id that the partition's paths hash resolves.
+    assert hold["n"].startswith(keys.PATH_ID_MARK)
+    assert (await redis.hget(keys.paths(base), hold["n"])).decode() == NODES
+
+    # A retry (any token: the id derives from the key) is the same hold, nothing new.
+    _, _, again = await _authorize(client, authorize_request("k-1", "layout-1", 1_000), "B" * 16)
+    assert (again.hold_id, again.approved_amount_minor, again.decided_at_ms,
+            again.hold_expires_at_ms) == (first.hold_id, 1_000, first.decided_at_ms,
+                                          first.hold_expires_at_ms)
+    assert [level.held_minor for level in again.levels] == [1_000] * 4  # not 2,000
+    # The same key with another payload is refused; nothing changes.
+    with pytest.raises(Refused) as refused:
+        await _authorize(client, authorize_request("k-1", "layout-1", 1_001))
+    assert refused.value.code == ScriptError.IDEMPOTENCY_MISMATCH
+
+
+async def test_a_decline_keeps_its_record(redis):
+    client = redis_client(redis)
+    await client.put_customer("layout-2", "active", "Asia/Shanghai", CAPS)
+    keys_, _, declined = await _authorize(client, authorize_request("k-1", "layout-2", 1_000,
+                                                                 mcc="7995"))
+    assert declined.reason == DeclineReason.MCC_NOT_ALLOWED
+    assert await redis.exists(keys_[4]) == 1
+    base = keys.base(keys.partition_of("layout-2", PARTITIONS))
+    assert await redis.exists(keys.hold(base, keys.derived_hold_id(base, keys_[4]))) == 0
+
+
+async def test_customers_of_a_partition_and_zone_share_one_schedule(redis):
+    client = redis_client(redis)
+    first = "layout-ny-0"
+    partition = keys.partition_of(first, PARTITIONS)
+    second = next(f"layout-ny-{i}" for i in range(1, 200)
+                  if keys.partition_of(f"layout-ny-{i}", PARTITIONS) == partition)
+    for customer_id in (first, second):
+        await client.put_customer(customer_id, "active", "America/New_York", CAPS)
+    base = keys.base(partition)
+    schedules = await redis.hgetall(keys.timezones(base))
+    assert list(schedules) == [b"America/New_York"]
+    assert len(schedules[b"America/New_York"]) > 500  # a DST zone: many transitions
+    for customer_id in (first, second):
+        stored = await redis.hgetall(keys.customer(base, customer_id))
+        assert keys.FIELD_TZ_SCHEDULE.encode() not in stored
+        assert stored[keys.FIELD_TIMEZONE.encode()] == b"America/New_York"
+    # GetCredit still sees the schedule: the day resets at New York's midnight.
+    state = await client.credit(first)
+    assert state is not None and state.timezone == "America/New_York"
+    assert (state.day_resets_at_ms // 1000 - 5 * 3600) % 86400 in (0, 3600)  # EST or EDT
