@@ -3,7 +3,7 @@ each process spends on them.
 
     .venv/bin/python bench/batch_rate.py [--processes 2] [--clients 1] [--concurrency 8]
         [--connections 8] [--batch-min 16] [--batch-max 64] [--duration 10] [--warmup 2]
-        [--customers 20000] [--unary] [--profile DIR] [--json]
+        [--customers 20000] [--unary] [--redis-py] [--profile DIR [--native]] [--json]
 
 Starts a private redis-server (free port, temporary folder, no RDB, no AOF) and the gateway as
 `creditgate serve --processes N` (python -m gateway.cli, so the gateway is this checkout's
@@ -14,6 +14,10 @@ every batch of a random size within [batch-min, batch-max], every item a new pur
 idempotency key) of a random customer: scan-to-pay at a POS or by QR code, or an e-commerce
 checkout, 1.00 to 5,000.00 CNY. With --unary the clients send the same purchases as unary
 Authorize calls instead (`--concurrency` calls in flight each).
+
+With --redis-py the gateway runs with CREDITGATE_REDIS_PIPELINE=redis-py: its script runner
+sends the batches through redis-py's pipelines instead of its own connection (the way before
+limits/scripts.py packed commands with hiredis), to compare the two on the same machine.
 
 The rate counts the items answered (approved or declined) between the end of the warm-up and
 the end of the run. CPU is read from /proc for that same window, per process: each gateway
@@ -107,7 +111,8 @@ def start_gateway(args, redis_port: int, folder: Path) -> tuple[subprocess.Popen
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port),
          "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--partitions", str(PARTITIONS),
          "--processes", str(args.processes)],
-        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "CREDITGATE_REDIS_PIPELINE": "redis-py" if args.redis_py else ""})
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -380,6 +385,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--unary", action="store_true",
                         help="unary Authorize calls instead of AuthorizeBatch")
+    parser.add_argument("--redis-py", action="store_true",
+                        help="the gateway sends its batches through redis-py's pipelines "
+                             "(CREDITGATE_REDIS_PIPELINE=redis-py) instead of its own connection")
     parser.add_argument("--profile", metavar="DIR", default="",
                         help="py-spy each gateway process during the measured window")
     parser.add_argument("--native", action="store_true",
@@ -449,6 +457,7 @@ def main(argv=None) -> int:
     cpu = {name: 100 * (cpu_after[name] - cpu_before[name]) / args.duration for name in watched}
     kind = "unary Authorize" if args.unary else (
         f"AuthorizeBatch of {args.batch_min}-{args.batch_max}")
+    kind += " (redis-py pipelines)" if args.redis_py else ""
     print(f"{kind}: {args.processes} gateway process(es), {args.clients} load generator(s) x "
           f"{args.concurrency} calls in flight on {args.connections} connections, "
           f"{args.customers} customers "

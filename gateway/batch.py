@@ -11,8 +11,8 @@ Duplicate idempotency keys inside one batch behave as sequential unary calls in 
 every item reaches the runner in the same tick and in item order (`authorize` plans
 synchronously and queues its script call before its first suspension; the tasks' first steps
 run in creation order), and the runner's calls reach Redis in the order they were queued
-(limits.scripts.ScriptRunner), so the later item replays the earlier one's answer, or is
-ALREADY_EXISTS if its payload differs.
+(limits.scripts.ScriptRunner), so the later item gets the earlier one's decision, as a unary
+retry would, or ALREADY_EXISTS if its payload differs.
 """
 
 from __future__ import annotations

@@ -68,6 +68,11 @@ _REFUSALS: dict[ScriptError, tuple[grpc.StatusCode, str]] = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "original_hold_id: the hold belongs to another customer; nothing was posted",
     ),
+    ScriptError.ALREADY_FORCE_CAPTURED: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "original_hold_id: the hold was already force captured as hold {detail}; another force "
+        "capture would post the purchase twice; nothing was posted",
+    ),
     ScriptError.CUSTOMER_UNKNOWN: (grpc.StatusCode.NOT_FOUND, "customer_id: unknown customer"),
     ScriptError.REFUND_EXCEEDS_CAPTURED: (
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -90,19 +95,30 @@ _REFUSALS: dict[ScriptError, tuple[grpc.StatusCode, str]] = {
     ),
 }
 
+# Where one RPC must say more than the code's general message, keyed by (handler, code).
+_RPC_REFUSALS: dict[tuple[str, ScriptError], tuple[grpc.StatusCode, str]] = {
+    ("ForceCapture", ScriptError.HOLD_CAPTURED): (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "original_hold_id: the hold's purchase was captured at {detail} (Unix ms); a force "
+        "capture would post it twice; nothing was posted",
+    ),
+}
+
 
 class NotFound(Exception):
     """A read found nothing: NOT_FOUND with a message naming the field."""
 
 
-def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+def status_of(error: BaseException, rpc: str = "") -> tuple[grpc.StatusCode, str]:
+    """The status of a failure of `rpc` (a handler's name; some refusals say more there)."""
     if isinstance(error, InvalidArgument):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
     if isinstance(error, NotFound):
         return grpc.StatusCode.NOT_FOUND, str(error)
     if isinstance(error, Refused):
-        if error.code in _REFUSALS:
-            code, message = _REFUSALS[error.code]
+        refusal = _RPC_REFUSALS.get((rpc, error.code)) or _REFUSALS.get(error.code)
+        if refusal is not None:
+            code, message = refusal
             return code, message.format(detail=error.detail)
         # BAD_ARGUMENT: the script rejected arguments the gateway validated: our bug.
         return grpc.StatusCode.INTERNAL, f"internal error ({error})"
@@ -123,7 +139,7 @@ def unary(handler):
         try:
             response = await handler(self, request, context)
         except Exception as error:  # noqa: BLE001 - this is the one place that maps them all
-            code, message = status_of(error)
+            code, message = status_of(error, handler.__name__)
             counts[code.name] += 1
             if code == grpc.StatusCode.INTERNAL:
                 # Script errors name the script and line; requests' values are not logged.

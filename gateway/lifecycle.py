@@ -78,7 +78,8 @@ def plan_force_capture(request, products: dict[str, catalog.Product], partitions
     payload = (product.id, channel, request.merchant_id, mcc, amount, currency, original)
     return ([keys.customer(base, request.customer_id),
              keys.idempotency_force_capture(base, request.customer_id, request.idempotency_key),
-             keys.outbox(base), hold_key, keys.hold(base, original) if original else hold_key],
+             keys.outbox(base), hold_key, keys.hold(base, original) if original else hold_key,
+             keys.customer_holds(base, request.customer_id), keys.due(base)],
             [base, request.customer_id, hold_id, hotpath.fingerprint("force_capture", *payload),
              product.id, amount, request.merchant_id, mcc, channel, currency, original,
              *product.nodes_for(channel)])

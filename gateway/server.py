@@ -38,6 +38,8 @@ from limits.scripts import ScriptRunner
 
 log = logging.getLogger("creditgate.gateway")
 
+REDIS_PIPELINE_ENV = "CREDITGATE_REDIS_PIPELINE"
+
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Authorization"].full_name,
     pb.DESCRIPTOR.services_by_name["Admin"].full_name,
@@ -69,7 +71,10 @@ class Gateway:
             config.redis_url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_WAIT_S,
             socket_timeout=REDIS_WAIT_S, socket_connect_timeout=REDIS_WAIT_S)
         self.redis = aioredis.Redis(connection_pool=pool)
-        self.runner = ScriptRunner(self.redis)
+        # The runner's own pipelined connection unless CREDITGATE_REDIS_PIPELINE=redis-py asks
+        # for redis-py's pipelines (the way before it; bench/batch_rate.py --redis-py compares).
+        self.runner = ScriptRunner(
+            self.redis, raw=False if os.environ.get(REDIS_PIPELINE_ENV) == "redis-py" else None)
         self.limits = LimitsClient(self.runner, config.partitions, config.clock_offset_ms)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX, options=[

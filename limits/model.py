@@ -112,7 +112,7 @@ class Model:
             self._hincrby(keys.customer(base, customer_id), keys.FIELD_HELD + node, -released)
         seq = int(h["sq"]) + 1
         self._close_hold(hold_key, "expired", seq, now)
-        self._xadd(outbox_key, type="expired", event_id=f"{hold_id}:{seq}",
+        self._xadd(outbox_key, type="expired", event_id=hold_event_id(hold_id, h, seq),
                    customer_id=customer_id, hold_id=hold_id, product_id=h["p"],
                    merchant_id=h["m"], currency=h["cur"], nodes=path,
                    released_minor=str(released), captured_total_minor=h["cp"], at_ms=str(now))
@@ -307,7 +307,8 @@ class Model:
         extra = {"requested_minor": str(amount), "partial": "1"} if partial else {}
         if plan:
             extra["installment_plan"] = plan
-        self._xadd(k[3], type="authorized", event_id=f"{hold_id}:1", customer_id=customer_id,
+        self._xadd(k[3], type="authorized", event_id=hold_event_id(hold_id, hold, 1),
+                   customer_id=customer_id,
                    hold_id=hold_id, product_id=product_id, merchant_id=a[8], mcc=a[9],
                    channel=a[10], currency=a[11], nodes=node_list, amount_minor=str(approved),
                    expires_at_ms=str(expires), at_ms=str(now), **extra)
@@ -412,7 +413,8 @@ class Model:
             plan = installment_plan_text(total, int(months), int(fee_bps))
             h["im"] = plan
             extra["installment_plan"] = plan
-        self._xadd(k[3], type="incremented", event_id=f"{hold_id}:{seq}", customer_id=h["c"],
+        self._xadd(k[3], type="incremented", event_id=hold_event_id(hold_id, h, seq),
+                   customer_id=h["c"],
                    hold_id=hold_id, product_id=product_id, merchant_id=h["m"],
                    currency=h["cur"], nodes=path, amount_minor=str(increment),
                    amount_total_minor=str(total), at_ms=str(now), **extra)
@@ -515,7 +517,8 @@ class Model:
             holds_key = keys.customer_holds(base, customer_id)
             self._zrem(holds_key, hold_id)
             self._update_due(holds_key, k[2], customer_id)
-        self._xadd(k[3], type="captured", event_id=f"{hold_id}:{seq}", customer_id=customer_id,
+        self._xadd(k[3], type="captured", event_id=hold_event_id(hold_id, h, seq),
+                   customer_id=customer_id,
                    hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
                    nodes=path, amount_minor=str(amount), released_minor=str(released),
                    excess_minor=str(excess), captured_total_minor=str(captured_total),
@@ -544,7 +547,8 @@ class Model:
         holds_key = keys.customer_holds(base, customer_id)
         self._zrem(holds_key, hold_id)
         self._update_due(holds_key, k[2], customer_id)
-        self._xadd(k[3], type="voided", event_id=f"{hold_id}:{seq}", customer_id=customer_id,
+        self._xadd(k[3], type="voided", event_id=hold_event_id(hold_id, h, seq),
+                   customer_id=customer_id,
                    hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
                    nodes=path, released_minor=str(released), captured_total_minor=h["cp"],
                    at_ms=str(now))
@@ -581,7 +585,8 @@ class Model:
             self._hincrby(customer_key, keys.FIELD_CREDIT_BALANCE, overpaid)
         seq = int(h["sq"]) + 1
         h.update(rf=str(refunded + amount), sq=str(seq))
-        self._xadd(k[2], type="refunded", event_id=f"{hold_id}:{seq}", customer_id=h["c"],
+        self._xadd(k[2], type="refunded", event_id=hold_event_id(hold_id, h, seq),
+                   customer_id=h["c"],
                    hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
                    nodes=path, amount_minor=str(amount), restored_minor=str(restored),
                    overpaid_minor=str(overpaid), refunded_total_minor=str(refunded + amount),
@@ -613,8 +618,10 @@ class Model:
         if outcome == "tombstoned" and original is None:
             self._remember(k[4], keys.TOMBSTONE, authorization_reply(
                 R.REVERSED, "", "", 0, now, 0, 0, False, 0, "", "", ""))
-        elif outcome == "released":
+        event_id = f"z:{customer_id}|{original_key}:{now}"
+        if outcome == "released":
             assert h is not None
+            event_id = hold_event_id(hold_id, h, int(h["sq"]) + 1)
             released = int(h["a"]) - int(h["cp"])
             nodes = self._hold_nodes(base, h["n"])
             product_id, merchant_id, currency = h["p"], h["m"], h["cur"]
@@ -623,7 +630,7 @@ class Model:
             self._close_hold(hold_key, "reversed", int(h["sq"]) + 1, now)
             self._zrem(k[1], hold_id)
             self._update_due(k[1], k[2], customer_id)
-        self._xadd(k[3], type="reversed", event_id=f"z:{customer_id}|{original_key}",
+        self._xadd(k[3], type="reversed", event_id=event_id,
                    customer_id=customer_id, hold_id=hold_id, product_id=product_id,
                    merchant_id=merchant_id, currency=currency, nodes=nodes, outcome=outcome,
                    released_minor=str(released), at_ms=str(now))
@@ -641,17 +648,31 @@ class Model:
         replay = self._replay(k[1], fingerprint, now)
         if replay is not None:
             return replay
+        # What had expired is released first (the customer's due holds, and the original if it
+        # is the customer's): the original then counts as expired, and held is what it is.
+        base = a[0]
+        self._release_expired(base, customer_id, k[6], k[2], now)
+        original: dict[str, str] = (  # type: ignore[assignment]
+            (self.state.get(k[4]) or {}) if original_id else {})
+        owner = original.get("c")
+        if owner == customer_id:
+            self._release_if_due(base, customer_id, original_id, k[6], k[2], now)
+
         # Refusals, in order. Any status may be force captured: the purchase happened.
         customer: dict[str, str] = self.state.get(k[0]) or {}  # type: ignore[assignment]
         if keys.FIELD_STATUS not in customer:
             return _err(E.CUSTOMER_UNKNOWN, "", now)
-        if original_id:
-            # A missing original is no obstacle; one past its expiry counts as expired.
-            original: dict[str, str] = self.state.get(k[4]) or {}  # type: ignore[assignment]
-            if "c" in original and original["c"] != customer_id:
+        if owner is not None:
+            # A missing original is no obstacle; a voided, reversed or expired one may be force
+            # captured once; a captured one was posted already.
+            if owner != customer_id:
                 return _err(E.HOLD_OF_OTHER_CUSTOMER, "", now)
-            if original.get("st") == "open" and int(original["x"]) > now:
+            if original["st"] == "open":
                 return _err(E.HOLD_STILL_OPEN, original["x"], now)
+            if original["st"] == "captured":
+                return _err(E.HOLD_CAPTURED, original["cl"], now)
+            if "fx" in original:
+                return _err(E.ALREADY_FORCE_CAPTURED, original["fx"], now)
         rows = [(node,
                  effective_cap(int(customer.get(keys.FIELD_CAP + node, 0)),
                                customer.get(keys.FIELD_RAISE + node), now),
@@ -670,6 +691,8 @@ class Model:
             hold["oh"] = original_id
         self.state[k[3]] = hold
         self._close_hold(k[3], "captured", 1, now)
+        if owner is not None:
+            original["fx"] = hold_id  # a later force capture naming it is refused
         self._xadd(k[2], type="force_captured", event_id=f"{hold_id}:1",
                    customer_id=customer_id, hold_id=hold_id, product_id=product_id,
                    merchant_id=merchant_id, mcc=mcc, channel=channel, currency=currency,
@@ -765,6 +788,12 @@ class Model:
                    customer_id=customer_id, status=status, timezone=timezone,
                    caps=",".join(caps_text), at_ms=str(now))
         return f"OK|{now}"
+
+
+def hold_event_id(hold_id: str, hold: dict[str, str], seq: int) -> str:
+    """hold_event_id of limits/lua/_lib.lua: the expiry names the hold's generation."""
+    expires = hold.get("x")
+    return f"{hold_id}:{expires}:{seq}" if expires is not None else f"{hold_id}:{seq}"
 
 
 def effective_cap(cap: int, raise_text: str | None, now: int) -> int:

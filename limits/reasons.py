@@ -95,6 +95,7 @@ class ScriptError(enum.IntEnum):
     HOLD_STILL_OPEN = 14  # ForceCapture names an original hold that is still open
     HOLD_OF_OTHER_CUSTOMER = 15  # ForceCapture's original hold belongs to someone else
     RAISE_TOO_LONG = 16  # a temporary raise may last at most RAISE_DURATION_S_MAX
+    ALREADY_FORCE_CAPTURED = 17  # ForceCapture's original was force captured (detail: that hold)
 
 
 assert set(RESPONSE_CODE) == set(DeclineReason)

@@ -108,57 +108,31 @@ def _settle(call: _Call, result) -> None:
         future.set_result(result)
 
 
-def _bulk(part) -> bytes:
-    """One RESP bulk string, for arguments of any type redis-py accepts."""
-    if isinstance(part, str):
-        part = part.encode()
-    elif isinstance(part, (int, float)) and not isinstance(part, bool):
-        part = repr(part).encode()
-    elif not isinstance(part, (bytes, bytearray, memoryview)):
-        raise DataError(f"invalid script argument type {type(part).__name__}")
-    return b"$%d\r\n%s\r\n" % (len(part), part)
+def _pack(call: _Call) -> bytes:
+    return hiredis.pack_command(("EVALSHA", call.script.sha, len(call.keys), *call.keys,
+                                 *call.args))
 
 
-def _encode_slowly(batch: Sequence[_Call]) -> tuple[bytes, list[_Call]]:
-    out, sent = [], []
+def encode_calls(batch: list[_Call]) -> tuple[bytes, list[_Call]]:
+    """The RESP bytes of one EVALSHA per call (packed by hiredis, in C: the same bytes as
+    redis-py's encoder), and the calls they carry: all of them, less any whose arguments
+    redis-py would refuse too, each answered at once with its own error."""
+    try:
+        return b"".join([_pack(call) for call in batch]), batch
+    except (TypeError, UnicodeEncodeError):
+        pass
+    packed, sent = [], []
     for call in batch:
-        parts = [*call.keys, *call.args]
         try:
-            command = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(parts)), _bulk(call.script.sha),
-                       _bulk(len(call.keys)), *map(_bulk, parts)]
-        except (DataError, UnicodeEncodeError) as error:  # this call only: not its neighbours
+            packed.append(_pack(call))
+        except TypeError as error:  # not text, bytes, int or float: as redis-py's DataError
+            _settle(call, DataError(f"invalid script argument: {error}"))
+            continue
+        except UnicodeEncodeError as error:
             _settle(call, error)
             continue
-        out += command
         sent.append(call)
-    return b"".join(out), sent
-
-
-def encode_calls(batch: Sequence[_Call]) -> tuple[bytes, list[_Call]]:
-    """The RESP bytes of one EVALSHA per call, and the calls they carry: all of them, less
-    any whose arguments redis-py would refuse too (DataError, answered at once). Text is built
-    and encoded once; if any argument is not text or not ASCII (then character and byte lengths
-    differ), each is encoded on its own."""
-    out = []
-    append = out.append
-    try:
-        for call in batch:
-            keys_, args = call.keys, call.args
-            "".join(keys_) + "".join(args)  # TypeError unless every argument is text
-            count = len(keys_)
-            append(f"*{3 + count + len(args)}\r\n$7\r\nEVALSHA\r\n$40\r\n{call.script.sha}\r\n"
-                   f"${len(str(count))}\r\n{count}\r\n")
-            out += [f"${len(part)}\r\n{part}\r\n" for part in keys_]
-            out += [f"${len(part)}\r\n{part}\r\n" for part in args]
-    except TypeError:
-        return _encode_slowly(batch)
-    text = "".join(out)
-    data = text.encode(errors="surrogatepass")
-    return (data, list(batch)) if len(data) == len(text) else _encode_slowly(batch)
-
-
-def _command(*parts) -> bytes:
-    return b"*%d\r\n%s" % (len(parts), b"".join(map(_bulk, parts)))
+    return b"".join(packed), sent
 
 
 class _Address(NamedTuple):
@@ -262,13 +236,14 @@ class ScriptRunner:
     reload after NOSCRIPT, when the calls that met it are sent again.
 
     Two ways to Redis. By default (plain TCP or a Unix socket) the runner keeps one connection
-    of its own: it writes each batch as RESP it builds itself and reads the replies with
-    hiredis' parser, and batches follow each other on it without waiting (pipelined; Redis is
-    single-threaded, so one connection loses nothing). That costs a fraction of redis-py's
-    pipeline, whose per-command encoding, parsing and timeouts dominated the gateway's profile
-    (docs/benchmarks.md). At most `in_flight_max` calls are on the connection at once; the
-    rest wait, in order, at most REDIS_WAIT_S. A connection without a reply for REDIS_WAIT_S
-    while calls wait is dropped and its calls fail (TimeoutError); the next batch reconnects.
+    of its own: it writes each batch as one buffer of commands packed by hiredis, reads the
+    replies with hiredis' parser, and lets batches follow each other on it without waiting
+    (pipelined; Redis is single-threaded, so one connection loses nothing). That costs a
+    fraction of redis-py's pipeline, whose per-command encoding, parsing and timeouts dominated
+    the gateway's profile (docs/benchmarks.md). At most `in_flight_max` calls are on the
+    connection at once; the rest wait, in order, at most REDIS_WAIT_S. A connection without a
+    reply for REDIS_WAIT_S while calls wait is dropped and its calls fail (TimeoutError); the
+    next batch reconnects.
     With TLS (or `raw=False`) the batches go through redis-py pipelines from its pool instead.
     Either way a failed connection fails every call it carried (the gateway answers UNAVAILABLE,
     and a retry with the same idempotency key is safe); a script's own error fails only its call.
@@ -439,7 +414,7 @@ class ScriptRunner:
             futures = []
             for command in handshake:
                 call = _Call(None, (), (), loop.create_future())
-                connection.write([call], _command(*command), loop.time())
+                connection.write([call], hiredis.pack_command(command), loop.time())
                 futures.append(call.future)
             for future in futures:
                 await future

@@ -148,3 +148,14 @@ def decision(message):
         response.ClearField("levels")
         response.ClearField("available_minor")
     return copy.SerializeToString(deterministic=True)
+
+
+def hold_event(hold_id: str, expires_ms: int, seq: int) -> str:
+    """A hold's event id: "<hold id>:<expiry ms>:<seq>" (limits/lua/_lib.lua hold_event_id)."""
+    return f"{hold_id}:{expires_ms}:{seq}"
+
+
+def without_generation(event_id: str) -> str:
+    """A hold's event id without its generation (the expiry): "<hold id>:<seq>"."""
+    parts = event_id.split(":")
+    return f"{parts[0]}:{parts[-1]}" if len(parts) == 3 and "-" in parts[0] else event_id

@@ -144,6 +144,14 @@ local function authorization_reply(reason, level, hold_id, available, now, expir
     .. fmt(offer) .. '|' .. offer_level .. '|' .. plan .. levels
 end
 
+local function hold_event_id(hold_id, expires, seq)
+  -- "<hold id>:<expiry ms>:<seq>": the expiry names the hold's generation, because a hold id
+  -- derives from its idempotency key, which a terminal may use again once the old hold and
+  -- its records are gone; a force capture's hold (no expiry, random id) is "<hold id>:<seq>".
+  if expires then return hold_id .. ':' .. expires .. ':' .. fmt(seq) end
+  return hold_id .. ':' .. fmt(seq)
+end
+
 local function close_hold(hold_key, state, seq, now)
   redis.call('HSET', hold_key, 'st', state, 'sq', fmt(seq), 'cl', fmt(now))
   -- The record stays to answer late Capture/Void calls clearly, then goes.
@@ -155,7 +163,7 @@ local function expire_hold(base, customer_id, hold_id, outbox_key, now)
   -- drew on, it closes, and its `expired` event is appended. 1 if released, else 0.
   local customer_key = base .. K_CUSTOMER .. customer_id
   local hold_key = base .. K_HOLD .. hold_id
-  local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur')
+  local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur', 'x')
   if h[1] ~= 'open' then return 0 end
   h[4] = hold_nodes(base, h[4])
   local released = tonumber(h[2]) - tonumber(h[3])
@@ -164,7 +172,7 @@ local function expire_hold(base, customer_id, hold_id, outbox_key, now)
   end
   local seq = tonumber(h[5]) + 1
   close_hold(hold_key, 'expired', seq, now)
-  redis.call('XADD', outbox_key, '*', 'type', 'expired', 'event_id', hold_id .. ':' .. fmt(seq),
+  redis.call('XADD', outbox_key, '*', 'type', 'expired', 'event_id', hold_event_id(hold_id, h[9], seq),
     'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
     'merchant_id', h[7], 'currency', h[8], 'nodes', h[4],
     'released_minor', fmt(released), 'captured_total_minor', h[3], 'at_ms', fmt(now))
@@ -231,7 +239,7 @@ local function open_hold(hold_key, base, hold_id, due_key, outbox_key, now)
   if not customer_id then return nil, nil, err(E_HOLD_NOT_FOUND, '', now) end
   release_expired(base, customer_id, due_key, outbox_key, now)
   release_if_due(base, customer_id, hold_id, due_key, outbox_key, now)
-  local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur', 'cl')
+  local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur', 'cl', 'x')
   local closed = {expired = E_HOLD_EXPIRED, voided = E_HOLD_VOIDED, captured = E_HOLD_CAPTURED,
     reversed = E_HOLD_REVERSED}
   if closed[h[1]] then return nil, nil, err(closed[h[1]], h[9], now) end

@@ -61,7 +61,7 @@ if held_after == 0 then
   redis.call('ZREM', holds_key, hold_id)
   update_due(holds_key, KEYS[3], customer_id)
 end
-redis.call('XADD', KEYS[4], '*', 'type', 'captured', 'event_id', hold_id .. ':' .. fmt(seq),
+redis.call('XADD', KEYS[4], '*', 'type', 'captured', 'event_id', hold_event_id(hold_id, h[10], seq),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
   'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(amount),
   'released_minor', fmt(released), 'excess_minor', fmt(excess),

@@ -4,8 +4,13 @@
 -- already closed as `captured` (`fc` = 1, `oh` = the original), so it can be refunded like
 -- any other. Velocity windows do not count it: nothing was approved.
 --
+-- An original is posted at most once: one captured by Capture is refused (HOLD_CAPTURED), and
+-- a force capture marks its original (`fx` = the new hold's id), so a second one naming it is
+-- refused (ALREADY_FORCE_CAPTURED) whatever its idempotency key.
+--
 -- KEYS[1] customer hash   KEYS[2] idempotency record (`if:`)   KEYS[3] partition outbox
 -- KEYS[4] the new hold (hash)   KEYS[5] the original hold (KEYS[4] again if none)
+-- KEYS[6] the customer's open holds (sorted set, by expiry ms)   KEYS[7] partition due set
 -- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
 -- ARGV[3] customer id   ARGV[4] new hold id   ARGV[5] request fingerprint   ARGV[6] product id
 -- ARGV[7] amount minor  ARGV[8] merchant id   ARGV[9] mcc   ARGV[10] channel
@@ -26,18 +31,28 @@ end
 local replay = idempotent_replay(KEYS[2], fingerprint, now)
 if replay then return replay end
 
+-- What had expired is released first, as Capture and Void do: the customer's due holds and
+-- the original itself (if it is this customer's), so that the original counts as expired and
+-- the over-limit check sees what is really held. Each release is a complete change of its own.
+local base = ARGV[2]
+release_expired(base, customer_id, KEYS[7], KEYS[3], now)
+local owner = original_id ~= '' and redis.call('HGET', KEYS[5], 'c')
+if owner == customer_id then
+  release_if_due(base, customer_id, original_id, KEYS[7], KEYS[3], now)
+end
+
 -- Refusals, in order. Any status may be force captured: the purchase already happened.
 if redis.call('HEXISTS', KEYS[1], F_STATUS) == 0 then
   return err(E_CUSTOMER_UNKNOWN, '', now)
 end
-if original_id ~= '' then
-  -- An original that is gone (never made, or dropped after its retention) is no obstacle;
-  -- one past its expiry counts as expired even before the sweeper released it.
-  local o = redis.call('HMGET', KEYS[5], 'c', 'st', 'x')
-  if o[1] and o[1] ~= customer_id then return err(E_HOLD_OF_OTHER_CUSTOMER, '', now) end
-  if o[2] == 'open' and tonumber(o[3]) > now then
-    return err(E_HOLD_STILL_OPEN, o[3], now)
-  end
+if owner then
+  -- An original that is gone (never made, or dropped after its retention) is no obstacle.
+  -- A voided, reversed or expired one may be force captured once.
+  local o = redis.call('HMGET', KEYS[5], 'st', 'x', 'cl', 'fx')
+  if owner ~= customer_id then return err(E_HOLD_OF_OTHER_CUSTOMER, '', now) end
+  if o[1] == 'open' then return err(E_HOLD_STILL_OPEN, o[2], now) end
+  if o[1] == 'captured' then return err(E_HOLD_CAPTURED, o[3], now) end
+  if o[4] then return err(E_ALREADY_FORCE_CAPTURED, o[4], now) end
 end
 
 local caps, helds, useds, over = {}, {}, {}, {}
@@ -63,6 +78,8 @@ add_balance(KEYS[1], node_list, amount)
 redis.call('HSET', KEYS[4], 'c', customer_id, 'p', product_id, 'a', fmt(amount),
   'cp', fmt(amount), 'n', node_list, 'm', ARGV[8], 'cur', ARGV[11], 't', fmt(now), 'fc', '1')
 if original_id ~= '' then redis.call('HSET', KEYS[4], 'oh', original_id) end
+-- The original keeps its retention (HSET leaves its expiry); one that is gone gets no mark.
+if owner then redis.call('HSET', KEYS[5], 'fx', hold_id) end
 close_hold(KEYS[4], 'captured', 1, now)
 redis.call('XADD', KEYS[3], '*', 'type', 'force_captured', 'event_id', hold_id .. ':1',
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,

@@ -125,7 +125,7 @@ local seq = tonumber(h[5]) + 1
 redis.call('HSET', KEYS[1], 'a', fmt(total), 'sq', fmt(seq))
 -- The first approved amount answers a retry of the original authorization.
 redis.call('HSETNX', KEYS[1], 'a0', fmt(amount))
-local event = {'type', 'incremented', 'event_id', hold_id .. ':' .. fmt(seq),
+local event = {'type', 'incremented', 'event_id', hold_event_id(hold_id, hold[4], seq),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
   'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(increment),
   'amount_total_minor', fmt(total), 'at_ms', fmt(now)}

@@ -17,7 +17,7 @@ if not amount then return err(E_BAD_ARGUMENT, 'refund', now) end
 local replay = idempotent_replay(KEYS[2], fingerprint, now)
 if replay then return replay end
 
-local h = redis.call('HMGET', KEYS[1], 'c', 'cp', 'rf', 'n', 'sq', 'p', 'm', 'cur')
+local h = redis.call('HMGET', KEYS[1], 'c', 'cp', 'rf', 'n', 'sq', 'p', 'm', 'cur', 'x')
 if not h[1] then return err(E_HOLD_NOT_FOUND, '', now) end
 h[4] = hold_nodes(base, h[4])
 local refunded = tonumber(h[3]) or 0
@@ -38,7 +38,7 @@ end
 if overpaid > 0 then redis.call('HINCRBY', customer_key, F_CREDIT_BALANCE, overpaid) end
 local seq = tonumber(h[5]) + 1
 redis.call('HSET', KEYS[1], 'rf', fmt(refunded + amount), 'sq', fmt(seq))
-redis.call('XADD', KEYS[3], '*', 'type', 'refunded', 'event_id', hold_id .. ':' .. fmt(seq),
+redis.call('XADD', KEYS[3], '*', 'type', 'refunded', 'event_id', hold_event_id(hold_id, h[9], seq),
   'customer_id', h[1], 'hold_id', hold_id, 'product_id', h[6], 'merchant_id', h[7],
   'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(amount),
   'restored_minor', fmt(restored), 'overpaid_minor', fmt(overpaid),

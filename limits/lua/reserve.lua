@@ -205,7 +205,7 @@ end
 redis.call('HSET', hold_key, unpack(hold))
 redis.call('ZADD', KEYS[2], fmt(expires), hold_id)
 redis.call('ZADD', KEYS[3], 'LT', fmt(expires), customer_id)
-local event = {'type', 'authorized', 'event_id', hold_id .. ':1',
+local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, fmt(expires), 1),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
   'merchant_id', ARGV[10], 'mcc', ARGV[11], 'channel', ARGV[12], 'currency', ARGV[13],
   'nodes', node_list, 'amount_minor', fmt(approved), 'expires_at_ms', fmt(expires),

@@ -25,6 +25,8 @@ if replay then return replay end
 local outcome, hold_id, released = 'tombstoned', '', 0
 local product_id, merchant_id, currency, nodes = '', '', '', ''
 local h = nil
+-- A release is an event of the hold's; anything else is named by the reversal and its time.
+local event_id = 'z:' .. customer_id .. '|' .. original_key .. ':' .. fmt(now)
 local original = redis.call('GET', KEYS[5])
 local approved_id = derived_hold_id(base, KEYS[5])
 local hold_key = base .. K_HOLD .. approved_id
@@ -44,6 +46,7 @@ if outcome == 'tombstoned' and not original then
   remember(KEYS[5], TOMBSTONE, authorization_reply(R_REVERSED, '', '', 0, now, 0, 0, 0, 0, '',
     '', ''))
 elseif outcome == 'released' then
+  event_id = hold_event_id(hold_id, h[10], tonumber(h[5]) + 1)
   released = tonumber(h[2]) - tonumber(h[3])
   nodes, product_id, merchant_id, currency = h[4], h[6], h[7], h[8]
   for _, node in ipairs(split(nodes, ',')) do
@@ -54,9 +57,21 @@ elseif outcome == 'released' then
   update_due(KEYS[2], KEYS[3], customer_id)
 end
 redis.call('XADD', KEYS[4], '*', 'type', 'reversed',
-  'event_id', 'z:' .. customer_id .. '|' .. original_key, 'customer_id', customer_id,
+  'event_id', event_id, 'customer_id', customer_id,
   'hold_id', hold_id, 'product_id', product_id, 'merchant_id', merchant_id,
   'currency', currency, 'nodes', nodes, 'outcome', outcome,
   'released_minor', fmt(released), 'at_ms', fmt(now))
-return remember(KEYS[6], REVERSAL, 'OK|' .. outcome .. '|' .. hold_id .. '|' .. fmt(released)
-  .. '|' .. fmt(now))
+local reply = 'OK|' .. outcome .. '|' .. hold_id .. '|' .. fmt(released) .. '|' .. fmt(now)
+-- The answer never outlives what it is about: a reversal of a declined original or of a
+-- closed hold is forgotten with that record or hold, so a key used again later for a new
+-- purchase is reversed afresh.
+local about = nil
+if outcome == 'original_declined' then about = KEYS[5] end
+if outcome == 'already_closed' then about = hold_key end
+local left_ms = -1
+if about then left_ms = redis.call('PTTL', about) end
+if left_ms > 0 then
+  redis.call('SET', KEYS[6], REVERSAL .. '\n' .. reply, 'PX', left_ms)
+  return reply
+end
+return remember(KEYS[6], REVERSAL, reply)

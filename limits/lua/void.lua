@@ -26,7 +26,7 @@ close_hold(KEYS[1], 'voided', seq, now)
 local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
 redis.call('ZREM', holds_key, hold_id)
 update_due(holds_key, KEYS[3], customer_id)
-redis.call('XADD', KEYS[4], '*', 'type', 'voided', 'event_id', hold_id .. ':' .. fmt(seq),
+redis.call('XADD', KEYS[4], '*', 'type', 'voided', 'event_id', hold_event_id(hold_id, h[10], seq),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
   'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'released_minor', fmt(released),
   'captured_total_minor', h[3], 'at_ms', fmt(now))

@@ -15,7 +15,8 @@ RUN_TIMEOUT_S = 180
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", [[], ["--unary"]], ids=["batch", "unary"])
+@pytest.mark.parametrize("mode", [[], ["--unary"], ["--redis-py"]],
+                         ids=["batch", "unary", "batch-redis-py"])
 def test_tiny_run_counts_every_answer_and_each_process_cpu(mode):
     run = subprocess.run(
         [sys.executable, str(BENCH / "batch_rate.py"), "--processes", "1", "--duration", "1.5",

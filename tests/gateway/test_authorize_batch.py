@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gateway import errors
 from gateway.pb import creditgate_pb2 as pb
+from gateway.pb import creditgate_pb2_grpc as pb_grpc
 from limits import keys
 from limits.constants import (
     AMOUNT_MINOR_MAX,
@@ -27,7 +28,7 @@ from limits.constants import (
     PRODUCT_NODES_MAX,
 )
 from limits.reasons import RESPONSE_CODE, DeclineReason
-from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
+from tests.conftest import CUSTOMER_CAPS, PARTITIONS, served_gateway, snapshot
 from tests.support import decision
 
 CUSTOMER = "cust-batch"
@@ -241,6 +242,22 @@ async def test_a_full_batch_of_the_longest_ids_is_answered_in_order(redis, admin
             available -= request.amount_minor
             level = {lv.node: lv for lv in response.levels}["consumer.scan_pay.pos"]
             assert level.available_minor == available
+
+
+@pytest.mark.parametrize(("setting", "raw"), [("", True), ("redis-py", False)])
+async def test_redis_py_pipelines_can_be_chosen_and_answer_alike(
+        redis, redis_server, monkeypatch, setting, raw):
+    monkeypatch.setenv("CREDITGATE_REDIS_PIPELINE", setting)
+    async with served_gateway(redis_server) as served, grpc.aio.insecure_channel(
+            f"127.0.0.1:{served.port}") as channel:
+        assert served.runner.raw is raw
+        admin, auth = pb_grpc.AdminStub(channel), pb_grpc.AuthorizationStub(channel)
+        await put_customer(admin)
+        reply = await auth.AuthorizeBatch(pb.AuthorizeBatchRequest(requests=[
+            authorize_request("k-1"), authorize_request("k-2", amount_minor=0),
+            authorize_request("k-1")]))
+        assert reply.items[0].response.approved and reply.items[2] == reply.items[0]
+        assert reply.items[1].error.code == INVALID_ARGUMENT
 
 
 def test_the_largest_valid_item_fits_the_batch_message_bounds():

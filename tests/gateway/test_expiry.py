@@ -70,7 +70,7 @@ async def test_hold_not_captured_in_time_is_released_once(redis, gateway, admin,
     mine = next(e for e in expired if e["hold_id"] == reply.hold_id)
     assert int(mine["at_ms"]) >= reply.hold_expires_at_ms
     assert mine["captured_total_minor"] == "0"
-    assert mine["event_id"] == f"{reply.hold_id}:2"
+    assert mine["event_id"] == f"{reply.hold_id}:{reply.hold_expires_at_ms}:2"
 
     stream_length = await redis.xlen(outbox_key("c-exp"))
     state = await snapshot(redis)

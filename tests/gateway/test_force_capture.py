@@ -1,6 +1,7 @@
 """ForceCapture: a late clearing whose hold expired or was never made is posted even over a
 cap, and says which levels it took over; an open original must be captured instead, and the
-original must be the customer's own. The posting is a new captured hold, refundable."""
+original must be the customer's own. An original is posted once: a captured one is refused,
+and so is a second force capture of it. The posting is a new captured hold, refundable."""
 
 from __future__ import annotations
 
@@ -84,15 +85,89 @@ async def test_a_clearing_for_an_expired_hold_is_posted(admin, auth, redis, gate
     assert caught.value.details().startswith("hold_id: the hold was captured in full")
 
 
-async def test_an_original_past_its_expiry_counts_as_expired_before_the_sweeper(
-        admin, auth, gateway):
-    await put(admin)
-    stale = await authorize(auth, "a1", amount=3_000)
+async def test_an_original_past_its_expiry_is_released_before_the_over_limit_check(
+        admin, auth, redis, gateway):
+    await put(admin, caps={node: 100_000 for node in POS_PATH})
+    stale = await authorize(auth, "a1", amount=80_000)
     gateway.limits.clock_offset_ms = TTL_MS + 1_000  # not released yet: nothing touched it
-    reply = await auth.ForceCapture(force(original=stale.hold_id, amount=2_000))
-    assert [(level.held_minor, level.used_minor) for level in reply.levels] == [
-        (3_000, 2_000)] * len(POS_PATH)
-    assert await levels(auth) == {node: (0, 2_000) for node in POS_PATH}  # now it is
+    reply = await auth.ForceCapture(force(original=stale.hold_id, amount=80_000))
+    # Released first, the original held nothing more: the 80 000 fit every cap of 100 000.
+    assert (reply.over_limit, list(reply.over_limit_levels)) == (False, [])
+    assert [(level.node, level.cap_minor, level.held_minor, level.used_minor,
+             level.available_minor) for level in reply.levels] == [
+        (node, 100_000, 0, 80_000, 20_000) for node in POS_PATH]
+    assert await levels(auth) == {node: (0, 80_000) for node in POS_PATH}
+    stream = keys.outbox(keys.base(keys.partition_of(CUSTOMER, PARTITIONS)))
+    kinds = [(fields[b"type"].decode(), fields.get(b"hold_id", b"").decode())
+             for _, fields in await redis.xrange(stream)]
+    assert kinds[-2:] == [("expired", stale.hold_id), ("force_captured", reply.hold_id)]
+    (expired,) = await events(redis, "expired")
+    assert (expired["released_minor"], expired["at_ms"]) == ("80000", str(reply.decided_at_ms))
+    (event,) = await events(redis, "force_captured")
+    assert event["over_limit"] == ""
+    # The release left the customer's open holds and the partition's due set as the sweeper
+    # would have.
+    base = keys.base(keys.partition_of(CUSTOMER, PARTITIONS))
+    assert await redis.zcard(keys.customer_holds(base, CUSTOMER)) == 0
+    assert await redis.zscore(keys.due(base), CUSTOMER) is None
+
+
+async def test_the_customers_other_expired_holds_are_released_first(admin, auth, redis,
+                                                                    gateway):
+    await put(admin, caps={node: 100_000 for node in POS_PATH})
+    stale = await authorize(auth, "a1", amount=80_000)
+    gateway.limits.clock_offset_ms = TTL_MS + 1_000
+    reply = await auth.ForceCapture(force(amount=80_000))  # names no original
+    assert (reply.over_limit, [level.held_minor for level in reply.levels]) == (
+        False, [0] * len(POS_PATH))
+    (expired,) = await events(redis, "expired")
+    assert (expired["hold_id"], expired["released_minor"]) == (stale.hold_id, "80000")
+
+
+async def test_a_captured_original_is_refused_it_would_post_twice(admin, auth, redis):
+    await put(admin)
+    hold = await authorize(auth, "a1", amount=10_000)
+    captured = await auth.Capture(pb.CaptureRequest(idempotency_key="c1", hold_id=hold.hold_id,
+                                                    amount_minor=10_000, final=True))
+    assert captured.state == pb.HOLD_STATE_CAPTURED
+    before = await snapshot(redis)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await auth.ForceCapture(force(original=hold.hold_id, amount=10_000))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details() == (
+        f"original_hold_id: the hold's purchase was captured at {captured.decided_at_ms} (Unix "
+        "ms); a force capture would post it twice; nothing was posted")
+    assert await snapshot(redis) == before
+    assert await levels(auth) == {node: (0, 10_000) for node in POS_PATH}
+
+
+@pytest.mark.parametrize("close", ["expire", "void", "reverse"])
+async def test_an_original_is_force_captured_once(admin, auth, redis, gateway, close):
+    await put(admin)
+    hold = await authorize(auth, "a1", amount=10_000)
+    if close == "void":
+        await auth.Void(pb.VoidRequest(idempotency_key="v1", hold_id=hold.hold_id))
+    elif close == "reverse":
+        await auth.Reverse(pb.ReverseRequest(customer_id=CUSTOMER, original_idempotency_key="a1"))
+    else:
+        gateway.limits.clock_offset_ms = TTL_MS + 1_000
+    first = await auth.ForceCapture(force("f1", 10_000, original=hold.hold_id))
+    base = keys.base(keys.partition_of(CUSTOMER, PARTITIONS))
+    assert await redis.hget(keys.hold(base, hold.hold_id), "fx") == first.hold_id.encode()
+    before = await snapshot(redis)
+    # The same key again is the same request: its first answer.
+    again = await auth.ForceCapture(force("f1", 10_000, original=hold.hold_id))
+    assert again.SerializeToString() == first.SerializeToString()
+    # Another key naming the same original would post the purchase twice.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await auth.ForceCapture(force("f2", 10_000, original=hold.hold_id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details() == (
+        f"original_hold_id: the hold was already force captured as hold {first.hold_id}; "
+        "another force capture would post the purchase twice; nothing was posted")
+    assert await snapshot(redis) == before
+    assert await levels(auth) == {node: (0, 10_000) for node in POS_PATH}
+    assert len(await events(redis, "force_captured")) == 1
 
 
 async def test_a_clearing_whose_hold_was_never_made_is_posted(admin, auth):

@@ -62,7 +62,8 @@ async def test_an_approved_open_hold_is_released_and_closed(admin, auth, redis):
     assert reply.decided_at_ms >= original.decided_at_ms
     assert await levels(auth) == {node: (0, 0) for node in POS_PATH}
     assert await events(redis) == [{
-        "type": "reversed", "event_id": "z:c-rev|a1", "customer_id": "c-rev",
+        "type": "reversed", "event_id": f"{original.hold_id}:{original.hold_expires_at_ms}:2",
+        "customer_id": "c-rev",
         "hold_id": original.hold_id, "product_id": "scan_pay", "merchant_id": "shop-1",
         "currency": "CNY", "nodes": ",".join(POS_PATH), "outcome": "released",
         "released_minor": "12000", "at_ms": str(reply.decided_at_ms)}]

@@ -44,6 +44,16 @@ class Driver:
             return await snapshot(self.redis)
         return copy.deepcopy(self.client.runner.model.state)
 
+    async def events(self, customer_id=CUSTOMER) -> list[tuple[str, str]]:
+        """(type, hold id) of the partition's outbox events that name a hold, in order."""
+        stream = keys.outbox(keys.base(keys.partition_of(customer_id, PARTITIONS)))
+        if self.redis is None:
+            entries = self.client.runner.model.state.get(stream, [])
+        else:
+            entries = [{k.decode(): v.decode() for k, v in fields.items()}
+                       for _, fields in await self.redis.xrange(stream)]
+        return [(event["type"], event["hold_id"]) for event in entries if "hold_id" in event]
+
     async def put(self, customer_id=CUSTOMER, caps=None):
         await self.client.put_customer(customer_id, "active", "Asia/Shanghai",
                                        caps or CUSTOMER_CAPS)
@@ -59,6 +69,10 @@ class Driver:
     async def capture(self, hold_id: str, amount: int, key="c1", final=False):
         return await self.client.capture(*hotpath.plan_capture(pb.CaptureRequest(
             idempotency_key=key, hold_id=hold_id, amount_minor=amount, final=final), PARTITIONS))
+
+    async def void(self, hold_id: str, key="v1"):
+        return await self.client.void(*hotpath.plan_void(pb.VoidRequest(
+            idempotency_key=key, hold_id=hold_id), PARTITIONS))
 
     async def reverse(self, key: str):
         return await self.client.reverse(*plan_reverse(pb.ReverseRequest(
@@ -118,6 +132,22 @@ async def force_capture_another_customers_hold(d: Driver):
     return (lambda: d.force_capture(5_000, theirs.hold_id)), ""
 
 
+async def force_capture_a_captured_hold(d: Driver):
+    await d.put()
+    hold = await d.authorize("a1", 10_000)
+    captured = await d.capture(hold.hold_id, 10_000, final=True)
+    assert captured.state == "captured"
+    return (lambda: d.force_capture(10_000, hold.hold_id)), str(captured.decided_at_ms)
+
+
+async def force_capture_an_original_again_with_a_new_key(d: Driver):
+    await d.put()
+    hold = await d.authorize("a1", 10_000)
+    await d.void(hold.hold_id)
+    first = await d.force_capture(10_000, hold.hold_id, key="f1")
+    return (lambda: d.force_capture(10_000, hold.hold_id, key="f2")), first.hold_id
+
+
 async def force_capture_for_an_unknown_customer(d: Driver):
     return (lambda: d.force_capture(5_000, customer_id="nobody")), ""
 
@@ -144,6 +174,8 @@ ROWS = [
     (E.CAPTURE_EXCEEDS_HELD, over_capture_beyond_the_tolerance),
     (E.HOLD_STILL_OPEN, force_capture_an_open_hold),
     (E.HOLD_OF_OTHER_CUSTOMER, force_capture_another_customers_hold),
+    (E.HOLD_CAPTURED, force_capture_a_captured_hold),
+    (E.ALREADY_FORCE_CAPTURED, force_capture_an_original_again_with_a_new_key),
     (E.CUSTOMER_UNKNOWN, force_capture_for_an_unknown_customer),
     (E.CUSTOMER_UNKNOWN, repay_for_an_unknown_customer),
     (E.IDEMPOTENCY_MISMATCH, repay_again_with_another_amount),
@@ -159,6 +191,22 @@ async def test_refusal(driver, code, setup):
         await call()
     assert (caught.value.code, caught.value.detail) == (code, detail)
     assert await driver.state() == before
+
+
+async def test_force_capture_releases_an_unswept_original_first(driver):
+    # Every level of the path has a cap of 100 000; the original of 80 000 expired, and no
+    # sweeper or later call released it: counted as held, 80 000 more would be over the caps.
+    await driver.put(caps={**CUSTOMER_CAPS, **{node: 100_000 for node in POS.split(",")}})
+    hold = await driver.authorize("a1", 80_000)
+    driver.client.clock_offset_ms = PRODUCTS["scan_pay"].hold_ttl_s * 1000 + 1_000
+    result = await driver.force_capture(80_000, hold.hold_id)
+    assert result.over_limit_levels == ()
+    assert [(level.node, level.cap_minor, level.held_minor, level.used_minor)
+            for level in result.levels] == [(node, 100_000, 0, 80_000) for node in POS.split(",")]
+    assert await driver.events() == [("authorized", hold.hold_id), ("expired", hold.hold_id),
+                                     ("force_captured", result.hold_id)]
+    state = await driver.client.credit(CUSTOMER)
+    assert (state.held["total"], state.used["total"]) == (0, 80_000)
 
 
 async def test_repay_pays_unlisted_paths_after_the_listed_ones_by_name(driver):

@@ -1,8 +1,8 @@
-"""The script runner's own Redis connection (RESP built by the runner, replies parsed by
-hiredis) against its redis-py fallback: the same bytes on the wire, the same answers, the order
-of calls kept across round trips, bounded calls in flight, and each kind of connection failure
-failing the calls it carried (and only those) before the next call reconnects. A TCP relay
-between the runner and the real redis-server holds or cuts the traffic."""
+"""The script runner's own Redis connection (commands packed and replies parsed by hiredis)
+against its redis-py fallback: the same bytes on the wire, the same answers, the order of calls
+kept across round trips, bounded calls in flight, and each kind of connection failure failing
+the calls it carried (and only those) before the next call reconnects. A TCP relay between the
+runner and the real redis-server holds or cuts the traffic."""
 
 from __future__ import annotations
 
