@@ -19,17 +19,22 @@ class RaisePlan(msgspec.Struct, frozen=True):
     expires_at_ms: int  # Unix ms; the script checks it against Redis' clock
 
 
-def plan_increment(request: pb.IncrementAuthorizationRequest,
-                   partitions: int) -> tuple[list[str], list[str]]:
-    """The increment script's (keys, args) of a valid IncrementAuthorizationRequest."""
+def hold_amount_call(request, partitions: int) -> tuple[str, str]:
+    """(partition base, amount) of a call that moves an amount on one hold (Refund,
+    IncrementAuthorization): its idempotency key, hold id and amount checked in proto order."""
     hotpath.check_id("idempotency_key", request.idempotency_key)
     hotpath.check_id("hold_id", request.hold_id)
     partition = keys.partition_of_hold(request.hold_id, partitions)
     if partition is None:
         raise hotpath.InvalidArgument("hold_id", "not a hold id issued by this gateway")
     hotpath.check_amount("amount_minor", request.amount_minor)
-    base = keys.base(partition)
-    amount = str(request.amount_minor)
+    return keys.base(partition), str(request.amount_minor)
+
+
+def plan_increment(request: pb.IncrementAuthorizationRequest,
+                   partitions: int) -> tuple[list[str], list[str]]:
+    """The increment script's (keys, args) of a valid IncrementAuthorizationRequest."""
+    base, amount = hold_amount_call(request, partitions)
     return ([keys.hold(base, request.hold_id),
              keys.idempotency_increment(base, request.hold_id, request.idempotency_key),
              keys.due(base), keys.outbox(base)],

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import hotpath
 from gateway import batch, lifecycle
-from gateway.credit_ops import plan_increment, plan_set_raise
+from gateway.credit_ops import hold_amount_call, plan_increment, plan_set_raise
 from gateway.errors import NotFound, unary
 from gateway.pb import creditgate_pb2 as pb
 from gateway.pb import creditgate_pb2_grpc as pb_grpc
@@ -77,14 +77,7 @@ def _levels(levels) -> list[pb.LevelHeadroom]:
 def plan_refund(request: pb.RefundRequest, partitions: int) -> tuple[list[str], list[str]]:
     """Validate a RefundRequest and build the refund script's (keys, args), as the hot path
     does for Capture and Void (refunds are rare: no compiled twin)."""
-    hotpath.check_id("idempotency_key", request.idempotency_key)
-    hotpath.check_id("hold_id", request.hold_id)
-    partition = keys.partition_of_hold(request.hold_id, partitions)
-    if partition is None:
-        raise hotpath.InvalidArgument("hold_id", "not a hold id issued by this gateway")
-    hotpath.check_amount("amount_minor", request.amount_minor)
-    base = keys.base(partition)
-    amount = str(request.amount_minor)
+    base, amount = hold_amount_call(request, partitions)
     return ([keys.hold(base, request.hold_id),
              keys.idempotency_refund(base, request.hold_id, request.idempotency_key),
              keys.outbox(base)],

@@ -117,6 +117,42 @@ local function effective_cap(cap, raise_text, now)
   return cap + tonumber(string.sub(raise_text, 1, colon - 1))
 end
 
+local function read_levels(customer_key, leading, nodes, amount, now)
+  -- One HMGET of the customer hash: the `leading` fields, then each node's cap, raise, held
+  -- and used. Returns the leading values and, per node (root first), the effective cap (cap
+  -- plus a live raise), held, used and free credit; the least free credit; and the first node
+  -- where `amount` does not fit (nil if it fits everywhere).
+  local fields = {unpack(leading)}
+  for _, node in ipairs(nodes) do
+    fields[#fields + 1] = F_CAP .. node
+    fields[#fields + 1] = F_RAISE .. node
+    fields[#fields + 1] = F_HELD .. node
+    fields[#fields + 1] = F_USED .. node
+  end
+  local values = redis.call('HMGET', customer_key, unpack(fields))
+  local caps, helds, useds, frees, available, short = {}, {}, {}, {}, nil, nil
+  for i, node in ipairs(nodes) do
+    local at = #leading + 4 * (i - 1)
+    caps[i] = effective_cap(tonumber(values[at + 1]) or 0, values[at + 2], now)
+    helds[i] = tonumber(values[at + 3]) or 0
+    useds[i] = tonumber(values[at + 4]) or 0
+    frees[i] = math.max(0, caps[i] - helds[i] - useds[i])
+    if available == nil or frees[i] < available then available = frees[i] end
+    if short == nil and amount > frees[i] then short = node end
+  end
+  return values, caps, helds, useds, frees, available, short
+end
+
+local function levels_text(nodes, caps, helds, useds, extra)
+  -- The replies' "|node|cap + raise|held|used" for every node; `extra` is added to held.
+  local parts = {}
+  for i, node in ipairs(nodes) do
+    parts[#parts + 1] = '|' .. node .. '|' .. fmt(caps[i]) .. '|' .. fmt(helds[i] + extra)
+      .. '|' .. fmt(useds[i])
+  end
+  return table.concat(parts)
+end
+
 local function add_balance(customer_key, path, amount)
   -- The balance drawn on one path (captured, not refunded or repaid); a zero balance goes.
   if amount == 0 then return end

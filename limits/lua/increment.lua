@@ -31,38 +31,16 @@ local day_max, month_max = tonumber(velocity_max[1]), tonumber(velocity_max[2])
 
 local customer_key = base .. K_CUSTOMER .. customer_id
 local nodes = split(h[4], ',')
-local fields = {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id,
-  F_VELOCITY_MONTH .. product_id}
-for _, node in ipairs(nodes) do
-  fields[#fields + 1] = F_CAP .. node
-  fields[#fields + 1] = F_RAISE .. node
-  fields[#fields + 1] = F_HELD .. node
-  fields[#fields + 1] = F_USED .. node
-end
-local values = redis.call('HMGET', customer_key, unpack(fields))
-local caps, helds, useds, frees = {}, {}, {}, {}
-local available, short_level = nil, nil
-for i, node in ipairs(nodes) do
-  caps[i] = effective_cap(tonumber(values[4 * i + 1]) or 0, values[4 * i + 2], now)
-  helds[i] = tonumber(values[4 * i + 3]) or 0
-  useds[i] = tonumber(values[4 * i + 4]) or 0
-  frees[i] = math.max(0, caps[i] - helds[i] - useds[i])
-  if available == nil or frees[i] < available then available = frees[i] end
-  if short_level == nil and increment > frees[i] then short_level = node end
-end
-local function levels_text(extra)
-  local parts = {}
-  for i, node in ipairs(nodes) do
-    parts[#parts + 1] = '|' .. node .. '|' .. fmt(caps[i]) .. '|' .. fmt(helds[i] + extra)
-      .. '|' .. fmt(useds[i])
-  end
-  return table.concat(parts)
-end
+-- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
+local values, caps, helds, useds, frees, available, short_level = read_levels(customer_key,
+  {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes,
+  increment, now)
+local function levels(extra) return levels_text(nodes, caps, helds, useds, extra) end
 local plan = hold[3] or ''
 
 local function decline(reason, level, offer, offer_level)
   return remember(KEYS[2], fingerprint, authorization_reply(reason, level, hold_id, available,
-    now, expires, amount, 0, offer, offer_level, plan, levels_text(0))
+    now, expires, amount, 0, offer, offer_level, plan, levels(0))
     .. '|' .. fmt(amount - captured))
 end
 
@@ -139,4 +117,4 @@ if plan ~= '' then
 end
 redis.call('XADD', KEYS[4], '*', unpack(event))
 return remember(KEYS[2], fingerprint, authorization_reply(0, '', hold_id, available - increment,
-  now, expires, total, 0, 0, '', plan, levels_text(increment)) .. '|' .. fmt(total - captured))
+  now, expires, total, 0, 0, '', plan, levels(increment)) .. '|' .. fmt(total - captured))

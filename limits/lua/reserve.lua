@@ -67,42 +67,21 @@ end
 local status = redis.call('HGET', KEYS[1], F_STATUS)
 if not status then return decline(R_CUSTOMER_UNKNOWN, '', 0, 0, '', '') end
 
-local fields = {F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}
-for _, node in ipairs(nodes) do
-  fields[#fields + 1] = F_CAP .. node
-  fields[#fields + 1] = F_RAISE .. node
-  fields[#fields + 1] = F_HELD .. node
-  fields[#fields + 1] = F_USED .. node
-end
 -- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
-local values, caps, helds, useds, frees = nil, {}, {}, {}, {}
-local available, short_level = nil, nil
-local function read_levels()
-  values = redis.call('HMGET', KEYS[1], unpack(fields))
-  for i, node in ipairs(nodes) do
-    caps[i] = effective_cap(tonumber(values[4 * i]) or 0, values[4 * i + 1], now)
-    helds[i] = tonumber(values[4 * i + 2]) or 0
-    useds[i] = tonumber(values[4 * i + 3]) or 0
-    frees[i] = math.max(0, caps[i] - helds[i] - useds[i])
-    if available == nil or frees[i] < available then available = frees[i] end
-    if short_level == nil and amount > frees[i] then short_level = node end
-  end
+local values, caps, helds, useds, frees, available, short_level
+local function read()
+  values, caps, helds, useds, frees, available, short_level = read_levels(KEYS[1],
+    {F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes, amount,
+    now)
 end
-local function levels_text(extra)
-  local parts = {}
-  for i, node in ipairs(nodes) do
-    parts[#parts + 1] = '|' .. node .. '|' .. fmt(caps[i]) .. '|' .. fmt(helds[i] + extra)
-      .. '|' .. fmt(useds[i])
-  end
-  return table.concat(parts)
-end
+local function levels(extra) return levels_text(nodes, caps, helds, useds, extra) end
 
 if prior[1] then
   -- A retry of an approval: the first decision (amount before any increment, partial
   -- approval and its binding level, plan), with the levels and availability of now.
   -- The decision's time is the expiry less the product's hold TTL (an increment keeps the
   -- expiry): the hold stores no creation time, to stay within one allocation class.
-  read_levels()
+  read()
   local approved = tonumber(prior[4] or prior[3])
   local plan = ''
   if prior[6] then
@@ -113,17 +92,17 @@ if prior[1] then
   if prior[5] then partial = 1 end
   local expires = tonumber(prior[2])
   return authorization_reply(0, '', hold_id, available, expires - ttl_ms, expires, approved,
-    partial, 0, prior[5] or '', plan, levels_text(0))
+    partial, 0, prior[5] or '', plan, levels(0))
 end
 release_expired(base, customer_id, KEYS[3], KEYS[4], now)
-read_levels()
+read()
 
 local status_decline = {frozen = R_CUSTOMER_FROZEN, closed = R_CUSTOMER_CLOSED,
   overdue = R_CUSTOMER_OVERDUE}
 if status_decline[status] then
-  return decline(status_decline[status], '', available, 0, '', levels_text(0))
+  return decline(status_decline[status], '', available, 0, '', levels(0))
 end
-if rule_decline > 0 then return decline(rule_decline, '', available, 0, '', levels_text(0)) end
+if rule_decline > 0 then return decline(rule_decline, '', available, 0, '', levels(0)) end
 
 local day_window, month_window, day_amount, day_count, month_amount, month_count
 local has_velocity = limits[1] + limits[2] + limits[3] + limits[4] > 0
@@ -134,7 +113,7 @@ if has_velocity then
   month_amount, month_count = window_usage(values[3], month_window)
   if (limits[2] > 0 and day_count + 1 > limits[2])
       or (limits[4] > 0 and month_count + 1 > limits[4]) then
-    return decline(R_VELOCITY_COUNT_EXCEEDED, '', available, 0, '', levels_text(0))
+    return decline(R_VELOCITY_COUNT_EXCEEDED, '', available, 0, '', levels(0))
   end
   if (limits[1] > 0 and day_amount + amount > limits[1])
       or (limits[3] > 0 and month_amount + amount > limits[3]) then
@@ -162,7 +141,7 @@ if amount_reason > 0 then
   if allow_partial == 0 or offer == 0 then
     local level = ''
     if amount_reason == R_INSUFFICIENT_CREDIT then level = short_level end
-    return decline(amount_reason, level, available, offer, offer_level, levels_text(0))
+    return decline(amount_reason, level, available, offer, offer_level, levels(0))
   end
   approved, partial = offer, 1
 end
@@ -223,4 +202,4 @@ end
 redis.call('XADD', KEYS[4], '*', unpack(event))
 -- A partial approval names its binding level in the counter-offer level (the amount is 0).
 return authorization_reply(0, '', hold_id, available - approved, now, expires, approved, partial,
-  0, offer_level, plan, levels_text(approved))
+  0, offer_level, plan, levels(approved))
