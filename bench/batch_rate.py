@@ -444,6 +444,7 @@ def main(argv=None) -> int:
         if gateway is not None:
             stop(gateway)
         stop(redis_process)
+        shutil.rmtree(folder, ignore_errors=True)
 
     answered = sum(t["in_window"] for t in tallies)
     approved = sum(t["approved"] for t in tallies)
@@ -495,7 +496,6 @@ def main(argv=None) -> int:
                           "errors": dict(errors), "events": events, "cpu_percent": cpu,
                           "latency_ms_p50": percentile(latencies, 0.5),
                           "latency_ms_p99": percentile(latencies, 0.99)}))
-    shutil.rmtree(folder, ignore_errors=True)
     return 0 if consistent and not errors else 1
 
 

@@ -13,7 +13,7 @@ import logging
 
 import grpc
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hotpath import InvalidArgument
@@ -125,7 +125,9 @@ def status_of(error: BaseException, rpc: str = "") -> tuple[grpc.StatusCode, str
     if isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError)):
         return (grpc.StatusCode.UNAVAILABLE,
                 "limit store unavailable; retry with the same idempotency key")
-    if isinstance(error, ResponseError) and str(error).startswith("OOM"):
+    # redis-py raises OutOfMemoryError for Redis' OOM (and strips "OOM" from the message).
+    if isinstance(error, OutOfMemoryError) or (
+            isinstance(error, ResponseError) and str(error).startswith("OOM")):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, "limit store is out of memory"
     # Any other Redis error (a script's runtime error) is our own bug, not the caller's.
     return grpc.StatusCode.INTERNAL, "internal error"

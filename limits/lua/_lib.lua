@@ -3,6 +3,12 @@
 -- K_* key kinds, F_* customer-hash fields, R_* decline reasons, E_* script errors, and bounds).
 -- limits/model.py is the pure-Python reading of every function here.
 
+-- Redis reads a script's globals through its protected global table, a metamethod call per
+-- read (about 50 ns each; bench/ measured reserve.lua's Lua time, not its commands, as the
+-- larger part): the globals every call uses are taken into locals once.
+local redis, math, string, table = redis, math, string, table
+local tonumber, ipairs, unpack = tonumber, ipairs, unpack
+
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
   return string.format('%d', n)

@@ -151,14 +151,22 @@ local node_list = table.concat(nodes, ',')
 local expires = now + ttl_ms
 local plan = ''
 if months > 0 then plan = installment_plan(approved, months, fee_bps) end
-for _, node in ipairs(nodes) do redis.call('HINCRBY', KEYS[1], F_HELD .. node, approved) end
-if has_velocity then
-  redis.call('HSET', KEYS[1],
-    F_VELOCITY_DAY .. product_id,
-    fmt(day_window) .. ':' .. fmt(day_amount + approved) .. ':' .. fmt(day_count + 1),
-    F_VELOCITY_MONTH .. product_id,
-    fmt(month_window) .. ':' .. fmt(month_amount + approved) .. ':' .. fmt(month_count + 1))
+-- One write of the customer hash: every level's held (as read above, plus the approval) and
+-- the velocity windows.
+local customer = {}
+for i, node in ipairs(nodes) do
+  customer[#customer + 1] = F_HELD .. node
+  customer[#customer + 1] = fmt(helds[i] + approved)
 end
+if has_velocity then
+  customer[#customer + 1] = F_VELOCITY_DAY .. product_id
+  customer[#customer + 1] = fmt(day_window) .. ':' .. fmt(day_amount + approved) .. ':'
+    .. fmt(day_count + 1)
+  customer[#customer + 1] = F_VELOCITY_MONTH .. product_id
+  customer[#customer + 1] = fmt(month_window) .. ':' .. fmt(month_amount + approved) .. ':'
+    .. fmt(month_count + 1)
+end
+redis.call('HSET', KEYS[1], unpack(customer))
 -- The optional fields are written only when they apply: an open hold stays small.
 local hold = {'st', 'open', 'c', customer_id, 'p', product_id, 'a', fmt(approved), 'cp', '0',
   'n', path_id(base, node_list), 'x', fmt(expires), 'sq', '1', 'm', ARGV[10], 'cur', ARGV[13],
