@@ -119,6 +119,7 @@ bench: build redis-server bench-tools
 	$(VENV)/bin/python bench/memory.py
 	$(VENV)/bin/python bench/maxrate.py
 	$(VENV)/bin/python bench/openloop.py
+	$(VENV)/bin/python bench/batch_rate.py
 
 # h2load, the HTTP/2 load generator of bench/maxrate.py (and of tests/bench/test_maxrate.py).
 bench-tools:
