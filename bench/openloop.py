@@ -31,7 +31,8 @@ rate, and the figures as JSON. A step with errors, or with requests the generato
 send (more than --inflight-max unanswered), is marked: its latencies are not valid alone.
 
 Exit status: 1 if a call failed with a status other than DEADLINE_EXCEEDED or CANCELLED
-(or got no answer after its deadline): an overloaded step is a result, a failed one is not. 0 otherwise.
+(or got no answer after its deadline): an overloaded step is a result, a failed one is not.
+0 otherwise.
 """
 
 from __future__ import annotations
