@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 
-from limits.constants import HOLD_TOKEN_LENGTH, PARTITIONS_MAX
+from limits.constants import HOLD_TOKEN_LENGTH, IDEMPOTENCY_TTL_S, PARTITIONS_MAX
 
 PREFIX = "cg"
 
@@ -138,13 +138,21 @@ def paths(partition_base: str) -> str:
     return partition_base + KEY_PATHS
 
 
-def derived_hold_id(partition_base: str, record_key: str) -> str:
+def hold_epoch(now_ms: int) -> int:
+    """The idempotency window a time falls in: IDEMPOTENCY_TTL_S-long epochs since 1970."""
+    return now_ms // (IDEMPOTENCY_TTL_S * 1000)
+
+
+def derived_hold_id(partition_base: str, record_key: str, epoch: int) -> str:
     """The hold id of an approved authorization: the partition, then the first
-    HOLD_TOKEN_LENGTH hex digits of SHA-1 of its idempotency record's key (reserve.lua computes
-    it with redis.sha1hex). Hex is lower case: never equal to a random base32 token."""
+    HOLD_TOKEN_LENGTH hex digits of SHA-1 of "<idempotency record's key>|<epoch>" (reserve.lua
+    computes it with redis.sha1hex). A retry looks in its epoch and the one before, so it
+    finds its hold for at least IDEMPOTENCY_TTL_S; a key used again after its old hold is gone
+    falls in a later epoch and gets a new id, so an old hold id never names a new purchase.
+    Hex is lower case: never equal to a random base32 token."""
     partition = int(partition_base[len(PREFIX) + 4:len(PREFIX) + 7])
     assert base(partition) == partition_base
-    token = hashlib.sha1(record_key.encode()).hexdigest()[:HOLD_TOKEN_LENGTH]
+    token = hashlib.sha1(f"{record_key}|{epoch}".encode()).hexdigest()[:HOLD_TOKEN_LENGTH]
     return hold_id(partition, token)
 
 

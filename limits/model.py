@@ -77,6 +77,16 @@ class Model:
         """The partition's shared UTC-offset schedule of a timezone (put_customer writes it)."""
         return self._hash(keys.timezones(base)).get(zone, "0")
 
+    def _approval_hold(self, base: str, record_key: str, now: int) -> tuple[str, bool]:
+        """approval_hold of limits/lua/_lib.lua: the approval's hold in this idempotency epoch
+        or the one before, if it exists; else the id a new approval takes now."""
+        epoch = keys.hold_epoch(now)
+        for candidate in (epoch, epoch - 1):
+            hold_id = keys.derived_hold_id(base, record_key, candidate)
+            if keys.hold(base, hold_id) in self.state:
+                return hold_id, True
+        return keys.derived_hold_id(base, record_key, epoch), False
+
     def _path_id(self, base: str, node_list: str) -> str:
         """The short id a hold stores for its nodes, kept in the partition's `paths` hash; the
         list itself if the id is taken by another list."""
@@ -186,7 +196,7 @@ class Model:
             return replay
         # An approval keeps no record: its hold (id derived from the record's key) holds the
         # fingerprint.
-        hold_id = keys.derived_hold_id(base, k[4])
+        hold_id, _ = self._approval_hold(base, k[4], now)
         hold_key = keys.hold(base, hold_id)
         prior: dict[str, str] | None = self.state.get(hold_key)  # type: ignore[assignment]
         if prior is not None and prior.get("fp") != fingerprint:
@@ -603,11 +613,11 @@ class Model:
         product_id = merchant_id = currency = nodes = ""
         h: dict[str, str] | None = None
         original: str | None = self.state.get(k[4])  # type: ignore[assignment]
-        approved_id = keys.derived_hold_id(base, k[4])
+        approved_id, approval_exists = self._approval_hold(base, k[4], now)
         hold_key = keys.hold(base, approved_id)
         if original is not None and not original.startswith(keys.TOMBSTONE + "\n"):
             outcome = "original_declined"  # only declines keep a record
-        elif original is None and hold_key in self.state:
+        elif original is None and approval_exists:
             hold_id = approved_id
             # Releases what had expired first; a closed hold is refused.
             h, refusal = self._open_hold([hold_key, "", k[2], k[3]], base, hold_id, now)

@@ -89,11 +89,23 @@ local function update_due(holds_key, due_key, customer_id)
   end
 end
 
-local function derived_hold_id(base, record_key)
+local function derived_hold_id(base, record_key, epoch)
   -- An approval's hold id (limits/keys.derived_hold_id): the partition "NNN" of the base
-  -- "cg:{p:NNN}:", then the first hex digits of SHA-1 of its idempotency record's key.
+  -- "cg:{p:NNN}:", then the first hex digits of SHA-1 of "<record key>|<epoch>".
   return string.sub(base, PREFIX_LENGTH + 5, PREFIX_LENGTH + 7) .. '-'
-    .. string.sub(redis.sha1hex(record_key), 1, HOLD_TOKEN_LENGTH)
+    .. string.sub(redis.sha1hex(record_key .. '|' .. fmt(epoch)), 1, HOLD_TOKEN_LENGTH)
+end
+
+local function approval_hold(base, record_key, now)
+  -- The hold an approval with this record key made: its id in this idempotency epoch or the
+  -- one before, if that hold exists (a retry finds it for at least IDEMPOTENCY_TTL_S); else
+  -- the id a new approval takes now. Returns (hold id, whether it exists).
+  local epoch = math.floor(now / (IDEMPOTENCY_TTL_S * 1000))
+  local current = derived_hold_id(base, record_key, epoch)
+  if redis.call('EXISTS', base .. K_HOLD .. current) == 1 then return current, true end
+  local previous = derived_hold_id(base, record_key, epoch - 1)
+  if redis.call('EXISTS', base .. K_HOLD .. previous) == 1 then return previous, true end
+  return current, false
 end
 
 local function path_id(base, node_list)

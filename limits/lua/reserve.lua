@@ -52,7 +52,7 @@ local replay = idempotent_replay(KEYS[5], fingerprint, now)
 if replay then return replay end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
 -- fingerprint, so an open hold costs one key (issue 5's memory bound).
-local hold_id = derived_hold_id(base, KEYS[5])
+local hold_id = approval_hold(base, KEYS[5], now)
 local hold_key = base .. K_HOLD .. hold_id
 local prior = redis.call('HMGET', hold_key, 'fp', 'x', 'a', 'a0', 'pa', 'im')
 if prior[1] and prior[1] ~= fingerprint then return err(E_IDEMPOTENCY_MISMATCH, '', now) end

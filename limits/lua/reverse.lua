@@ -28,11 +28,11 @@ local h = nil
 -- A release is an event of the hold's; anything else is named by the reversal and its time.
 local event_id = 'z:' .. customer_id .. '|' .. original_key .. ':' .. fmt(now)
 local original = redis.call('GET', KEYS[5])
-local approved_id = derived_hold_id(base, KEYS[5])
+local approved_id, approval_exists = approval_hold(base, KEYS[5], now)
 local hold_key = base .. K_HOLD .. approved_id
 if original and string.sub(original, 1, #TOMBSTONE + 1) ~= TOMBSTONE .. '\n' then
   outcome = 'original_declined'  -- only declines keep a record
-elseif not original and redis.call('EXISTS', hold_key) == 1 then
+elseif not original and approval_exists then
   hold_id = approved_id
   -- Releases what had expired first (each a complete change with its own event); a hold
   -- that is closed is refused, which here means closed.

@@ -6,12 +6,15 @@ customers of one partition and zone share one timezone schedule. Run on real Red
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 
 import hotpath
+from gateway.pb import creditgate_pb2 as pb
 from limits import keys
 from limits.client import Refused
+from limits.constants import CLOSED_HOLD_RETENTION_S, IDEMPOTENCY_TTL_S
 from limits.reasons import DeclineReason, ScriptError
 from tests.support import PARTITIONS, RULES, authorize_request, redis_client
 
@@ -33,9 +36,11 @@ async def test_an_approval_writes_its_hold_and_no_record(redis):
                                                  authorize_request("k-1", "layout-1", 1_000))
     base = keys.base(keys.partition_of("layout-1", PARTITIONS))
     record = keys_[4]
+    epoch = keys.hold_epoch(first.decided_at_ms)
     expected_id = f"{keys.partition_of('layout-1', PARTITIONS):03d}-" + hashlib.sha1(
-        record.encode()).hexdigest()[:16]
-    assert first.approved and first.hold_id == expected_id == keys.derived_hold_id(base, record)
+        f"{record}|{epoch}".encode()).hexdigest()[:16]
+    assert first.approved
+    assert first.hold_id == expected_id == keys.derived_hold_id(base, record, epoch)
     assert await redis.exists(record) == 0  # the hold is the record
     hold = {k.decode(): v.decode() for k, v in
             (await redis.hgetall(keys.hold(base, first.hold_id))).items()}
@@ -64,7 +69,8 @@ async def test_a_decline_keeps_its_record(redis):
     assert declined.reason == DeclineReason.MCC_NOT_ALLOWED
     assert await redis.exists(keys_[4]) == 1
     base = keys.base(keys.partition_of("layout-2", PARTITIONS))
-    assert await redis.exists(keys.hold(base, keys.derived_hold_id(base, keys_[4]))) == 0
+    epoch = keys.hold_epoch(declined.decided_at_ms)
+    assert await redis.exists(keys.hold(base, keys.derived_hold_id(base, keys_[4], epoch))) == 0
 
 
 async def test_customers_of_a_partition_and_zone_share_one_schedule(redis):
@@ -87,3 +93,42 @@ async def test_customers_of_a_partition_and_zone_share_one_schedule(redis):
     state = await client.credit(first)
     assert state is not None and state.timezone == "America/New_York"
     assert (state.day_resets_at_ms // 1000 - 5 * 3600) % 86400 in (0, 3600)  # EST or EDT
+
+
+EPOCH_MS = IDEMPOTENCY_TTL_S * 1000
+
+
+async def test_a_retry_across_an_epoch_boundary_finds_its_hold(redis):
+    client = redis_client(redis)
+    await client.put_customer("layout-3", "active", "UTC", CAPS)
+    now_ms = int(time.time() * 1000)
+    client.clock_offset_ms = (now_ms // EPOCH_MS + 1) * EPOCH_MS - now_ms - 2_000  # 2 s before
+    _, _, first = await _authorize(client, authorize_request("k-1", "layout-3", 1_000))
+    client.clock_offset_ms += 60_000  # the next epoch
+    _, _, again = await _authorize(client, authorize_request("k-1", "layout-3", 1_000))
+    # (The retry ran in the next epoch: the first was 2 s before its end, the retry 58 s after.)
+    assert keys.hold_epoch(first.decided_at_ms + 60_000) == keys.hold_epoch(first.decided_at_ms) + 1
+    assert (again.hold_id, again.decided_at_ms) == (first.hold_id, first.decided_at_ms)
+    assert [level.held_minor for level in again.levels] == [1_000] * 4
+
+
+async def test_a_key_used_again_after_its_hold_is_gone_makes_a_new_hold(redis):
+    """The old hold's id must not name the new purchase: a Void of the old id is NOT_FOUND."""
+    client = redis_client(redis)
+    await client.put_customer("layout-4", "active", "UTC", CAPS)
+    _, _, old = await _authorize(client, authorize_request("k-1", "layout-4", 700))
+    base = keys.base(keys.partition_of("layout-4", PARTITIONS))
+    void_keys, void_args = hotpath.plan_void(pb.VoidRequest(idempotency_key="v-1",
+                                                            hold_id=old.hold_id), PARTITIONS)
+    await client.void(void_keys, void_args)
+    # 35 days later the closed hold (and the void's record) have expired: drop them as Redis
+    # would, then use the key again.
+    client.clock_offset_ms += CLOSED_HOLD_RETENTION_S * 1000 + 1_000
+    await redis.delete(keys.hold(base, old.hold_id), void_keys[1])
+    _, _, new = await _authorize(client, authorize_request("k-1", "layout-4", 300))
+    assert new.approved and new.hold_id != old.hold_id
+    with pytest.raises(Refused) as refused:
+        await client.void(*hotpath.plan_void(pb.VoidRequest(idempotency_key="v-2",
+                                                            hold_id=old.hold_id), PARTITIONS))
+    assert refused.value.code == ScriptError.HOLD_NOT_FOUND
+    assert [level.held_minor for level in new.levels] == [300] * 4
