@@ -156,6 +156,10 @@ async def test_headless_midnight_peak_against_a_real_gateway(redis, redis_server
 
     # Every drawn customer was seeded (partitions and ids agree), and most purchases pass.
     decisions = json.loads(decisions_path.read_text())
-    assert sum(decisions.values()) == int(stats["Authorize"]["Request Count"])
+    # Locust writes its final CSV when the run stops, while a user still in a call may finish
+    # it (and count its decision) a moment later: at most one call per user apart.
+    counted = int(stats["Authorize"]["Request Count"])
+    assert counted <= sum(decisions.values()) <= counted + BASE_USERS * PEAK_FACTOR, (
+        decisions, counted)
     assert "CUSTOMER_UNKNOWN" not in decisions, decisions
     assert decisions.get("APPROVED", 0) > sum(decisions.values()) // 2, decisions
