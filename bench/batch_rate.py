@@ -40,7 +40,6 @@ import multiprocessing
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 import redis  # noqa: E402
 import uvloop  # noqa: E402
+from common import free_port, start_redis  # noqa: E402
 
 from gateway.pb import creditgate_pb2 as pb  # noqa: E402
 from gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
@@ -75,35 +75,6 @@ CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 # -- processes -----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_redis(folder: Path) -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not on PATH (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-         "--save", "", "--appendonly", "no", "--logfile", str(folder / "redis.log")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port, socket_timeout=0.5)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"redis-server exited: {(folder / 'redis.log').read_text()[-2000:]}")
-        try:
-            if client.ping():
-                return process, port
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    sys.exit("redis-server did not answer PING")
-
-
 def start_gateway(args, redis_port: int, folder: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     log = (folder / "gateway.log").open("wb")

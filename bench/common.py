@@ -94,6 +94,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_redis(folder: Path) -> tuple[subprocess.Popen, int]:
+    """A private redis-server with no persistence in `folder`, answering PING: (process,
+    port). For the scripts that manage their own processes (ledger_bench, batch_rate,
+    memory); Bench.start_redis is the same inside a Bench."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed: run `make redis-server`")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", HOST, "--dir", str(folder), "--save", "",
+         "--appendonly", "no", "--daemonize", "no", "--logfile", str(folder / "redis.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(host=HOST, port=port, socket_timeout=0.5)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                sys.exit(f"redis-server exited:\n{log_tail(folder / 'redis.log')}")
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                if client.ping():
+                    return process, port
+            time.sleep(0.05)
+    finally:
+        client.close()
+    process.kill()
+    sys.exit("redis-server did not answer PING")
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

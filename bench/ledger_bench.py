@@ -24,9 +24,6 @@ import asyncio
 import multiprocessing
 import os
 import random
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import asyncpg  # noqa: E402
 import redis  # noqa: E402
 import uvloop  # noqa: E402
+from common import start_redis  # noqa: E402
 
 from ledger.worker import Worker, WorkerConfig  # noqa: E402
 from limits import keys  # noqa: E402
@@ -134,37 +132,6 @@ def fill(client: redis.Redis, events: list[tuple[str, dict[str, str]]]) -> None:
 
 
 # -- redis-server ----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_redis(folder: Path) -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not on PATH")
-    port = free_port()
-    log = open(folder / "redis.log", "wb")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-         "--save", "", "--appendonly", "no", "--daemonize", "no"],
-        stdout=log, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port, socket_timeout=0.5)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"redis-server exited: {(folder / 'redis.log').read_text()[-2000:]}")
-        try:
-            if client.ping():
-                client.close()
-                return process, port
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    sys.exit("redis-server did not answer PING")
-
-
 # -- timing ----------------------------------------------------------------------------------
 class Timer:
     def __init__(self):

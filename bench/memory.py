@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis.asyncio as aioredis  # noqa: E402
-from ledger_bench import start_redis  # noqa: E402
+from common import start_redis  # noqa: E402
 
 import hotpath  # noqa: E402
 from gateway.pb import creditgate_pb2 as pb  # noqa: E402
