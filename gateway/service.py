@@ -49,6 +49,12 @@ _STATUS_NAMES = {
 _STATUS_NUMBERS = {name: number for number, name in _STATUS_NAMES.items()}
 
 
+# reserve.lua derives an approval's hold id from its idempotency key (limits/keys
+# derived_hold_id) and ignores the plan's random hold id (KEYS[6], ARGV[4]): no random token is
+# drawn per Authorize. Removing the slot from both hot-path twins is left for later.
+_UNUSED_TOKEN = "A" * HOLD_TOKEN_LENGTH
+
+
 def random_token() -> str:
     """The random part of a hold id: 80 bits as 16 base32 characters."""
     return base64.b32encode(os.urandom(HOLD_TOKEN_LENGTH * 5 // 8)).decode()
@@ -126,7 +132,7 @@ async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeRes
     """One authorization: the hot path's plan, one reserve script call (coalesced with the
     loop tick's other calls into one Redis round trip), the response. Raises as the handlers
     do (InvalidArgument, Refused, Redis errors); AuthorizeBatch calls it once per item."""
-    keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions, c.token_source())
+    keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions, _UNUSED_TOKEN)
     return authorization_response(await c.limits.authorize(keys_, args),
                                   c.products.get(request.product_id))
 
