@@ -1,6 +1,7 @@
--- _lib.lua: the prelude of every creditgate script (limits/scripts.py prepends it, after the
--- constants it generates from limits/keys.py, limits/reasons.py and limits/constants.py:
--- K_* key kinds, F_* customer-hash fields, R_* decline reasons, E_* script errors, and bounds).
+-- _lib.lua: the prelude of every creditgate script. limits/scripts.py prepends to a script
+-- the functions of this file that it calls, and writes every shared constant as its value:
+-- K_* key kinds, F_* customer-hash fields, R_* decline reasons, E_* script errors, and bounds
+-- (generated from limits/keys.py, limits/reasons.py and limits/constants.py).
 -- limits/model.py is the pure-Python reading of every function here.
 
 -- Redis reads a script's globals through its protected global table, a metamethod call per

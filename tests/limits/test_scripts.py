@@ -4,21 +4,39 @@ loop tick coalesced into one round trip without one call's failure reaching its 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from redis.exceptions import ResponseError
 
 from limits import keys
-from limits.scripts import SCRIPT_NAMES, ScriptRunner, lua_constants, scripts
+from limits.scripts import SCRIPT_NAMES, ScriptRunner, lua_constant_values, scripts
 from tests.support import PARTITIONS, ScriptDriver, authorize_request, redis_client
 
 
-def test_every_script_is_prefixed_by_the_generated_constants():
-    constants = lua_constants()
+def test_every_script_carries_the_constants_as_values():
+    values = lua_constant_values()
+    assert values["K_CUSTOMER"] == f"'{keys.KIND_CUSTOMER}'"
+    names = re.compile(r"\b(" + "|".join(values) + r")\b")
     for name in SCRIPT_NAMES:
         source = scripts()[name].source
-        assert source.index(constants) < source.index("_lib.lua") < source.index(f"{name}.lua")
-    assert f"local K_CUSTOMER = '{keys.KIND_CUSTOMER}'" in constants
+        assert source.index("_lib.lua") < source.index(f"-- {name}.lua")
+        code = "\n".join(line.split("--")[0] for line in source.splitlines())
+        assert not names.search(code), (name, names.search(code))
+
+
+def test_a_script_keeps_only_the_helpers_it_calls():
+    """reserve.lua calls release_expired, which calls expire_hold, which calls close_hold;
+    it never calls add_balance or open_hold, so its prelude does not build them."""
+    reserve = scripts()["reserve"].source
+    for helper in ("release_expired", "expire_hold", "close_hold", "hold_nodes", "fmt"):
+        assert f"local function {helper}(" in reserve, helper
+    for helper in ("add_balance", "open_hold", "release_if_due"):
+        assert f"local function {helper}(" not in reserve, helper
+    assert "local function add_balance(" in scripts()["repay"].source
+    # A helper is defined before the first helper that calls it (Lua's `local function`).
+    assert reserve.index("local function close_hold(") < reserve.index(
+        "local function expire_hold(")
 
 
 async def test_scripts_are_loaded_once_and_reloaded_after_script_flush(redis):
