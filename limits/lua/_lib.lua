@@ -22,23 +22,35 @@ local function redis_now_ms(offset_ms)
 end
 
 local function int_arg(value, low, high)
-  -- An integer argument within [low, high], or nil.
+  -- An integer argument within [low, high], or nil (`n % 1` is NaN for inf and NaN).
   local n = tonumber(value)
-  if n == nil or n ~= math.floor(n) or n < low or n > high then return nil end
+  if n == nil or n % 1 ~= 0 or n < low or n > high then return nil end
   return n
 end
 
 local function split(text, separator)
-  local parts = {}
-  for part in string.gmatch(text, '[^' .. separator .. ']+') do parts[#parts + 1] = part end
+  -- The non-empty parts of `text` between single-character separators. A plain find loop:
+  -- string.gmatch would build a pattern and an iterator closure on every call.
+  local parts, start, length = {}, 1, #text
+  while start <= length do
+    local at = string.find(text, separator, start, true) or length + 1
+    if at > start then parts[#parts + 1] = string.sub(text, start, at - 1) end
+    start = at + 1
+  end
   return parts
 end
 
 local function utc_offset_s(schedule, now_s)
-  local numbers = split(schedule, ',')
-  local offset = tonumber(numbers[1])
-  for i = 2, #numbers, 2 do
-    if now_s >= tonumber(numbers[i]) then offset = tonumber(numbers[i + 1]) else break end
+  -- The offset of "<offset>[,<from s>,<offset>]..." in force at now_s, read up to the first
+  -- transition still to come (a schedule holds years of them).
+  local comma = string.find(schedule, ',', 1, true)
+  if not comma then return tonumber(schedule) end
+  local offset = tonumber(string.sub(schedule, 1, comma - 1))
+  while comma do
+    local middle = string.find(schedule, ',', comma + 1, true)
+    if now_s < tonumber(string.sub(schedule, comma + 1, middle - 1)) then break end
+    comma = string.find(schedule, ',', middle + 1, true)
+    offset = tonumber(string.sub(schedule, middle + 1, (comma or 0) - 1))
   end
   return offset
 end
@@ -75,9 +87,9 @@ end
 local function window_usage(stored, window)
   -- (amount, count) of a stored "<window>:<amount>:<count>" if it is the current window.
   if not stored then return 0, 0 end
-  local parts = split(stored, ':')
-  if tonumber(parts[1]) ~= window then return 0, 0 end
-  return tonumber(parts[2]), tonumber(parts[3])
+  local stored_window, amount, count = string.match(stored, '^(%d+):(%d+):(%d+)$')
+  if tonumber(stored_window) ~= window then return 0, 0 end
+  return tonumber(amount), tonumber(count)
 end
 
 local function update_due(holds_key, due_key, customer_id)
@@ -103,10 +115,14 @@ local function approval_hold(base, record_key, now)
   -- the id a new approval takes now. Returns (hold id, whether it exists).
   local epoch = math.floor(now / (IDEMPOTENCY_TTL_S * 1000))
   local current = derived_hold_id(base, record_key, epoch)
-  if redis.call('EXISTS', base .. K_HOLD .. current) == 1 then return current, true end
+  local current_key = base .. K_HOLD .. current
   local previous = derived_hold_id(base, record_key, epoch - 1)
-  if redis.call('EXISTS', base .. K_HOLD .. previous) == 1 then return previous, true end
-  return current, false
+  -- One EXISTS of both keys answers the usual case (a new purchase: neither exists).
+  if redis.call('EXISTS', current_key, base .. K_HOLD .. previous) == 0 then
+    return current, false
+  end
+  if redis.call('EXISTS', current_key) == 1 then return current, true end
+  return previous, true
 end
 
 local function path_id(base, node_list)
@@ -136,30 +152,33 @@ local function effective_cap(cap, raise_text, now)
   return cap + tonumber(string.sub(raise_text, 1, colon - 1))
 end
 
-local function read_levels(customer_key, leading, nodes, amount, now)
-  -- One HMGET of the customer hash: the `leading` fields, then each node's cap, raise, held
-  -- and used. Returns the leading values and, per node (root first), the effective cap (cap
-  -- plus a live raise), held, used and free credit; the least free credit; and the first node
-  -- where `amount` does not fit (nil if it fits everywhere).
-  local fields = {unpack(leading)}
-  for _, node in ipairs(nodes) do
-    fields[#fields + 1] = F_CAP .. node
-    fields[#fields + 1] = F_RAISE .. node
-    fields[#fields + 1] = F_HELD .. node
-    fields[#fields + 1] = F_USED .. node
+local function read_levels(customer_key, fields, nodes, amount, now)
+  -- One HMGET of the customer hash: the leading `fields` (the table grows by the rest), then
+  -- each node's cap, raise, held and used. Returns the values and, per node (root first), the
+  -- effective cap (cap plus a live raise), held, used and free credit; the least free credit;
+  -- the first node where `amount` does not fit (nil if it fits everywhere); and the fields.
+  local leading = #fields
+  for i, node in ipairs(nodes) do
+    local at = leading + 4 * (i - 1)
+    fields[at + 1] = F_CAP .. node
+    fields[at + 2] = F_RAISE .. node
+    fields[at + 3] = F_HELD .. node
+    fields[at + 4] = F_USED .. node
   end
   local values = redis.call('HMGET', customer_key, unpack(fields))
   local caps, helds, useds, frees, available, short = {}, {}, {}, {}, nil, nil
   for i, node in ipairs(nodes) do
-    local at = #leading + 4 * (i - 1)
-    caps[i] = effective_cap(tonumber(values[at + 1]) or 0, values[at + 2], now)
-    helds[i] = tonumber(values[at + 3]) or 0
-    useds[i] = tonumber(values[at + 4]) or 0
-    frees[i] = math.max(0, caps[i] - helds[i] - useds[i])
-    if available == nil or frees[i] < available then available = frees[i] end
-    if short == nil and amount > frees[i] then short = node end
+    local at = leading + 4 * (i - 1)
+    local cap = tonumber(values[at + 1]) or 0
+    if values[at + 2] then cap = effective_cap(cap, values[at + 2], now) end
+    local held, used = tonumber(values[at + 3]) or 0, tonumber(values[at + 4]) or 0
+    local free = cap - held - used
+    if free < 0 then free = 0 end
+    caps[i], helds[i], useds[i], frees[i] = cap, held, used, free
+    if available == nil or free < available then available = free end
+    if short == nil and amount > free then short = node end
   end
-  return values, caps, helds, useds, frees, available, short
+  return values, caps, helds, useds, frees, available, short, fields
 end
 
 local function levels_text(nodes, caps, helds, useds, extra)

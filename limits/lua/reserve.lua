@@ -31,8 +31,10 @@ local product_id = ARGV[6]
 local amount = int_arg(ARGV[7], 1, AMOUNT_MINOR_MAX)
 local ttl_ms = int_arg(ARGV[8], 1, HOLD_TTL_MS_MAX)
 local rule_decline = int_arg(ARGV[9], 0, R_AMOUNT_ABOVE_MAXIMUM)
-local limits = {}
-for i = 14, 17 do limits[#limits + 1] = int_arg(ARGV[i], 0, VELOCITY_AMOUNT_MINOR_MAX) end
+local day_amount_max = int_arg(ARGV[14], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local day_count_max = int_arg(ARGV[15], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local month_amount_max = int_arg(ARGV[16], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local month_count_max = int_arg(ARGV[17], 0, VELOCITY_AMOUNT_MINOR_MAX)
 local amount_min = int_arg(ARGV[18], 0, AMOUNT_MINOR_MAX)
 local amount_max = int_arg(ARGV[19], 0, AMOUNT_MINOR_MAX)
 local allow_partial = int_arg(ARGV[20], 0, 1)
@@ -40,9 +42,9 @@ local tolerance_bps = int_arg(ARGV[21], 0, CAPTURE_TOLERANCE_BPS_MAX)
 local incremental = int_arg(ARGV[22], 0, 1)
 local months = int_arg(ARGV[23], 0, INSTALLMENT_MONTHS_MAX)
 local fee_bps = int_arg(ARGV[24], 0, INSTALLMENT_FEE_BPS_MAX)
-local nodes = {}
-for i = 25, #ARGV do nodes[#nodes + 1] = ARGV[i] end
-if not (amount and ttl_ms and rule_decline and #limits == 4 and amount_min and amount_max
+local nodes = {unpack(ARGV, 25)}
+if not (amount and ttl_ms and rule_decline and day_amount_max and day_count_max
+    and month_amount_max and month_count_max and amount_min and amount_max
     and allow_partial and tolerance_bps and incremental and months and months ~= 1
     and fee_bps and #nodes >= 1) then
   return err(E_BAD_ARGUMENT, 'reserve', now)
@@ -52,36 +54,37 @@ local replay = idempotent_replay(KEYS[5], fingerprint, now)
 if replay then return replay end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
 -- fingerprint, so an open hold costs one key (issue 5's memory bound).
-local hold_id = approval_hold(base, KEYS[5], now)
+local hold_id, retried = approval_hold(base, KEYS[5], now)
 local hold_key = base .. K_HOLD .. hold_id
-local prior = redis.call('HMGET', hold_key, 'fp', 'x', 'a', 'a0', 'pa', 'im')
-if prior[1] and prior[1] ~= fingerprint then return err(E_IDEMPOTENCY_MISMATCH, '', now) end
-
-local function decline(reason, level, available, offer, offer_level, levels)
-  return remember(KEYS[5], fingerprint, authorization_reply(reason, level, '', available, now,
-    0, 0, 0, offer, offer_level, '', levels))
+local prior
+if retried then
+  prior = redis.call('HMGET', hold_key, 'fp', 'x', 'a', 'a0', 'pa', 'im')
+  if prior[1] ~= fingerprint then return err(E_IDEMPOTENCY_MISMATCH, '', now) end
+else
+  -- Holds whose TTL has passed are released before the levels are read (a retry changes
+  -- nothing, so it reads the levels as they stand).
+  release_expired(base, customer_id, KEYS[3], KEYS[4], now)
 end
+
+-- One read of the customer hash: status, timezone, windows, then every level.
+-- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
+local values, caps, helds, useds, frees, available, short_level, fields = read_levels(KEYS[1],
+  {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes,
+  amount, now)
+local status = values[1]
 
 -- Checks, in the documented order (limits/reasons.py). Nothing is written before the point
 -- marked below, except the release of holds that had already expired.
-local status = redis.call('HGET', KEYS[1], F_STATUS)
-if not status then return decline(R_CUSTOMER_UNKNOWN, '', 0, 0, '', '') end
-
--- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
-local values, caps, helds, useds, frees, available, short_level
-local function read()
-  values, caps, helds, useds, frees, available, short_level = read_levels(KEYS[1],
-    {F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes, amount,
-    now)
+if not status then
+  return remember(KEYS[5], fingerprint, authorization_reply(R_CUSTOMER_UNKNOWN, '', '', 0, now,
+    0, 0, 0, 0, '', '', ''))
 end
-local function levels(extra) return levels_text(nodes, caps, helds, useds, extra) end
 
-if prior[1] then
+if retried then
   -- A retry of an approval: the first decision (amount before any increment, partial
   -- approval and its binding level, plan), with the levels and availability of now.
   -- The decision's time is the expiry less the product's hold TTL (an increment keeps the
   -- expiry): the hold stores no creation time, to stay within one allocation class.
-  read()
   local approved = tonumber(prior[4] or prior[3])
   local plan = ''
   if prior[6] then
@@ -92,31 +95,32 @@ if prior[1] then
   if prior[5] then partial = 1 end
   local expires = tonumber(prior[2])
   return authorization_reply(0, '', hold_id, available, expires - ttl_ms, expires, approved,
-    partial, 0, prior[5] or '', plan, levels(0))
+    partial, 0, prior[5] or '', plan, levels_text(nodes, caps, helds, useds, 0))
 end
-release_expired(base, customer_id, KEYS[3], KEYS[4], now)
-read()
 
-local status_decline = {frozen = R_CUSTOMER_FROZEN, closed = R_CUSTOMER_CLOSED,
-  overdue = R_CUSTOMER_OVERDUE}
-if status_decline[status] then
-  return decline(status_decline[status], '', available, 0, '', levels(0))
+local function decline(reason, level, offer, offer_level)
+  return remember(KEYS[5], fingerprint, authorization_reply(reason, level, '', available, now,
+    0, 0, 0, offer, offer_level, '', levels_text(nodes, caps, helds, useds, 0)))
 end
-if rule_decline > 0 then return decline(rule_decline, '', available, 0, '', levels(0)) end
+
+if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', 0, '') end
+if status == 'closed' then return decline(R_CUSTOMER_CLOSED, '', 0, '') end
+if status == 'overdue' then return decline(R_CUSTOMER_OVERDUE, '', 0, '') end
+if rule_decline > 0 then return decline(rule_decline, '', 0, '') end
 
 local day_window, month_window, day_amount, day_count, month_amount, month_count
-local has_velocity = limits[1] + limits[2] + limits[3] + limits[4] > 0
+local has_velocity = day_amount_max + day_count_max + month_amount_max + month_count_max > 0
 local amount_reason = 0  -- VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either applies
 if has_velocity then
-  day_window, month_window = window_numbers(zone_schedule(base, values[1]), now)
-  day_amount, day_count = window_usage(values[2], day_window)
-  month_amount, month_count = window_usage(values[3], month_window)
-  if (limits[2] > 0 and day_count + 1 > limits[2])
-      or (limits[4] > 0 and month_count + 1 > limits[4]) then
-    return decline(R_VELOCITY_COUNT_EXCEEDED, '', available, 0, '', levels(0))
+  day_window, month_window = window_numbers(zone_schedule(base, values[2]), now)
+  day_amount, day_count = window_usage(values[3], day_window)
+  month_amount, month_count = window_usage(values[4], month_window)
+  if (day_count_max > 0 and day_count + 1 > day_count_max)
+      or (month_count_max > 0 and month_count + 1 > month_count_max) then
+    return decline(R_VELOCITY_COUNT_EXCEEDED, '', 0, '')
   end
-  if (limits[1] > 0 and day_amount + amount > limits[1])
-      or (limits[3] > 0 and month_amount + amount > limits[3]) then
+  if (day_amount_max > 0 and day_amount + amount > day_amount_max)
+      or (month_amount_max > 0 and month_amount + amount > month_amount_max) then
     amount_reason = R_VELOCITY_AMOUNT_EXCEEDED
   end
 end
@@ -131,45 +135,47 @@ if amount_reason > 0 then
   for i, node in ipairs(nodes) do
     if offer == nil or frees[i] < offer then offer, offer_level = frees[i], node end
   end
-  if limits[1] > 0 and math.max(0, limits[1] - day_amount) < offer then
-    offer, offer_level = math.max(0, limits[1] - day_amount), 'velocity.day'
+  if day_amount_max > 0 and math.max(0, day_amount_max - day_amount) < offer then
+    offer, offer_level = math.max(0, day_amount_max - day_amount), 'velocity.day'
   end
-  if limits[3] > 0 and math.max(0, limits[3] - month_amount) < offer then
-    offer, offer_level = math.max(0, limits[3] - month_amount), 'velocity.month'
+  if month_amount_max > 0 and math.max(0, month_amount_max - month_amount) < offer then
+    offer, offer_level = math.max(0, month_amount_max - month_amount), 'velocity.month'
   end
   if offer < math.max(1, amount_min) then offer = 0 end
   if allow_partial == 0 or offer == 0 then
     local level = ''
     if amount_reason == R_INSUFFICIENT_CREDIT then level = short_level end
-    return decline(amount_reason, level, available, offer, offer_level, levels(0))
+    return decline(amount_reason, level, offer, offer_level)
   end
   approved, partial = offer, 1
 end
 
 -- After this point the reservation must succeed.
 local node_list = table.concat(nodes, ',')
-local expires = now + ttl_ms
+local expires = fmt(now + ttl_ms)
+local approved_text, now_text = fmt(approved), fmt(now)
 local plan = ''
 if months > 0 then plan = installment_plan(approved, months, fee_bps) end
 -- One write of the customer hash: every level's held (as read above, plus the approval) and
--- the velocity windows.
-local customer = {}
-for i, node in ipairs(nodes) do
-  customer[#customer + 1] = F_HELD .. node
-  customer[#customer + 1] = fmt(helds[i] + approved)
+-- the velocity windows. The field names are the ones read_levels asked for.
+local customer, held_texts = {}, {}
+for i = 1, #nodes do
+  held_texts[i] = fmt(helds[i] + approved)
+  customer[2 * i - 1] = fields[4 * i + 3]
+  customer[2 * i] = held_texts[i]
 end
 if has_velocity then
-  customer[#customer + 1] = F_VELOCITY_DAY .. product_id
+  customer[#customer + 1] = fields[3]
   customer[#customer + 1] = fmt(day_window) .. ':' .. fmt(day_amount + approved) .. ':'
     .. fmt(day_count + 1)
-  customer[#customer + 1] = F_VELOCITY_MONTH .. product_id
+  customer[#customer + 1] = fields[4]
   customer[#customer + 1] = fmt(month_window) .. ':' .. fmt(month_amount + approved) .. ':'
     .. fmt(month_count + 1)
 end
 redis.call('HSET', KEYS[1], unpack(customer))
 -- The optional fields are written only when they apply: an open hold stays small.
-local hold = {'st', 'open', 'c', customer_id, 'p', product_id, 'a', fmt(approved), 'cp', '0',
-  'n', path_id(base, node_list), 'x', fmt(expires), 'sq', '1', 'm', ARGV[10], 'cur', ARGV[13],
+local hold = {'st', 'open', 'c', customer_id, 'p', product_id, 'a', approved_text, 'cp', '0',
+  'n', path_id(base, node_list), 'x', expires, 'sq', '1', 'm', ARGV[10], 'cur', ARGV[13],
   'fp', fingerprint}
 if partial == 1 then
   hold[#hold + 1] = 'pa'
@@ -183,20 +189,20 @@ if incremental == 1 then
   hold[#hold + 1] = 'ix'
   hold[#hold + 1] = fmt(amount_max)
   hold[#hold + 1] = 'vx'
-  hold[#hold + 1] = fmt(limits[1]) .. ':' .. fmt(limits[3])
+  hold[#hold + 1] = fmt(day_amount_max) .. ':' .. fmt(month_amount_max)
 end
 if plan ~= '' then
   hold[#hold + 1] = 'im'
   hold[#hold + 1] = plan
 end
 redis.call('HSET', hold_key, unpack(hold))
-redis.call('ZADD', KEYS[2], fmt(expires), hold_id)
-redis.call('ZADD', KEYS[3], 'LT', fmt(expires), customer_id)
-local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, fmt(expires), 1),
+redis.call('ZADD', KEYS[2], expires, hold_id)
+redis.call('ZADD', KEYS[3], 'LT', expires, customer_id)
+local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, expires, 1),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
   'merchant_id', ARGV[10], 'mcc', ARGV[11], 'channel', ARGV[12], 'currency', ARGV[13],
-  'nodes', node_list, 'amount_minor', fmt(approved), 'expires_at_ms', fmt(expires),
-  'at_ms', fmt(now)}
+  'nodes', node_list, 'amount_minor', approved_text, 'expires_at_ms', expires,
+  'at_ms', now_text}
 if partial == 1 then
   event[#event + 1] = 'requested_minor'
   event[#event + 1] = fmt(amount)
@@ -209,5 +215,15 @@ if plan ~= '' then
 end
 redis.call('XADD', KEYS[4], '*', unpack(event))
 -- A partial approval names its binding level in the counter-offer level (the amount is 0).
-return authorization_reply(0, '', hold_id, available - approved, now, expires, approved, partial,
-  0, offer_level, plan, levels(approved))
+-- The reply's levels reuse the texts read (caps without a live raise, used) and written
+-- (held): number-to-text conversions are a large part of the script's own work.
+local levels = {}
+for i, node in ipairs(nodes) do
+  local at = 4 * i + 1
+  local cap_text = values[at]
+  if values[at + 1] or not cap_text then cap_text = fmt(caps[i]) end
+  levels[i] = '|' .. node .. '|' .. cap_text .. '|' .. held_texts[i] .. '|' .. (values[at + 3] or '0')
+end
+return 'OK|0||' .. hold_id .. '|' .. fmt(available - approved) .. '|' .. now_text .. '|'
+  .. expires .. '|' .. approved_text .. '|' .. (partial == 1 and '1' or '0') .. '|0|' .. offer_level .. '|' .. plan
+  .. table.concat(levels)
