@@ -3,7 +3,8 @@ each process spends on them.
 
     .venv/bin/python bench/batch_rate.py [--processes 2] [--clients 1] [--concurrency 8]
         [--connections 8] [--batch-min 16] [--batch-max 64] [--duration 10] [--warmup 2]
-        [--customers 20000] [--unary] [--redis-py] [--profile DIR [--native]] [--json]
+        [--customers 20000] [--unary] [--redis-py] [--profile DIR [--native]]
+        [--json var/bench/batch_rate.json]
 
 Starts a private redis-server (free port, temporary folder, no RDB, no AOF) and the gateway as
 `creditgate serve --processes N` (python -m gateway.cli, so the gateway is this checkout's
@@ -24,6 +25,11 @@ the end of the run. CPU is read from /proc for that same window, per process: ea
 process, redis-server, each load generator; 100 % is one core. At the end the bench checks
 that every approval the clients saw wrote exactly one `authorized` event (the outbox length is
 the seeded customers' `customer_put` events plus the approvals) and exits 1 otherwise.
+
+The figures go to --json (default var/bench/batch_rate.json, read by bench/report.py): the
+rate, the CPU of each process and per authorization, Redis' µs per EVALSHA, and each process's
+cores and each core's busy time (sampled from /proc during the window). `--json -`, or a bare
+`--json`, prints them as one JSON line on stdout instead.
 
 --profile DIR records each gateway process with py-spy (`py-spy record --format raw`, the
 collapsed stacks) during the measured window, and prints the functions with the most samples
@@ -52,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 import redis  # noqa: E402
 import uvloop  # noqa: E402
-from common import free_port, start_redis  # noqa: E402
+from common import VAR_BENCH, CpuSampler, free_port, machine, start_redis  # noqa: E402
 
 from gateway.pb import creditgate_pb2 as pb  # noqa: E402
 from gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
@@ -363,7 +369,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="py-spy each gateway process during the measured window")
     parser.add_argument("--native", action="store_true",
                         help="with --profile: native frames too (C extensions, uvloop, gRPC)")
-    parser.add_argument("--json", action="store_true", help="also print one JSON line")
+    parser.add_argument("--json", nargs="?", const="-", default=str(VAR_BENCH / "batch_rate.json"),
+                        help="where to write the figures; '-' or no value: one JSON line on "
+                             "stdout (default %(default)s)")
     args = parser.parse_args(argv)
     if not 1 <= args.batch_min <= args.batch_max <= AUTHORIZE_BATCH_SIZE_MAX:
         parser.error(f"need 1 <= --batch-min <= --batch-max <= {AUTHORIZE_BATCH_SIZE_MAX}")
@@ -376,6 +384,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    facts = machine()  # before the run: the load average is the machine's, not ours
     folder = Path(tempfile.mkdtemp(prefix="creditgate-batch-rate-"))
     redis_process, redis_port = start_redis(folder)
     gateway = None
@@ -400,10 +409,17 @@ def main(argv=None) -> int:
                    **{f"load generator {c.pid}": c.pid for c in clients}}
         time.sleep(max(0.0, start_at - time.monotonic()))
         profiles = start_profiles(args, gateway_pids, args.duration) if args.profile else []
+        # Which core each process ran on, and how busy each core was: sampled in a thread of
+        # this (otherwise sleeping) process; the CPU figures themselves are the two readings.
+        sampler = CpuSampler({
+            **{f"gateway[{n}]": pid for n, pid in enumerate(gateway_pids, 1)},
+            "redis-server": redis_process.pid,
+            **{f"load generator[{n}]": c.pid for n, c in enumerate(clients, 1)}}).start()
         cpu_before = {name: cpu_s(pid) for name, pid in watched.items()}
         reset_stats(redis_port)
         time.sleep(max(0.0, end_at - time.monotonic()))
         cpu_after = {name: cpu_s(pid) for name, pid in watched.items()}
+        sampler.stop()
         script_calls, script_us, inner = script_stats(redis_port)
         tallies = [results.get(timeout=CALL_TIMEOUT_S + 30) for _ in clients]
         for client in clients:
@@ -443,12 +459,15 @@ def main(argv=None) -> int:
     for name, share in cpu.items():
         print(f"  {name:28s} {share:6.1f}%")
     print(f"  {'total':28s} {sum(cpu.values()):6.1f}% of {os.cpu_count() * 100}%")
+    cpu_us_per_authorization = {}
     if answered:
         per_item = {"gateway": sum(v for k, v in cpu.items() if k.startswith("gateway")),
                     "redis-server": sum(v for k, v in cpu.items() if k.startswith("redis")),
                     "load generator": sum(v for k, v in cpu.items() if k.startswith("load"))}
+        cpu_us_per_authorization = {name: share * 1e4 / rate
+                                    for name, share in per_item.items()}
         print("CPU per authorization: " + ", ".join(
-            f"{name} {share * 1e4 / rate:.1f} µs" for name, share in per_item.items()))
+            f"{name} {us:.1f} µs" for name, us in cpu_us_per_authorization.items()))
     print(f"redis: {script_calls / args.duration:,.0f} EVALSHA/s, {script_us:.1f} µs per call "
           f"inside the script ({script_calls * script_us / 1e4 / args.duration:.1f}% of a core)")
     if inner:
@@ -461,12 +480,32 @@ def main(argv=None) -> int:
     consistent = events == approved
     print(f"outbox check: {events:,} authorized events for {approved:,} approvals: "
           f"{'ok' if consistent else 'MISMATCH'}")
-    if args.json:
-        print(json.dumps({"authorizations_per_s": rate, "answered": answered,
-                          "approved": approved, "declined": dict(declined),
-                          "errors": dict(errors), "events": events, "cpu_percent": cpu,
-                          "latency_ms_p50": percentile(latencies, 0.5),
-                          "latency_ms_p99": percentile(latencies, 0.99)}))
+    result = {
+        "mode": "unary" if args.unary else "batch", "redis_py": args.redis_py,
+        "processes": args.processes, "duration_s": args.duration,
+        "authorizations_per_s": rate, "answered": answered, "approved": approved,
+        "declined": dict(declined), "errors": dict(errors), "events": events,
+        "outbox_consistent": consistent,
+        # % of one core per process over the window, and µs of CPU per authorization by role.
+        "cpu_percent": cpu, "cpu_us_per_authorization": cpu_us_per_authorization,
+        "cpu_sampled": sampler.report(),
+        "redis": {"evalsha_per_s": script_calls / args.duration,
+                  "usec_per_evalsha": script_us,
+                  "core_percent_in_scripts": script_calls * script_us / 1e4 / args.duration,
+                  "commands_per_evalsha": {name: {"calls": calls, "usec": us}
+                                           for name, (calls, us) in inner.items()}},
+        "latency_ms_p50": percentile(latencies, 0.5),
+        "latency_ms_p99": percentile(latencies, 0.99),
+        "latency_ms_max": max(latencies, default=0.0),
+        "machine": facts, "argv": sys.argv[1:] if argv is None else list(argv),
+        "args": vars(args)}
+    if args.json == "-":
+        print(json.dumps(result))
+    else:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"figures written to {path}")
     return 0 if consistent and not errors else 1
 
 

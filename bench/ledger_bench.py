@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ledger_bench.py [--events N] [--pg-dsn DSN] [--workers 1|2]
                                            [--batch-size-max K]
+                                           [--json var/bench/ledger_WORKERS.json]
 
 Starts a private redis-server (free port, temporary folder, no RDB, no AOF), creates a fresh
 PostgreSQL schema (dropped at the end), fills the 256 partition outbox streams with N events
@@ -14,6 +15,8 @@ and checks that N events were posted and that every journal balances.
 (ceil(K / 256)).
 
 With --workers 2, two worker processes (different consumer names, one group) drain together.
+The figures also go to --json (default var/bench/ledger_1.json for one worker,
+ledger_2.json for two, ...), read by bench/report.py.
 This is a script, not a pytest test (it needs PostgreSQL and takes a few seconds).
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import random
@@ -35,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import asyncpg  # noqa: E402
 import redis  # noqa: E402
 import uvloop  # noqa: E402
-from common import start_redis  # noqa: E402
+from common import VAR_BENCH, machine, start_redis  # noqa: E402
 
 from ledger.worker import Worker, WorkerConfig  # noqa: E402
 from limits import keys  # noqa: E402
@@ -235,6 +239,14 @@ async def verify(dsn: str, schema: str) -> tuple[int, int, int, int]:
         await connection.close()
 
 
+async def server_version(dsn: str) -> str:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval("SHOW server_version")
+    finally:
+        await connection.close()
+
+
 async def drop_schema(dsn: str, schema: str) -> None:
     connection = await asyncpg.connect(dsn)
     try:
@@ -273,13 +285,31 @@ def report(args, results: list[dict], wall: float, checked, fill_s: float) -> bo
     return ok
 
 
-def main() -> int:
+def write_json(args, argv: list[str], results: list[dict], wall: float, checked, ok: bool,
+               facts: dict) -> None:
+    events, lines, unbalanced, lineless = checked
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "workers": args.workers, "events": args.events, "batch_size_max": args.batch_size_max,
+        "wall_s": wall, "events_per_s": args.events / wall,
+        "posted": sum(r["posted"] for r in results), "journal_lines": lines,
+        "events_in_table": events, "unbalanced_journals": unbalanced,
+        "events_without_lines": lineless, "ok": ok, "machine": facts, "argv": argv},
+        indent=2) + "\n")
+    print(f"figures written to {args.json}")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--pg-dsn", default=os.environ.get("LEDGER_BENCH_DSN", DEFAULT_DSN))
     parser.add_argument("--workers", type=int, default=1, choices=(1, 2, 3, 4))
     parser.add_argument("--batch-size-max", type=int, default=WorkerConfig().batch_size_max)
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where to write the figures (default var/bench/ledger_WORKERS.json)")
+    args = parser.parse_args(argv)
+    args.json = args.json or VAR_BENCH / f"ledger_{args.workers}.json"
+    facts = machine()
 
     schema = f"ledger_bench_{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as folder:
@@ -311,12 +341,16 @@ def main() -> int:
                         sys.exit(f"worker failed: {failed}")
                 wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
                 checked = asyncio.run(verify(args.pg_dsn, schema))
+                facts["postgresql"] = asyncio.run(server_version(args.pg_dsn))
             finally:
                 asyncio.run(drop_schema(args.pg_dsn, schema))
         finally:
             server.terminate()
             server.wait(timeout=10)
-    return 0 if report(args, results, wall, checked, fill_s) else 1
+    ok = report(args, results, wall, checked, fill_s)
+    write_json(args, sys.argv[1:] if argv is None else list(argv), results, wall, checked, ok,
+               facts)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

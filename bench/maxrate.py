@@ -390,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     # One customer, one idempotency key: the body every h2load request carries.
     message = common.authorize_request(f"maxrate-{run_id}", common.customer_id(0)) \
         .SerializeToString()
-    result: dict = {"machine": common.machine(), "args": {
+    result: dict = {"machine": common.machine(),
+                    "argv": sys.argv[1:] if argv is None else list(argv), "args": {
         key: str(value) if isinstance(value, Path) else value for key, value in vars(args)
         .items()}}
     problems: list[str] = []

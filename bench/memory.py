@@ -1,6 +1,6 @@
 """Redis memory per customer and per open hold, measured with MEMORY USAGE.
 
-    .venv/bin/python bench/memory.py [--holds N]
+    .venv/bin/python bench/memory.py [--holds N] [--json var/bench/memory.json]
 
 Starts a private redis-server, creates customers through the real scripts (put_customer, one
 approved authorization so that the day and month velocity windows exist, then its void), and
@@ -16,13 +16,15 @@ reports MEMORY USAGE (SAMPLES 0: exact) of:
   id is a 36-character UUID (each with the set member's 37 bytes added).
 
 Issue 5's targets: <= 1024 bytes per customer, <= 300 bytes more per open hold. The outbox
-entries are not counted: the ledger worker trims them once posted.
+entries are not counted: the ledger worker trims them once posted. The figures also go to
+--json (bytes by name, as printed), read by bench/report.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import sys
 import tempfile
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis.asyncio as aioredis  # noqa: E402
-from common import start_redis  # noqa: E402
+from common import VAR_BENCH, machine, start_redis  # noqa: E402
 
 import hotpath  # noqa: E402
 from gateway.pb import creditgate_pb2 as pb  # noqa: E402
@@ -122,10 +124,13 @@ async def measure(port: int, holds: int) -> dict[str, int]:
     return figures
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--holds", type=int, default=40)
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=VAR_BENCH / "memory.json",
+                        help="where to write the figures (default %(default)s)")
+    args = parser.parse_args(argv)
+    facts = machine()
     folder = Path(tempfile.mkdtemp(prefix="creditgate-memory-"))
     process, port = start_redis(folder)
     try:
@@ -143,6 +148,11 @@ def main() -> int:
             f"  (target <= {target}: {'met' if value <= target else 'MISSED'})")
         ok &= target is None or value <= target
         print(f"  {name:32s} {value:6d} bytes{verdict}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "holds": args.holds, "bytes": figures, "machine": facts,
+        "argv": sys.argv[1:] if argv is None else list(argv)}, indent=2) + "\n")
+    print(f"figures written to {args.json}")
     return 0 if ok else 1
 
 

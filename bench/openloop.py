@@ -449,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "machine": facts, "rates_from": args.rates_from,
+        "argv": sys.argv[1:] if argv is None else list(argv),
         "args": {key: str(value) if isinstance(value, Path) else value
                  for key, value in vars(args).items()},
         "steps": steps}, indent=2) + "\n")
