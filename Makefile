@@ -109,17 +109,39 @@ lint: venv
 proto: venv
 	$(VENV)/bin/python proto/generate.py
 
-# pytest exits 5 when it collects nothing: bench/ may have no tests yet, which is not a failure.
+# Every runner writes its figures as JSON under BENCH_DIR, then bench/report.py rewrites the
+# summary of BENCH_DOC from them (between its bench:summary markers). Old JSON is removed
+# first, so a runner that fails leaves "not measured" in the doc, never an older figure. Every
+# runner runs even after one fails, and so does the report; then make fails, naming the failed
+# runners (and the report, if it could not read a file). Ctrl-C stops at once. pytest
+# collecting no benchmark (exit 5) is a failure too: the hot path's figures would be missing.
+BENCH_DIR := var/bench
+BENCH_DOC := docs/benchmarks.md
+
 bench: build redis-server bench-tools
-	@rc=0; $(VENV)/bin/python -m pytest bench --benchmark-enable -q || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "bench: no benchmarks collected"; rc=0; fi; \
-	exit $$rc
-	$(VENV)/bin/python bench/ledger_bench.py --workers 1
-	$(VENV)/bin/python bench/ledger_bench.py --workers 2
-	$(VENV)/bin/python bench/memory.py
-	$(VENV)/bin/python bench/maxrate.py
-	$(VENV)/bin/python bench/openloop.py
-	$(VENV)/bin/python bench/batch_rate.py
+	@mkdir -p $(BENCH_DIR) && rm -f $(BENCH_DIR)/*.json $(BENCH_DIR)/openloop.png
+	@trap 'echo "bench: interrupted" >&2; exit 130' INT TERM; \
+	failed=(); \
+	for command in \
+	  "$(VENV)/bin/python -m pytest bench --benchmark-enable -q --benchmark-json $(BENCH_DIR)/hotpath.json" \
+	  "$(VENV)/bin/python bench/ledger_bench.py --workers 1 --json $(BENCH_DIR)/ledger_1.json" \
+	  "$(VENV)/bin/python bench/ledger_bench.py --workers 2 --json $(BENCH_DIR)/ledger_2.json" \
+	  "$(VENV)/bin/python bench/memory.py --json $(BENCH_DIR)/memory.json" \
+	  "$(VENV)/bin/python bench/maxrate.py --json $(BENCH_DIR)/maxrate.json" \
+	  "$(VENV)/bin/python bench/openloop.py --maxrate-json $(BENCH_DIR)/maxrate.json --json $(BENCH_DIR)/openloop.json --plot $(BENCH_DIR)/openloop.png" \
+	  "$(VENV)/bin/python bench/batch_rate.py --json $(BENCH_DIR)/batch_rate.json"; \
+	do \
+	  echo "$$command"; rc=0; $$command || rc=$$?; \
+	  if [ $$rc -eq 130 ]; then echo "bench: interrupted" >&2; exit 130; fi; \
+	  if [ $$rc -ne 0 ]; then failed+=("$$command (exit $$rc)"); fi; \
+	done; \
+	echo "$(VENV)/bin/python bench/report.py --bench-dir $(BENCH_DIR) --doc $(BENCH_DOC)"; \
+	$(VENV)/bin/python bench/report.py --bench-dir $(BENCH_DIR) --doc $(BENCH_DOC) || \
+	  failed+=("bench/report.py (exit $$?)"); \
+	echo "bench: figures in $(BENCH_DIR)/*.json, summary written to $(BENCH_DOC)"; \
+	if [ $${#failed[@]} -gt 0 ]; then \
+	  printf 'bench: FAILED: %s\n' "$${failed[@]}" >&2; exit 1; \
+	fi
 
 # h2load, the HTTP/2 load generator of bench/maxrate.py (and of tests/bench/test_maxrate.py).
 bench-tools:
