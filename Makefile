@@ -27,7 +27,7 @@ help:
 	@echo "  make proto      regenerate gateway/pb from proto/"
 	@echo "  make bench      hot-path benchmarks (pytest-benchmark) and the ledger posting benchmark"
 	@echo "                  then max-rate (h2load) and open-loop latency of Authorize (var/bench/)"
-	@echo "  make bench-tools  make sure h2load is installed (Debian: nghttp2-client)"
+	@echo "  make bench-tools  make sure h2load (Debian: nghttp2-client) and valgrind are installed"
 	@echo "  make clean      remove build artefacts, hotpath/*.so and var/ (keeps $(VENV))"
 	@echo "  make distclean  clean, and remove $(VENV)"
 	@echo "Variables: PY=$(PY) PORT=$(PORT) REDIS_PORT=$(REDIS_PORT) REDIS_URL=$(REDIS_URL)"
@@ -129,7 +129,9 @@ bench: build redis-server bench-tools
 	  "$(VENV)/bin/python bench/memory.py --json $(BENCH_DIR)/memory.json" \
 	  "$(VENV)/bin/python bench/maxrate.py --json $(BENCH_DIR)/maxrate.json" \
 	  "$(VENV)/bin/python bench/openloop.py --maxrate-json $(BENCH_DIR)/maxrate.json --json $(BENCH_DIR)/openloop.json --plot $(BENCH_DIR)/openloop.png" \
-	  "$(VENV)/bin/python bench/batch_rate.py --json $(BENCH_DIR)/batch_rate.json"; \
+	  "$(VENV)/bin/python bench/batch_rate.py --json $(BENCH_DIR)/batch_rate.json" \
+	  "$(VENV)/bin/python bench/script_cost.py --json $(BENCH_DIR)/script_cost.json" \
+	  "$(VENV)/bin/python bench/script_cost.py --callgrind --segments --json $(BENCH_DIR)/script_cost_callgrind.json"; \
 	do \
 	  echo "$$command"; rc=0; $$command || rc=$$?; \
 	  if [ $$rc -eq 130 ]; then echo "bench: interrupted" >&2; exit 130; fi; \
@@ -143,8 +145,19 @@ bench: build redis-server bench-tools
 	  printf 'bench: FAILED: %s\n' "$${failed[@]}" >&2; exit 1; \
 	fi
 
-# h2load, the HTTP/2 load generator of bench/maxrate.py (and of tests/bench/test_maxrate.py).
+# h2load, the HTTP/2 load generator of bench/maxrate.py (and of tests/bench/test_maxrate.py),
+# and valgrind, whose callgrind counts bench/script_cost.py's instructions inside redis-server.
 bench-tools:
+	@if ! command -v valgrind >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "valgrind not found; installing it: apt-get install -y valgrind"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind || \
+	      { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind; }; \
+	  else \
+	    echo "warning: valgrind is not installed (bench/script_cost.py --callgrind needs it):" >&2; \
+	    echo "    sudo apt-get install valgrind" >&2; \
+	  fi; \
+	fi
 	@if command -v h2load >/dev/null 2>&1; then \
 	  echo "h2load: $$(command -v h2load) ($$(h2load --version))"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

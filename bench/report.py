@@ -234,6 +234,8 @@ RUNNERS: tuple[tuple[str, str], ...] = (
     ("maxrate.json", "bench/maxrate.py"),
     ("openloop.json", "bench/openloop.py"),
     ("batch_rate.json", "bench/batch_rate.py"),
+    ("script_cost.json", "bench/script_cost.py"),
+    ("script_cost_callgrind.json", "bench/script_cost.py"),
 )
 
 
@@ -417,6 +419,35 @@ def openloop_lines(files: dict[str, dict]) -> list[str]:
                  f"{data['rates_from']}): {steps}.")]
 
 
+def script_cost_lines(files: dict[str, dict]) -> list[str]:
+    """What one reservation costs inside redis-server (bench/script_cost.py): the time, the
+    commands' share, and with callgrind the instructions of each step of reserve.lua."""
+    timed, counted = files.get("script_cost.json"), files.get("script_cost_callgrind.json")
+    if not timed and not counted:
+        return []
+    lines = []
+    if timed:
+        lines.append(wrap(
+            f"reserve.lua alone (`bench/script_cost.py`, pipelined new purchases, no gateway): "
+            f"{timed['usec_per_call']:.1f} µs per call inside redis-server, of which the "
+            f"commands it calls {timed['commands_usec_per_call']:.1f} µs (the rest is Lua "
+            f"and the bridge between Lua and the commands); runs "
+            f"{', '.join(f'{run:.1f}' for run in timed['usec_per_call_runs'])} µs."))
+    if counted:
+        lines.append(wrap(
+            f"Counted by callgrind (repeatable whatever else runs): "
+            f"{counted['instructions_per_call']:,} instructions per call."))
+        if counted.get("segments"):
+            lines += ["", "| step of reserve.lua | instructions per call |", "| --- | --- |",
+                      f"| EVALSHA of an empty script, same arguments | "
+                      f"{counted['empty_evalsha_instructions']:,} |"]
+            lines += [f"| {cell(segment['step'])} | "
+                      + ("(step not found)" if segment["instructions"] is None
+                         else f"{segment['instructions']:,}") + " |"
+                      for segment in counted["segments"]]
+    return lines
+
+
 def cpu_text(report: dict) -> str:
     """Each core's busy time, then each process's share of a core and the cores it was seen
     on, busiest first."""
@@ -480,6 +511,7 @@ def render(files: dict[str, dict], figures: list[tuple[Target, Figure]],
         "",
         *part("the open-loop steps", lambda: openloop_lines(files)),
         *part("the CPU lines", lambda: cpu_lines(files)),
+        *part("the script's cost", lambda: script_cost_lines(files)),
     ])
 
 
