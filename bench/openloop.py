@@ -19,9 +19,15 @@ falls behind adds its lag to the latency instead of hiding it (no coordinated om
 lag itself is reported too ("send lag p99"). Latencies of OK answers go into an HDR
 histogram (hdrhistogram, microseconds, 3 significant digits), merged over the generators.
 
-Rates: --rates as given; otherwise --fractions of --max-rate, or of the gateway's rate in the
-maxrate runner's JSON (bench/maxrate.py --json, default var/bench/maxrate.json) when it
-exists; otherwise 250,500,1000,1500 per second.
+Rates: --rates as given; otherwise --fractions of a maximum: --max-rate if given, else the
+gateway's measured capacity for this very load (--max-from capacity, the default): a
+closed-loop step first (--capacity-concurrency calls kept in flight per generator for
+--capacity-s seconds, every call a new authorization) whose rate of OK answers is the
+maximum. --max-from maxrate-json takes instead the gateway's rate in the maxrate runner's
+JSON (bench/maxrate.py, default var/bench/maxrate.json): h2load replays one request body, so
+after the first call every call is an idempotent replay, which costs the gateway and Redis
+less than a new authorization; half of that maximum is more than half of what new
+authorizations can reach. The JSON records both maxima when both are known.
 
 Per rate it prints p50/p99/p99.9/max, the achieved rate (OK answers that arrived within the
 step's duration, per second of it; and "answered": all OK answers over the time from the
@@ -56,6 +62,10 @@ import common  # noqa: E402
 LATENCY_US_MAX = 60_000_000  # the histogram's range: 1 us .. 60 s
 SIGNIFICANT_DIGITS = 3
 DEFAULT_RATES = (250, 500, 1000, 1500)
+CAPACITY_S_DEFAULT = 5.0
+CAPACITY_CONCURRENCY_DEFAULT = 64  # calls in flight per generator: enough to saturate 2 cores
+# For sizing the population before the capacity is known: no 2-core run comes near this.
+CAPACITY_ASSUMED_MAX_PER_S = 8_000
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 STEP_START_DELAY_S = 0.5  # generators get the step's start time this long in advance
 WORKER_SLACK_S = 30.0  # a generator silent this long after its step should have ended: fail
@@ -77,6 +87,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-rate", type=float, default=0.0,
                         help="the maximum the fractions apply to (default: from --maxrate-json)")
     parser.add_argument("--fractions", default=",".join(map(str, DEFAULT_FRACTIONS)))
+    parser.add_argument("--max-from", choices=("capacity", "maxrate-json"), default="capacity",
+                        help="the maximum the fractions apply to, without --max-rate: the "
+                        "gateway's closed-loop capacity for new authorizations, measured first "
+                        "(default), or the max-rate runner's replay figure")
+    parser.add_argument("--capacity-s", type=float, default=CAPACITY_S_DEFAULT,
+                        help="seconds of the closed-loop capacity step")
+    parser.add_argument("--capacity-concurrency", type=int, default=CAPACITY_CONCURRENCY_DEFAULT,
+                        help="calls kept in flight per generator in the capacity step")
     parser.add_argument("--maxrate-json", type=Path, default=common.VAR_BENCH / "maxrate.json")
     parser.add_argument("--duration-s", type=float, default=10.0, help="seconds per rate")
     parser.add_argument("--warm-up-s", type=float, default=2.0,
@@ -103,7 +121,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not (1 <= args.processes <= 64 and 1 <= args.generators <= 64
             and 1 <= args.connections <= 64 and args.inflight_max >= 1):
         parser.error("--processes, --generators, --connections must be within 1..64")
-    requests = sum(args.rates) * args.duration_s + min(args.rates) * args.warm_up_s
+    if args.capacity_s <= 0 or not 1 <= args.capacity_concurrency <= 4096:
+        parser.error("--capacity-s must be > 0, --capacity-concurrency within 1..4096")
+    if args.rates is None:  # fractions of the capacity, known once measured: size for the most
+        rates = [CAPACITY_ASSUMED_MAX_PER_S * fraction for fraction in args.fractions]
+        requests = (CAPACITY_ASSUMED_MAX_PER_S * args.capacity_s + sum(rates) * args.duration_s
+                    + min(rates) * args.warm_up_s)
+    else:
+        requests = sum(args.rates) * args.duration_s + min(args.rates) * args.warm_up_s
     needed = max(CUSTOMERS_MIN, math.ceil(requests / REQUESTS_PER_CUSTOMER_MAX))
     if args.customers == 0:
         args.customers = needed
@@ -114,29 +139,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def replay_maximum(path: Path) -> float:
+    """The gateway's rate in the max-rate runner's JSON (replays of one body), or 0."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return float(json.loads(path.read_text())["gateway"]["rate_per_s"])
+    return 0.0
+
+
 def choose_rates(args: argparse.Namespace, parser: argparse.ArgumentParser
-                 ) -> tuple[list[float], str, float]:
-    """(rates, where they come from, the maximum they are fractions of or 0)."""
+                 ) -> tuple[list[float] | None, str, float]:
+    """(rates, where they come from, the maximum they are fractions of or 0). The rates are
+    None when they are fractions of the capacity, which main() measures first."""
     maximum = 0.0
     try:
+        args.fractions = [float(fraction) for fraction in args.fractions.split(",")]
         if args.rates:
             rates = [float(rate) for rate in args.rates.split(",")]
             source = "--rates"
-        else:
-            fractions = [float(fraction) for fraction in args.fractions.split(",")]
+        elif args.max_rate or args.max_from == "maxrate-json":
             maximum, source = args.max_rate, "--max-rate"
-            if not maximum and args.maxrate_json.exists():
-                maximum = json.loads(args.maxrate_json.read_text())["gateway"]["rate_per_s"]
-                source = f"{args.maxrate_json} (gateway {maximum:,.0f}/s)"
+            if not maximum:
+                maximum = replay_maximum(args.maxrate_json)
+                source = f"{args.maxrate_json} (gateway, replays: {maximum:,.0f}/s)"
             if maximum:
-                rates = [round(maximum * fraction) for fraction in fractions]
-                source += " x " + ",".join(map(str, fractions))
+                rates = [round(maximum * fraction) for fraction in args.fractions]
+                source += " x " + ",".join(map(str, args.fractions))
             else:
                 rates, source = list(DEFAULT_RATES), "default"
-    except (ValueError, KeyError) as error:
+        else:
+            return None, "capacity", 0.0
+    except ValueError as error:
         parser.error(f"rates: {error}")
     if not rates or any(rate <= 0 or rate > 1_000_000 for rate in rates):
         parser.error("every rate must be within (0, 1,000,000]")
+    if not args.fractions or any(not 0 < fraction <= 4 for fraction in args.fractions):
+        parser.error("every fraction must be within (0, 4]")
     return rates, source, maximum if rates and source != "--rates" else 0.0
 
 
@@ -171,7 +208,10 @@ async def _generator(conn, index: int, config: dict) -> None:
             step = await loop.run_in_executor(None, conn.recv)
             if step is None:
                 break
-            conn.send(await run_step(stubs, index, config, **step))
+            if step.pop("closed_loop", False):
+                conn.send(await run_capacity(stubs, index, config, **step))
+            else:
+                conn.send(await run_step(stubs, index, config, **step))
     finally:
         await asyncio.gather(*(channel.close() for channel in channels))
 
@@ -241,6 +281,38 @@ async def run_step(stubs: list, index: int, config: dict, name: str, rate_per_s:
     return outcome
 
 
+async def run_capacity(stubs: list, index: int, config: dict, name: str, concurrency: int,
+                       duration_s: float, start_at: float) -> dict:
+    """Closed loop: `concurrency` callers, each sending its next new authorization when the
+    last is answered, for `duration_s` from wall-clock time `start_at`; OK answers counted."""
+    import grpc
+
+    outcome = {"name": name, "index": index, "ok_in_window": 0, "errors": {}}
+    start = time.monotonic() + (start_at - time.time())
+    window_end = start + duration_s
+    timeout_s = config["timeout_s"]
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+
+    async def caller(number: int) -> None:
+        rng = random.Random(f"{config['seed']}-{index}-{name}-{number}")
+        sent = 0
+        while time.monotonic() < window_end:
+            request = common.random_request(
+                rng, f"ol-{config['run_id']}-{index}-{name}-{number}-{sent}",
+                config["customers"])
+            sent += 1
+            try:
+                await stubs[number % len(stubs)].Authorize(request, timeout=timeout_s)
+            except grpc.aio.AioRpcError as error:
+                code = error.code().name
+                outcome["errors"][code] = outcome["errors"].get(code, 0) + 1
+            else:
+                outcome["ok_in_window"] += time.monotonic() <= window_end
+
+    await asyncio.gather(*(caller(number) for number in range(concurrency)))
+    return outcome
+
+
 # -- the parent ------------------------------------------------------------------------------
 class Generators:
     """--generators processes (spawned) connected by pipes; stopped on exit."""
@@ -278,6 +350,22 @@ class Generators:
                        "start_at": start_at})
         wait_s = STEP_START_DELAY_S + duration_s + timeout_s + WORKER_SLACK_S
         return [self._receive(pipe, wait_s) for pipe in self.pipes]
+
+    def capacity(self, concurrency: int, duration_s: float, timeout_s: float) -> dict:
+        """The closed-loop step: OK answers per second over all generators, and errors."""
+        start_at = time.time() + STEP_START_DELAY_S
+        for pipe in self.pipes:
+            pipe.send({"name": "capacity", "closed_loop": True, "concurrency": concurrency,
+                       "duration_s": duration_s, "start_at": start_at})
+        wait_s = STEP_START_DELAY_S + duration_s + timeout_s + WORKER_SLACK_S
+        results = [self._receive(pipe, wait_s) for pipe in self.pipes]
+        errors: dict[str, int] = {}
+        for result in results:
+            for code, count in result["errors"].items():
+                errors[code] = errors.get(code, 0) + count
+        return {"rate_per_s": sum(result["ok_in_window"] for result in results) / duration_s,
+                "errors": errors, "concurrency": concurrency * len(self.pipes),
+                "duration_s": duration_s}
 
     def stop(self) -> None:
         for pipe in self.pipes:
@@ -399,8 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     facts = common.machine()
     run_id = os.urandom(4).hex()
     steps: list[dict] = []
-    print(f"open loop, unary Authorize: rates {', '.join(f'{rate:,.0f}' for rate in args.rates)}"
-          f" per second ({args.rates_from}), {args.duration_s:g} s each; gateway "
+    rates_text = ("fractions " + ", ".join(map(str, args.fractions)) + " of the capacity "
+                  "measured first" if args.rates is None else
+                  ", ".join(f"{rate:,.0f}" for rate in args.rates) + f" per second "
+                  f"({args.rates_from})")
+    capacity = None
+    print(f"open loop, unary Authorize: rates {rates_text}, {args.duration_s:g} s each; gateway "
           f"{args.processes} processes; {args.generators} generator(s) x {args.connections} "
           f"connections\n{common.format_machine(facts)}", flush=True)
     try:
@@ -417,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
             pids["redis-server"] = bench.processes["redis-server"].pid
             for number, process in enumerate(generators.processes, 1):
                 pids[f"generator[{number}]"] = process.pid
+            if args.rates is None:
+                capacity = measure_capacity(args, generators)
             if args.warm_up_s:
                 generators.step("warm-up", min(args.rates), args.warm_up_s, args.timeout_s)
             print(f"  {'offered/s':>9} {'achieved':>9} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} "
@@ -448,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
-        "machine": facts, "rates_from": args.rates_from,
+        "machine": facts, "rates_from": args.rates_from, "capacity": capacity,
+        "replay_maximum_per_s": replay_maximum(args.maxrate_json) or None,
         "argv": sys.argv[1:] if argv is None else list(argv),
         "args": {key: str(value) if isinstance(value, Path) else value
                  for key, value in vars(args).items()},
@@ -461,6 +556,27 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print(f"openloop: errors other than overload: {failures}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def measure_capacity(args: argparse.Namespace, generators: Generators) -> dict:
+    """The closed-loop capacity step; sets args.rates (its fractions) and args.maximum."""
+    capacity = generators.capacity(args.capacity_concurrency, args.capacity_s, args.timeout_s)
+    maximum = capacity["rate_per_s"]
+    print(f"  capacity (closed loop, {capacity['concurrency']} calls in flight, "
+          f"{args.capacity_s:g} s, new authorizations): {maximum:,.0f} OK answers/s"
+          + (f", errors {capacity['errors']}" if capacity["errors"] else ""), flush=True)
+    if maximum <= 0:
+        raise SystemExit(f"openloop: no OK answer in the capacity step: {capacity['errors']}")
+    args.rates = [round(maximum * fraction) for fraction in args.fractions]
+    args.maximum = maximum
+    args.rates_from = (f"capacity measured first ({maximum:,.0f}/s, closed loop) x "
+                       + ",".join(map(str, args.fractions)))
+    requests = sum(args.rates) * args.duration_s + min(args.rates) * args.warm_up_s
+    if requests > args.customers * REQUESTS_PER_CUSTOMER_MAX:
+        raise SystemExit(f"openloop: the capacity ({maximum:,.0f}/s) needs more customers "
+                         f"than the {args.customers:,} seeded: pass --customers "
+                         f"{math.ceil(requests / REQUESTS_PER_CUSTOMER_MAX)}")
+    return capacity
 
 
 def target_lines(args: argparse.Namespace, steps: list[dict]) -> list[str]:

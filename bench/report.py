@@ -133,8 +133,11 @@ def openloop_percentile(key: str, name: str) -> Callable[[dict], Figure]:
         if step is None:
             return Figure(None, f"{NOT_MEASURED} (rates from {data['rates_from']}, not "
                                 f"fractions of a max-rate)")
+        # The maximum is the gateway's closed-loop capacity for new authorizations when the
+        # open loop measured it first (bench/openloop.py --max-from capacity, the default).
+        what = "the capacity for new authorizations, " if data.get("capacity") else ""
         text = (f"{name} **{step[key]:,.2f} ms** at {step['offered_per_s']:,.0f}/s offered "
-                f"(half of {data['args']['maximum']:,.0f}/s), {step['duration_s']:g} s")
+                f"(half of {what}{data['args']['maximum']:,.0f}/s), {step['duration_s']:g} s")
         failed = {code: count for each in data["steps"] for code, count in each["errors"].items()
                   if code not in OVERLOAD_CODES}
         lost = step["error_count"] + step["not_sent"]

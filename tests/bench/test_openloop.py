@@ -49,6 +49,30 @@ def test_tiny_run_reports_percentiles_and_writes_the_plot(tmp_path):
     assert "p99.9" in run.stdout
 
 
+@pytest.mark.slow
+def test_rates_are_fractions_of_the_capacity_measured_first(tmp_path):
+    """Without --rates or --max-rate, a closed-loop step of new authorizations measures the
+    maximum, and the open-loop steps are the given fractions of it."""
+    out = tmp_path / "openloop.json"
+    run = subprocess.run(
+        [sys.executable, str(BENCH / "openloop.py"), "--fractions", "0.05,0.1", "--capacity-s",
+         "1.5", "--capacity-concurrency", "8", "--duration-s", "1", "--warm-up-s", "0",
+         "--timeout-s", "30", "--maxrate-json", str(tmp_path / "absent.json"),
+         "--plot", str(tmp_path / "openloop.png"), "--json", str(out)],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(out.read_text())
+    capacity = result["capacity"]
+    assert capacity["errors"] == {} and capacity["concurrency"] == 8
+    maximum = capacity["rate_per_s"]
+    assert maximum > 0 and result["args"]["maximum"] == maximum
+    assert [step["offered_per_s"] for step in result["steps"]] == [
+        round(maximum * 0.05), round(maximum * 0.1)]
+    assert result["rates_from"].startswith("capacity measured first")
+    assert result["replay_maximum_per_s"] is None  # no max-rate JSON at that path
+    assert f"about half of {maximum:,.0f}/s" in run.stdout
+
+
 class SlowAuthorization(pb_grpc.AuthorizationServicer):
     DELAY_S = 0.3
 
