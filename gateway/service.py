@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import hotpath
 from gateway import batch, lifecycle
@@ -17,7 +17,7 @@ from gateway.errors import NotFound, unary
 from gateway.pb import creditgate_pb2 as pb
 from gateway.pb import creditgate_pb2_grpc as pb_grpc
 from limits import calendar, catalog, installments, keys
-from limits.client import CustomerState, LimitsClient
+from limits.client import CustomerState, LimitsClient, decode_authorization
 from limits.constants import (
     CAP_MINOR_MAX,
     CUSTOMER_CAPS_MAX,
@@ -128,13 +128,26 @@ def authorization_response(result, product: catalog.Product | None = None
     return response
 
 
+def reserve(c: Context, request: pb.AuthorizeRequest) -> Awaitable:
+    """The first half of an authorization, done at once: the hot path's plan, and its reserve
+    script call queued for this loop tick's round trip. The awaitable resolves to the script's
+    reply, which `answer` turns into the response. Raises InvalidArgument as the hot path does."""
+    keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions, _UNUSED_TOKEN)
+    return c.limits.reserve(keys_, args)
+
+
+def answer(c: Context, request: pb.AuthorizeRequest, reply) -> pb.AuthorizeResponse:
+    """The second half: the response of the reserve script's reply (Refused if it refused)."""
+    return authorization_response(decode_authorization(reply),
+                                  c.products.get(request.product_id))
+
+
 async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeResponse:
     """One authorization: the hot path's plan, one reserve script call (coalesced with the
     loop tick's other calls into one Redis round trip), the response. Raises as the handlers
-    do (InvalidArgument, Refused, Redis errors); AuthorizeBatch calls it once per item."""
-    keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions, _UNUSED_TOKEN)
-    return authorization_response(await c.limits.authorize(keys_, args),
-                                  c.products.get(request.product_id))
+    do (InvalidArgument, Refused, Redis errors); AuthorizeBatch runs the same two halves per
+    item."""
+    return answer(c, request, await reserve(c, request))
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):

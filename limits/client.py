@@ -272,9 +272,15 @@ class LimitsClient:
     def _base(self, customer_id: str) -> str:
         return keys.base(keys.partition_of(customer_id, self.partitions))
 
+    def reserve(self, keys_: Sequence[str], args: Sequence[str]) -> Awaitable:
+        """Queue a reservation planned by hotpath.plan_authorize now, not when awaited; the
+        awaitable resolves to the reply, for decode_authorization. AuthorizeBatch queues every
+        item this way before it awaits any: no task per item."""
+        return self._call("reserve", keys_, args)
+
     async def authorize(self, keys_: Sequence[str], args: Sequence[str]) -> Authorization:
         """Run a reservation planned by hotpath.plan_authorize."""
-        return decode_authorization(await self._call("reserve", keys_, args))
+        return decode_authorization(await self.reserve(keys_, args))
 
     async def increment(self, keys_: Sequence[str], args: Sequence[str]) -> IncrementResult:
         """Run an increment planned by gateway.credit_ops.plan_increment."""
