@@ -50,9 +50,10 @@ async def authorize_batch(c: Context, request: pb.AuthorizeBatchRequest
     """The items' outcomes in request order; raises only for the batch's own size."""
     check_size(request)
     requests = request.requests
-    # No task per item: the items' calls are plain futures of the runner, awaited one by one
-    # (a task per item, by asyncio.gather of `service.authorize`, cost ~N µs of the gateway's
-    # CPU per authorization).
+    # No task per item: the items' calls are the runner's plain futures, awaited one by one.
+    # A task per item (asyncio.gather of `service.authorize`) cost the gateway ~10-20 µs of
+    # CPU per authorization in bench/batch_rate.py; a gather of the plain futures would still
+    # cost ~1.6 µs per item more than awaiting them in order.
     calls: list[Awaitable | Exception] = []
     for item in requests:
         try:
@@ -75,7 +76,10 @@ async def authorize_batch(c: Context, request: pb.AuthorizeBatchRequest
                 items.add(error=pb.BatchItemError(code=code.value[0], message=message))
             else:
                 items.add().response.CopyFrom(outcome)  # cheaper than add(response=outcome)
-    except BaseException:  # cancelled: the whole call ends, and calls not yet sent stay unsent
+    except BaseException:
+        # Cancelled: the whole call ends, and its calls still waiting to be written are not
+        # sent (the runner skips a done future). Only a cancellation in the very loop tick that
+        # queued them comes after the runner wrote them: the items run, as sent calls do.
         for call in calls:
             if isinstance(call, asyncio.Future):
                 call.cancel()
