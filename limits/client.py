@@ -196,16 +196,21 @@ def decode_authorization(reply: bytes | str) -> Authorization:
     return _authorization(_fields(reply))
 
 
+# The reasons as a reply spells them: DeclineReason(int(text)) costs 0.6 µs, this 0.05 µs.
+_REASONS = {str(int(reason)): reason for reason in DeclineReason}
+
+
 def _authorization(f: list[str]) -> Authorization:
-    levels = tuple(
-        Level(f[i], int(f[i + 1]), int(f[i + 2]), int(f[i + 3]),
-              max(0, int(f[i + 1]) - int(f[i + 2]) - int(f[i + 3])))
-        for i in range(11, len(f), 4)
-    )
+    # Every AuthorizeBatch item decodes one of these: each number is converted once (int() of
+    # a 13-digit text is ~0.1-0.15 µs) and the levels' columns are zipped, not indexed.
+    levels = tuple([Level(node, cap, held, used, max(0, cap - held - used))
+                    for node, cap, held, used in zip(f[11::4], map(int, f[12::4]),
+                                                     map(int, f[13::4]), map(int, f[14::4]),
+                                                     strict=True)])
     approved = int(f[6])
-    return Authorization(DeclineReason(int(f[0])), f[1], f[2], int(f[3]), int(f[4]), int(f[5]),
+    return Authorization(_REASONS[f[0]], f[1], f[2], int(f[3]), int(f[4]), int(f[5]),
                          levels, approved, f[7] == "1", int(f[8]), f[9],
-                         installments.parse(f[10], approved))
+                         installments.parse(f[10], approved) if f[10] else None)
 
 
 def decode_increment(reply: bytes | str) -> IncrementResult:
