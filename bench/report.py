@@ -435,11 +435,13 @@ def script_cost_lines(files: dict[str, dict]) -> list[str]:
             f"{timed['usec_per_call']:.1f} µs per call inside redis-server, of which the "
             f"commands it calls {timed['commands_usec_per_call']:.1f} µs (the rest is Lua "
             f"and the bridge between Lua and the commands); runs "
-            f"{', '.join(f'{run:.1f}' for run in timed['usec_per_call_runs'])} µs."))
+            f"{', '.join(f'{run:.1f}' for run in timed['usec_per_call_runs'])} µs. A retry of "
+            f"an approval (what h2load's replays are): {timed['replay_usec_per_call']:.1f} µs."))
     if counted:
         lines.append(wrap(
             f"Counted by callgrind (repeatable whatever else runs): "
-            f"{counted['instructions_per_call']:,} instructions per call."))
+            f"{counted['instructions_per_call']:,} instructions per call, "
+            f"{counted['replay_instructions_per_call']:,} per retry of an approval."))
         if counted.get("segments"):
             lines += ["", "| step of reserve.lua | instructions per call |", "| --- | --- |",
                       f"| EVALSHA of an empty script, same arguments | "
