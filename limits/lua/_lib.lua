@@ -191,6 +191,22 @@ local function levels_text(nodes, caps, helds, useds, extra)
   return table.concat(parts)
 end
 
+local function levels_read(nodes, values, leading, caps, held_texts)
+  -- levels_text from the texts read_levels got (`leading` values before the nodes'): a cap
+  -- without a raise, a held (unless `held_texts` has a new one) and a used are sent as
+  -- stored, with no number-to-text conversion (a large part of a script's own work).
+  local parts = {}
+  for i, node in ipairs(nodes) do
+    local at = leading + 4 * (i - 1)
+    local cap_text = values[at + 1]
+    if values[at + 2] or not cap_text then cap_text = fmt(caps[i]) end
+    parts[i] = '|' .. node .. '|' .. cap_text .. '|'
+      .. (held_texts and held_texts[i] or values[at + 3] or '0') .. '|'
+      .. (values[at + 4] or '0')
+  end
+  return table.concat(parts)
+end
+
 local function add_balance(customer_key, path, amount)
   -- The balance drawn on one path (captured, not refunded or repaid); a zero balance goes.
   if amount == 0 then return end

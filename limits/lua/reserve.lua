@@ -95,12 +95,12 @@ if retried then
   if prior[5] then partial = 1 end
   local expires = tonumber(prior[2])
   return authorization_reply(0, '', hold_id, available, expires - ttl_ms, expires, approved,
-    partial, 0, prior[5] or '', plan, levels_text(nodes, caps, helds, useds, 0))
+    partial, 0, prior[5] or '', plan, levels_read(nodes, values, 4, caps))
 end
 
 local function decline(reason, level, offer, offer_level)
   return remember(KEYS[5], fingerprint, authorization_reply(reason, level, '', available, now,
-    0, 0, 0, offer, offer_level, '', levels_text(nodes, caps, helds, useds, 0)))
+    0, 0, 0, offer, offer_level, '', levels_read(nodes, values, 4, caps)))
 end
 
 if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', 0, '') end
@@ -215,15 +215,7 @@ if plan ~= '' then
 end
 redis.call('XADD', KEYS[4], '*', unpack(event))
 -- A partial approval names its binding level in the counter-offer level (the amount is 0).
--- The reply's levels reuse the texts read (caps without a live raise, used) and written
--- (held): number-to-text conversions are a large part of the script's own work.
-local levels = {}
-for i, node in ipairs(nodes) do
-  local at = 4 * i + 1
-  local cap_text = values[at]
-  if values[at + 1] or not cap_text then cap_text = fmt(caps[i]) end
-  levels[i] = '|' .. node .. '|' .. cap_text .. '|' .. held_texts[i] .. '|' .. (values[at + 3] or '0')
-end
+-- The reply's levels reuse the texts read (caps without a live raise, used) and written (held).
 return 'OK|0||' .. hold_id .. '|' .. fmt(available - approved) .. '|' .. now_text .. '|'
-  .. expires .. '|' .. approved_text .. '|' .. (partial == 1 and '1' or '0') .. '|0|' .. offer_level .. '|' .. plan
-  .. table.concat(levels)
+  .. expires .. '|' .. approved_text .. '|' .. (partial == 1 and '1' or '0') .. '|0|'
+  .. offer_level .. '|' .. plan .. levels_read(nodes, values, 4, caps, held_texts)
