@@ -64,18 +64,19 @@ async def authorize_batch(c: Context, request: pb.AuthorizeBatchRequest
     items = response.items
     failed: dict[grpc.StatusCode, BaseException] = {}
     try:
-        for item, call in zip(requests, calls, strict=True):
+        for request_item, call in zip(requests, calls, strict=True):
+            item = items.add()
             try:
                 if isinstance(call, Exception):
                     raise call
-                outcome = service.answer(c, item, await call)
+                service.answer(c, request_item, await call, item.response)  # in place
             except Exception as error:  # noqa: BLE001 - each becomes its item's status
                 code, message = errors.status_of(error)
                 errors.counts[code.name] += 1
                 failed.setdefault(code, error)
-                items.add(error=pb.BatchItemError(code=code.value[0], message=message))
-            else:
-                items.add().response.CopyFrom(outcome)  # cheaper than add(response=outcome)
+                # The outcome is one of the two: the error replaces any part of a response.
+                item.error.code = code.value[0]
+                item.error.message = message
     except BaseException:
         # Cancelled: the whole call ends, and its calls still waiting to be written are not
         # sent (the runner skips a done future). Only a cancellation in the very loop tick that

@@ -25,7 +25,7 @@ from limits.constants import (
     NODE_NAME_LENGTH_MAX,
     TZ_DEFAULT,
 )
-from limits.reasons import PARTIAL_APPROVAL_CODE, RESPONSE_CODE
+from limits.reasons import PARTIAL_APPROVAL_CODE, RESPONSE_CODE, DeclineReason
 
 _HOLD_STATES = {
     "open": pb.HOLD_STATE_OPEN,
@@ -90,41 +90,51 @@ def plan_refund(request: pb.RefundRequest, partitions: int) -> tuple[list[str], 
             [base, request.hold_id, hotpath.fingerprint("refund", amount), amount])
 
 
-def _plan(plan: installments.Plan) -> pb.InstallmentPlan:
-    return pb.InstallmentPlan(
-        months=plan.months, principal_minor=plan.principal_minor,
-        first_instalment_minor=plan.first_instalment_minor,
-        instalment_minor=plan.instalment_minor,
-        fee_per_instalment_minor=plan.fee_per_instalment_minor,
-        fee_total_minor=plan.fee_total_minor, monthly_fee_bps=plan.monthly_fee_bps)
+def _plan(plan: installments.Plan, into: pb.InstallmentPlan) -> None:
+    into.months = plan.months
+    into.principal_minor = plan.principal_minor
+    into.first_instalment_minor = plan.first_instalment_minor
+    into.instalment_minor = plan.instalment_minor
+    into.fee_per_instalment_minor = plan.fee_per_instalment_minor
+    into.fee_total_minor = plan.fee_total_minor
+    into.monthly_fee_bps = plan.monthly_fee_bps
 
 
-def authorization_response(result, product: catalog.Product | None = None
+def authorization_response(result, product: catalog.Product | None = None,
+                           response: pb.AuthorizeResponse | None = None
                            ) -> pb.AuthorizeResponse:
-    """The AuthorizeResponse of a reserve script's decoded reply. With the product, a
-    counter-offer lists the plan of every term the product offers for the offered amount."""
-    response = pb.AuthorizeResponse(
-        approved=result.approved,
-        decline_reason=int(result.reason),
-        response_code=PARTIAL_APPROVAL_CODE if result.partial else RESPONSE_CODE[result.reason],
-        decline_level=result.level,
-        hold_id=result.hold_id,
-        available_minor=result.available_minor,
-        levels=_levels(result.levels),
-        hold_expires_at_ms=result.hold_expires_at_ms,
-        decided_at_ms=result.decided_at_ms,
-        partial=result.partial,
-        approved_amount_minor=result.approved_amount_minor,
-        counter_offer_minor=result.counter_offer_minor,
-        counter_offer_level=result.counter_offer_level,
-    )
+    """The AuthorizeResponse of a reserve script's decoded reply, written into `response` if
+    given (AuthorizeBatch writes each item's in place). With the product, a counter-offer lists
+    the plan of every term the product offers for the offered amount."""
+    # Fields are set in place, levels and plans added in place: building messages apart and
+    # copying them in (levels=[...], CopyFrom) cost ~3 µs more per authorization.
+    if response is None:
+        response = pb.AuthorizeResponse()
+    reason = result.reason
+    response.approved = reason == DeclineReason.NONE
+    response.decline_reason = reason
+    response.response_code = PARTIAL_APPROVAL_CODE if result.partial else RESPONSE_CODE[reason]
+    response.decline_level = result.level
+    response.hold_id = result.hold_id
+    response.available_minor = result.available_minor
+    add_level = response.levels.add
+    for level in result.levels:
+        # A reserve reply's levels carry no temporary raise (limits.client.Level).
+        add_level(node=level.node, cap_minor=level.cap_minor, held_minor=level.held_minor,
+                  used_minor=level.used_minor, available_minor=level.available_minor)
+    response.hold_expires_at_ms = result.hold_expires_at_ms
+    response.decided_at_ms = result.decided_at_ms
+    response.partial = result.partial
+    response.approved_amount_minor = result.approved_amount_minor
+    response.counter_offer_minor = result.counter_offer_minor
+    response.counter_offer_level = result.counter_offer_level
     if result.plan is not None:
-        response.installment_plan.CopyFrom(_plan(result.plan))
+        _plan(result.plan, response.installment_plan)
     if result.counter_offer_minor > 0 and product is not None:
         terms = product.installments
-        response.counter_offer_plans.extend(
-            _plan(installments.plan(result.counter_offer_minor, months, terms.monthly_fee_bps))
-            for months in sorted(terms.months))
+        for months in sorted(terms.months):
+            _plan(installments.plan(result.counter_offer_minor, months, terms.monthly_fee_bps),
+                  response.counter_offer_plans.add())
     return response
 
 
@@ -136,10 +146,12 @@ def reserve(c: Context, request: pb.AuthorizeRequest) -> Awaitable:
     return c.limits.reserve(keys_, args)
 
 
-def answer(c: Context, request: pb.AuthorizeRequest, reply) -> pb.AuthorizeResponse:
-    """The second half: the response of the reserve script's reply (Refused if it refused)."""
+def answer(c: Context, request: pb.AuthorizeRequest, reply,
+           response: pb.AuthorizeResponse | None = None) -> pb.AuthorizeResponse:
+    """The second half: the response of the reserve script's reply (Refused if it refused),
+    written into `response` if given."""
     return authorization_response(decode_authorization(reply),
-                                  c.products.get(request.product_id))
+                                  c.products.get(request.product_id), response)
 
 
 async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeResponse:
