@@ -210,7 +210,7 @@ def _authorization(f: list[str]) -> Authorization:
     approved = int(f[6])
     return Authorization(_REASONS[f[0]], f[1], f[2], int(f[3]), int(f[4]), int(f[5]),
                          levels, approved, f[7] == "1", int(f[8]), f[9],
-                         installments.parse(f[10], approved) if f[10] else None)
+                         installments.parse(f[10], approved))
 
 
 def decode_increment(reply: bytes | str) -> IncrementResult:
