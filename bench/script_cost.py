@@ -109,8 +109,7 @@ class Calls:
         for _ in range(n):
             self.count += 1
             request = batch_rate.purchase(self.rng, f"cost-{self.count:09d}", self.customers)
-            keys_, args = hotpath.plan_authorize(request, self.rules, batch_rate.PARTITIONS,
-                                                 "A" * 16)
+            keys_, args = hotpath.plan_authorize(request, self.rules, batch_rate.PARTITIONS)
             plans.append((keys_, ["0", *args]))  # ARGV[1]: the clock offset, 0 outside tests
         return plans
 

@@ -49,12 +49,6 @@ _STATUS_NAMES = {
 _STATUS_NUMBERS = {name: number for number, name in _STATUS_NAMES.items()}
 
 
-# reserve.lua derives an approval's hold id from its idempotency key (limits/keys
-# derived_hold_id) and ignores the plan's random hold id (KEYS[6], ARGV[4]): no random token is
-# drawn per Authorize. Removing the slot from both hot-path twins is left for later.
-_UNUSED_TOKEN = "A" * HOLD_TOKEN_LENGTH
-
-
 def random_token() -> str:
     """The random part of a hold id: 80 bits as 16 base32 characters."""
     return base64.b32encode(os.urandom(HOLD_TOKEN_LENGTH * 5 // 8)).decode()
@@ -142,7 +136,7 @@ def reserve(c: Context, request: pb.AuthorizeRequest) -> Awaitable:
     """The first half of an authorization, done at once: the hot path's plan, and its reserve
     script call queued for this loop tick's round trip. The awaitable resolves to the script's
     reply, which `answer` turns into the response. Raises InvalidArgument as the hot path does."""
-    keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions, _UNUSED_TOKEN)
+    keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions)
     return c.limits.reserve(keys_, args)
 
 

@@ -626,11 +626,11 @@ cdef inline char *_put_decimal(char *out, long long value) noexcept nogil:
 
 cdef tuple _assemble(ProductRules rules, const _Authorize *request, int mcc_code,
                      str product_id, str customer_id, str merchant_id, str mcc, str currency,
-                     long long partition_count, str token):
+                     long long partition_count):
     """The reserve script's (keys, args) of a request that passed every check (see _plan_py)."""
     cdef long long partition
-    cdef str base, hold_id, channel, amount, months
-    cdef _Text base_text, hold_id_text, separator, partial_asked
+    cdef str base, channel, amount, months
+    cdef _Text base_text, separator, partial_asked
     cdef char amount_digits[_AMOUNT_DIGITS_MAX]
     cdef char fingerprint_text[_FINGERPRINT_TEXT_MAX]
     cdef char *out
@@ -644,8 +644,6 @@ cdef tuple _assemble(ProductRules rules, const _Authorize *request, int mcc_code
     ) % partition_count
     base = <str>_BASES[partition]
     base_text = _text(base)
-    hold_id = _concat2(_text(<str>_HOLD_PREFIXES[partition]), _text(token))
-    hold_id_text = _text(hold_id)
     amount_text.data = amount_digits
     amount_text.length = _put_decimal(amount_digits, request.amount_minor) - amount_digits
     amount = _str(amount_text)
@@ -672,43 +670,41 @@ cdef tuple _assemble(ProductRules rules, const _Authorize *request, int mcc_code
     out[0] = c'|'
     out = _put(out + 1, _text(months))
 
-    keys_ = PyList_New(6)
+    keys_ = PyList_New(5)
     _set(keys_, 0, _concat3(base_text, _text(_K_CUSTOMER), request.customer_id))
     _set(keys_, 1, _concat3(base_text, _text(_K_CUSTOMER_HOLDS), request.customer_id))
     _set(keys_, 2, _DUE_KEYS[partition])
     _set(keys_, 3, _OUTBOX_KEYS[partition])
     _set(keys_, 4, _concat5(base_text, _text(_K_IDEMPOTENCY_AUTHORIZE), request.customer_id,
                             separator, request.idempotency_key))
-    _set(keys_, 5, _concat3(base_text, _text(_K_HOLD), hold_id_text))
 
     nodes = <tuple>rules._nodes_by_number[request.channel]
     node_count = len(nodes)
-    args = PyList_New(23 + node_count)
+    args = PyList_New(22 + node_count)
     _set(args, 0, base)
     _set(args, 1, customer_id)
-    _set(args, 2, hold_id)
-    _set(args, 3, _digest_of(fingerprint_text, out - fingerprint_text))
-    _set(args, 4, product_id)
-    _set(args, 5, amount)
-    _set(args, 6, rules.hold_ttl_ms)
-    _set(args, 7, _REASON_TEXTS[rules._decline(
+    _set(args, 2, _digest_of(fingerprint_text, out - fingerprint_text))
+    _set(args, 3, product_id)
+    _set(args, 4, amount)
+    _set(args, 5, rules.hold_ttl_ms)
+    _set(args, 6, _REASON_TEXTS[rules._decline(
         (rules._channel_bits >> request.channel) & 1, mcc_code, request.amount_minor
     )])
-    _set(args, 8, merchant_id)
-    _set(args, 9, mcc)
-    _set(args, 10, channel)
-    _set(args, 11, currency)
+    _set(args, 7, merchant_id)
+    _set(args, 8, mcc)
+    _set(args, 9, channel)
+    _set(args, 10, currency)
     for index in range(4):
-        _set(args, 12 + index, rules.velocity_args[index])
-    _set(args, 16, rules.amount_bound_args[0])
-    _set(args, 17, rules.amount_bound_args[1])
-    _set(args, 18, _ONE if rules.partial_approval and request.allow_partial else _ZERO)
-    _set(args, 19, rules.capture_tolerance_bps)
-    _set(args, 20, rules.incremental_flag)
-    _set(args, 21, months)
-    _set(args, 22, rules.installment_fee_bps)
+        _set(args, 11 + index, rules.velocity_args[index])
+    _set(args, 15, rules.amount_bound_args[0])
+    _set(args, 16, rules.amount_bound_args[1])
+    _set(args, 17, _ONE if rules.partial_approval and request.allow_partial else _ZERO)
+    _set(args, 18, rules.capture_tolerance_bps)
+    _set(args, 19, rules.incremental_flag)
+    _set(args, 20, months)
+    _set(args, 21, rules.installment_fee_bps)
     for index in range(node_count):
-        _set(args, 23 + index, nodes[index])
+        _set(args, 22 + index, nodes[index])
     return keys_, args
 
 
@@ -849,7 +845,7 @@ cdef PyObject *_find_product(dict rules_by_product, _Text product_id,
     return NULL
 
 
-cdef object _plan_wire(bytes wire, dict rules_by_product, long long partition_count, str token):
+cdef object _plan_wire(bytes wire, dict rules_by_product, long long partition_count):
     """The plan of a serialized request that passes every check, or None (nothing raised)."""
     cdef _Authorize request
     cdef int mcc_code
@@ -890,12 +886,11 @@ cdef object _plan_wire(bytes wire, dict rules_by_product, long long partition_co
         mcc = _MCC_TEXTS[mcc_code] = _str(request.mcc)
     return _assemble(
         rules, &request, mcc_code, product_id, _str(request.customer_id),
-        _str(request.merchant_id), <str>mcc, rules.currency, partition_count, token,
+        _str(request.merchant_id), <str>mcc, rules.currency, partition_count,
     )
 
 
-cdef object _plan_attributes(request, dict rules_by_product, long long partition_count,
-                             str token):
+cdef object _plan_attributes(request, dict rules_by_product, long long partition_count):
     """Reads the request's attributes and checks them in the proto's order, raising the
     specification's InvalidArgument; odd types go to the Python twin."""
     cdef str idempotency_key, customer_id, product_id, merchant_id, mcc, currency
@@ -920,7 +915,7 @@ cdef object _plan_attributes(request, dict rules_by_product, long long partition
         and type(currency_object) is str and type(allow_partial_object) is bool
         and type(installment_months_object) is int
     ):
-        return _plan_py.plan_authorize(request, rules_by_product, partition_count, token)
+        return _plan_py.plan_authorize(request, rules_by_product, partition_count)
     idempotency_key = <str>idempotency_key_object
     customer_id = <str>customer_id_object
     product_id = <str>product_id_object
@@ -936,7 +931,7 @@ cdef object _plan_attributes(request, dict rules_by_product, long long partition
         raise InvalidArgument("product_id", f"unknown product {product_id!r}")
     channel_object = request.channel
     if not isinstance(rules_object, ProductRules) or type(channel_object) is not int:
-        return _plan_py.plan_authorize(request, rules_by_product, partition_count, token)
+        return _plan_py.plan_authorize(request, rules_by_product, partition_count)
     rules = <ProductRules>rules_object
     channel_number = PyLong_AsLongAndOverflow(channel_object, &overflow)
     if channel_number == 0 and not overflow:
@@ -950,7 +945,7 @@ cdef object _plan_attributes(request, dict rules_by_product, long long partition
     if not _exact_amount(amount_minor_object, &amount_minor):
         # An int out of bounds: the Python twin raises, with the same message.
         _plan_py.check_amount("amount_minor", amount_minor_object)
-        return _plan_py.plan_authorize(request, rules_by_product, partition_count, token)
+        return _plan_py.plan_authorize(request, rules_by_product, partition_count)
     if not currency:
         raise InvalidArgument("currency", _REQUIRED)
     if currency not in _CURRENCIES:
@@ -962,7 +957,7 @@ cdef object _plan_attributes(request, dict rules_by_product, long long partition
         if overflow or months not in rules.installment_months:
             raise InvalidArgument("installment_months", rules.installment_terms)
         # A term the C set cannot hold (a product made outside the catalog's bounds).
-        return _plan_py.plan_authorize(request, rules_by_product, partition_count, token)
+        return _plan_py.plan_authorize(request, rules_by_product, partition_count)
 
     # Everything is checked, and every text is ASCII (ids, four digits, a known currency).
     fields.idempotency_key = _text(idempotency_key)
@@ -977,36 +972,31 @@ cdef object _plan_attributes(request, dict rules_by_product, long long partition
     fields.allow_partial = allow_partial_object is True
     return _assemble(
         rules, &fields, mcc_code, product_id, customer_id, merchant_id, mcc, currency,
-        partition_count, token,
+        partition_count,
     )
 
 
-def plan_authorize(request, rules_by_product, partitions, token):
+def plan_authorize(request, rules_by_product, partitions):
     """Validate an AuthorizeRequest and build the reserve script's (keys, args).
 
-    `token` is the random part of the hold id (used only if the purchase is approved).
-    Raises InvalidArgument for bad input, checking fields in the order of the proto.
+    Raises InvalidArgument for bad input, checking fields in the order of the proto. An
+    approval's hold id is not planned: reserve.lua derives it from the idempotency record's
+    key (limits/keys.derived_hold_id).
     """
     cdef long long partition_count
     cdef int overflow = 0
-    if (
-        type(rules_by_product) is dict and type(partitions) is int and type(token) is str
-        and PyUnicode_READY(token) == 0 and PyUnicode_GET_LENGTH(token) == _HOLD_TOKEN_LENGTH
-        and PyUnicode_IS_ASCII(token)
-    ):
+    if type(rules_by_product) is dict and type(partitions) is int:
         partition_count = PyLong_AsLongLongAndOverflow(partitions, &overflow)
         if not overflow and 0 < partition_count <= _PARTITIONS_MAX:
             message_type = type(request)
             if message_type is _wire_type or _wire_type_usable(message_type):
                 wire = _wire_serialize(request)
                 if type(wire) is bytes:
-                    plan = _plan_wire(<bytes>wire, <dict>rules_by_product, partition_count,
-                                      <str>token)
+                    plan = _plan_wire(<bytes>wire, <dict>rules_by_product, partition_count)
                     if plan is not None:
                         return plan
-            return _plan_attributes(request, <dict>rules_by_product, partition_count,
-                                    <str>token)
-    return _plan_py.plan_authorize(request, rules_by_product, partitions, token)
+            return _plan_attributes(request, <dict>rules_by_product, partition_count)
+    return _plan_py.plan_authorize(request, rules_by_product, partitions)
 
 
 # plan_capture and plan_void

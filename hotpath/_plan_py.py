@@ -115,11 +115,12 @@ def fingerprint(*parts: str) -> str:
     return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
 
 
-def plan_authorize(request, rules_by_product: dict, partitions: int, token: str):
+def plan_authorize(request, rules_by_product: dict, partitions: int):
     """Validate an AuthorizeRequest and build the reserve script's (keys, args).
 
-    `token` is the random part of the hold id (used only if the purchase is approved).
-    Raises InvalidArgument for bad input, checking fields in the order of the proto.
+    Raises InvalidArgument for bad input, checking fields in the order of the proto. An
+    approval's hold id is not planned: reserve.lua derives it from the idempotency record's
+    key (limits/keys.derived_hold_id).
     """
     idempotency_key = request.idempotency_key
     customer_id = request.customer_id
@@ -158,7 +159,6 @@ def plan_authorize(request, rules_by_product: dict, partitions: int, token: str)
 
     partition = zlib.crc32(customer_id.encode()) % partitions
     base = keys.base(partition)
-    hold_id = keys.hold_id(partition, token)
     amount = str(amount_minor)
     partial_asked = "1" if allow_partial else "0"
     months = str(installment_months)
@@ -168,12 +168,10 @@ def plan_authorize(request, rules_by_product: dict, partitions: int, token: str)
         keys.due(base),
         keys.outbox(base),
         keys.idempotency_authorize(base, customer_id, idempotency_key),
-        keys.hold(base, hold_id),
     ]
     args = [
         base,
         customer_id,
-        hold_id,
         fingerprint(
             product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
         ),

@@ -172,19 +172,19 @@ class Model:
         return getattr(self, name)(list(keys_), rest, now)
 
     def reserve(self, k: list[str], a: list[str], now: int) -> str:
-        base, customer_id, fingerprint, product_id = a[0], a[1], a[3], a[4]
-        amount = _int_arg(a[5], 1, constants.AMOUNT_MINOR_MAX)
-        ttl_ms = _int_arg(a[6], 1, HOLD_TTL_MS_MAX)
-        rule_decline = _int_arg(a[7], 0, R.AMOUNT_ABOVE_MAXIMUM)
-        limits = [_int_arg(v, 0, constants.VELOCITY_AMOUNT_MINOR_MAX) for v in a[12:16]]
-        amount_min = _int_arg(a[16], 0, constants.AMOUNT_MINOR_MAX)
-        amount_max = _int_arg(a[17], 0, constants.AMOUNT_MINOR_MAX)
-        allow_partial = _int_arg(a[18], 0, 1)
-        tolerance_bps = _int_arg(a[19], 0, constants.CAPTURE_TOLERANCE_BPS_MAX)
-        incremental = _int_arg(a[20], 0, 1)
-        months = _int_arg(a[21], 0, constants.INSTALLMENT_MONTHS_MAX)
-        fee_bps = _int_arg(a[22], 0, constants.INSTALLMENT_FEE_BPS_MAX)
-        nodes = a[23:]
+        base, customer_id, fingerprint, product_id = a[0], a[1], a[2], a[3]
+        amount = _int_arg(a[4], 1, constants.AMOUNT_MINOR_MAX)
+        ttl_ms = _int_arg(a[5], 1, HOLD_TTL_MS_MAX)
+        rule_decline = _int_arg(a[6], 0, R.AMOUNT_ABOVE_MAXIMUM)
+        limits = [_int_arg(v, 0, constants.VELOCITY_AMOUNT_MINOR_MAX) for v in a[11:15]]
+        amount_min = _int_arg(a[15], 0, constants.AMOUNT_MINOR_MAX)
+        amount_max = _int_arg(a[16], 0, constants.AMOUNT_MINOR_MAX)
+        allow_partial = _int_arg(a[17], 0, 1)
+        tolerance_bps = _int_arg(a[18], 0, constants.CAPTURE_TOLERANCE_BPS_MAX)
+        incremental = _int_arg(a[19], 0, 1)
+        months = _int_arg(a[20], 0, constants.INSTALLMENT_MONTHS_MAX)
+        fee_bps = _int_arg(a[21], 0, constants.INSTALLMENT_FEE_BPS_MAX)
+        nodes = a[22:]
         if amount is None or ttl_ms is None or rule_decline is None or None in limits \
                 or amount_min is None or amount_max is None or allow_partial is None \
                 or tolerance_bps is None or incremental is None or months is None \
@@ -297,8 +297,8 @@ class Model:
             c[keys.FIELD_VELOCITY_MONTH + product_id] = \
                 f"{month}:{month_amount + approved}:{month_count + 1}"
         hold = {"st": "open", "c": customer_id, "p": product_id, "a": str(approved), "cp": "0",
-                "n": self._path_id(base, node_list), "x": str(expires), "sq": "1", "m": a[8],
-                "cur": a[11], "fp": fingerprint}
+                "n": self._path_id(base, node_list), "x": str(expires), "sq": "1", "m": a[7],
+                "cur": a[10], "fp": fingerprint}
         if partial:
             hold["pa"] = offer_level
         # The optional fields are written only when they apply: an open hold stays small.
@@ -319,8 +319,8 @@ class Model:
             extra["installment_plan"] = plan
         self._xadd(k[3], type="authorized", event_id=hold_event_id(hold_id, hold, 1),
                    customer_id=customer_id,
-                   hold_id=hold_id, product_id=product_id, merchant_id=a[8], mcc=a[9],
-                   channel=a[10], currency=a[11], nodes=node_list, amount_minor=str(approved),
+                   hold_id=hold_id, product_id=product_id, merchant_id=a[7], mcc=a[8],
+                   channel=a[9], currency=a[10], nodes=node_list, amount_minor=str(approved),
                    expires_at_ms=str(expires), at_ms=str(now), **extra)
         # A partial approval names its binding level in the counter-offer level (amount 0).
         return authorization_reply(R.NONE, "", hold_id, available - approved, now, expires,

@@ -50,7 +50,7 @@ class ScriptDriver:
         await self.client.put_customer(customer_id, status, timezone, caps)
 
     async def authorize(self, request) -> tuple[DeclineReason, str, str]:
-        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS, token())
+        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
         result = await self.client.authorize(keys_, args)
         return result.reason, result.level, result.hold_id
 
@@ -66,7 +66,7 @@ class ScriptDriver:
     # -- issue 4, the reserve side: the scripts' whole decoded answers ---------------------
     async def authorization(self, request):
         """The full decoded reserve reply (limits.client.Authorization)."""
-        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS, token())
+        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
         return await self.client.authorize(keys_, args)
 
     async def increment(self, key: str, hold_id: str, amount_minor: int):

@@ -6,43 +6,43 @@
 --
 -- KEYS[1] customer hash            KEYS[2] customer's open holds (zset, score = expiry ms)
 -- KEYS[3] partition due set (zset) KEYS[4] partition outbox (stream)
--- KEYS[5] idempotency record (a decline's or a reversal's tombstone)
--- KEYS[6] unused: the hold's key is derived from KEYS[5] (derived_hold_id, same slot)
+-- KEYS[5] idempotency record (a decline's or a reversal's tombstone). An approval's hold
+--         key derives from it (derived_hold_id: same partition, so the same slot).
 -- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] customer id      ARGV[4] unused      ARGV[5] request fingerprint
--- ARGV[6] product id       ARGV[7] amount minor (1..AMOUNT_MINOR_MAX)
--- ARGV[8] hold TTL ms      ARGV[9] product-rule decline reason decided by the hot path (0: none)
--- ARGV[10] merchant id     ARGV[11] mcc        ARGV[12] channel    ARGV[13] currency
--- ARGV[14] day amount max minor   ARGV[15] day count max
--- ARGV[16] month amount max minor ARGV[17] month count max   (0: no limit)
--- ARGV[18] product's amount min minor   ARGV[19] product's amount max minor
--- ARGV[20] partial approval: 1 if the product allows it and the request asked for it
--- ARGV[21] product's capture tolerance bps (0..CAPTURE_TOLERANCE_BPS_MAX)
--- ARGV[22] 1 if the product allows incremental authorization
--- ARGV[23] instalment months (0: pay in full)   ARGV[24] product's monthly instalment fee bps
--- ARGV[25..] the product's limit nodes for this channel, root first
+-- ARGV[3] customer id      ARGV[4] request fingerprint
+-- ARGV[5] product id       ARGV[6] amount minor (1..AMOUNT_MINOR_MAX)
+-- ARGV[7] hold TTL ms      ARGV[8] product-rule decline reason decided by the hot path (0: none)
+-- ARGV[9] merchant id      ARGV[10] mcc        ARGV[11] channel    ARGV[12] currency
+-- ARGV[13] day amount max minor   ARGV[14] day count max
+-- ARGV[15] month amount max minor ARGV[16] month count max   (0: no limit)
+-- ARGV[17] product's amount min minor   ARGV[18] product's amount max minor
+-- ARGV[19] partial approval: 1 if the product allows it and the request asked for it
+-- ARGV[20] product's capture tolerance bps (0..CAPTURE_TOLERANCE_BPS_MAX)
+-- ARGV[21] 1 if the product allows incremental authorization
+-- ARGV[22] instalment months (0: pay in full)   ARGV[23] product's monthly instalment fee bps
+-- ARGV[24..] the product's limit nodes for this channel, root first
 -- Returns authorization_reply (limits/lua/_lib.lua):
 -- "OK|reason|level|hold id|available|now|expires|approved|partial|counter-offer|counter-offer
 -- level|plan{|node|cap + raise|held|used}", or "ERR|code|detail|now ms".
 -- A retry of an approval answers its first decision with the levels as they stand now.
 local now = redis_now_ms(tonumber(ARGV[1]))
-local base, customer_id, fingerprint = ARGV[2], ARGV[3], ARGV[5]
-local product_id = ARGV[6]
-local amount = int_arg(ARGV[7], 1, AMOUNT_MINOR_MAX)
-local ttl_ms = int_arg(ARGV[8], 1, HOLD_TTL_MS_MAX)
-local rule_decline = int_arg(ARGV[9], 0, R_AMOUNT_ABOVE_MAXIMUM)
-local day_amount_max = int_arg(ARGV[14], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local day_count_max = int_arg(ARGV[15], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local month_amount_max = int_arg(ARGV[16], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local month_count_max = int_arg(ARGV[17], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local amount_min = int_arg(ARGV[18], 0, AMOUNT_MINOR_MAX)
-local amount_max = int_arg(ARGV[19], 0, AMOUNT_MINOR_MAX)
-local allow_partial = int_arg(ARGV[20], 0, 1)
-local tolerance_bps = int_arg(ARGV[21], 0, CAPTURE_TOLERANCE_BPS_MAX)
-local incremental = int_arg(ARGV[22], 0, 1)
-local months = int_arg(ARGV[23], 0, INSTALLMENT_MONTHS_MAX)
-local fee_bps = int_arg(ARGV[24], 0, INSTALLMENT_FEE_BPS_MAX)
-local nodes = {unpack(ARGV, 25)}
+local base, customer_id, fingerprint = ARGV[2], ARGV[3], ARGV[4]
+local product_id = ARGV[5]
+local amount = int_arg(ARGV[6], 1, AMOUNT_MINOR_MAX)
+local ttl_ms = int_arg(ARGV[7], 1, HOLD_TTL_MS_MAX)
+local rule_decline = int_arg(ARGV[8], 0, R_AMOUNT_ABOVE_MAXIMUM)
+local day_amount_max = int_arg(ARGV[13], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local day_count_max = int_arg(ARGV[14], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local month_amount_max = int_arg(ARGV[15], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local month_count_max = int_arg(ARGV[16], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local amount_min = int_arg(ARGV[17], 0, AMOUNT_MINOR_MAX)
+local amount_max = int_arg(ARGV[18], 0, AMOUNT_MINOR_MAX)
+local allow_partial = int_arg(ARGV[19], 0, 1)
+local tolerance_bps = int_arg(ARGV[20], 0, CAPTURE_TOLERANCE_BPS_MAX)
+local incremental = int_arg(ARGV[21], 0, 1)
+local months = int_arg(ARGV[22], 0, INSTALLMENT_MONTHS_MAX)
+local fee_bps = int_arg(ARGV[23], 0, INSTALLMENT_FEE_BPS_MAX)
+local nodes = {unpack(ARGV, 24)}
 if not (amount and ttl_ms and rule_decline and day_amount_max and day_count_max
     and month_amount_max and month_count_max and amount_min and amount_max
     and allow_partial and tolerance_bps and incremental and months and months ~= 1
@@ -175,7 +175,7 @@ end
 redis.call('HSET', KEYS[1], unpack(customer))
 -- The optional fields are written only when they apply: an open hold stays small.
 local hold = {'st', 'open', 'c', customer_id, 'p', product_id, 'a', approved_text, 'cp', '0',
-  'n', path_id(base, node_list), 'x', expires, 'sq', '1', 'm', ARGV[10], 'cur', ARGV[13],
+  'n', path_id(base, node_list), 'x', expires, 'sq', '1', 'm', ARGV[9], 'cur', ARGV[12],
   'fp', fingerprint}
 if partial == 1 then
   hold[#hold + 1] = 'pa'
@@ -200,7 +200,7 @@ redis.call('ZADD', KEYS[2], expires, hold_id)
 redis.call('ZADD', KEYS[3], 'LT', expires, customer_id)
 local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, expires, 1),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
-  'merchant_id', ARGV[10], 'mcc', ARGV[11], 'channel', ARGV[12], 'currency', ARGV[13],
+  'merchant_id', ARGV[9], 'mcc', ARGV[10], 'channel', ARGV[11], 'currency', ARGV[12],
   'nodes', node_list, 'amount_minor', approved_text, 'expires_at_ms', expires,
   'at_ms', now_text}
 if partial == 1 then

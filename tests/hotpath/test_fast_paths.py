@@ -16,7 +16,6 @@ from hotpath import _plan_py
 from hotpath._plan_py import InvalidArgument
 
 PARTITIONS = 256
-TOKEN = "ABCDEFGHIJKLMNOP"
 FIELDS = {
     "idempotency_key": "idem-0001",
     "customer_id": "cust-000123",
@@ -43,12 +42,12 @@ def assert_alike(plan_c, catalog, request, rules_of=None):
     rules_of = rules_of or (lambda rules: rules)
     expected = outcome(
         lambda: _plan_py.plan_authorize(
-            request, rules_of(_plan_py.compile_products(catalog)), PARTITIONS, TOKEN
+            request, rules_of(_plan_py.compile_products(catalog)), PARTITIONS
         )
     )
     actual = outcome(
         lambda: plan_c.plan_authorize(
-            request, rules_of(plan_c.compile_products(catalog)), PARTITIONS, TOKEN
+            request, rules_of(plan_c.compile_products(catalog)), PARTITIONS
         )
     )
     assert actual == expected
@@ -153,7 +152,7 @@ def test_rules_keyed_by_another_name(plan_c, catalog):
     renamed = {"renamed": product}
     request = pb.AuthorizeRequest(**{**FIELDS, "product_id": "renamed"})
     result = assert_alike(plan_c, renamed, request)
-    assert result[0] == "returned" and result[1][1][4] == "renamed"
+    assert result[0] == "returned" and result[1][1][3] == "renamed"  # ARGV[5]: the product
 
 
 def test_a_large_catalog_is_looked_up(plan_c, catalog):
@@ -161,7 +160,7 @@ def test_a_large_catalog_is_looked_up(plan_c, catalog):
     many = {f"product_{number:02d}": catalog["scan_pay"] for number in range(40)}
     request = pb.AuthorizeRequest(**{**FIELDS, "product_id": "product_37"})
     result = assert_alike(plan_c, many, request)
-    assert result[0] == "returned" and result[1][1][4] == "product_37"
+    assert result[0] == "returned" and result[1][1][3] == "product_37"
     unknown = pb.AuthorizeRequest(**{**FIELDS, "product_id": "product_40"})
     assert assert_alike(plan_c, many, unknown)[:2] == ("invalid", "product_id")
 

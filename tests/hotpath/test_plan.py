@@ -147,13 +147,13 @@ def test_check_amount_accepts(impl, amount_minor):
 @pytest.mark.parametrize(("value", "message"), BAD_IDS)
 def test_authorize_rejects_bad_id(impl, rules, field, value, message):
     request = authorize_request(**{field: value})
-    assert_invalid(lambda: impl.plan_authorize(request, rules, PARTITIONS, TOKEN), field, message)
+    assert_invalid(lambda: impl.plan_authorize(request, rules, PARTITIONS), field, message)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), BAD_OTHER_FIELDS)
 def test_authorize_rejects_bad_field(impl, rules, field, value, message):
     request = authorize_request(**{field: value})
-    assert_invalid(lambda: impl.plan_authorize(request, rules, PARTITIONS, TOKEN), field, message)
+    assert_invalid(lambda: impl.plan_authorize(request, rules, PARTITIONS), field, message)
 
 
 @pytest.mark.parametrize("position", range(len(FIELD_ORDER) - 1))
@@ -161,14 +161,14 @@ def test_authorize_reports_the_first_bad_field(impl, rules, position):
     (first, first_value), (second, second_value) = FIELD_ORDER[position : position + 2]
     request = authorize_request(**{first: first_value, second: second_value})
     with pytest.raises(InvalidArgument) as caught:
-        impl.plan_authorize(request, rules, PARTITIONS, TOKEN)
+        impl.plan_authorize(request, rules, PARTITIONS)
     assert caught.value.field == first
 
 
 def test_authorize_checks_every_field_before_the_last(impl, rules):
     request = authorize_request(**dict(FIELD_ORDER))
     with pytest.raises(InvalidArgument) as caught:
-        impl.plan_authorize(request, rules, PARTITIONS, TOKEN)
+        impl.plan_authorize(request, rules, PARTITIONS)
     assert caught.value.field == "idempotency_key"
 
 
@@ -178,9 +178,8 @@ def test_authorize_checks_every_field_before_the_last(impl, rules):
 def test_authorize_plan_layout(impl, rules):
     partition = zlib.crc32(b"cust-000123") % PARTITIONS
     base = f"cg:{{p:{partition:03d}}}:"
-    hold_id = f"{partition:03d}-{TOKEN}"
 
-    keys, args = impl.plan_authorize(authorize_request(), rules, PARTITIONS, TOKEN)
+    keys, args = impl.plan_authorize(authorize_request(), rules, PARTITIONS)
 
     assert keys == [
         base + "c:cust-000123",
@@ -188,12 +187,10 @@ def test_authorize_plan_layout(impl, rules):
         base + "due",
         base + "outbox",
         base + "ia:cust-000123|idem-0001",
-        base + "h:" + hold_id,
     ]
     assert args == [
         base,
         "cust-000123",
-        hold_id,
         fingerprint("scan_pay", "qr_scan", "merchant-42", "5411", "12345", "CNY", "0", "0"),
         "scan_pay",
         "12345",
@@ -230,19 +227,17 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         allow_partial=True,
         installment_months=24,
     )
-    keys, args = impl.plan_authorize(request, rules, 1, "2345672345672345")
+    keys, args = impl.plan_authorize(request, rules, 1)
     assert keys == [
         "cg:{p:000}:c:cust-000123",
         "cg:{p:000}:x:cust-000123",
         "cg:{p:000}:due",
         "cg:{p:000}:outbox",
         "cg:{p:000}:ia:cust-000123|idem-0001",
-        "cg:{p:000}:h:000-2345672345672345",
     ]
     assert args == [
         "cg:{p:000}:",
         "cust-000123",
-        "000-2345672345672345",
         fingerprint("ecommerce", "ecommerce", "merchant-42", "5411", "10000000", "CNY", "1", "24"),
         "ecommerce",
         "10000000",
@@ -273,11 +268,10 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
 def test_authorize_partition_is_crc32_of_customer(impl, rules, partitions):
     for customer_id in ("a", "cust-1", "~" * ID_LENGTH_MAX, "C0FFEE"):
         keys, args = impl.plan_authorize(
-            authorize_request(customer_id=customer_id), rules, partitions, TOKEN
+            authorize_request(customer_id=customer_id), rules, partitions
         )
         partition = zlib.crc32(customer_id.encode()) % partitions
         assert args[0] == f"cg:{{p:{partition:03d}}}:"
-        assert args[2] == f"{partition:03d}-{TOKEN}"
         assert keys[0] == f"cg:{{p:{partition:03d}}}:c:{customer_id}"
 
 
@@ -291,15 +285,15 @@ def test_authorize_partition_is_crc32_of_customer(impl, rules, partitions):
     ],
 )
 def test_authorize_appends_the_channels_nodes(impl, rules, channel, nodes):
-    _, args = impl.plan_authorize(authorize_request(channel=channel), rules, PARTITIONS, TOKEN)
-    assert args[23:] == nodes
+    _, args = impl.plan_authorize(authorize_request(channel=channel), rules, PARTITIONS)
+    assert args[22:] == nodes
 
 
-# plan_authorize: partial approval and instalments (ARGV 20 and 23 of the reserve script; the
+# plan_authorize: partial approval and instalments (ARGV 19 and 22 of the reserve script; the
 # offset the client prepends is ARGV 1, so ARGV n is args[n - 2]).
 
-PARTIAL_FLAG = 18
-INSTALLMENT_MONTHS = 21
+PARTIAL_FLAG = 17
+INSTALLMENT_MONTHS = 20
 
 
 @pytest.mark.parametrize(
@@ -317,7 +311,7 @@ def test_authorize_partial_flag(impl, rules, product_id, channel, mcc, allow_par
         product_id=product_id, channel=channel, mcc=mcc, amount_minor=50_000,
         allow_partial=allow_partial,
     )
-    _, args = impl.plan_authorize(request, rules, PARTITIONS, TOKEN)
+    _, args = impl.plan_authorize(request, rules, PARTITIONS)
     assert args[PARTIAL_FLAG] == flag
 
 
@@ -333,7 +327,7 @@ def test_authorize_partial_flag(impl, rules, product_id, channel, mcc, allow_par
 )
 def test_authorize_accepts_offered_terms(impl, rules, product_id, channel, months):
     request = authorize_request(product_id=product_id, channel=channel, installment_months=months)
-    _, args = impl.plan_authorize(request, rules, PARTITIONS, TOKEN)
+    _, args = impl.plan_authorize(request, rules, PARTITIONS)
     assert args[INSTALLMENT_MONTHS] == str(months)
 
 
@@ -350,7 +344,7 @@ def test_authorize_accepts_offered_terms(impl, rules, product_id, channel, month
 def test_authorize_rejects_terms_not_offered(impl, rules, product_id, channel, months, message):
     request = authorize_request(product_id=product_id, channel=channel, installment_months=months)
     assert_invalid(
-        lambda: impl.plan_authorize(request, rules, PARTITIONS, TOKEN),
+        lambda: impl.plan_authorize(request, rules, PARTITIONS),
         "installment_months",
         message,
     )
@@ -373,7 +367,7 @@ def test_terms_message(impl, catalog, months, message):
     request = authorize_request(product_id="one_term", installment_months=5)
     assert rules["one_term"].installment_terms == message
     assert_invalid(
-        lambda: impl.plan_authorize(request, rules, PARTITIONS, TOKEN),
+        lambda: impl.plan_authorize(request, rules, PARTITIONS),
         "installment_months",
         message,
     )
@@ -393,20 +387,20 @@ def test_terms_message(impl, catalog, months, message):
 )
 def test_fingerprint_covers_the_payload(impl, rules, changes):
     """A retry with other terms is an idempotency mismatch: its fingerprint differs."""
-    _, first = impl.plan_authorize(authorize_request(), rules, PARTITIONS, TOKEN)
-    _, retry = impl.plan_authorize(authorize_request(**changes), rules, PARTITIONS, TOKEN)
-    assert retry[3] != first[3]
+    _, first = impl.plan_authorize(authorize_request(), rules, PARTITIONS)
+    _, retry = impl.plan_authorize(authorize_request(**changes), rules, PARTITIONS)
+    assert retry[2] != first[2]  # ARGV[4]: the fingerprint
 
 
 def test_fingerprint_takes_allow_partial_as_asked(impl, rules):
-    """On a product without partial approval ARGV 20 stays 0, yet the request's flag counts."""
+    """On a product without partial approval ARGV 19 stays 0, yet the request's flag counts."""
     request = {"product_id": "ecommerce", "channel": pb.CHANNEL_ECOMMERCE}
     _, asked = impl.plan_authorize(
-        authorize_request(**request, allow_partial=True), rules, PARTITIONS, TOKEN
+        authorize_request(**request, allow_partial=True), rules, PARTITIONS
     )
-    _, not_asked = impl.plan_authorize(authorize_request(**request), rules, PARTITIONS, TOKEN)
+    _, not_asked = impl.plan_authorize(authorize_request(**request), rules, PARTITIONS)
     assert asked[PARTIAL_FLAG] == not_asked[PARTIAL_FLAG] == "0"
-    assert asked[3] != not_asked[3]
+    assert asked[2] != not_asked[2]
 
 
 # product_decline: one row per reason, in the documented order, then precedence.
@@ -447,8 +441,8 @@ def test_authorize_carries_the_decline(impl, rules, product_id, channel, mcc, am
         mcc=mcc,
         amount_minor=amount_minor,
     )
-    _, args = impl.plan_authorize(request, rules, PARTITIONS, TOKEN)
-    assert args[7] == str(int(reason))
+    _, args = impl.plan_authorize(request, rules, PARTITIONS)
+    assert args[6] == str(int(reason))  # ARGV[8]
 
 
 def test_decline_reasons_covered_in_order():
@@ -588,7 +582,7 @@ def test_fingerprint(impl):
 def test_rules_survive_pickling(impl, rules):
     copies = pickle.loads(pickle.dumps(rules))
     request = authorize_request()
-    assert impl.plan_authorize(request, copies, PARTITIONS, TOKEN) == impl.plan_authorize(
-        request, rules, PARTITIONS, TOKEN
+    assert impl.plan_authorize(request, copies, PARTITIONS) == impl.plan_authorize(
+        request, rules, PARTITIONS
     )
     assert impl.product_decline(copies["cash"], "cash", "5411", 50_000) == 5

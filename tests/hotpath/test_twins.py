@@ -96,11 +96,10 @@ def assert_alike(twins, call):
     allow_partial=st.booleans(),
     installment_months=installment_terms,
     partitions=partition_counts,
-    token=tokens,
 )
-def test_plan_authorize(twins, partitions, token, **fields):
+def test_plan_authorize(twins, partitions, **fields):
     request = pb.AuthorizeRequest(**fields)
-    assert_alike(twins, lambda impl, rules: impl.plan_authorize(request, rules, partitions, token))
+    assert_alike(twins, lambda impl, rules: impl.plan_authorize(request, rules, partitions))
 
 
 @TWIN_SETTINGS
@@ -113,15 +112,14 @@ def test_plan_authorize(twins, partitions, token, **fields):
     allow_partial=st.booleans(),
     installment_months=st.sampled_from([0, 3, 6, 12, 24]),
     partitions=partition_counts,
-    token=tokens,
 )
-def test_plan_authorize_valid(twins, partitions, token, **fields):
+def test_plan_authorize_valid(twins, partitions, **fields):
     """Mostly valid requests, so that plans (not errors) are compared."""
     request = pb.AuthorizeRequest(
         idempotency_key="idem", merchant_id="merchant", currency="CNY", **fields
     )
     result = assert_alike(
-        twins, lambda impl, rules: impl.plan_authorize(request, rules, partitions, token)
+        twins, lambda impl, rules: impl.plan_authorize(request, rules, partitions)
     )
     offered = {"scan_pay": (0, 3, 6, 12), "ecommerce": (0, 3, 6, 12, 24), "cash": (0,)}
     if fields["installment_months"] in offered[fields["product_id"]]:
@@ -214,11 +212,10 @@ odd_ints = st.one_of(
     allow_partial=st.one_of(st.booleans(), st.none(), st.integers(-1, 2), st.text(max_size=1)),
     installment_months=st.one_of(installment_terms, odd_ints),
     partitions=st.one_of(partition_counts, st.integers(-3, 2000), st.booleans()),
-    token=st.one_of(tokens, st.text(BASE32, max_size=20)),
 )
-def test_plan_authorize_odd_input(twins, partitions, token, **fields):
+def test_plan_authorize_odd_input(twins, partitions, **fields):
     request = SimpleNamespace(**fields)
-    assert_alike(twins, lambda impl, rules: impl.plan_authorize(request, rules, partitions, token))
+    assert_alike(twins, lambda impl, rules: impl.plan_authorize(request, rules, partitions))
 
 
 @TWIN_SETTINGS
@@ -259,7 +256,7 @@ def test_twins_accept_each_others_rules(twins):
         currency="CNY",
         allow_partial=True,
     )
-    expected = py.plan_authorize(request, py_rules, 256, "A" * HOLD_TOKEN_LENGTH)
+    expected = py.plan_authorize(request, py_rules, 256)
     for impl, rules in ((c, py_rules), (py, c_rules)):
-        assert impl.plan_authorize(request, rules, 256, "A" * HOLD_TOKEN_LENGTH) == expected
+        assert impl.plan_authorize(request, rules, 256) == expected
         assert impl.product_decline(rules["cash"], "cash", "5411", 50_000) == 5

@@ -23,10 +23,10 @@ CAPS = {"total": 10**8, "consumer": 10**8, "consumer.scan_pay": 10**8,
 NODES = "total,consumer,consumer.scan_pay,consumer.scan_pay.pos"
 
 
-async def _authorize(client, request, token="A" * 16):
+async def _authorize(client, request):
     """(keys, fingerprint, decoded reply) of one reserve call."""
-    keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS, token)
-    return keys_, args[3], await client.authorize(keys_, args)
+    keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
+    return keys_, args[2], await client.authorize(keys_, args)  # ARGV[4]: the fingerprint
 
 
 async def test_an_approval_writes_its_hold_and_no_record(redis):
@@ -49,8 +49,8 @@ async def test_an_approval_writes_its_hold_and_no_record(redis):
     assert hold["n"].startswith(keys.PATH_ID_MARK)
     assert (await redis.hget(keys.paths(base), hold["n"])).decode() == NODES
 
-    # A retry (any token: the id derives from the key) is the same hold, nothing new.
-    _, _, again = await _authorize(client, authorize_request("k-1", "layout-1", 1_000), "B" * 16)
+    # A retry (the id derives from the key) is the same hold, nothing new.
+    _, _, again = await _authorize(client, authorize_request("k-1", "layout-1", 1_000))
     assert (again.hold_id, again.approved_amount_minor, again.decided_at_ms,
             again.hold_expires_at_ms) == (first.hold_id, 1_000, first.decided_at_ms,
                                           first.hold_expires_at_ms)

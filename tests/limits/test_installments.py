@@ -79,11 +79,11 @@ def test_the_lua_plan_equals_the_python_plan(redis_sync, principal, months, fee_
     redis_sync.eval(source["put_customer"].source, 3, keys.customer(base, customer_id),
                     keys.outbox(base), keys.timezones(base), *put_args)
     keys_, args = hotpath.plan_authorize(authorize_request("k", customer_id, 100), RULES,
-                                         PARTITIONS, "A" * 16)
-    args[5] = str(principal)  # ARGV[7]: the amount
-    args[12:16] = ["0", "0", "0", "0"]  # no velocity window
-    args[16:18] = ["1", str(AMOUNT_MINOR_MAX)]  # the amount bounds
-    args[21:23] = [str(months), str(fee_bps)]  # ARGV[23], ARGV[24]
+                                         PARTITIONS)
+    args[4] = str(principal)  # ARGV[6]: the amount
+    args[11:15] = ["0", "0", "0", "0"]  # no velocity window
+    args[15:17] = ["1", str(AMOUNT_MINOR_MAX)]  # the amount bounds
+    args[20:22] = [str(months), str(fee_bps)]  # ARGV[22], ARGV[23]
     reply = redis_sync.eval(source["reserve"].source, len(keys_), *keys_, "0", *args).decode()
     parts = reply.split("|")
     expected = installments.plan(principal, months, fee_bps).text()

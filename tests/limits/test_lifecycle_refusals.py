@@ -62,7 +62,7 @@ class Driver:
                         channel="pos", mcc="5411"):
         result = await self.client.authorize(*hotpath.plan_authorize(authorize_request(
             key, customer_id, amount, product_id=product_id, channel=channel, mcc=mcc),
-            RULES, PARTITIONS, token()))
+            RULES, PARTITIONS))
         assert result.approved, result
         return result
 

@@ -161,7 +161,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
                                     product_id=product_id, channel=channel, mcc=mcc,
                                     allow_partial=partial,
                                     installment_months=terms[term % len(terms)])
-        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS, self.token())
+        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
         reply = self.both("reserve", keys_, args)
         parts = reply.split("|")
         self._no_double_spend(parts)
@@ -247,7 +247,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         # A restaurant: a fresh scan-to-pay hold, captured at once with a tip (over-capture).
         self.keys_used += 1
         keys_, args = hotpath.plan_authorize(authorize_request(
-            f"k{self.keys_used}", customer, amount), RULES, PARTITIONS, self.token())
+            f"k{self.keys_used}", customer, amount), RULES, PARTITIONS)
         reply = self.both("reserve", keys_, args).split("|")
         if reply[0] != "OK" or not reply[3]:
             return "000-AAAAAAAAAAAAAAAA"
