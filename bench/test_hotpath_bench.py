@@ -60,7 +60,7 @@ def record(benchmark, group: str, impl) -> None:
 def test_plan_authorize(benchmark, impl):
     rules = impl.compile_products(limits.catalog.load())
     keys, args = benchmark(impl.plan_authorize, REQUEST, rules, PARTITIONS)
-    assert len(keys) == 6 and args[7] == "0"  # a plan, with no product rule broken
+    assert len(keys) == 5 and args[6] == "0"  # a plan, with no product rule broken (ARGV[8])
     assert args[17] == "1" and args[20] == "3"  # partial approval asked and allowed; 3 months
     record(benchmark, "plan_authorize", impl)
 
