@@ -110,6 +110,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"population (default: enough for {REQUESTS_PER_CUSTOMER_MAX} "
                         f"requests each, at least {CUSTOMERS_MIN})")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-noop", dest="noop", action="store_false",
+                        help="skip the same rates against the no-op server (the latency floor "
+                        "of the load generator and gRPC, measured after the gateway)")
     parser.add_argument("--no-aof", action="store_true",
                         help="run the private redis-server without the append-only file")
     parser.add_argument("--plot", type=Path, default=common.VAR_BENCH / "openloop.png")
@@ -430,7 +433,7 @@ def cpu_summary(report: dict) -> dict[str, float]:
     return roles
 
 
-def plot(steps: list[dict], path: Path, title: str) -> None:
+def plot(steps: list[dict], path: Path, title: str, noop_steps: list[dict] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -441,6 +444,10 @@ def plot(steps: list[dict], path: Path, title: str) -> None:
     for key, label, marker in (("p50_ms", "p50", "o"), ("p99_ms", "p99", "s"),
                                ("p999_ms", "p99.9", "^")):
         left.plot(offered, [step[key] for step in steps], marker=marker, label=label)
+    if noop_steps:
+        left.plot([step["offered_per_s"] for step in noop_steps],
+                  [step["p99_ms"] for step in noop_steps], marker="s", color="grey",
+                  linestyle="-.", label="no-op server p99")
     left.axhline(TARGET_P99_MS, color="grey", linestyle="--", linewidth=0.8)
     left.axhline(TARGET_P999_MS, color="grey", linestyle=":", linewidth=0.8)
     left.set_yscale("log")
@@ -487,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = common.machine()
     run_id = os.urandom(4).hex()
     steps: list[dict] = []
+    noop_steps: list[dict] = []
     rates_text = ("fractions " + ", ".join(map(str, args.fractions)) + " of the capacity "
                   "measured first" if args.rates is None else
                   ", ".join(f"{rate:,.0f}" for rate in args.rates) + f" per second "
@@ -531,13 +539,18 @@ def main(argv: list[str] | None = None) -> int:
                     before, common.script_stats(redis_url))["usec_per_call"], 1)
                 steps.append(step)
                 print(format_step(step), flush=True)
+            generators.stop()
+            bench.stop("gateway")
+            bench.stop("redis-server")
+        if args.noop:
+            noop_steps = noop_leg(args, run_id)
     except KeyboardInterrupt:
         print("openloop: interrupted; gateway, redis-server and generators stopped",
               file=sys.stderr)
         return 130
     title = (f"creditgate unary Authorize, open loop, gateway {args.processes} processes, "
              f"{facts['nproc']} cores ({facts['cpu']}), {args.duration_s:g} s per rate")
-    plot(steps, args.plot, title)
+    plot(steps, args.plot, title, noop_steps)
     lines = target_lines(args, steps)
     print("\n".join(lines))
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -547,15 +560,47 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else list(argv),
         "args": {key: str(value) if isinstance(value, Path) else value
                  for key, value in vars(args).items()},
-        "steps": steps}, indent=2) + "\n")
+        "steps": steps, "noop_steps": noop_steps}, indent=2) + "\n")
     print(f"plot written to {args.plot}, figures to {args.json}")
     # Overload is a measured outcome (deadlines passed, calls not sent); any other error is a
     # failure of the gateway or the run.
-    failures = {code: count for step in steps for code, count in step["errors"].items()
-                if code not in OVERLOAD_CODES}
+    failures = {code: count for step in steps + noop_steps
+                for code, count in step["errors"].items() if code not in OVERLOAD_CODES}
     if failures:
         print(f"openloop: errors other than overload: {failures}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def noop_leg(args: argparse.Namespace, run_id: str) -> list[dict]:
+    """The same offered rates against bench/noop_server.py (same proto, same server options,
+    same processes, no work): the latency floor of this load generator and gRPC on this
+    machine, measured in the same run as the gateway's."""
+    steps = []
+    print(f"the same rates against the no-op server ({args.processes} processes):", flush=True)
+    with common.Bench("openloop-noop") as bench:
+        port = bench.start_noop(args.processes)
+        config = {"target": f"{common.HOST}:{port}", "connections": args.connections,
+                  "timeout_s": args.timeout_s, "inflight_max": args.inflight_max,
+                  "seed": args.seed, "run_id": run_id + "-noop", "customers": args.customers}
+        generators = Generators(bench, args.generators, config)
+        pids = common.label_processes({"gateway": bench.processes["noop"].pid})
+        for number, process in enumerate(generators.processes, 1):
+            pids[f"generator[{number}]"] = process.pid
+        if args.warm_up_s:
+            generators.step("warm-up", min(args.rates), args.warm_up_s, args.timeout_s)
+        for number, rate in enumerate(args.rates):
+            sampler = common.CpuSampler(pids).start()
+            try:
+                results = generators.step(f"n{number}", rate, args.duration_s, args.timeout_s)
+            finally:
+                sampler.stop()
+            step = merge(results, rate, args.duration_s)
+            step["cpu"] = sampler.report()
+            step["cpu_roles"] = cpu_summary(step["cpu"])
+            step["script_usec_per_call"] = 0.0
+            steps.append(step)
+            print(format_step(step).replace("gw ", "no-op ", 1), flush=True)
+    return steps
 
 
 def measure_capacity(args: argparse.Namespace, generators: Generators) -> dict:

@@ -138,6 +138,10 @@ def openloop_percentile(key: str, name: str) -> Callable[[dict], Figure]:
         what = "the capacity for new authorizations, " if data.get("capacity") else ""
         text = (f"{name} **{step[key]:,.2f} ms** at {step['offered_per_s']:,.0f}/s offered "
                 f"(half of {what}{data['args']['maximum']:,.0f}/s), {step['duration_s']:g} s")
+        floor = [each for each in data.get("noop_steps", [])
+                 if each["offered_per_s"] == step["offered_per_s"]]
+        if floor:
+            text += f"; the no-op server at that rate: {floor[0][key]:,.2f} ms"
         failed = {code: count for each in data["steps"] for code, count in each["errors"].items()
                   if code not in OVERLOAD_CODES}
         lost = step["error_count"] + step["not_sent"]
@@ -418,8 +422,15 @@ def openloop_lines(files: dict[str, dict]) -> list[str]:
         + (f" ({step['error_count'] + step['not_sent']:,} overloaded or not sent)"
            if step["error_count"] + step["not_sent"] else "")
         for step in data["steps"])
-    return [wrap(f"Open loop, every step (offered: p99/p99.9; rates from "
-                 f"{data['rates_from']}): {steps}.")]
+    lines = [wrap(f"Open loop, every step (offered: p99/p99.9; rates from "
+                  f"{data['rates_from']}): {steps}.")]
+    if data.get("noop_steps"):
+        floor = "; ".join(f"{step['offered_per_s']:,.0f}/s: {step['p99_ms']:,.2f}/"
+                          f"{step['p999_ms']:,.2f} ms" for step in data["noop_steps"])
+        lines += ["", wrap(f"The same rates against the no-op server in the same run (the "
+                           f"latency floor of this load generator and gRPC on this machine; "
+                           f"p99/p99.9): {floor}.")]
+    return lines
 
 
 def script_cost_lines(files: dict[str, dict]) -> list[str]:

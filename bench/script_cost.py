@@ -90,7 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.calls is None:
         args.calls = CALLGRIND_CALLS_DEFAULT if args.callgrind else 4000
     velocity_per_day = 50  # scan_pay's count window: each customer approves at most 50 a day
-    if args.calls * args.runs * (len(SEGMENTS) + 1) > args.customers * velocity_per_day // 2:
+    cuts = len(SEGMENTS) + 2 if args.segments else 1  # each cut, and the empty script, runs too
+    if args.calls * args.runs * cuts > args.customers * velocity_per_day // 2:
         parser.error("too few customers for that many calls: raise --customers")
     return args
 

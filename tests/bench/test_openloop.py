@@ -47,6 +47,12 @@ def test_tiny_run_reports_percentiles_and_writes_the_plot(tmp_path):
             step["cpu"]["processes"]), context
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "p99.9" in run.stdout
+    # The same rates against the no-op server, in the same run: the latency floor.
+    assert [step["offered_per_s"] for step in result["noop_steps"]] == [40, 80]
+    for step in result["noop_steps"]:
+        scheduled = round(step["offered_per_s"] * step["duration_s"])
+        assert step["ok"] == step["recorded"] == scheduled and step["error_count"] == 0, step
+        assert "redis-server" not in step["cpu"]["processes"], step
 
 
 @pytest.mark.slow
@@ -56,7 +62,7 @@ def test_rates_are_fractions_of_the_capacity_measured_first(tmp_path):
     out = tmp_path / "openloop.json"
     run = subprocess.run(
         [sys.executable, str(BENCH / "openloop.py"), "--fractions", "0.05,0.1", "--capacity-s",
-         "1.5", "--capacity-concurrency", "8", "--duration-s", "1", "--warm-up-s", "0",
+         "1.5", "--capacity-concurrency", "8", "--duration-s", "1", "--warm-up-s", "0", "--no-noop",
          "--timeout-s", "30", "--maxrate-json", str(tmp_path / "absent.json"),
          "--plot", str(tmp_path / "openloop.png"), "--json", str(out)],
         capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
@@ -70,6 +76,7 @@ def test_rates_are_fractions_of_the_capacity_measured_first(tmp_path):
         round(maximum * 0.05), round(maximum * 0.1)]
     assert result["rates_from"].startswith("capacity measured first")
     assert result["replay_maximum_per_s"] is None  # no max-rate JSON at that path
+    assert result["noop_steps"] == []  # --no-noop
     assert f"about half of {maximum:,.0f}/s" in run.stdout
 
 

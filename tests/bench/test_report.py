@@ -291,6 +291,21 @@ def test_open_loop_overloaded_at_half_is_missed_whatever_its_percentiles(tmp_pat
         assert table[target(row).what][2] == "missed (8 calls overloaded or not sent)"
 
 
+def test_open_loop_shows_the_no_op_floor_at_the_same_rate(tmp_path):
+    """The no-op server's percentiles at the half step's rate stand beside the gateway's (the
+    floor of the generator and gRPC), and its steps are listed; the verdict is the gateway's."""
+    data = openloop(p99_ms=7.0, p999_ms=9.0)
+    floor = openloop(p99_ms=6.5, p999_ms=8.5)["steps"]
+    data["noop_steps"] = floor
+    data["capacity"] = {"rate_per_s": 2000.0}
+    doc = summarise(tmp_path, {"openloop.json": data})
+    measured, _, verdict = rows(doc)[target(P99).what]
+    assert verdict == "missed"
+    assert "half of the capacity for new authorizations, 2,000/s" in measured
+    assert measured.endswith("the no-op server at that rate: 6.50 ms")
+    assert "against the no-op server in the same run" in doc and "1,000/s: 6.50/8.50 ms" in doc
+
+
 def test_open_loop_without_a_maximum_is_not_measured(tmp_path):
     data = openloop(p99_ms=1.0, maximum=0.0)
     data["rates_from"] = "--rates"
