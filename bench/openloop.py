@@ -156,6 +156,8 @@ def choose_rates(args: argparse.Namespace, parser: argparse.ArgumentParser
     maximum = 0.0
     try:
         args.fractions = [float(fraction) for fraction in args.fractions.split(",")]
+        if not args.fractions or any(not 0 < fraction <= 4 for fraction in args.fractions):
+            parser.error("every fraction must be within (0, 4]")
         if args.rates:
             rates = [float(rate) for rate in args.rates.split(",")]
             source = "--rates"
@@ -175,8 +177,6 @@ def choose_rates(args: argparse.Namespace, parser: argparse.ArgumentParser
         parser.error(f"rates: {error}")
     if not rates or any(rate <= 0 or rate > 1_000_000 for rate in rates):
         parser.error("every rate must be within (0, 1,000,000]")
-    if not args.fractions or any(not 0 < fraction <= 4 for fraction in args.fractions):
-        parser.error("every fraction must be within (0, 4]")
     return rates, source, maximum if rates and source != "--rates" else 0.0
 
 
@@ -290,7 +290,8 @@ async def run_capacity(stubs: list, index: int, config: dict, name: str, concurr
     last is answered, for `duration_s` from wall-clock time `start_at`; OK answers counted."""
     import grpc
 
-    outcome = {"name": name, "index": index, "ok_in_window": 0, "errors": {}}
+    outcome = {"name": name, "index": index, "sent": 0, "ok_in_window": 0,
+               "approved_in_window": 0, "errors": {}}
     start = time.monotonic() + (start_at - time.time())
     window_end = start + duration_s
     timeout_s = config["timeout_s"]
@@ -304,13 +305,16 @@ async def run_capacity(stubs: list, index: int, config: dict, name: str, concurr
                 rng, f"ol-{config['run_id']}-{index}-{name}-{number}-{sent}",
                 config["customers"])
             sent += 1
+            outcome["sent"] += 1
             try:
-                await stubs[number % len(stubs)].Authorize(request, timeout=timeout_s)
+                reply = await stubs[number % len(stubs)].Authorize(request, timeout=timeout_s)
             except grpc.aio.AioRpcError as error:
                 code = error.code().name
                 outcome["errors"][code] = outcome["errors"].get(code, 0) + 1
             else:
-                outcome["ok_in_window"] += time.monotonic() <= window_end
+                if time.monotonic() <= window_end:
+                    outcome["ok_in_window"] += 1
+                    outcome["approved_in_window"] += reply.approved
 
     await asyncio.gather(*(caller(number) for number in range(concurrency)))
     return outcome
@@ -367,6 +371,9 @@ class Generators:
             for code, count in result["errors"].items():
                 errors[code] = errors.get(code, 0) + count
         return {"rate_per_s": sum(result["ok_in_window"] for result in results) / duration_s,
+                "approved_per_s": sum(result["approved_in_window"] for result in results)
+                / duration_s,
+                "sent": sum(result["sent"] for result in results),
                 "errors": errors, "concurrency": concurrency * len(self.pipes),
                 "duration_s": duration_s}
 
@@ -518,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             for number, process in enumerate(generators.processes, 1):
                 pids[f"generator[{number}]"] = process.pid
             if args.rates is None:
-                capacity = measure_capacity(args, generators)
+                capacity = measure_capacity(args, generators, pids)
             if args.warm_up_s:
                 generators.step("warm-up", min(args.rates), args.warm_up_s, args.timeout_s)
             print(f"  {'offered/s':>9} {'achieved':>9} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} "
@@ -603,20 +610,37 @@ def noop_leg(args: argparse.Namespace, run_id: str) -> list[dict]:
     return steps
 
 
-def measure_capacity(args: argparse.Namespace, generators: Generators) -> dict:
-    """The closed-loop capacity step; sets args.rates (its fractions) and args.maximum."""
-    capacity = generators.capacity(args.capacity_concurrency, args.capacity_s, args.timeout_s)
+def measure_capacity(args: argparse.Namespace, generators: Generators, pids: dict[str, int]
+                     ) -> dict:
+    """The closed-loop capacity step; sets args.rates (its fractions) and args.maximum. Its
+    CPU shows whether the gateway or the load generator ran out first."""
+    sampler = common.CpuSampler(pids).start()
+    try:
+        capacity = generators.capacity(args.capacity_concurrency, args.capacity_s,
+                                       args.timeout_s)
+    finally:
+        sampler.stop()
+    capacity["cpu"] = sampler.report()
+    capacity["cpu_roles"] = cpu_summary(capacity["cpu"])
     maximum = capacity["rate_per_s"]
+    cpu = capacity["cpu_roles"]
     print(f"  capacity (closed loop, {capacity['concurrency']} calls in flight, "
-          f"{args.capacity_s:g} s, new authorizations): {maximum:,.0f} OK answers/s"
+          f"{args.capacity_s:g} s, new authorizations): {maximum:,.0f} OK answers/s "
+          f"({capacity['approved_per_s']:,.0f} approved); gw {cpu.get('gateway', 0):.0f}% "
+          f"redis {cpu.get('redis-server', 0):.0f}% gen {cpu.get('generator', 0):.0f}%"
           + (f", errors {capacity['errors']}" if capacity["errors"] else ""), flush=True)
     if maximum <= 0:
         raise SystemExit(f"openloop: no OK answer in the capacity step: {capacity['errors']}")
     args.rates = [round(maximum * fraction) for fraction in args.fractions]
+    if min(args.rates) < 1:
+        raise SystemExit(f"openloop: a fraction of the capacity ({maximum:,.0f}/s) rounds to "
+                         f"less than 1/s: {args.fractions}")
     args.maximum = maximum
     args.rates_from = (f"capacity measured first ({maximum:,.0f}/s, closed loop) x "
                        + ",".join(map(str, args.fractions)))
-    requests = sum(args.rates) * args.duration_s + min(args.rates) * args.warm_up_s
+    # The capacity step's own purchases count too: they drew on the same customers' windows.
+    requests = (capacity["sent"] + sum(args.rates) * args.duration_s
+                + min(args.rates) * args.warm_up_s)
     if requests > args.customers * REQUESTS_PER_CUSTOMER_MAX:
         raise SystemExit(f"openloop: the capacity ({maximum:,.0f}/s) needs more customers "
                          f"than the {args.customers:,} seeded: pass --customers "

@@ -55,7 +55,7 @@ CALLGRIND_CALLS_DEFAULT = 400
 # the cut goes before). A step that a later change removes is reported as missing.
 SEGMENTS = (
     ("TIME", "local now = redis_now_ms"),
-    ("arguments (17 numbers checked)", "local base, customer_id, fingerprint"),
+    ("arguments (14 numbers checked)", "local base, customer_id, fingerprint"),
     ("idempotency record (GET)", "local replay = idempotent_replay"),
     ("approval's hold id (SHA-1, EXISTS)", "local hold_id, retried = approval_hold"),
     ("release of expired holds (ZRANGE)", "local prior"),

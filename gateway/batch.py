@@ -79,8 +79,12 @@ async def authorize_batch(c: Context, request: pb.AuthorizeBatchRequest
                 item.error.message = message
     except BaseException:
         # Cancelled: the whole call ends, and its calls still waiting to be written are not
-        # sent (the runner skips a done future). Only a cancellation in the very loop tick that
-        # queued them comes after the runner wrote them: the items run, as sent calls do.
+        # sent (on the runner's own connection, which skips a done future; the redis-py
+        # pipeline path sends the tick's calls anyway). Only a cancellation in the very loop
+        # tick that queued them comes after the runner wrote them: the items run, as sent
+        # calls do. cancel() on an item already failed (a timeout in the runner's backlog)
+        # changes nothing but marks its error retrieved, so asyncio does not log it when the
+        # future is collected (tests/gateway/test_batch_cost.py).
         for call in calls:
             if isinstance(call, asyncio.Future):
                 call.cancel()

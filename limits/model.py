@@ -207,10 +207,14 @@ class Model:
             return self._remember(k[4], fingerprint, authorization_reply(
                 reason, level, "", available, now, 0, 0, False, offer, offer_level, "", levels))
 
+        if prior is None:
+            # A new purchase: holds whose TTL has passed are released before the customer is
+            # read (reserve.lua reads status and levels in one HMGET after the release).
+            self._release_expired(base, customer_id, k[2], k[3], now)
         customer = self.state.get(k[0])
-        if customer is None:
+        status = customer.get(keys.FIELD_STATUS) if customer else None  # type: ignore[union-attr]
+        if status is None:
             return decline(R.CUSTOMER_UNKNOWN, "", 0, 0, "", "")
-        status = customer[keys.FIELD_STATUS]  # type: ignore[index]
         c: dict[str, str] = self.state[k[0]]  # type: ignore[assignment]
 
         def read_levels():
@@ -236,7 +240,6 @@ class Model:
                 R.NONE, "", hold_id, min(max(0, cap - held - used) for _, cap, held, used in rows),
                 int(prior["x"]) - ttl_ms, int(prior["x"]), approved_first, "pa" in prior, 0,
                 prior.get("pa", ""), plan_first, levels_text(0))
-        self._release_expired(base, customer_id, k[2], k[3], now)
         rows = read_levels()
         frees = [max(0, cap - held - used) for _, cap, held, used in rows]
         available = min(frees)

@@ -1,5 +1,6 @@
-"""The Lua scripts: read from limits/lua/, headed by generated constants, loaded once with
-SCRIPT LOAD and called by SHA (reloaded on NOSCRIPT).
+"""The Lua scripts: read from limits/lua/, each after the prelude helpers it calls, with the
+shared constants written as their values (script_source); loaded once with SCRIPT LOAD and
+called by SHA (reloaded on NOSCRIPT).
 
 `ScriptRunner` coalesces the calls made in one event-loop tick into one pipeline: one Redis
 round trip per batch, one EVALSHA (one atomic script) per request, so each request keeps its
@@ -105,13 +106,15 @@ def _split_library(source: str) -> tuple[str, dict[str, str]]:
 
 
 def _used_functions(code: str, functions: dict[str, str]) -> set[str]:
-    """The helpers `code` calls, and the helpers they call, transitively."""
+    """The helpers `code` names outside comments (a call, or a helper passed as a value), and
+    the helpers they name, transitively. A name too many costs one closure; one too few would
+    fail only on the path that calls it."""
     used: set[str] = set()
     pending = [code]
     while pending:
-        text = pending.pop()
+        text = "\n".join(line.split("--")[0] for line in pending.pop().splitlines())
         for name, body in functions.items():
-            if name not in used and re.search(rf"\b{name}\(", text):
+            if name not in used and re.search(rf"(?<![.:'\"])\b{name}\b(?!['\"])", text):
                 used.add(name)
                 pending.append(body)
     return used

@@ -77,7 +77,20 @@ def test_rates_are_fractions_of_the_capacity_measured_first(tmp_path):
     assert result["rates_from"].startswith("capacity measured first")
     assert result["replay_maximum_per_s"] is None  # no max-rate JSON at that path
     assert result["noop_steps"] == []  # --no-noop
+    # The step's purchases are counted (they draw on the customers' windows) and its CPU kept.
+    assert capacity["sent"] >= maximum * 1.5
+    assert 0 < capacity["approved_per_s"] <= maximum
+    assert capacity["cpu_roles"]["gateway"] > 0 and capacity["cpu_roles"]["generator"] > 0
     assert f"about half of {maximum:,.0f}/s" in run.stdout
+
+
+@pytest.mark.parametrize("fractions", ["0,0.5", "-0.5", "5", ""])
+def test_fractions_outside_0_to_4_are_refused_before_anything_starts(fractions, capsys):
+    import openloop
+
+    with pytest.raises(SystemExit):
+        openloop.parse_args(["--fractions", fractions])
+    assert "fraction" in capsys.readouterr().err
 
 
 class SlowAuthorization(pb_grpc.AuthorizationServicer):
