@@ -478,14 +478,17 @@ def format_cpu(report: dict) -> list[str]:
 
 
 # -- the machine -------------------------------------------------------------------------------
-def machine() -> dict[str, str]:
-    model = "unknown"
+def cpu_model(unknown: str = "unknown") -> str:
+    """The CPU's model name from /proc/cpuinfo, or `unknown`."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
         for line in cpuinfo:
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    facts = {"nproc": str(os.cpu_count()), "cpu": model, "python": platform.python_version(),
+                return line.split(":", 1)[1].strip()
+    return unknown
+
+
+def machine() -> dict[str, str]:
+    facts = {"nproc": str(os.cpu_count()), "cpu": cpu_model(), "python": platform.python_version(),
              "kernel": platform.release()}
     for name, argv in (("redis", ["redis-server", "--version"]), ("h2load", ["h2load",
                                                                               "--version"])):

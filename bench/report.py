@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import cpu_model  # bench/ is the script's own folder
+
 REPO = Path(__file__).resolve().parent.parent
 START_MARKER = "<!-- bench:summary:start -->"
 END_MARKER = "<!-- bench:summary:end -->"
@@ -316,12 +318,7 @@ def _postgresql_version() -> str:
 def collect_machine(files: dict[str, dict]) -> dict[str, str]:
     """The machine as it is now: CPU model, cores, memory, Python, Redis, PostgreSQL (the
     ledger runner's record of it, or asked now), h2load, the commit."""
-    model = "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model("unknown CPU")
     memory = ""
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as meminfo:
         for line in meminfo:
