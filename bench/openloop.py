@@ -531,21 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'offered/s':>9} {'achieved':>9} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} "
                   f"{'p99.9 ms':>8} {'max ms':>9} {'lag p99':>8} {'approved':>8}  CPU (% of a "
                   f"core), Redis per script call", flush=True)
-            for number, rate in enumerate(args.rates):
-                before = common.script_stats(redis_url)
-                sampler = common.CpuSampler(pids).start()
-                try:
-                    results = generators.step(f"s{number}", rate, args.duration_s,
-                                              args.timeout_s)
-                finally:
-                    sampler.stop()
-                step = merge(results, rate, args.duration_s)
-                step["cpu"] = sampler.report()
-                step["cpu_roles"] = cpu_summary(step["cpu"])
-                step["script_usec_per_call"] = round(common.script_delta(
-                    before, common.script_stats(redis_url))["usec_per_call"], 1)
-                steps.append(step)
-                print(format_step(step), flush=True)
+            steps = run_steps(args, generators, pids, "s", redis_url)
             generators.stop()
             bench.stop("gateway")
             bench.stop("redis-server")
@@ -582,7 +568,6 @@ def noop_leg(args: argparse.Namespace, run_id: str) -> list[dict]:
     """The same offered rates against bench/noop_server.py (same proto, same server options,
     same processes, no work): the latency floor of this load generator and gRPC on this
     machine, measured in the same run as the gateway's."""
-    steps = []
     print(f"the same rates against the no-op server ({args.processes} processes):", flush=True)
     with common.Bench("openloop-noop") as bench:
         port = bench.start_noop(args.processes)
@@ -595,18 +580,29 @@ def noop_leg(args: argparse.Namespace, run_id: str) -> list[dict]:
             pids[f"generator[{number}]"] = process.pid
         if args.warm_up_s:
             generators.step("warm-up", min(args.rates), args.warm_up_s, args.timeout_s)
-        for number, rate in enumerate(args.rates):
-            sampler = common.CpuSampler(pids).start()
-            try:
-                results = generators.step(f"n{number}", rate, args.duration_s, args.timeout_s)
-            finally:
-                sampler.stop()
-            step = merge(results, rate, args.duration_s)
-            step["cpu"] = sampler.report()
-            step["cpu_roles"] = cpu_summary(step["cpu"])
-            step["script_usec_per_call"] = 0.0
-            steps.append(step)
-            print(format_step(step).replace("gw ", "no-op ", 1), flush=True)
+        return run_steps(args, generators, pids, "n")
+
+
+def run_steps(args: argparse.Namespace, generators: Generators, pids: dict[str, int],
+              prefix: str, redis_url: str | None = None) -> list[dict]:
+    """Every rate of args.rates for args.duration_s, each step's figures and CPU; with a Redis,
+    the µs per script call it spent in the step too (0 without: the no-op server's leg)."""
+    steps = []
+    for number, rate in enumerate(args.rates):
+        before = common.script_stats(redis_url) if redis_url else None
+        sampler = common.CpuSampler(pids).start()
+        try:
+            results = generators.step(f"{prefix}{number}", rate, args.duration_s, args.timeout_s)
+        finally:
+            sampler.stop()
+        step = merge(results, rate, args.duration_s)
+        step["cpu"] = sampler.report()
+        step["cpu_roles"] = cpu_summary(step["cpu"])
+        step["script_usec_per_call"] = round(common.script_delta(
+            before, common.script_stats(redis_url))["usec_per_call"], 1) if redis_url else 0.0
+        steps.append(step)
+        line = format_step(step)
+        print(line if redis_url else line.replace("gw ", "no-op ", 1), flush=True)
     return steps
 
 

@@ -246,10 +246,6 @@ def counted(client: redis.Redis, grind: Callgrind, calls: Calls, args) -> dict:
     return result
 
 
-async def seed(port: int, customers: int) -> None:
-    await batch_rate.seed(port, customers)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="creditgate-script-cost-"))
@@ -260,7 +256,7 @@ def main(argv=None) -> int:
             port = grind.port
         else:
             process, port = start_redis(folder)
-        asyncio.run(seed(port, args.customers))
+        asyncio.run(batch_rate.seed(port, args.customers))
         client = redis.Redis(host=HOST, port=port)
         calls = Calls(args.customers, args.seed)
         result = {"machine": machine(), "argv": sys.argv[1:], "calls": args.calls,

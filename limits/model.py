@@ -272,14 +272,8 @@ class Model:
 
         approved, partial, offer_level = amount, False, ""
         if amount_reason != R.NONE:
-            # The counter-offer: the least candidate, named by the first that holds it.
-            candidates = list(zip(nodes, frees, strict=True))
-            if day_amount_max:
-                candidates.append(("velocity.day", max(0, day_amount_max - day_amount)))
-            if month_amount_max:
-                candidates.append(("velocity.month", max(0, month_amount_max - month_amount)))
-            offer = min(value for _, value in candidates)
-            offer_level = next(name for name, value in candidates if value == offer)
+            offer, offer_level = counter_offer(counter_offer_candidates(
+                nodes, frees, day_amount_max, day_amount, month_amount_max, month_amount))
             if offer < max(1, amount_min):
                 offer = 0
             if not allow_partial or offer == 0:
@@ -398,14 +392,10 @@ class Model:
             reason = R.INSUFFICIENT_CREDIT
         if reason != R.NONE:
             # The counter-offer: the largest increment that fits, named by its first bound.
-            candidates = list(zip(nodes, frees, strict=True))
-            if day_max:
-                candidates.append(("velocity.day", max(0, day_max - day_amount)))
-            if month_max:
-                candidates.append(("velocity.month", max(0, month_max - month_amount)))
-            candidates.append(("amount_max", max(0, amount_max - amount)))
-            offer = min(value for _, value in candidates)
-            offer_level = next(name for name, value in candidates if value == offer)
+            offer, offer_level = counter_offer([
+                *counter_offer_candidates(nodes, frees, day_max, day_amount, month_max,
+                                          month_amount),
+                ("amount_max", max(0, amount_max - amount))])
             level = short_level if reason == R.INSUFFICIENT_CREDIT else ""
             return decline(reason, level or "", offer, offer_level)
 
@@ -819,6 +809,25 @@ def effective_cap(cap: int, raise_text: str | None, now: int) -> int:
 
 def installment_plan_text(principal: int, months: int, fee_bps: int) -> str:
     return installments.plan(principal, months, fee_bps).text()
+
+
+def counter_offer_candidates(nodes: list[str], frees: list[int], day_max: int,
+                             day_amount: int | None, month_max: int,
+                             month_amount: int | None) -> list[tuple[str, int]]:
+    """counter_offer of limits/lua/_lib.lua: every node's free credit (root first), then the
+    room left in the day's and the month's amount windows (0: not limited)."""
+    candidates = list(zip(nodes, frees, strict=True))
+    if day_max:
+        candidates.append(("velocity.day", max(0, day_max - day_amount)))  # type: ignore[operator]
+    if month_max:
+        candidates.append(("velocity.month", max(0, month_max - month_amount)))  # type: ignore[operator]
+    return candidates
+
+
+def counter_offer(candidates: list[tuple[str, int]]) -> tuple[int, str]:
+    """(offer, level): the least candidate, named by the first that holds it."""
+    offer = min(value for _, value in candidates)
+    return offer, next(name for name, value in candidates if value == offer)
 
 
 def authorization_reply(reason: int, level: str, hold_id: str, available: int, now: int,

@@ -181,20 +181,28 @@ local function read_levels(customer_key, fields, nodes, amount, now)
   return values, caps, helds, useds, frees, available, short, fields
 end
 
-local function levels_text(nodes, caps, helds, useds, extra)
-  -- The replies' "|node|cap + raise|held|used" for every node; `extra` is added to held.
-  local parts = {}
+local function counter_offer(nodes, frees, day_max, day_amount, month_max, month_amount)
+  -- (offer, its level): the least of every node's free credit (root first), then the room
+  -- left in the day's and the month's amount windows (0: not limited); the level is the first
+  -- candidate that holds the least (limits/model.py counter_offer).
+  local offer, level = nil, ''
   for i, node in ipairs(nodes) do
-    parts[#parts + 1] = '|' .. node .. '|' .. fmt(caps[i]) .. '|' .. fmt(helds[i] + extra)
-      .. '|' .. fmt(useds[i])
+    if offer == nil or frees[i] < offer then offer, level = frees[i], node end
   end
-  return table.concat(parts)
+  if day_max > 0 and math.max(0, day_max - day_amount) < offer then
+    offer, level = math.max(0, day_max - day_amount), 'velocity.day'
+  end
+  if month_max > 0 and math.max(0, month_max - month_amount) < offer then
+    offer, level = math.max(0, month_max - month_amount), 'velocity.month'
+  end
+  return offer, level
 end
 
 local function levels_read(nodes, values, leading, caps, held_texts)
-  -- levels_text from the texts read_levels got (`leading` values before the nodes'): a cap
-  -- without a raise, a held (unless `held_texts` has a new one) and a used are sent as
-  -- stored, with no number-to-text conversion (a large part of a script's own work).
+  -- The replies' "|node|cap + raise|held|used" for every node, from the texts read_levels got
+  -- (`leading` values before the nodes'): a cap without a raise, a held (unless `held_texts`
+  -- has a new one) and a used are sent as stored, with no number-to-text conversion (a large
+  -- part of a script's own work).
   local parts = {}
   for i, node in ipairs(nodes) do
     local at = leading + 4 * (i - 1)

@@ -35,7 +35,12 @@ local nodes = split(h[4], ',')
 local values, caps, helds, useds, frees, available, short_level = read_levels(customer_key,
   {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes,
   increment, now)
-local function levels(extra) return levels_text(nodes, caps, helds, useds, extra) end
+local function levels(extra)
+  if extra == 0 then return levels_read(nodes, values, 4, caps) end
+  local held_texts = {}
+  for i = 1, #nodes do held_texts[i] = fmt(helds[i] + extra) end
+  return levels_read(nodes, values, 4, caps, held_texts)
+end
 local plan = hold[3] or ''
 
 local function decline(reason, level, offer, offer_level)
@@ -71,16 +76,8 @@ end
 if reason > 0 then
   -- The counter-offer: the least of every node's free credit (root first), the room left in
   -- the day's and the month's amount windows and under the product's maximum.
-  local offer, offer_level = nil, ''
-  for i, node in ipairs(nodes) do
-    if offer == nil or frees[i] < offer then offer, offer_level = frees[i], node end
-  end
-  if day_max > 0 and math.max(0, day_max - day_amount) < offer then
-    offer, offer_level = math.max(0, day_max - day_amount), 'velocity.day'
-  end
-  if month_max > 0 and math.max(0, month_max - month_amount) < offer then
-    offer, offer_level = math.max(0, month_max - month_amount), 'velocity.month'
-  end
+  local offer, offer_level = counter_offer(nodes, frees, day_max, day_amount, month_max,
+    month_amount)
   if math.max(0, amount_max - amount) < offer then
     offer, offer_level = math.max(0, amount_max - amount), 'amount_max'
   end

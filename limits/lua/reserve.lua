@@ -131,16 +131,9 @@ if amount_reason > 0 then
   -- The counter-offer: the least of every node's free credit (root first), then the room
   -- left in the day's and the month's amount windows; its level is the first candidate that
   -- holds it. Below the product's minimum nothing is offered (the level is still named).
-  local offer = nil
-  for i, node in ipairs(nodes) do
-    if offer == nil or frees[i] < offer then offer, offer_level = frees[i], node end
-  end
-  if day_amount_max > 0 and math.max(0, day_amount_max - day_amount) < offer then
-    offer, offer_level = math.max(0, day_amount_max - day_amount), 'velocity.day'
-  end
-  if month_amount_max > 0 and math.max(0, month_amount_max - month_amount) < offer then
-    offer, offer_level = math.max(0, month_amount_max - month_amount), 'velocity.month'
-  end
+  local offer
+  offer, offer_level = counter_offer(nodes, frees, day_amount_max, day_amount,
+    month_amount_max, month_amount)
   if offer < math.max(1, amount_min) then offer = 0 end
   if allow_partial == 0 or offer == 0 then
     local level = ''
