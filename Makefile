@@ -21,7 +21,7 @@ help:
 	@echo "                  RUN_ONCE=1 exits after the demo with its status."
 	@echo "  make test       ruff, the pytest suite, then tests/hotpath again without extensions"
 	@echo "  make venv       create $(VENV) and install the project with its dev extra"
-	@echo "  make build      compile the Cython extension hotpath._plan_c in place"
+	@echo "  make build      compile the Cython extension creditgate.hotpath._plan_c in place"
 	@echo "  make redis-server  make sure the redis-server binary is installed"
 	@echo "  make lint       ruff check"
 	@echo "  make proto      regenerate gateway/pb from proto/"

@@ -1,4 +1,4 @@
-"""Build the Cython extension hotpath._plan_c; all other metadata lives in pyproject.toml.
+"""Build the Cython extension creditgate.hotpath._plan_c; all other metadata is in pyproject.toml.
 
 CREDITGATE_NO_EXTENSIONS=1 builds no extension: hotpath then uses its pure-Python twin.
 """
@@ -24,7 +24,7 @@ def extensions() -> list[Extension]:
     from Cython.Build import cythonize
 
     extension = Extension(
-        "hotpath._plan_c",
+        "creditgate.hotpath._plan_c",
         sources=[PLAN_PYX],
         # Appended after Python's own CFLAGS, so this optimisation level is the one in effect.
         extra_compile_args=["-O2"],

@@ -7,9 +7,9 @@ each process spends on them.
         [--json var/bench/batch_rate.json]
 
 Starts a private redis-server (free port, temporary folder, no RDB, no AOF) and the gateway as
-`creditgate serve --processes N` (python -m gateway.cli, so the gateway is this checkout's
-code), seeds the customers straight into Redis (the put_customer script), then runs `--clients`
-load-generator processes. Each keeps `--concurrency` AuthorizeBatch calls in flight over
+`creditgate serve --processes N` (python -m creditgate.gateway.cli, so the gateway is this
+checkout's code), seeds the customers straight into Redis (the put_customer script), then runs
+`--clients` load-generator processes. Each keeps `--concurrency` AuthorizeBatch calls in flight over
 `--connections` grpc.aio channels (uvloop; SO_REUSEPORT spreads connections, not calls),
 every batch of a random size within [batch-min, batch-max], every item a new purchase (unique
 idempotency key) of a random customer: scan-to-pay at a POS or by QR code, or an e-commerce
@@ -60,10 +60,10 @@ import redis  # noqa: E402
 import uvloop  # noqa: E402
 from common import VAR_BENCH, CpuSampler, free_port, machine, start_redis  # noqa: E402
 
-from gateway.pb import creditgate_pb2 as pb  # noqa: E402
-from gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
-from limits import keys  # noqa: E402
-from limits.constants import AUTHORIZE_BATCH_SIZE_MAX  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
+from creditgate.limits import keys  # noqa: E402
+from creditgate.limits.constants import AUTHORIZE_BATCH_SIZE_MAX  # noqa: E402
 
 PARTITIONS = 256
 CAPS = {"total": 10**12, "consumer": 10**12, "consumer.scan_pay": 10**12,
@@ -85,7 +85,7 @@ def start_gateway(args, redis_port: int, folder: Path) -> tuple[subprocess.Popen
     port = free_port()
     log = (folder / "gateway.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port),
+        [sys.executable, "-m", "creditgate.gateway.cli", "serve", "--port", str(port),
          "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--partitions", str(PARTITIONS),
          "--processes", str(args.processes)],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -138,8 +138,8 @@ def customer_id(index: int) -> str:
 async def seed(redis_port: int, count: int) -> None:
     import redis.asyncio as aioredis
 
-    from limits.client import LimitsClient
-    from limits.scripts import ScriptRunner
+    from creditgate.limits.client import LimitsClient
+    from creditgate.limits.scripts import ScriptRunner
 
     client = aioredis.Redis(port=redis_port)
     runner = ScriptRunner(client)

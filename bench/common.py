@@ -37,8 +37,8 @@ import grpc  # noqa: E402
 import redis  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from gateway.pb import creditgate_pb2 as pb  # noqa: E402
-from gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
 
 HOST = "127.0.0.1"  # the runners use loopback only
 VAR_BENCH = REPO / "var" / "bench"
@@ -221,8 +221,8 @@ class Bench(contextlib.ExitStack):
     def start_gateway(self, redis_url: str, processes: int) -> int:
         """`creditgate serve --processes N` on a free port, SERVING; returns the port."""
         port = free_port()
-        self.start("gateway", [sys.executable, "-m", "gateway.cli", "serve", "--host", HOST,
-                               "--port", str(port), "--redis-url", redis_url,
+        self.start("gateway", [sys.executable, "-m", "creditgate.gateway.cli", "serve",
+                               "--host", HOST, "--port", str(port), "--redis-url", redis_url,
                                "--processes", str(processes)], "gateway.log")
         wait_serving(port, self.processes["gateway"], self.dir / "gateway.log", processes)
         return port

@@ -41,9 +41,9 @@ import redis  # noqa: E402
 import uvloop  # noqa: E402
 from common import VAR_BENCH, machine, start_redis  # noqa: E402
 
-from ledger.worker import Worker, WorkerConfig  # noqa: E402
-from limits import keys  # noqa: E402
-from limits.constants import HOLD_TOKEN_LENGTH  # noqa: E402
+from creditgate.ledger.worker import Worker, WorkerConfig  # noqa: E402
+from creditgate.limits import keys  # noqa: E402
+from creditgate.limits.constants import HOLD_TOKEN_LENGTH  # noqa: E402
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PARTITIONS = 256

@@ -52,9 +52,9 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import seed  # noqa: E402  bench/seed.py: the population's ids and defaults
 
-from gateway.pb import creditgate_pb2 as pb  # noqa: E402
-from gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
-from limits import catalog  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
+from creditgate.limits import catalog  # noqa: E402
 
 log = logging.getLogger("creditgate.locust")
 

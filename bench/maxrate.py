@@ -49,10 +49,10 @@ import common  # noqa: E402
 import grpc  # noqa: E402
 import redis  # noqa: E402
 
-from gateway.pb import creditgate_pb2 as pb  # noqa: E402
-from gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
-from limits import keys  # noqa: E402
-from limits.constants import GRPC_CONCURRENT_RPCS_MAX, PARTITIONS_DEFAULT  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
+from creditgate.limits import keys  # noqa: E402
+from creditgate.limits.constants import GRPC_CONCURRENT_RPCS_MAX, PARTITIONS_DEFAULT  # noqa: E402
 
 H2LOAD_SLACK_S = 60  # h2load is killed this long after its duration if it has not finished
 FRESH_CONCURRENCY = 64

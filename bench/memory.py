@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis.asyncio as aioredis  # noqa: E402
 from common import VAR_BENCH, machine, start_redis  # noqa: E402
 
-import hotpath  # noqa: E402
-from gateway.pb import creditgate_pb2 as pb  # noqa: E402
-from limits import catalog, keys  # noqa: E402
-from limits.client import LimitsClient  # noqa: E402
-from limits.scripts import ScriptRunner  # noqa: E402
+from creditgate import hotpath  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
+from creditgate.limits import catalog, keys  # noqa: E402
+from creditgate.limits.client import LimitsClient  # noqa: E402
+from creditgate.limits.scripts import ScriptRunner  # noqa: E402
 
 PARTITIONS = 256
 CUSTOMER_BYTES_TARGET = 1024

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 
-from gateway.pb import creditgate_pb2 as pb  # noqa: E402
-from gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
-from limits import constants  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
+from creditgate.limits import constants  # noqa: E402
 
 # gateway/server.py's options. The send bound is the response bound where constants has one.
 SERVER_OPTIONS = [

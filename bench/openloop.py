@@ -195,7 +195,7 @@ def generator_main(conn, index: int, config: dict) -> None:
 async def _generator(conn, index: int, config: dict) -> None:
     import grpc
 
-    from gateway.pb import creditgate_pb2_grpc as pb_grpc
+    from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 
     loop = asyncio.get_running_loop()
     # A local subchannel pool per channel: each is its own TCP connection.

@@ -44,9 +44,9 @@ import batch_rate  # noqa: E402
 import redis  # noqa: E402
 from common import HOST, VAR_BENCH, free_port, machine, start_redis  # noqa: E402
 
-import hotpath  # noqa: E402
-from limits import catalog  # noqa: E402
-from limits.scripts import script_source, scripts  # noqa: E402
+from creditgate import hotpath  # noqa: E402
+from creditgate.limits import catalog  # noqa: E402
+from creditgate.limits.scripts import script_source, scripts  # noqa: E402
 
 PIPELINE_CALLS = 256
 START_TIMEOUT_S = 60.0  # redis-server under valgrind starts slowly

@@ -42,8 +42,8 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from limits import catalog  # noqa: E402
-from limits.constants import PARTITIONS_DEFAULT, TZ_DEFAULT  # noqa: E402
+from creditgate.limits import catalog  # noqa: E402
+from creditgate.limits.constants import PARTITIONS_DEFAULT, TZ_DEFAULT  # noqa: E402
 
 POPULATION_DEFAULT = 100_000
 SEED_DEFAULT = 20261111
@@ -154,8 +154,8 @@ async def seed_redis(count: int, seed: int, redis_url: str, partitions: int,
     """put_customer straight into Redis, `chunk` calls per event-loop tick."""
     import redis.asyncio as aioredis
 
-    from limits.client import LimitsClient
-    from limits.scripts import ScriptRunner
+    from creditgate.limits.client import LimitsClient
+    from creditgate.limits.scripts import ScriptRunner
 
     redis = aioredis.Redis.from_url(redis_url)
     runner = ScriptRunner(redis)
@@ -176,7 +176,7 @@ async def seed_redis(count: int, seed: int, redis_url: str, partitions: int,
 
 
 def _admin_request(profile: Profile):
-    from gateway.pb import creditgate_pb2 as pb
+    from creditgate.gateway.pb import creditgate_pb2 as pb
 
     status = {"active": pb.CUSTOMER_STATUS_ACTIVE, "frozen": pb.CUSTOMER_STATUS_FROZEN,
               "overdue": pb.CUSTOMER_STATUS_OVERDUE}[profile.status]
@@ -189,7 +189,7 @@ async def seed_admin(count: int, seed: int, target: str,
     """Admin.PutCustomer over one channel, `concurrency` calls in flight."""
     import grpc
 
-    from gateway.pb import creditgate_pb2_grpc as pb_grpc
+    from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 
     queue = iter(profiles(count, seed))
     async with grpc.aio.insecure_channel(target) as channel:
@@ -206,8 +206,8 @@ async def verify(target: str, count: int) -> str | None:
     """None if the gateway at `target` sees the first and last customer, else why not."""
     import grpc
 
-    from gateway.pb import creditgate_pb2 as pb
-    from gateway.pb import creditgate_pb2_grpc as pb_grpc
+    from creditgate.gateway.pb import creditgate_pb2 as pb
+    from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 
     async with grpc.aio.insecure_channel(target) as channel:
         admin = pb_grpc.AdminStub(channel)

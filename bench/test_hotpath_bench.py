@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import pytest
 
-import limits.catalog
-from gateway.pb import creditgate_pb2 as pb
-from hotpath import _plan_py
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.hotpath import _plan_py
+from creditgate.limits import catalog as limits_catalog
 
 try:
-    from hotpath import _plan_c
+    from creditgate.hotpath import _plan_c
 except ImportError:  # not built: only the Python twin is measured
     _plan_c = None
 
@@ -58,7 +58,7 @@ def record(benchmark, group: str, impl) -> None:
 @pytest.mark.benchmark(group="plan_authorize", **SETTINGS)
 @pytest.mark.parametrize("impl", TWINS)
 def test_plan_authorize(benchmark, impl):
-    rules = impl.compile_products(limits.catalog.load())
+    rules = impl.compile_products(limits_catalog.load())
     keys, args = benchmark(impl.plan_authorize, REQUEST, rules, PARTITIONS)
     assert len(keys) == 5 and args[6] == "0"  # a plan, with no product rule broken (ARGV[8])
     assert args[17] == "1" and args[20] == "3"  # partial approval asked and allowed; 3 months

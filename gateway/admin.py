@@ -10,8 +10,8 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.pb import creditgate_pb2 as pb
-from gateway.pb import creditgate_pb2_grpc as pb_grpc
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 
 _STATUS = {"active": pb.CUSTOMER_STATUS_ACTIVE, "frozen": pb.CUSTOMER_STATUS_FROZEN,
            "closed": pb.CUSTOMER_STATUS_CLOSED, "overdue": pb.CUSTOMER_STATUS_OVERDUE}

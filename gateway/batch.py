@@ -25,13 +25,16 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from gateway import errors, service  # service imports this module too: names used at call time
-from gateway.pb import creditgate_pb2 as pb
-from hotpath import InvalidArgument
-from limits.constants import AUTHORIZE_BATCH_SIZE_MAX
+from creditgate.gateway import (  # service imports this module too: names used at call time
+    errors,
+    service,
+)
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.hotpath import InvalidArgument
+from creditgate.limits.constants import AUTHORIZE_BATCH_SIZE_MAX
 
 if TYPE_CHECKING:
-    from gateway.service import Context
+    from creditgate.gateway.service import Context
 
 log = logging.getLogger("creditgate.gateway")
 

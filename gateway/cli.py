@@ -21,8 +21,8 @@ import logging
 import os
 import sys
 
-from limits import catalog
-from limits.constants import PARTITIONS_DEFAULT
+from creditgate.limits import catalog
+from creditgate.limits.constants import PARTITIONS_DEFAULT
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_LEDGER = "sqlite:///var/ledger.sqlite3"
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
-        from gateway import server
+        from creditgate.gateway import server
 
         config = server.Config(host=args.host, port=args.port, redis_url=args.redis_url,
                                catalog_path=args.catalog, partitions=args.partitions,
@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"creditgate: bad catalog: {error}", file=sys.stderr)
             return 2
     if args.command in ("ledger", "reconcile", "bills", "journal"):
-        from ledger import cli as ledger_cli
+        from creditgate.ledger import cli as ledger_cli
 
         return ledger_cli.command(args)
-    from gateway import admin
+    from creditgate.gateway import admin
 
     return asyncio.run(admin.command(args))
 

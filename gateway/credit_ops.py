@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import msgspec
 
-import hotpath
-from gateway.pb import creditgate_pb2 as pb
-from limits import catalog, keys
-from limits.constants import CAP_MINOR_MAX, NODE_NAME_LENGTH_MAX
+from creditgate import hotpath
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits import catalog, keys
+from creditgate.limits.constants import CAP_MINOR_MAX, NODE_NAME_LENGTH_MAX
 
 
 class RaisePlan(msgspec.Struct, frozen=True):

@@ -16,9 +16,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hotpath import InvalidArgument
-from limits.client import Refused
-from limits.reasons import ScriptError
+from creditgate.hotpath import InvalidArgument
+from creditgate.limits.client import Refused
+from creditgate.limits.reasons import ScriptError
 
 log = logging.getLogger("creditgate.gateway")
 

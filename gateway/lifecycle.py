@@ -6,9 +6,9 @@ docs/lifecycle.md lays them out. They are rare next to Authorize: no compiled tw
 
 from __future__ import annotations
 
-import hotpath
-from limits import catalog, keys
-from limits.constants import REPAY_PATHS_MAX
+from creditgate import hotpath
+from creditgate.limits import catalog, keys
+from creditgate.limits.constants import REPAY_PATHS_MAX
 
 
 def _customer_base(customer_id: str, partitions: int) -> tuple[int, str]:

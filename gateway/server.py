@@ -20,12 +20,12 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway import service, sweeper
-from gateway.pb import creditgate_pb2 as pb
-from gateway.pb import creditgate_pb2_grpc as pb_grpc
-from limits import catalog
-from limits.client import LimitsClient
-from limits.constants import (
+from creditgate.gateway import service, sweeper
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
+from creditgate.limits import catalog
+from creditgate.limits.client import LimitsClient
+from creditgate.limits.constants import (
     DRAIN_GRACE_S,
     GRPC_CONCURRENT_RPCS_MAX,
     GRPC_MESSAGE_BYTES_MAX,
@@ -34,7 +34,7 @@ from limits.constants import (
     REDIS_CONNECTIONS_MAX,
     REDIS_WAIT_S,
 )
-from limits.scripts import ScriptRunner
+from creditgate.limits.scripts import ScriptRunner
 
 log = logging.getLogger("creditgate.gateway")
 

@@ -10,22 +10,22 @@ import base64
 import os
 from collections.abc import Awaitable, Callable
 
-import hotpath
-from gateway import batch, lifecycle
-from gateway.credit_ops import hold_amount_call, plan_increment, plan_set_raise
-from gateway.errors import NotFound, unary
-from gateway.pb import creditgate_pb2 as pb
-from gateway.pb import creditgate_pb2_grpc as pb_grpc
-from limits import calendar, catalog, installments, keys
-from limits.client import CustomerState, LimitsClient, decode_authorization
-from limits.constants import (
+from creditgate import hotpath
+from creditgate.gateway import batch, lifecycle
+from creditgate.gateway.credit_ops import hold_amount_call, plan_increment, plan_set_raise
+from creditgate.gateway.errors import NotFound, unary
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
+from creditgate.limits import calendar, catalog, installments, keys
+from creditgate.limits.client import CustomerState, LimitsClient, decode_authorization
+from creditgate.limits.constants import (
     CAP_MINOR_MAX,
     CUSTOMER_CAPS_MAX,
     HOLD_TOKEN_LENGTH,
     NODE_NAME_LENGTH_MAX,
     TZ_DEFAULT,
 )
-from limits.reasons import PARTIAL_APPROVAL_CODE, RESPONSE_CODE, DeclineReason
+from creditgate.limits.reasons import PARTIAL_APPROVAL_CODE, RESPONSE_CODE, DeclineReason
 
 _HOLD_STATES = {
     "open": pb.HOLD_STATE_OPEN,

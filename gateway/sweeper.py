@@ -13,9 +13,9 @@ import logging
 
 import redis.asyncio as aioredis
 
-from limits import keys
-from limits.client import LimitsClient
-from limits.constants import SWEEP_CUSTOMERS_PER_PARTITION_MAX, SWEEP_INTERVAL_S
+from creditgate.limits import keys
+from creditgate.limits.client import LimitsClient
+from creditgate.limits.constants import SWEEP_CUSTOMERS_PER_PARTITION_MAX, SWEEP_INTERVAL_S
 
 log = logging.getLogger("creditgate.sweeper")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
-from hotpath import _plan_py
+from creditgate.hotpath import _plan_py
 
 log = logging.getLogger("creditgate.hotpath")
 
@@ -31,7 +31,7 @@ implementation = _plan_py
 EXTENSION_LOADED = False
 if os.environ.get("CREDITGATE_NO_EXTENSIONS") != "1":
     try:
-        from hotpath import _plan_c as implementation  # type: ignore[no-redef]
+        from creditgate.hotpath import _plan_c as implementation  # type: ignore[no-redef]
 
         EXTENSION_LOADED = True
     except ImportError as error:  # not built: the pure-Python twin serves

@@ -29,18 +29,18 @@ from cpython.unicode cimport PyUnicode_AsUTF8String
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
-from hotpath import _plan_py
-from hotpath._plan_py import _ID_CHARACTERS, CHANNEL_NAMES, InvalidArgument
-from limits import keys
-from limits.catalog import CURRENCIES
-from limits.constants import (
+from creditgate.hotpath import _plan_py
+from creditgate.hotpath._plan_py import _ID_CHARACTERS, CHANNEL_NAMES, InvalidArgument
+from creditgate.limits import keys
+from creditgate.limits.catalog import CURRENCIES
+from creditgate.limits.constants import (
     AMOUNT_MINOR_MAX,
     HOLD_TOKEN_LENGTH,
     ID_LENGTH_MAX,
     INSTALLMENT_MONTHS_MAX,
     PARTITIONS_MAX,
 )
-from limits.reasons import DeclineReason
+from creditgate.limits.reasons import DeclineReason
 
 
 cdef extern from "zlib.h":

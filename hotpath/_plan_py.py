@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import zlib
 
-from limits import keys
-from limits.catalog import CURRENCIES, Product
-from limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
-from limits.reasons import DeclineReason
+from creditgate.limits import keys
+from creditgate.limits.catalog import CURRENCIES, Product
+from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
+from creditgate.limits.reasons import DeclineReason
 
 # creditgate.v1.Channel numbers -> catalog channel names.
 CHANNEL_NAMES = ("", "qr_scan", "pos", "ecommerce", "cash")

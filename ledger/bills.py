@@ -18,7 +18,7 @@ import zoneinfo
 
 import msgspec
 
-from limits.constants import TZ_DEFAULT
+from creditgate.limits.constants import TZ_DEFAULT
 
 CYCLE = re.compile(r"(\d{4})-(0[1-9]|1[0-2])\Z")
 # Event types that are bill lines, and the line's kind.

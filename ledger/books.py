@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import msgspec
 
-from limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
+from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
 
 CONTRA = "memo:open_holds_contra"
 BANK = "bank:repayments_clearing"

@@ -8,8 +8,8 @@ import sys
 
 import redis.asyncio as aioredis
 
-from ledger import bills, reconcile, worker
-from ledger.store import open_store
+from creditgate.ledger import bills, reconcile, worker
+from creditgate.ledger.store import open_store
 
 
 def command(args) -> int:

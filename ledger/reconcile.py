@@ -15,8 +15,8 @@ from __future__ import annotations
 import msgspec
 import redis.asyncio as aioredis
 
-from ledger.worker import GROUP, entry_order
-from limits import keys
+from creditgate.ledger.worker import GROUP, entry_order
+from creditgate.limits import keys
 
 
 class Drift(msgspec.Struct, frozen=True):

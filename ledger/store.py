@@ -66,7 +66,7 @@ def _timezone_row(customer: tuple) -> tuple:
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, SQL) of every file in ledger/migrations, in order."""
-    folder = importlib.resources.files("ledger").joinpath("migrations")
+    folder = importlib.resources.files("creditgate.ledger").joinpath("migrations")
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):

@@ -31,9 +31,9 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from ledger import books
-from ledger.store import open_store
-from limits import keys
+from creditgate.ledger import books
+from creditgate.ledger.store import open_store
+from creditgate.limits import keys
 
 log = logging.getLogger("creditgate.ledger")
 
@@ -350,7 +350,7 @@ async def _finish(in_flight: list[asyncio.Future]) -> list[asyncio.Future]:
 
 @functools.cache
 def _dead_letter_script() -> str:
-    return importlib.resources.files("limits").joinpath("lua").joinpath(
+    return importlib.resources.files("creditgate.limits").joinpath("lua").joinpath(
         "dead_letter.lua").read_text()
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 import zoneinfo
 
-from limits.constants import TZ_SCHEDULE_YEARS
+from creditgate.limits.constants import TZ_SCHEDULE_YEARS
 
 DAY_S = 86_400
 _PROBE_S = DAY_S  # no zone changes its offset and back within one day

@@ -14,7 +14,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from limits.constants import (
+from creditgate.limits.constants import (
     AMOUNT_MINOR_MAX,
     CAPTURE_TOLERANCE_BPS_MAX,
     HOLD_TTL_S_MAX,

@@ -15,9 +15,9 @@ from typing import Protocol
 
 import msgspec
 
-from limits import calendar, installments, keys
-from limits.model import Model, effective_cap
-from limits.reasons import DeclineReason, ScriptError
+from creditgate.limits import calendar, installments, keys
+from creditgate.limits.model import Model, effective_cap
+from creditgate.limits.reasons import DeclineReason, ScriptError
 
 
 class Runner(Protocol):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 
-from limits.constants import HOLD_TOKEN_LENGTH, IDEMPOTENCY_TTL_S, PARTITIONS_MAX
+from creditgate.limits.constants import HOLD_TOKEN_LENGTH, IDEMPOTENCY_TTL_S, PARTITIONS_MAX
 
 PREFIX = "cg"
 

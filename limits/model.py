@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
-from limits import calendar, constants, installments, keys
-from limits.reasons import DeclineReason as R
-from limits.reasons import ScriptError as E
+from creditgate.limits import calendar, constants, installments, keys
+from creditgate.limits.reasons import DeclineReason as R
+from creditgate.limits.reasons import ScriptError as E
 
 HOLD_TTL_MS_MAX = constants.HOLD_TTL_S_MAX * 1000
 # The fingerprint of every reversal: it has no payload of its own (limits/lua/reverse.lua).

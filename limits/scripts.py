@@ -33,8 +33,8 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from limits import constants, keys
-from limits.reasons import DeclineReason, ScriptError
+from creditgate.limits import constants, keys
+from creditgate.limits.reasons import DeclineReason, ScriptError
 
 SCRIPT_NAMES = ("reserve", "capture", "void", "refund", "expire", "credit", "put_customer",
                 "reverse", "force_capture", "repay", "increment", "set_raise")
@@ -71,7 +71,7 @@ def _lua_string(value: str) -> str:
 
 
 def _read(name: str) -> str:
-    return importlib.resources.files("limits").joinpath("lua").joinpath(name).read_text()
+    return importlib.resources.files("creditgate.limits").joinpath("lua").joinpath(name).read_text()
 
 
 class Script:

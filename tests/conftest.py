@@ -175,7 +175,7 @@ async def served_gateway(redis_server, **config):
     Its sweeper is off so tests decide when holds are swept; `gateway.limits.clock_offset_ms`
     moves the scripts' clock. `config` overrides gateway.server.Config fields.
     """
-    from gateway.server import Config, Gateway
+    from creditgate.gateway.server import Config, Gateway
 
     served = Gateway(Config(**{"port": 0, "redis_url": redis_server.url,
                                "partitions": PARTITIONS, "sweep": False, **config}))
@@ -202,14 +202,14 @@ async def channel(gateway):
 
 @pytest.fixture
 def auth(channel):
-    from gateway.pb import creditgate_pb2_grpc as pb_grpc
+    from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 
     return pb_grpc.AuthorizationStub(channel)
 
 
 @pytest.fixture
 def admin(channel):
-    from gateway.pb import creditgate_pb2_grpc as pb_grpc
+    from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 
     return pb_grpc.AdminStub(channel)
 

@@ -7,13 +7,13 @@ import itertools
 
 import grpc
 
-import hotpath
-from gateway.pb import creditgate_pb2 as pb
-from limits import catalog
-from limits.client import LimitsClient, ModelRunner, Refused
-from limits.model import Model
-from limits.reasons import DeclineReason
-from limits.scripts import ScriptRunner
+from creditgate import hotpath
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits import catalog
+from creditgate.limits.client import LimitsClient, ModelRunner, Refused
+from creditgate.limits.model import Model
+from creditgate.limits.reasons import DeclineReason
+from creditgate.limits.scripts import ScriptRunner
 
 PARTITIONS = 16
 START_MS = 1_795_600_000_000  # the model's clock starts here (2026-11-25, UTC)
@@ -70,7 +70,7 @@ class ScriptDriver:
         return await self.client.authorize(keys_, args)
 
     async def increment(self, key: str, hold_id: str, amount_minor: int):
-        from gateway.credit_ops import plan_increment
+        from creditgate.gateway.credit_ops import plan_increment
 
         return await self.client.increment(*plan_increment(pb.IncrementAuthorizationRequest(
             idempotency_key=key, hold_id=hold_id, amount_minor=amount_minor), PARTITIONS))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from limits import catalog
+from creditgate.limits import catalog
 from tests.conftest import PARTITIONS, served_gateway
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import grpc
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from gateway.pb import creditgate_pb2 as pb
-from gateway.pb import creditgate_pb2_grpc as pb_grpc
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 from tests.bench.conftest import BENCH
 
 RUN_TIMEOUT_S = 240

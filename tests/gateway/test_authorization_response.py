@@ -8,11 +8,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.pb import creditgate_pb2 as pb
-from gateway.service import authorization_response
-from limits import installments
-from limits.client import decode_authorization
-from limits.reasons import PARTIAL_APPROVAL_CODE, RESPONSE_CODE, DeclineReason
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.service import authorization_response
+from creditgate.limits import installments
+from creditgate.limits.client import decode_authorization
+from creditgate.limits.reasons import PARTIAL_APPROVAL_CODE, RESPONSE_CODE, DeclineReason
 from tests.limits.test_reply_decoding import replies, reply_of
 from tests.support import PRODUCTS
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import errors
-from gateway.pb import creditgate_pb2 as pb
-from gateway.pb import creditgate_pb2_grpc as pb_grpc
-from limits import keys
-from limits.constants import (
+from creditgate.gateway import errors
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
+from creditgate.limits import keys
+from creditgate.limits.constants import (
     AMOUNT_MINOR_MAX,
     AUTHORIZE_BATCH_SIZE_MAX,
     AUTHORIZE_REQUEST_BYTES_MAX,
@@ -27,7 +27,7 @@ from limits.constants import (
     NODE_NAME_LENGTH_MAX,
     PRODUCT_NODES_MAX,
 )
-from limits.reasons import RESPONSE_CODE, DeclineReason
+from creditgate.limits.reasons import RESPONSE_CODE, DeclineReason
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, served_gateway, snapshot
 from tests.support import decision
 

@@ -6,8 +6,13 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from limits.constants import AMOUNT_MINOR_MAX, CAP_MINOR_MAX, CUSTOMER_CAPS_MAX, ID_LENGTH_MAX
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits.constants import (
+    AMOUNT_MINOR_MAX,
+    CAP_MINOR_MAX,
+    CUSTOMER_CAPS_MAX,
+    ID_LENGTH_MAX,
+)
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 
 CUSTOMER = "cust-bad-input"

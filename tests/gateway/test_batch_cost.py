@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from gateway import batch, service
-from gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway import batch, service
+from creditgate.gateway.pb import creditgate_pb2 as pb
 from tests.conftest import CUSTOMER_CAPS
 from tests.gateway.test_authorize_batch import authorize_request, held, put_customer
 from tests.limits.test_script_runner import Relay, client_for

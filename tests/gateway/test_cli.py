@@ -9,7 +9,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,8 +19,8 @@ async def cli(gateway, *args: str) -> tuple[int, str, str]:
     belongs to the command, before its action); this loop keeps serving."""
     command, *rest = args
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", command, "--target", f"127.0.0.1:{gateway.port}",
-        *rest,
+        sys.executable, "-m", "creditgate.gateway.cli", command,
+        "--target", f"127.0.0.1:{gateway.port}", *rest,
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)

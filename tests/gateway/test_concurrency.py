@@ -11,9 +11,9 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from gateway.pb import creditgate_pb2 as pb
-from gateway.pb import creditgate_pb2_grpc as pb_grpc
-from limits import keys
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
+from creditgate.limits import keys
 from tests.conftest import PARTITIONS, served_gateway
 
 CUSTOMER = "cust-burst"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from gateway.sweeper import sweep_once
-from limits import catalog, keys
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.sweeper import sweep_once
+from creditgate.limits import catalog, keys
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 
 TTL_MS = catalog.load()["scan_pay"].hold_ttl_s * 1000

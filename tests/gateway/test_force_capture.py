@@ -8,9 +8,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from limits import catalog, keys
-from limits.reasons import DeclineReason
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits import catalog, keys
+from creditgate.limits.reasons import DeclineReason
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 
 CUSTOMER = "c-fc"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from limits import keys
-from limits.reasons import DeclineReason
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits import keys
+from creditgate.limits.reasons import DeclineReason
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 
 ONLINE_PATH = ("total", "consumer", "consumer.online")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2 as pb
 from tests.conftest import CUSTOMER_CAPS, snapshot
 
 REQUEST = pb.AuthorizeRequest(idempotency_key="oom-1", customer_id="c-oom",

@@ -6,9 +6,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from limits import installments, keys
-from limits.reasons import DeclineReason
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits import installments, keys
+from creditgate.limits.reasons import DeclineReason
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 
 POS = "consumer.scan_pay.pos"

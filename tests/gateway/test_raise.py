@@ -7,9 +7,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from limits import keys
-from limits.constants import CAP_MINOR_MAX, RAISE_DURATION_S_MAX
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits import keys
+from creditgate.limits.constants import CAP_MINOR_MAX, RAISE_DURATION_S_MAX
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 
 POS = "consumer.scan_pay.pos"

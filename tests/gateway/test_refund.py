@@ -6,8 +6,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from limits import keys
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits import keys
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 
 POS_PATH = ("total", "consumer", "consumer.scan_pay", "consumer.scan_pay.pos")

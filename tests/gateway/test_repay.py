@@ -7,9 +7,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.lifecycle import repayment_order
-from gateway.pb import creditgate_pb2 as pb
-from limits import catalog, keys
+from creditgate.gateway.lifecycle import repayment_order
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits import catalog, keys
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 
 CUSTOMER = "c-pay"

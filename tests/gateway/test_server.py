@@ -14,8 +14,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gateway.pb import creditgate_pb2 as pb
-from gateway.pb import creditgate_pb2_grpc as pb_grpc
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 from tests.conftest import CUSTOMER_CAPS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ async def test_reflection_lists_the_services(channel):
 async def _start_server(redis_server, port: int, *extra: str) -> asyncio.subprocess.Process:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--redis-url",
+        sys.executable, "-m", "creditgate.gateway.cli", "serve", "--port", str(port), "--redis-url",
         redis_server.url, "--partitions", "16", *extra, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
 

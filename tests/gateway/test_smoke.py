@@ -1,4 +1,4 @@
-from gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.pb import creditgate_pb2 as pb
 from tests.conftest import CUSTOMER_CAPS
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from limits.reasons import RESPONSE_CODE, DeclineReason
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits.reasons import RESPONSE_CODE, DeclineReason
 from tests.conftest import CUSTOMER_CAPS
 
 STATUSES = [(pb.CUSTOMER_STATUS_FROZEN, DeclineReason.CUSTOMER_FROZEN),

@@ -15,8 +15,8 @@ from types import ModuleType
 
 import pytest
 
-import limits.catalog
-from hotpath import _plan_py
+from creditgate.hotpath import _plan_py
+from creditgate.limits import catalog as limits_catalog
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def extension_expected() -> bool:
 def plan_c() -> ModuleType:
     """The compiled twin; skips the test if it is not built and not expected."""
     try:
-        return importlib.import_module("hotpath._plan_c")
+        return importlib.import_module("creditgate.hotpath._plan_c")
     except ImportError as error:
         if extension_expected():
             pytest.fail(f"hotpath._plan_c is built or expected but does not import: {error}")
@@ -49,10 +49,10 @@ def impl(request: pytest.FixtureRequest) -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def catalog() -> dict[str, limits.catalog.Product]:
-    return limits.catalog.load()
+def catalog() -> dict[str, limits_catalog.Product]:
+    return limits_catalog.load()
 
 
 @pytest.fixture
-def rules(impl: ModuleType, catalog: dict[str, limits.catalog.Product]) -> dict:
+def rules(impl: ModuleType, catalog: dict[str, limits_catalog.Product]) -> dict:
     return impl.compile_products(catalog)

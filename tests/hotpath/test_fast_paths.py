@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import msgspec
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from hotpath import _plan_py
-from hotpath._plan_py import InvalidArgument
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.hotpath import _plan_py
+from creditgate.hotpath._plan_py import InvalidArgument
 
 PARTITIONS = 256
 FIELDS = {

@@ -9,11 +9,11 @@ import zlib
 import msgspec
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from hotpath._plan_py import InvalidArgument
-from limits.catalog import Installments
-from limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
-from limits.reasons import DeclineReason
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.hotpath._plan_py import InvalidArgument
+from creditgate.limits.catalog import Installments
+from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
+from creditgate.limits.reasons import DeclineReason
 
 PARTITIONS = 256
 TOKEN = "ABCDEFGHIJKLMNOP"  # 16 base32 characters, as the gateway draws them

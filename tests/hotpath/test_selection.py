@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import hotpath
-from hotpath import _plan_py
+from creditgate import hotpath
+from creditgate.hotpath import _plan_py
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBPROCESS_TIMEOUT_S = 60
@@ -46,7 +46,7 @@ def test_this_process_serves_the_expected_twin():
         assert hotpath.implementation is _plan_py
     elif extension_built() or os.environ.get("CREDITGATE_EXPECT_EXTENSIONS") == "1":
         assert hotpath.EXTENSION_LOADED is True, "hotpath._plan_c is built but was not loaded"
-        assert hotpath.implementation.__name__ == "hotpath._plan_c"
+        assert hotpath.implementation.__name__ == "creditgate.hotpath._plan_c"
     else:  # not in the tree, yet it may be installed elsewhere: either twin, said truthfully
         assert hotpath.EXTENSION_LOADED is (hotpath.implementation is not _plan_py)
 
@@ -69,28 +69,32 @@ def test_both_twins_define_every_name(plan_c):
 
 def test_no_extensions_selects_the_python_twin():
     result = run_python(
-        "import hotpath; print(hotpath.EXTENSION_LOADED, hotpath.implementation.__name__)",
+        "from creditgate import hotpath; "
+        "print(hotpath.EXTENSION_LOADED, hotpath.implementation.__name__)",
         CREDITGATE_NO_EXTENSIONS="1",
     )
-    assert result.stdout.split() == ["False", "hotpath._plan_py"]
+    assert result.stdout.split() == ["False", "creditgate.hotpath._plan_py"]
 
 
 def test_default_selects_the_compiled_twin_when_built():
     if not extension_built():
         pytest.skip("hotpath._plan_c is not built")
     result = run_python(
-        "import hotpath; print(hotpath.EXTENSION_LOADED, hotpath.implementation.__name__)",
+        "from creditgate import hotpath; "
+        "print(hotpath.EXTENSION_LOADED, hotpath.implementation.__name__)",
         CREDITGATE_NO_EXTENSIONS=None,
     )
-    assert result.stdout.split() == ["True", "hotpath._plan_c"]
+    assert result.stdout.split() == ["True", "creditgate.hotpath._plan_c"]
 
 
 def test_failed_import_falls_back_and_says_so():
-    # A None entry in sys.modules makes `from hotpath import _plan_c` raise ImportError.
+    # A None entry in sys.modules makes `from creditgate.hotpath import _plan_c` raise ImportError.
     result = run_python(
-        "import logging, sys; logging.basicConfig(); sys.modules['hotpath._plan_c'] = None; "
-        "import hotpath; print(hotpath.EXTENSION_LOADED, hotpath.implementation.__name__)",
+        "import logging, sys; logging.basicConfig(); "
+        "sys.modules['creditgate.hotpath._plan_c'] = None; "
+        "from creditgate import hotpath; "
+        "print(hotpath.EXTENSION_LOADED, hotpath.implementation.__name__)",
         CREDITGATE_NO_EXTENSIONS=None,
     )
-    assert result.stdout.split() == ["False", "hotpath._plan_py"]
+    assert result.stdout.split() == ["False", "creditgate.hotpath._plan_py"]
     assert "compiled extension not loaded" in result.stderr

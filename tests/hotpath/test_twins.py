@@ -10,10 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.pb import creditgate_pb2 as pb
-from hotpath import _plan_py
-from hotpath._plan_py import InvalidArgument
-from limits.constants import AMOUNT_MINOR_MAX, HOLD_TOKEN_LENGTH, ID_LENGTH_MAX, PARTITIONS_MAX
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.hotpath import _plan_py
+from creditgate.hotpath._plan_py import InvalidArgument
+from creditgate.limits.constants import (
+    AMOUNT_MINOR_MAX,
+    HOLD_TOKEN_LENGTH,
+    ID_LENGTH_MAX,
+    PARTITIONS_MAX,
+)
 
 # The fixtures below are module- and session-scoped: hypothesis runs many examples per call.
 TWIN_SETTINGS = settings(max_examples=400)

@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from ledger.store import PostgresStore, migrations, open_store
-from ledger.worker import Worker, WorkerConfig
+from creditgate.ledger.store import PostgresStore, migrations, open_store
+from creditgate.ledger.worker import Worker, WorkerConfig
 from tests.conftest import PARTITIONS
 
 ALL_MIGRATIONS = [version for version, _, _ in migrations()]

@@ -7,10 +7,10 @@ import itertools
 
 import msgspec
 
-from gateway.pb import creditgate_pb2 as pb
-from gateway.sweeper import sweep_once
-from ledger import worker as worker_module
-from limits import catalog, keys
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.sweeper import sweep_once
+from creditgate.ledger import worker as worker_module
+from creditgate.limits import catalog, keys
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS
 
 PRODUCTS = catalog.load()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from ledger import bills
+from creditgate.ledger import bills
 from tests.ledger.support import Traffic
 from tests.support import without_generation
 
@@ -116,8 +116,8 @@ async def test_a_later_timezone_change_does_not_move_a_closed_cycle(store):
     """A capture an hour before midnight UTC on Jan 31 is January's in UTC but February's in
     Shanghai. The customer switches to Shanghai in February: closing January again still
     bills it in January, and February does not bill it a second time."""
-    from ledger.bills import close
-    from ledger.books import book
+    from creditgate.ledger.bills import close
+    from creditgate.ledger.books import book
 
     jan_31_2300_utc = 1_706_742_000_000  # 2024-01-31T23:00:00Z
     feb_10 = jan_31_2300_utc + 10 * 86_400_000

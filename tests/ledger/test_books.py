@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import books
-from limits.constants import AMOUNT_MINOR_MAX
+from creditgate.ledger import books
+from creditgate.limits.constants import AMOUNT_MINOR_MAX
 
 AT = 1_800_000_000_000
 POSTED = AT + 5
@@ -159,7 +159,7 @@ def test_poison_event_raises_with_reason(name):
 
 
 def test_a_refund_moves_the_receivable_back_to_the_merchant():
-    from ledger.books import book, receivable, settlement_payable
+    from creditgate.ledger.books import book, receivable, settlement_payable
 
     booked = book("s 1", {"type": "refunded", "event_id": "007-AAAAAAAAAAAAAAAA:3",
                           "customer_id": "c9", "hold_id": "007-AAAAAAAAAAAAAAAA",

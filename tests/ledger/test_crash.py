@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import reconcile
-from ledger.worker import FAULT_ENV
+from creditgate.ledger import reconcile
+from creditgate.ledger.worker import FAULT_ENV
 from tests.conftest import PARTITIONS
 from tests.ledger.conftest import dsn_of
 from tests.ledger.support import (
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def worker_command(redis_url: str, store, consumer: str) -> list[str]:
     dsn, schema = dsn_of(store)
-    return [sys.executable, "-m", "gateway.cli", "ledger", "--redis-url", redis_url,
+    return [sys.executable, "-m", "creditgate.gateway.cli", "ledger", "--redis-url", redis_url,
             "--ledger-dsn", dsn, "--schema", schema, "--partitions", str(PARTITIONS),
             "--claim-idle-ms", "200", "--consumer", consumer]
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.pb import creditgate_pb2 as pb
-from gateway.sweeper import sweep_once
-from ledger import bills, books, reconcile
-from limits import catalog, keys
-from limits.constants import AMOUNT_MINOR_MAX
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.sweeper import sweep_once
+from creditgate.ledger import bills, books, reconcile
+from creditgate.limits import catalog, keys
+from creditgate.limits.constants import AMOUNT_MINOR_MAX
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS
 from tests.ledger.support import account_balances, assert_posted_exactly_once, outbox_length
 

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from ledger import reconcile
-from ledger.worker import GROUP
-from limits import keys
+from creditgate.ledger import reconcile
+from creditgate.ledger.worker import GROUP
+from creditgate.limits import keys
 from tests.conftest import PARTITIONS
 from tests.ledger.support import STREAMS, Traffic, ledger_events, pending
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ledger import reconcile
+from creditgate.ledger import reconcile
 from tests.conftest import PARTITIONS
 from tests.ledger.support import Traffic, assert_posted_exactly_once, outbox
 
@@ -56,7 +56,7 @@ async def test_two_workers_racing_post_once(redis, gateway, admin, auth, store, 
 async def test_claiming_walks_a_long_pending_list(redis, store, make_worker):
     """XAUTOCLAIM takes a bounded step per stream; successive claims resume at its cursor,
     so every entry another consumer left pending is reached, not only the list's head."""
-    from limits import keys
+    from creditgate.limits import keys
 
     crashed = make_worker("w-crashed")
     await crashed.start()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import reconcile
-from limits import keys
+from creditgate.ledger import reconcile
+from creditgate.limits import keys
 from tests.conftest import PARTITIONS
 from tests.ledger.conftest import dsn_of
 from tests.ledger.support import Traffic, assert_posted_exactly_once, nonzero
@@ -50,7 +50,7 @@ async def random_mix(traffic: Traffic, seed: int, operations: int = 40) -> dict[
 
 async def run_cli(*args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *args, cwd=ROOT,
+        sys.executable, "-m", "creditgate.gateway.cli", *args, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode, output.decode(errors="replace")

@@ -7,9 +7,9 @@ import asyncio
 import time
 import uuid
 
-from ledger import reconcile
-from ledger.store import PostgresStore, open_store
-from limits import keys
+from creditgate.ledger import reconcile
+from creditgate.ledger.store import PostgresStore, open_store
+from creditgate.limits import keys
 from tests.conftest import PARTITIONS
 from tests.ledger.conftest import PG_DSN, drop_schema
 from tests.ledger.support import (
@@ -172,8 +172,8 @@ async def test_trim_keeps_pending_and_removes_acknowledged(redis, store, make_wo
 
 async def test_refunds_are_posted_reconciled_and_billed(redis, gateway, admin, auth, store,
                                                       make_worker):
-    from gateway.pb import creditgate_pb2 as pb
-    from ledger import bills
+    from creditgate.gateway.pb import creditgate_pb2 as pb
+    from creditgate.ledger import bills
 
     await admin.PutCustomer(pb.PutCustomerRequest(
         customer_id="c-rb", status=pb.CUSTOMER_STATUS_ACTIVE,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from limits import calendar
-from limits.scripts import script_source
+from creditgate.limits import calendar
+from creditgate.limits.scripts import script_source
 
 FROM_S = 1_795_600_000  # 2026-11-25
 ZONES = ["Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Sydney",

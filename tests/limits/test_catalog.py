@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from limits import catalog
-from limits.catalog import CatalogError, parse
+from creditgate.limits import catalog
+from creditgate.limits.catalog import CatalogError, parse
 
 GOOD = """\
 [products.x]

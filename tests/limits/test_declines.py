@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.lifecycle import plan_reverse
-from gateway.pb import creditgate_pb2 as pb
-from limits.reasons import DECLINE_ORDER, RESPONSE_CODE, DeclineReason
+from creditgate.gateway.lifecycle import plan_reverse
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits.reasons import DECLINE_ORDER, RESPONSE_CODE, DeclineReason
 from tests.support import (
     PARTITIONS,
     GrpcDriver,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from limits import keys
-from limits.client import Refused
-from limits.model import Model
-from limits.reasons import ScriptError
+from creditgate.limits import keys
+from creditgate.limits.client import Refused
+from creditgate.limits.model import Model
+from creditgate.limits.reasons import ScriptError
 from tests.support import (
     PARTITIONS,
     Clock,
@@ -85,7 +85,7 @@ async def test_partial_capture_then_expiry_releases_the_remainder(driver):
 async def test_capture_of_an_expired_hold_beyond_the_per_call_bound_is_refused(driver):
     """More than EXPIRE_PER_CALL_MAX holds are due: the one a Capture names is released and
     refused even if the bounded lazy release did not reach it."""
-    from limits.constants import EXPIRE_PER_CALL_MAX
+    from creditgate.limits.constants import EXPIRE_PER_CALL_MAX
 
     await driver.put("c1", {**CAPS, "consumer.online": 10**6})
     holds = []

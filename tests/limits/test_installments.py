@@ -11,16 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hotpath
-from limits import calendar, installments, keys
-from limits.constants import (
+from creditgate import hotpath
+from creditgate.limits import calendar, installments, keys
+from creditgate.limits.constants import (
     AMOUNT_MINOR_MAX,
     CAP_MINOR_MAX,
     INSTALLMENT_FEE_BPS_MAX,
     INSTALLMENT_MONTHS_MAX,
 )
-from limits.model import installment_plan_text
-from limits.scripts import scripts
+from creditgate.limits.model import installment_plan_text
+from creditgate.limits.scripts import scripts
 from tests.support import PARTITIONS, RULES, authorize_request
 
 principals = st.integers(1, AMOUNT_MINOR_MAX) | st.integers(1, 10_000)

@@ -7,12 +7,17 @@ import copy
 
 import pytest
 
-import hotpath
-from gateway.lifecycle import plan_force_capture, plan_repay, plan_reverse, repayment_order
-from gateway.pb import creditgate_pb2 as pb
-from limits import keys
-from limits.client import Refused
-from limits.reasons import ScriptError as E
+from creditgate import hotpath
+from creditgate.gateway.lifecycle import (
+    plan_force_capture,
+    plan_repay,
+    plan_reverse,
+    repayment_order,
+)
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits import keys
+from creditgate.limits.client import Refused
+from creditgate.limits.reasons import ScriptError as E
 from tests.conftest import CUSTOMER_CAPS, snapshot
 from tests.support import (
     PARTITIONS,

@@ -15,13 +15,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-import hotpath
-from gateway.lifecycle import plan_force_capture, plan_repay, plan_reverse, repayment_order
-from gateway.pb import creditgate_pb2 as pb
-from gateway.service import plan_refund
-from limits import keys
-from limits.model import Model, effective_cap
-from limits.scripts import ScriptRunner
+from creditgate import hotpath
+from creditgate.gateway.lifecycle import (
+    plan_force_capture,
+    plan_repay,
+    plan_reverse,
+    repayment_order,
+)
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.service import plan_refund
+from creditgate.limits import keys
+from creditgate.limits.model import Model, effective_cap
+from creditgate.limits.scripts import ScriptRunner
 from tests.support import PARTITIONS, PRODUCTS, RULES, authorize_request
 
 CUSTOMERS = ("alice", "bob", "carol")
@@ -133,7 +138,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
 
     @initialize()
     def put_customers(self):
-        from limits import calendar
+        from creditgate.limits import calendar
 
         for index, customer_id in enumerate(CUSTOMERS):
             base = keys.base(keys.partition_of(customer_id, PARTITIONS))
@@ -183,7 +188,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
     @rule(hold_id=holds, amount=st.integers(1, 300_000) | st.sampled_from([1, 10_000_000]),
           key=st.integers(0, 3), pick=st.integers(0, 7), customer=st.sampled_from(CUSTOMERS))
     def increment(self, hold_id, amount, key, pick, customer):
-        from gateway.credit_ops import plan_increment
+        from creditgate.gateway.credit_ops import plan_increment
 
         # Mostly an open incremental hold (only those can grow; if there is none, an
         # ecommerce purchase makes one), else any hold of the bundle: refused.

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from limits import keys
-from limits.client import ModelRunner, Refused
-from limits.constants import RAISE_DURATION_S_MAX
-from limits.reasons import DeclineReason, ScriptError
+from creditgate.limits import keys
+from creditgate.limits.client import ModelRunner, Refused
+from creditgate.limits.constants import RAISE_DURATION_S_MAX
+from creditgate.limits.reasons import DeclineReason, ScriptError
 from tests.support import (
     PARTITIONS,
     START_MS,

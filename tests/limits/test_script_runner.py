@@ -19,10 +19,10 @@ from redis.exceptions import AuthenticationError, DataError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.errors import status_of
-from limits import keys
-from limits.client import LimitsClient, Refused
-from limits.scripts import ScriptRunner, _Call, encode_calls, scripts
+from creditgate.gateway.errors import status_of
+from creditgate.limits import keys
+from creditgate.limits.client import LimitsClient, Refused
+from creditgate.limits.scripts import ScriptRunner, _Call, encode_calls, scripts
 from tests.conftest import _free_port
 from tests.support import PARTITIONS, ScriptDriver, authorize_request
 

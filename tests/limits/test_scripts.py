@@ -9,8 +9,8 @@ import re
 import pytest
 from redis.exceptions import ResponseError
 
-from limits import keys
-from limits.scripts import SCRIPT_NAMES, ScriptRunner, lua_constant_values, scripts
+from creditgate.limits import keys
+from creditgate.limits.scripts import SCRIPT_NAMES, ScriptRunner, lua_constant_values, scripts
 from tests.support import PARTITIONS, ScriptDriver, authorize_request, redis_client
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.pb import creditgate_pb2 as pb
-from limits.reasons import DeclineReason
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits.reasons import DeclineReason
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "gateway" / "pb"
