@@ -18,7 +18,7 @@ Authorize calls instead (`--concurrency` calls in flight each).
 
 With --redis-py the gateway runs with CREDITGATE_REDIS_PIPELINE=redis-py: its script runner
 sends the batches through redis-py's pipelines instead of its own connection (the way before
-limits/scripts.py packed commands with hiredis), to compare the two on the same machine.
+limits/transport.py packed commands with hiredis), to compare the two on the same machine.
 
 The rate counts the items answered (approved or declined) between the end of the warm-up and
 the end of the run. CPU is read from /proc for that same window, per process: each gateway
@@ -139,7 +139,7 @@ async def seed(redis_port: int, count: int) -> None:
     import redis.asyncio as aioredis
 
     from creditgate.limits.client import LimitsClient
-    from creditgate.limits.scripts import ScriptRunner
+    from creditgate.limits.transport import ScriptRunner
 
     client = aioredis.Redis(port=redis_port)
     runner = ScriptRunner(client)

@@ -40,7 +40,7 @@ from creditgate import hotpath  # noqa: E402
 from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
 from creditgate.limits import catalog, keys  # noqa: E402
 from creditgate.limits.client import LimitsClient  # noqa: E402
-from creditgate.limits.scripts import ScriptRunner  # noqa: E402
+from creditgate.limits.transport import ScriptRunner  # noqa: E402
 
 PARTITIONS = 256
 CUSTOMER_BYTES_TARGET = 1024

@@ -46,7 +46,7 @@ from common import HOST, VAR_BENCH, free_port, machine, start_redis  # noqa: E40
 
 from creditgate import hotpath  # noqa: E402
 from creditgate.limits import catalog  # noqa: E402
-from creditgate.limits.scripts import script_source, scripts  # noqa: E402
+from creditgate.limits.lua_source import script_source, scripts  # noqa: E402
 
 PIPELINE_CALLS = 256
 START_TIMEOUT_S = 60.0  # redis-server under valgrind starts slowly

@@ -12,7 +12,7 @@ too). The profiles come from one seeded stream in id order: seeding 2,000 custom
 first 2,000 of a 100,000 run, exactly.
 
 Two ways in, both idempotent (a put replaces caps and status and keeps usage and holds):
-  --via redis  (default) the put_customer script through limits.scripts.ScriptRunner, which
+  --via redis  (default) the put_customer script through limits.transport.ScriptRunner, which
                pipelines the calls of one event-loop tick into one round trip, straight into
                the gateway's Redis. --partitions must be the gateway's (`creditgate serve
                --partitions`, default 256), or the gateway looks for the customers elsewhere.
@@ -155,7 +155,7 @@ async def seed_redis(count: int, seed: int, redis_url: str, partitions: int,
     import redis.asyncio as aioredis
 
     from creditgate.limits.client import LimitsClient
-    from creditgate.limits.scripts import ScriptRunner
+    from creditgate.limits.transport import ScriptRunner
 
     redis = aioredis.Redis.from_url(redis_url)
     runner = ScriptRunner(redis)

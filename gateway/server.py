@@ -34,7 +34,7 @@ from creditgate.limits.constants import (
     REDIS_CONNECTIONS_MAX,
     REDIS_WAIT_S,
 )
-from creditgate.limits.scripts import ScriptRunner
+from creditgate.limits.transport import ScriptRunner
 
 log = logging.getLogger("creditgate.gateway")
 

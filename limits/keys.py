@@ -75,6 +75,35 @@ FIELD_RAISE = "tr:"  # + node: "<raise minor>:<expires at ms>", a temporary rais
 FIELD_BALANCE = "b:"  # + path (nodes root first, comma-joined): captured, not refunded/repaid
 FIELD_CREDIT_BALANCE = "cr"  # overpaid by repayments and late refunds: owed to the customer
 
+# Fields of a hold hash (`cg:{p:NNN}:h:<hold id>`), by what they hold. Every hold has the
+# first eleven; the rest only when they apply, so an open hold stays small.
+HOLD_FIELDS: dict[str, str] = {
+    "STATE": "st",  # open, captured, voided, expired, reversed
+    "CUSTOMER": "c",
+    "PRODUCT": "p",
+    "AMOUNT": "a",  # what the hold holds in all (after increments)
+    "CAPTURED": "cp",  # captured so far
+    "NODES": "n",  # the path id ("#..." in the partition's paths hash) or the node list
+    "EXPIRES": "x",  # ms
+    "SEQ": "sq",  # the hold's event sequence: the next event id's suffix
+    "MERCHANT": "m",
+    "CURRENCY": "cur",
+    "FINGERPRINT": "fp",  # of the Authorize that made it: a retry with another payload fails
+    "TOLERANCE_BPS": "tb",  # the product's capture tolerance, if > 0
+    "INCREMENT_MAX": "ix",  # the product's amount max, if incremental
+    "VELOCITY_MAX": "vx",  # "<day amount max>:<month amount max>", if incremental
+    "PLAN": "im",  # the instalment plan text
+    "PARTIAL_LEVEL": "pa",  # the binding level of a partial approval
+    "FIRST_AMOUNT": "a0",  # the first approved amount, set by the first increment
+    "CLOSED_AT": "cl",  # ms, once closed
+    "REFUNDED": "rf",  # refunded so far
+    "FORCE_CAPTURED_AS": "fx",  # on an original hold: the ForceCapture hold that posted it
+    "ORIGINAL_HOLD": "oh",  # on a ForceCapture hold: the hold it posts, if any
+    "FORCE_CAPTURE": "fc",  # "1" on a hold made by ForceCapture
+    "CREATED_AT": "t",  # ms, on a hold made by ForceCapture
+}
+assert len(set(HOLD_FIELDS.values())) == len(HOLD_FIELDS)
+
 # The stored fingerprint of a reversal's tombstone: an idempotency record whose reply (a
 # REVERSED decline) answers any request with that key, whatever its payload.
 TOMBSTONE = "reversed"
@@ -100,12 +129,18 @@ LUA_CONSTANTS: dict[str, str] = {
     "F_BALANCE": FIELD_BALANCE,
     "F_CREDIT_BALANCE": FIELD_CREDIT_BALANCE,
     "TOMBSTONE": TOMBSTONE,
+    **{f"H_{name}": field for name, field in HOLD_FIELDS.items()},
 }
 
 
 def partition_of(customer_id: str, partitions: int) -> int:
     """The customer's partition: CRC-32 of the id, stable across processes and releases."""
     return zlib.crc32(customer_id.encode()) % partitions
+
+
+def customer_base(customer_id: str, partitions: int) -> str:
+    """The base of the customer's partition: every key of the customer starts with it."""
+    return base(partition_of(customer_id, partitions))
 
 
 def base(partition: int) -> str:

@@ -13,7 +13,7 @@ from creditgate.limits import catalog
 from creditgate.limits.client import LimitsClient, ModelRunner, Refused
 from creditgate.limits.model import Model
 from creditgate.limits.reasons import DeclineReason
-from creditgate.limits.scripts import ScriptRunner
+from creditgate.limits.transport import ScriptRunner
 
 PARTITIONS = 16
 START_MS = 1_795_600_000_000  # the model's clock starts here (2026-11-25, UTC)

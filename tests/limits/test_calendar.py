@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from creditgate.limits import calendar
-from creditgate.limits.scripts import script_source
+from creditgate.limits.lua_source import script_source
 
 FROM_S = 1_795_600_000  # 2026-11-25
 ZONES = ["Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Sydney",

@@ -19,8 +19,8 @@ from creditgate.limits.constants import (
     INSTALLMENT_FEE_BPS_MAX,
     INSTALLMENT_MONTHS_MAX,
 )
+from creditgate.limits.lua_source import scripts
 from creditgate.limits.model import installment_plan_text
-from creditgate.limits.scripts import scripts
 from tests.support import PARTITIONS, RULES, authorize_request
 
 principals = st.integers(1, AMOUNT_MINOR_MAX) | st.integers(1, 10_000)

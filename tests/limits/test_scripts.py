@@ -10,7 +10,8 @@ import pytest
 from redis.exceptions import ResponseError
 
 from creditgate.limits import keys
-from creditgate.limits.scripts import SCRIPT_NAMES, ScriptRunner, lua_constant_values, scripts
+from creditgate.limits.lua_source import SCRIPT_NAMES, lua_constant_values, scripts
+from creditgate.limits.transport import ScriptRunner
 from tests.support import PARTITIONS, ScriptDriver, authorize_request, redis_client
 
 

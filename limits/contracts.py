@@ -1,0 +1,234 @@
+"""The contract of every Redis script, declared once: its KEYS, its ARGV and its reply, as
+named fields in wire order.
+
+Everything that builds a script's call (the hot path's twins, hotpath/plans.py), runs it (the
+Lua file, limits/model.py) or reads its reply (limits/replies.py) uses these names, never a
+position of its own:
+- Python takes positions from the layouts: `RESERVE.args.amount_minor` is the index of the
+  amount in the args a planner builds, `AUTHORIZATION.reason` the index of the reason in a
+  reply's fields.
+- Lua names them too: limits/lua_source.py writes `KEY_CUSTOMER`, `ARG_AMOUNT_MINOR` and
+  `ARG_NODES` (where a repeated tail starts) as the numbers of this script's declaration when
+  it assembles the script, so the Lua code reads `ARGV[ARG_AMOUNT_MINOR]` at no cost per call.
+- Each Lua file's header lists the same names (`-- KEYS[1] customer`, `-- ARGV[2] base`,
+  `-- Reply: OK|...`), and tests/limits/test_contracts.py holds every header to this module.
+
+ARGV[1] of every script the client runs is the clock offset in ms (0 outside tests, where it
+moves Redis' time), added by limits/client.py; a declaration's `args` are ARGV[2..], which
+is what a planner builds. Replies are text: `OK|<fields>` or `ERR|code|detail|at_ms`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class Layout:
+    """Named positions of one wire list, in wire order. `names[i]` is at index i; `rest` is a
+    group of names repeated from index len(names) on (the limit nodes of a reservation, the
+    levels of a reply); `tail` names the fields after the repeated group, counted from the end.
+    Each name is also an attribute whose value is its index."""
+
+    def __init__(self, *names: str, rest: tuple[str, ...] = (), tail: tuple[str, ...] = ()):
+        assert len(set(names + rest + tail)) == len(names) + len(rest) + len(tail), names
+        self.names = names
+        self.rest = rest
+        self.tail = tail
+        for index, name in enumerate(names):
+            setattr(self, name, index)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getattr__(self, name: str) -> int:  # only for names that are not declared
+        raise AttributeError(f"no field {name!r} in this layout")
+
+    def bind(self, values: Sequence[Any]) -> Fields:
+        """The values by name (for the model and tests, not for hot code): a repeated group's
+        values as a list of tuples under the group's first name, e.g. `nodes`."""
+        return Fields(self, values)
+
+
+class Fields:
+    """One wire list read by name: `fields.amount_minor`, `fields.rest`, `fields.tail`."""
+
+    def __init__(self, layout: Layout, values: Sequence[Any]):
+        fixed = len(layout.names)
+        end = len(values) - len(layout.tail)
+        assert end >= fixed, (layout.names, values)
+        for name, value in zip(layout.names, values[:fixed], strict=True):
+            setattr(self, name, value)
+        width = len(layout.rest) or 1
+        repeated = list(values[fixed:end])
+        self.rest = [tuple(repeated[i:i + width]) for i in range(0, len(repeated), width)]
+        if len(layout.rest) == 1:
+            self.rest = [group[0] for group in self.rest]
+        for name, value in zip(layout.tail, values[end:], strict=True):
+            setattr(self, name, value)
+
+
+class Script:
+    """One script's contract: its name (its file is limits/lua/<name>.lua), KEYS, ARGV after
+    the clock offset (`clock=False`: no clock offset, ARGV[1] is args[0]) and reply."""
+
+    def __init__(self, name: str, keys: Layout, args: Layout, reply: Layout,
+                 clock: bool = True, reply_kind: str = "ok"):
+        assert reply_kind in ("ok", "text", "list", "integer"), reply_kind
+        self.name, self.keys, self.args, self.reply, self.clock = name, keys, args, reply, clock
+        self.reply_kind = reply_kind
+
+    def reply_text(self) -> str:
+        """The reply as the Lua header's `-- Reply:` line spells it: `OK|a|b{|x|y}|t` for an
+        "ok" reply (fields joined by '|', a repeated group in braces, then the tail), the
+        same without `OK|` for "text", `{a, x, ...}` for a list, the name for an integer."""
+        reply = self.reply
+        if self.reply_kind == "list":
+            return "{" + ", ".join((*reply.names, *reply.rest)) + ", ...}"
+        if self.reply_kind == "integer":
+            return reply.names[0]
+        text = "|".join(reply.names)
+        if reply.rest:
+            text += "{|" + "|".join(reply.rest) + "}"
+        if reply.tail:
+            text += "|" + "|".join(reply.tail)
+        return "OK|" + text if self.reply_kind == "ok" else text
+
+    @property
+    def first_arg(self) -> int:
+        """The Lua index of args[0]: ARGV[1] is the clock offset unless clock=False."""
+        return 2 if self.clock else 1
+
+    def lua_constants(self) -> dict[str, str]:
+        """KEY_<NAME> and ARG_<NAME> as Lua indices (ARG_<FIRST OF REST> where a repeated
+        tail starts; ARG_CLOCK_OFFSET_MS is 1), for limits/lua_source.py to write into this
+        script."""
+        values = {"ARG_CLOCK_OFFSET_MS": "1"} if self.clock else {}
+        values.update((f"KEY_{name.upper()}", str(index + 1))
+                      for index, name in enumerate(self.keys.names))
+        values.update((f"ARG_{name.upper()}", str(index + self.first_arg))
+                      for index, name in enumerate(self.args.names))
+        if self.args.rest:
+            values[f"ARG_{self.args.rest[0].upper()}"] = str(len(self.args) + self.first_arg)
+        return values
+
+
+# A script's error reply: "ERR|code|detail|at_ms" (limits.reasons.ScriptError).
+ERROR = Layout("code", "detail", "at_ms")
+
+# The answer to an authorization (reserve, and increment before its own last field).
+LEVEL = ("node", "cap_minor", "held_minor", "used_minor")
+AUTHORIZATION = Layout(
+    "reason", "level", "hold_id", "available_minor", "decided_at_ms", "hold_expires_at_ms",
+    "approved_amount_minor", "partial", "counter_offer_minor", "counter_offer_level", "plan",
+    rest=LEVEL)
+
+RESERVE = Script(
+    "reserve",
+    keys=Layout("customer", "customer_holds", "due", "outbox", "idempotency"),
+    args=Layout(
+        "base", "customer_id", "fingerprint", "product_id", "amount_minor", "hold_ttl_ms",
+        "rule_decline", "merchant_id", "mcc", "channel", "currency",
+        "day_amount_max_minor", "day_count_max", "month_amount_max_minor", "month_count_max",
+        "amount_min_minor", "amount_max_minor", "partial_approval", "capture_tolerance_bps",
+        "incremental", "installment_months", "installment_fee_bps",
+        rest=("nodes",)),
+    reply=AUTHORIZATION)
+
+INCREMENT = Script(
+    "increment",
+    keys=Layout("hold", "idempotency", "due", "outbox"),
+    args=Layout("base", "hold_id", "fingerprint", "amount_minor"),
+    reply=Layout(*AUTHORIZATION.names, rest=LEVEL, tail=("hold_held_minor",)))
+
+CAPTURE = Script(
+    "capture",
+    keys=Layout("hold", "idempotency", "due", "outbox"),
+    args=Layout("base", "hold_id", "fingerprint", "amount_minor", "final"),
+    reply=Layout("state", "captured_minor", "captured_total_minor", "released_minor",
+                 "held_minor", "over_captured_minor", "decided_at_ms"))
+
+VOID = Script(
+    "void",
+    keys=Layout("hold", "idempotency", "due", "outbox"),
+    args=Layout("base", "hold_id", "fingerprint"),
+    reply=Layout("state", "released_minor", "captured_total_minor", "decided_at_ms"))
+
+REFUND = Script(
+    "refund",
+    keys=Layout("hold", "idempotency", "outbox"),
+    args=Layout("base", "hold_id", "fingerprint", "amount_minor"),
+    reply=Layout("refunded_minor", "refunded_total_minor", "refundable_minor",
+                 "restored_minor", "decided_at_ms"))
+
+REVERSE = Script(
+    "reverse",
+    keys=Layout("customer", "customer_holds", "due", "outbox", "original_idempotency",
+                "reversal"),
+    args=Layout("base", "customer_id", "original_idempotency_key"),
+    reply=Layout("outcome", "hold_id", "released_minor", "decided_at_ms"))
+
+FORCE_CAPTURE = Script(
+    "force_capture",
+    keys=Layout("customer", "idempotency", "outbox", "hold", "original_hold",
+                "customer_holds", "due"),
+    args=Layout("base", "customer_id", "hold_id", "fingerprint", "product_id", "amount_minor",
+                "merchant_id", "mcc", "channel", "currency", "original_hold_id",
+                rest=("nodes",)),
+    reply=Layout("hold_id", "over_limit_levels", "decided_at_ms", rest=LEVEL))
+
+REPAY = Script(
+    "repay",
+    keys=Layout("customer", "idempotency", "outbox"),
+    args=Layout("base", "customer_id", "fingerprint", "amount_minor", rest=("paths",)),
+    reply=Layout("repaid_minor", "overpaid_minor", "outstanding_minor", "decided_at_ms",
+                 rest=("path", "amount_minor")))
+
+SET_RAISE = Script(
+    "set_raise",
+    keys=Layout("customer", "outbox"),
+    args=Layout("customer_id", "node", "raise_minor", "expires_at_ms"),
+    reply=Layout("cap_minor", "raise_minor", "held_minor", "used_minor", "decided_at_ms"))
+
+PUT_CUSTOMER = Script(
+    "put_customer",
+    keys=Layout("customer", "outbox", "timezones"),
+    args=Layout("customer_id", "status", "timezone", "schedule", rest=("node", "cap_minor")),
+    reply=Layout("decided_at_ms"))
+
+# The two scripts whose reply is not "OK|...": expire answers "released|now", credit a list
+# of the Redis time and the customer hash's fields and values ({now} for an unknown customer).
+EXPIRE = Script(
+    "expire",
+    keys=Layout("customer_holds", "due", "outbox"),
+    args=Layout("base", "customer_id"),
+    reply=Layout("released", "now_ms"),
+    reply_kind="text")
+
+CREDIT = Script(
+    "credit",
+    keys=Layout("customer", "due", "outbox"),
+    args=Layout("base", "customer_id"),
+    reply=Layout("now_ms", rest=("field", "value")),
+    reply_kind="list")
+
+# The customers of a partition whose earliest hold expiry has passed (the sweeper's question).
+DUE = Script(
+    "due",
+    keys=Layout("due",),
+    args=Layout("count_max"),
+    reply=Layout("now_ms", rest=("customer_id",)),
+    reply_kind="list")
+
+# The ledger worker's: no clock offset; its reply is 1 (moved) or 0.
+DEAD_LETTER = Script(
+    "dead_letter",
+    keys=Layout("outbox", "dead_letter"),
+    args=Layout("group", "entry_id", rest=("field", "value")),
+    reply=Layout("moved"),
+    clock=False,
+    reply_kind="integer")
+
+SCRIPTS: dict[str, Script] = {script.name: script for script in (
+    RESERVE, INCREMENT, CAPTURE, VOID, REFUND, REVERSE, FORCE_CAPTURE, REPAY, SET_RAISE,
+    PUT_CUSTOMER, EXPIRE, CREDIT, DUE, DEAD_LETTER)}
