@@ -68,7 +68,7 @@ def test_layout_positions_follow_wire_order():
     fields = contracts.REPAY.reply.bind(["10", "0", "5", "1700", "total", "10"])
     assert (fields.repaid_minor, fields.decided_at_ms, fields.rest) == \
         ("10", "1700", [("total", "10")])
-    fields = contracts.INCREMENT.reply.bind([*"r l h a d x p q c o n".split(), "9"])
+    fields = contracts.INCREMENT.reply.bind(list("rlhadxpqcon") + ["9"])
     assert (fields.reason, fields.plan, fields.rest, fields.hold_held_minor) == \
         ("r", "n", [], "9")
     with pytest.raises(AttributeError, match="no field 'amount'"):
