@@ -8,7 +8,6 @@ InvalidArgument); anything else is a bug or a broken connection and propagates.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
@@ -16,24 +15,12 @@ from typing import Protocol
 import msgspec
 
 from creditgate.limits import calendar, installments, keys
-from creditgate.limits.model import Model, effective_cap
+from creditgate.limits.levels import effective_cap
 from creditgate.limits.reasons import DeclineReason, ScriptError
 
 
 class Runner(Protocol):
     def call(self, name: str, keys_: Sequence[str], args: Sequence[str]) -> Awaitable: ...
-
-
-class ModelRunner:
-    """Runs the pure-Python model behind the same interface as limits.scripts.ScriptRunner."""
-
-    def __init__(self, model: Model):
-        self.model = model
-
-    def call(self, name: str, keys_: Sequence[str], args: Sequence[str]) -> Awaitable:
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(self.model.call(name, keys_, args))
-        return future
 
 
 class Refused(Exception):

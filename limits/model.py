@@ -10,10 +10,12 @@ forgets closed holds and old idempotency records long after they matter.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from creditgate.limits import calendar, constants, installments, keys
+from creditgate.limits.levels import effective_cap
 from creditgate.limits.reasons import DeclineReason as R
 from creditgate.limits.reasons import ScriptError as E
 
@@ -799,14 +801,6 @@ def hold_event_id(hold_id: str, hold: dict[str, str], seq: int) -> str:
     return f"{hold_id}:{expires}:{seq}" if expires is not None else f"{hold_id}:{seq}"
 
 
-def effective_cap(cap: int, raise_text: str | None, now: int) -> int:
-    """A level's cap plus its temporary raise while the raise lasts ("<raise>:<expires ms>")."""
-    if not raise_text:
-        return cap
-    amount, expires = raise_text.split(":")
-    return cap + int(amount) if int(expires) > now else cap
-
-
 def installment_plan_text(principal: int, months: int, fee_bps: int) -> str:
     return installments.plan(principal, months, fee_bps).text()
 
@@ -845,3 +839,16 @@ def _window_usage(stored: str | None, window: int) -> tuple[int, int]:
     if int(number) != window:
         return 0, 0
     return int(amount), int(count)
+
+
+class ModelRunner:
+    """Runs the model behind the interface of limits.transport.ScriptRunner: `call` answers a
+    future that is already resolved."""
+
+    def __init__(self, model: Model):
+        self.model = model
+
+    def call(self, name: str, keys_: Sequence[str], args: Sequence[str]) -> Awaitable:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(self.model.call(name, keys_, args))
+        return future

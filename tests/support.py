@@ -10,8 +10,8 @@ import grpc
 from creditgate import hotpath
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog
-from creditgate.limits.client import LimitsClient, ModelRunner, Refused
-from creditgate.limits.model import Model
+from creditgate.limits.client import LimitsClient, Refused
+from creditgate.limits.model import Model, ModelRunner
 from creditgate.limits.reasons import DeclineReason
 from creditgate.limits.transport import ScriptRunner
 

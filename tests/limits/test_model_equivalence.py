@@ -25,7 +25,8 @@ from creditgate.gateway.lifecycle import (
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.service import plan_refund
 from creditgate.limits import keys
-from creditgate.limits.model import Model, effective_cap
+from creditgate.limits.levels import effective_cap
+from creditgate.limits.model import Model
 from creditgate.limits.transport import ScriptRunner
 from tests.support import PARTITIONS, PRODUCTS, RULES, authorize_request
 
