@@ -31,7 +31,6 @@ import random
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -72,7 +71,7 @@ def generate(count: int, seed: int = 1) -> list[tuple[str, dict[str, str]]]:
 
     def new_hold() -> dict:
         customer_id = f"cust-{rng.randrange(CUSTOMERS):010d}"
-        partition = zlib.crc32(customer_id.encode()) % PARTITIONS
+        partition = keys.partition_of(customer_id, PARTITIONS)
         product, channel, mcc, currency, nodes = rng.choice(PRODUCTS)
         token = "".join(rng.choices(TOKEN_ALPHABET, k=HOLD_TOKEN_LENGTH))
         return {"customer_id": customer_id, "partition": partition,

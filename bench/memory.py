@@ -12,7 +12,7 @@ reports MEMORY USAGE (SAMPLES 0: exact) of:
   set, averaged over N open holds of one customer (N below the product's daily count limit).
   An approval keeps no record of its own (the hold is it: limits/keys.derived_hold_id), so the
   record's figure is 0; a decline's record is not an open hold's cost.
-* two heavier holds, without a target: one with an instalment plan, one of a customer whose
+* two heavier holds, without a target: one with an installment plan, one of a customer whose
   id is a 36-character UUID (each with the set member's 37 bytes added).
 
 Issue 5's targets: <= 1024 bytes per customer, <= 300 bytes more per open hold. The outbox
@@ -102,7 +102,7 @@ async def measure(port: int, holds: int) -> dict[str, int]:
     figures["hold: idempotency record"] = record_bytes // holds
     figures["hold: open-hold set member"] = set_bytes // holds
     figures["hold: total"] = (hold_bytes + record_bytes + set_bytes) // holds
-    # Two heavier cases, reported without a target: a hold with an instalment plan, and a
+    # Two heavier cases, reported without a target: a hold with an installment plan, and a
     # customer id of 36 characters (a UUID) instead of 15.
     for label, customer_id, months in (("hold: with a 3-month plan", "cust-plans-0001", 3),
                                        ("hold: UUID customer id", "9f1c2a7e-5b1d-4c3e-8f00-"

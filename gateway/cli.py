@@ -31,7 +31,13 @@ DEFAULT_LEDGER = "sqlite:///var/ledger.sqlite3"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creditgate", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    _serve_command(commands)
+    _client_commands(commands)
+    _ledger_commands(commands)
+    return parser
 
+
+def _serve_command(commands) -> None:
     serve = commands.add_parser("serve", help="run the gRPC gateway")
     serve.add_argument("--host", default=os.environ.get("CREDITGATE_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("CREDITGATE_PORT", 50051)))
@@ -47,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-sweeper", action="store_true",
                        help="do not release expired holds from this process")
 
+
+def _client_commands(commands) -> None:
+    """The commands that call a running gateway (gateway/cli_client.py)."""
     # --target is accepted after any client command or action.
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument("--target", default=os.environ.get("CREDITGATE_TARGET", DEFAULT_TARGET),
@@ -79,19 +88,22 @@ def _parser() -> argparse.ArgumentParser:
 
     client("demo", "create a customer, then authorize, capture and void, printing each answer")
 
-    def ledger_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--redis-url",
-                         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-        sub.add_argument("--ledger-dsn", default=os.environ.get("LEDGER_DSN", DEFAULT_LEDGER),
-                         help="postgresql://... or sqlite:///path (default %(default)s)")
-        sub.add_argument("--schema", default=os.environ.get("LEDGER_SCHEMA", "public"),
-                         help="PostgreSQL schema")
-        sub.add_argument("--partitions", type=int,
-                         default=int(os.environ.get("CREDITGATE_PARTITIONS",
-                                                    PARTITIONS_DEFAULT)))
 
+def _ledger_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--redis-url",
+                     default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    sub.add_argument("--ledger-dsn", default=os.environ.get("LEDGER_DSN", DEFAULT_LEDGER),
+                     help="postgresql://... or sqlite:///path (default %(default)s)")
+    sub.add_argument("--schema", default=os.environ.get("LEDGER_SCHEMA", "public"),
+                     help="PostgreSQL schema")
+    sub.add_argument("--partitions", type=int,
+                     default=int(os.environ.get("CREDITGATE_PARTITIONS", PARTITIONS_DEFAULT)))
+
+
+def _ledger_commands(commands) -> None:
+    """The commands of the ledger (ledger/cli.py)."""
     ledger = commands.add_parser("ledger", help="run the ledger posting worker")
-    ledger_options(ledger)
+    _ledger_options(ledger)
     ledger.add_argument("--consumer", default="",
                         help="consumer name, stable across restarts (default: the host name;"
                         " give each worker on one host its own)")
@@ -100,19 +112,18 @@ def _parser() -> argparse.ArgumentParser:
 
     reconcile = commands.add_parser(
         "reconcile", help="compare Redis with the ledger per customer and level")
-    ledger_options(reconcile)
+    _ledger_options(reconcile)
 
     bills = commands.add_parser("bills", help="consolidated monthly statements")
-    ledger_options(bills)
+    _ledger_options(bills)
     bills_actions = bills.add_subparsers(dest="action", required=True)
     bills_close = bills_actions.add_parser("close", help="close a cycle's bills")
     bills_close.add_argument("--cycle", required=True, help="YYYY-MM")
 
     journal = commands.add_parser("journal", help="print the latest journal entries")
-    ledger_options(journal)
+    _ledger_options(journal)
     journal.add_argument("--limit", type=int, default=10)
     journal.add_argument("--customer", default="")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         from creditgate.ledger import cli as ledger_cli
 
         return ledger_cli.command(args)
-    from creditgate.gateway import admin
+    from creditgate.gateway import cli_client
 
-    return asyncio.run(admin.command(args))
+    return asyncio.run(cli_client.command(args))
 
 
 if __name__ == "__main__":

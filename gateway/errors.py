@@ -17,8 +17,8 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.hotpath import InvalidArgument
-from creditgate.limits.client import Refused
 from creditgate.limits.reasons import ScriptError
+from creditgate.limits.replies import Refused
 
 log = logging.getLogger("creditgate.gateway")
 

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from creditgate.gateway import service, sweeper
+from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 from creditgate.limits import catalog
@@ -87,7 +88,7 @@ class Gateway:
 
     async def start(self) -> int:
         await self.runner.load()
-        context = service.Context(self.limits, self.products)
+        context = Context(self.limits, self.products)
         pb_grpc.add_AuthorizationServicer_to_server(service.AuthorizationService(context),
                                                     self.server)
         pb_grpc.add_AdminServicer_to_server(service.AdminService(context), self.server)
@@ -101,7 +102,7 @@ class Gateway:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.config.sweep:
-            self._sweeper = asyncio.create_task(sweeper.sweep_forever(self.redis, self.limits))
+            self._sweeper = asyncio.create_task(sweeper.sweep_forever(self.limits))
         return self.port
 
     async def stop(self, grace_s: float = DRAIN_GRACE_S) -> None:

@@ -1,9 +1,10 @@
 """The hold-expiry sweeper: releases holds whose TTL has passed, for customers nobody touches.
 
 Each partition's due set names its customers with open holds at their earliest expiry. Every
-SWEEP_INTERVAL_S the sweeper reads, in one pipeline, the customers due by Redis' clock and runs
-the expire script for each. Several gateways may sweep at once: the script releases a hold only
-while it is open, in the same atomic step that closes it, so each hold is released once.
+SWEEP_INTERVAL_S the sweeper asks the limit layer which customers are due by Redis' clock (one
+`due` script call per partition, all in one round trip) and runs the expire script for each.
+Several gateways may sweep at once: the script releases a hold only while it is open, in the
+same atomic step that closes it, so each hold is released once.
 """
 
 from __future__ import annotations
@@ -11,36 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as aioredis
-
-from creditgate.limits import keys
 from creditgate.limits.client import LimitsClient
 from creditgate.limits.constants import SWEEP_CUSTOMERS_PER_PARTITION_MAX, SWEEP_INTERVAL_S
 
 log = logging.getLogger("creditgate.sweeper")
 
 
-async def sweep_once(redis: aioredis.Redis, limits: LimitsClient) -> int:
+async def sweep_once(limits: LimitsClient) -> int:
     """One pass over every partition; returns the number of holds released."""
-    seconds, micros = await redis.time()
-    now_ms = seconds * 1000 + micros // 1000 + limits.clock_offset_ms
-    pipe = redis.pipeline(transaction=False)
-    for partition in range(limits.partitions):
-        pipe.zrange(keys.due(keys.base(partition)), "-inf", now_ms, byscore=True, offset=0,
-                    num=SWEEP_CUSTOMERS_PER_PARTITION_MAX)
-    due = await pipe.execute()
-    customers = [customer.decode() for members in due for customer in members]
+    due = await asyncio.gather(*(limits.due(partition, SWEEP_CUSTOMERS_PER_PARTITION_MAX)
+                                 for partition in range(limits.partitions)))
+    customers = [customer for members in due for customer in members]
     if not customers:
         return 0
     released = await asyncio.gather(*(limits.expire(customer) for customer in customers))
     return sum(released)
 
 
-async def sweep_forever(redis: aioredis.Redis, limits: LimitsClient,
-                        interval_s: float = SWEEP_INTERVAL_S) -> None:
+async def sweep_forever(limits: LimitsClient, interval_s: float = SWEEP_INTERVAL_S) -> None:
     while True:
         try:
-            released = await sweep_once(redis, limits)
+            released = await sweep_once(limits)
             if released:
                 log.info("sweeper released %d expired holds", released)
         except asyncio.CancelledError:

@@ -1,1 +1,1 @@
-"""The asynchronous ledger (posting worker, reconciliation, bills): see issue 3."""
+"""The asynchronous ledger: the posting worker, reconciliation and bills."""

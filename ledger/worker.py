@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.resources
 import logging
 import os
 import signal
@@ -33,7 +32,7 @@ from redis.exceptions import ResponseError
 
 from creditgate.ledger import books
 from creditgate.ledger.store import open_store
-from creditgate.limits import keys
+from creditgate.limits import keys, lua_source
 
 log = logging.getLogger("creditgate.ledger")
 
@@ -79,7 +78,10 @@ class Worker:
         self.consumer = config.consumer or socket.gethostname()
         self.redis = redis or aioredis.Redis.from_url(config.redis_url)
         self.store = store or open_store(config.ledger_dsn, config.schema)
-        self.streams = [keys.outbox(keys.base(p)) for p in range(config.partitions)]
+        bases = [keys.base(partition) for partition in range(config.partitions)]
+        # Each partition's outbox and its dead-letter stream (the same hash tag).
+        self.dead_letters = {keys.outbox(base): keys.dead_letter(base) for base in bases}
+        self.streams = list(self.dead_letters)
         # COUNT bounds each stream, not the reply: spread the batch bound over the streams.
         self.count_per_stream = max(1, -(-config.batch_size_max // len(self.streams)))
         self.stalled = False  # the store was unavailable for the last batch
@@ -213,7 +215,7 @@ class Worker:
                 log.warning("event %s %s not booked (delivery %d of %d): %s", entry.stream,
                             entry.entry_id, deliveries, self.config.deliveries_max, reason)
                 continue  # stays pending: XAUTOCLAIM delivers it again after claim_idle_ms
-            dead = entry.stream + keys.KEY_DEAD_LETTER.removeprefix(keys.KEY_OUTBOX)
+            dead = self.dead_letters[entry.stream]
             # The ack and the dead letter in one script, the letter only if this call's ack
             # took the entry off the pending list: it is in exactly one place, once.
             fields = {**entry.fields, b"dead_reason": reason.encode(),
@@ -350,8 +352,7 @@ async def _finish(in_flight: list[asyncio.Future]) -> list[asyncio.Future]:
 
 @functools.cache
 def _dead_letter_script() -> str:
-    return importlib.resources.files("creditgate.limits").joinpath("lua").joinpath(
-        "dead_letter.lua").read_text()
+    return lua_source.script_source("dead_letter")
 
 
 def _refuses_data(error: Exception) -> bool:

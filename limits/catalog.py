@@ -55,9 +55,9 @@ class Velocity(msgspec.Struct, forbid_unknown_fields=True):
 
 class Installments(msgspec.Struct, forbid_unknown_fields=True):
     """Instalment terms a product offers at authorization; the fee is charged on each
-    instalment, in basis points of the principal (limits/installments.py)."""
+    installment, in basis points of the principal (limits/installments.py)."""
 
-    months: list[int] = []  # e.g. [3, 6, 12]; empty: no instalments
+    months: list[int] = []  # e.g. [3, 6, 12]; empty: no installments
     monthly_fee_bps: int = 0
 
 

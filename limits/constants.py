@@ -69,7 +69,7 @@ assert AMOUNT_MINOR_MAX <= CAP_MINOR_MAX
 assert 3 * CAP_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
 # A temporary raise is bounded by CAP_MINOR_MAX too: cap + raise + held + used + amount.
 assert 5 * CAP_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
-# Over-capture: amount * (10000 + bps) and an instalment fee product stay exact.
+# Over-capture: amount * (10000 + bps) and an installment fee product stay exact.
 assert AMOUNT_MINOR_MAX * (10_000 + CAPTURE_TOLERANCE_BPS_MAX) < 2**53
 assert AMOUNT_MINOR_MAX * INSTALLMENT_FEE_BPS_MAX * INSTALLMENT_MONTHS_MAX < 2**53
 assert AUTHORIZE_BATCH_SIZE_MAX <= BATCH_SIZE_MAX * 4

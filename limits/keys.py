@@ -92,7 +92,7 @@ HOLD_FIELDS: dict[str, str] = {
     "TOLERANCE_BPS": "tb",  # the product's capture tolerance, if > 0
     "INCREMENT_MAX": "ix",  # the product's amount max, if incremental
     "VELOCITY_MAX": "vx",  # "<day amount max>:<month amount max>", if incremental
-    "PLAN": "im",  # the instalment plan text
+    "PLAN": "im",  # the installment plan text
     "PARTIAL_LEVEL": "pa",  # the binding level of a partial approval
     "FIRST_AMOUNT": "a0",  # the first approved amount, set by the first increment
     "CLOSED_AT": "cl",  # ms, once closed

@@ -64,10 +64,10 @@ class LoadedScript:
 
 
 # A script's source is its prelude (limits/lua/_lib.lua) and its own file, with two changes
-# that bench/ measured in redis-server (callgrind, instructions per reserve call):
+# measured in redis-server by bench/script_cost.py (docs/benchmarks.md):
 # - every shared constant is written as its literal value, not as a `local` of the prelude:
 #   a prelude function that reads a local captures it as an upvalue each time the script runs
-#   (Redis runs the whole chunk per call), ~16,000 instructions per call for reserve.lua;
+#   (Redis runs the whole chunk per call);
 # - a script's prelude keeps only the helper functions it calls, directly or through another
 #   helper: each `local function` is a closure built on every call.
 _FUNCTION_START = re.compile(r"^local function (\w+)\(", re.MULTILINE)

@@ -10,9 +10,10 @@ import grpc
 from creditgate import hotpath
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog
-from creditgate.limits.client import LimitsClient, Refused
+from creditgate.limits.client import LimitsClient
 from creditgate.limits.model import Model, ModelRunner
 from creditgate.limits.reasons import DeclineReason
+from creditgate.limits.replies import Refused
 from creditgate.limits.transport import ScriptRunner
 
 PARTITIONS = 16
@@ -63,14 +64,14 @@ class ScriptDriver:
     def advance(self, ms: int) -> None:
         self.client.clock_offset_ms += ms
 
-    # -- issue 4, the reserve side: the scripts' whole decoded answers ---------------------
+    # -- the reserve side: the scripts' whole decoded answers --------------------------------
     async def authorization(self, request):
-        """The full decoded reserve reply (limits.client.Authorization)."""
+        """The full decoded reserve reply (limits.replies.Authorization)."""
         keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
         return await self.client.authorize(keys_, args)
 
     async def increment(self, key: str, hold_id: str, amount_minor: int):
-        from creditgate.gateway.credit_ops import plan_increment
+        from creditgate.hotpath.plans import plan_increment
 
         return await self.client.increment(*plan_increment(pb.IncrementAuthorizationRequest(
             idempotency_key=key, hold_id=hold_id, amount_minor=amount_minor), PARTITIONS))
@@ -140,7 +141,7 @@ def redis_client(redis) -> LimitsClient:
 def decision(message):
     """An Authorize answer (or an AuthorizeBatch answer) without its headroom: a retry of an
     approval repeats the first decision exactly, with `levels` and `available_minor` as they
-    stand at the retry (the hold keeps no snapshot of them: issue 5's memory bound)."""
+    stand at the retry (the hold keeps no snapshot of them: one key per open hold)."""
     copy = type(message)()
     copy.CopyFrom(message)
     responses = [item.response for item in copy.items] if hasattr(copy, "items") else [copy]

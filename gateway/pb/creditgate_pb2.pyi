@@ -109,22 +109,22 @@ class LevelHeadroom(_message.Message):
     def __init__(self, node: _Optional[str] = ..., cap_minor: _Optional[int] = ..., held_minor: _Optional[int] = ..., used_minor: _Optional[int] = ..., available_minor: _Optional[int] = ..., raise_minor: _Optional[int] = ..., raise_expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class InstallmentPlan(_message.Message):
-    __slots__ = ("months", "principal_minor", "first_instalment_minor", "instalment_minor", "fee_per_instalment_minor", "fee_total_minor", "monthly_fee_bps")
+    __slots__ = ("months", "principal_minor", "first_installment_minor", "installment_minor", "fee_per_installment_minor", "fee_total_minor", "monthly_fee_bps")
     MONTHS_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_MINOR_FIELD_NUMBER: _ClassVar[int]
-    FIRST_INSTALMENT_MINOR_FIELD_NUMBER: _ClassVar[int]
-    INSTALMENT_MINOR_FIELD_NUMBER: _ClassVar[int]
-    FEE_PER_INSTALMENT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INSTALLMENT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    INSTALLMENT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    FEE_PER_INSTALLMENT_MINOR_FIELD_NUMBER: _ClassVar[int]
     FEE_TOTAL_MINOR_FIELD_NUMBER: _ClassVar[int]
     MONTHLY_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
     months: int
     principal_minor: int
-    first_instalment_minor: int
-    instalment_minor: int
-    fee_per_instalment_minor: int
+    first_installment_minor: int
+    installment_minor: int
+    fee_per_installment_minor: int
     fee_total_minor: int
     monthly_fee_bps: int
-    def __init__(self, months: _Optional[int] = ..., principal_minor: _Optional[int] = ..., first_instalment_minor: _Optional[int] = ..., instalment_minor: _Optional[int] = ..., fee_per_instalment_minor: _Optional[int] = ..., fee_total_minor: _Optional[int] = ..., monthly_fee_bps: _Optional[int] = ...) -> None: ...
+    def __init__(self, months: _Optional[int] = ..., principal_minor: _Optional[int] = ..., first_installment_minor: _Optional[int] = ..., installment_minor: _Optional[int] = ..., fee_per_installment_minor: _Optional[int] = ..., fee_total_minor: _Optional[int] = ..., monthly_fee_bps: _Optional[int] = ...) -> None: ...
 
 class AuthorizeRequest(_message.Message):
     __slots__ = ("idempotency_key", "customer_id", "product_id", "channel", "merchant_id", "mcc", "amount_minor", "currency", "allow_partial", "installment_months")

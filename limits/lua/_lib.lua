@@ -1,7 +1,8 @@
--- _lib.lua: the prelude of every creditgate script. limits/scripts.py prepends to a script
+-- _lib.lua: the prelude of every creditgate script. limits/lua_source.py prepends to a script
 -- the functions of this file that it calls, and writes every shared constant as its value:
--- K_* key kinds, F_* customer-hash fields, R_* decline reasons, E_* script errors, and bounds
--- (generated from limits/keys.py, limits/reasons.py and limits/constants.py).
+-- K_* key kinds, F_* customer-hash fields, H_* hold-hash fields (keys.HOLD_FIELDS), R_* decline
+-- reasons, E_* script errors, and bounds (generated from limits/keys.py, limits/reasons.py and
+-- limits/constants.py), and the script's own KEYS and ARGV indices by name (limits/contracts.py).
 -- limits/model.py is the pure-Python reading of every function here.
 
 -- Redis reads a script's globals through its protected global table, a metamethod call per
@@ -251,7 +252,7 @@ local function hold_event_id(hold_id, expires, seq)
 end
 
 local function close_hold(hold_key, state, seq, now)
-  redis.call('HSET', hold_key, 'st', state, 'sq', fmt(seq), 'cl', fmt(now))
+  redis.call('HSET', hold_key, H_STATE, state, H_SEQ, fmt(seq), H_CLOSED_AT, fmt(now))
   -- The record stays to answer late Capture/Void calls clearly, then goes.
   redis.call('PEXPIRE', hold_key, CLOSED_HOLD_RETENTION_MS)
 end
@@ -261,7 +262,8 @@ local function expire_hold(base, customer_id, hold_id, outbox_key, now)
   -- drew on, it closes, and its `expired` event is appended. 1 if released, else 0.
   local customer_key = base .. K_CUSTOMER .. customer_id
   local hold_key = base .. K_HOLD .. hold_id
-  local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur', 'x')
+  local h = redis.call('HMGET', hold_key, H_STATE, H_AMOUNT, H_CAPTURED, H_NODES, H_SEQ,
+    H_PRODUCT, H_MERCHANT, H_CURRENCY, H_EXPIRES)
   if h[1] ~= 'open' then return 0 end
   h[4] = hold_nodes(base, h[4])
   local released = tonumber(h[2]) - tonumber(h[3])
@@ -297,7 +299,7 @@ local function release_if_due(base, customer_id, hold_id, due_key, outbox_key, n
   -- The hold a Capture or Void names is released if its TTL has passed, even when more
   -- than EXPIRE_PER_CALL_MAX of the customer's holds were due before it.
   local hold_key = base .. K_HOLD .. hold_id
-  local h = redis.call('HMGET', hold_key, 'st', 'x')
+  local h = redis.call('HMGET', hold_key, H_STATE, H_EXPIRES)
   if h[1] == 'open' and tonumber(h[2]) <= now then
     expire_hold(base, customer_id, hold_id, outbox_key, now)
     local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
@@ -333,11 +335,12 @@ end
 local function open_hold(hold_key, base, hold_id, due_key, outbox_key, now)
   -- Capture's and Void's common start: (customer id, the hold's fields) of an open hold,
   -- after releasing what had expired; or (nil, nil, refusal).
-  local customer_id = redis.call('HGET', hold_key, 'c')
+  local customer_id = redis.call('HGET', hold_key, H_CUSTOMER)
   if not customer_id then return nil, nil, err(E_HOLD_NOT_FOUND, '', now) end
   release_expired(base, customer_id, due_key, outbox_key, now)
   release_if_due(base, customer_id, hold_id, due_key, outbox_key, now)
-  local h = redis.call('HMGET', hold_key, 'st', 'a', 'cp', 'n', 'sq', 'p', 'm', 'cur', 'cl', 'x')
+  local h = redis.call('HMGET', hold_key, H_STATE, H_AMOUNT, H_CAPTURED, H_NODES, H_SEQ,
+    H_PRODUCT, H_MERCHANT, H_CURRENCY, H_CLOSED_AT, H_EXPIRES)
   local closed = {expired = E_HOLD_EXPIRED, voided = E_HOLD_VOIDED, captured = E_HOLD_CAPTURED,
     reversed = E_HOLD_REVERSED}
   if closed[h[1]] then return nil, nil, err(closed[h[1]], h[9], now) end

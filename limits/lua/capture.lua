@@ -4,26 +4,33 @@
 -- tips), the captures may total up to a + floor(a * tb / 10000): the part of a capture beyond
 -- what is still held (the excess) is new credit, so it must fit every level's free credit.
 --
--- KEYS[1] the hold (hash)   KEYS[2] idempotency record
--- KEYS[3] partition due set KEYS[4] partition outbox (stream)
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] hold id   ARGV[4] request fingerprint   ARGV[5] amount minor   ARGV[6] final (0/1)
--- Returns "OK|state|captured|captured total|released|held after|over-captured|now ms"
--- or "ERR|code|detail|now ms".
-local now = redis_now_ms(tonumber(ARGV[1]))
-local base, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4]
-local amount = int_arg(ARGV[5], 1, AMOUNT_MINOR_MAX)
-local final = int_arg(ARGV[6], 0, 1)
+-- KEYS[1] hold              the hold (hash)
+-- KEYS[2] idempotency       the idempotency record
+-- KEYS[3] due               the partition's due set
+-- KEYS[4] outbox            the partition's outbox (stream)
+-- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[3] hold_id           the hold id
+-- ARGV[4] fingerprint       the request fingerprint
+-- ARGV[5] amount_minor      the amount to capture, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[6] final             1 to release what stays held, else 0
+-- Reply: OK|state|captured_minor|captured_total_minor|released_minor|held_minor|over_captured_minor|decided_at_ms,
+--   or ERR|code|detail|at_ms (held_minor: what the hold still holds after the call).
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT]
+local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
+local final = int_arg(ARGV[ARG_FINAL], 0, 1)
 if not (amount and final) then return err(E_BAD_ARGUMENT, 'capture', now) end
 
-local replay = idempotent_replay(KEYS[2], fingerprint, now)
+local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 
-local customer_id, h, refusal = open_hold(KEYS[1], base, hold_id, KEYS[3], KEYS[4], now)
+local customer_id, h, refusal = open_hold(KEYS[KEY_HOLD], base, hold_id, KEYS[KEY_DUE],
+  KEYS[KEY_OUTBOX], now)
 if refusal then return refusal end
 local authorized, captured_before = tonumber(h[2]), tonumber(h[3])
 local held = authorized - captured_before
-local tolerance_bps = tonumber(redis.call('HGET', KEYS[1], 'tb')) or 0
+local tolerance_bps = tonumber(redis.call('HGET', KEYS[KEY_HOLD], H_TOLERANCE_BPS)) or 0
 local capturable = authorized + math.floor(authorized * tolerance_bps / 10000) - captured_before
 if amount > capturable then return err(E_CAPTURE_EXCEEDS_HELD, fmt(capturable), now) end
 
@@ -53,19 +60,19 @@ end
 add_balance(customer_key, h[4], amount)
 local seq = tonumber(h[5]) + 1
 local state = 'open'
-redis.call('HSET', KEYS[1], 'cp', fmt(captured_total), 'sq', fmt(seq))
+redis.call('HSET', KEYS[KEY_HOLD], H_CAPTURED, fmt(captured_total), H_SEQ, fmt(seq))
 if held_after == 0 then
   state = 'captured'
-  close_hold(KEYS[1], state, seq, now)
+  close_hold(KEYS[KEY_HOLD], state, seq, now)
   local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
   redis.call('ZREM', holds_key, hold_id)
-  update_due(holds_key, KEYS[3], customer_id)
+  update_due(holds_key, KEYS[KEY_DUE], customer_id)
 end
-redis.call('XADD', KEYS[4], '*', 'type', 'captured', 'event_id', hold_event_id(hold_id, h[10], seq),
+redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'captured', 'event_id', hold_event_id(hold_id, h[10], seq),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
   'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(amount),
   'released_minor', fmt(released), 'excess_minor', fmt(excess),
   'captured_total_minor', fmt(captured_total), 'final', fmt(final), 'at_ms', fmt(now))
-return remember(KEYS[2], fingerprint, 'OK|' .. state .. '|' .. fmt(amount) .. '|'
+return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, 'OK|' .. state .. '|' .. fmt(amount) .. '|'
   .. fmt(captured_total) .. '|' .. fmt(released) .. '|' .. fmt(held_after) .. '|'
   .. fmt(excess) .. '|' .. fmt(now))

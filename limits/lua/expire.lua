@@ -3,13 +3,18 @@
 -- lazily for the customer it touches). A hold is released exactly once: only an open hold is
 -- released, and it is closed in the same step.
 --
--- KEYS[1] customer's open holds (zset)   KEYS[2] partition due set   KEYS[3] partition outbox
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base   ARGV[3] customer id
--- Returns "released count|now ms".
-local now = redis_now_ms(tonumber(ARGV[1]))
-local released = release_expired(ARGV[2], ARGV[3], KEYS[2], KEYS[3], now)
+-- KEYS[1] customer_holds    the customer's open holds (zset)
+-- KEYS[2] due               the partition's due set
+-- KEYS[3] outbox            the partition's outbox (stream)
+-- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[3] customer_id       the customer id
+-- Reply: released|now_ms (released: how many holds were released)
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local released = release_expired(ARGV[ARG_BASE], ARGV[ARG_CUSTOMER_ID], KEYS[KEY_DUE],
+  KEYS[KEY_OUTBOX], now)
 if released == 0 then
   -- Nothing was due: the due entry was early (the hold was captured or voided meanwhile).
-  update_due(KEYS[1], KEYS[2], ARGV[3])
+  update_due(KEYS[KEY_CUSTOMER_HOLDS], KEYS[KEY_DUE], ARGV[ARG_CUSTOMER_ID])
 end
 return fmt(released) .. '|' .. fmt(now)

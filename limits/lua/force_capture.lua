@@ -8,47 +8,62 @@
 -- a force capture marks its original (`fx` = the new hold's id), so a second one naming it is
 -- refused (ALREADY_FORCE_CAPTURED) whatever its idempotency key.
 --
--- KEYS[1] customer hash   KEYS[2] idempotency record (`if:`)   KEYS[3] partition outbox
--- KEYS[4] the new hold (hash)   KEYS[5] the original hold (KEYS[4] again if none)
--- KEYS[6] the customer's open holds (sorted set, by expiry ms)   KEYS[7] partition due set
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] customer id   ARGV[4] new hold id   ARGV[5] request fingerprint   ARGV[6] product id
--- ARGV[7] amount minor  ARGV[8] merchant id   ARGV[9] mcc   ARGV[10] channel
--- ARGV[11] currency     ARGV[12] original hold id ("" if none)
--- ARGV[13..] the product's limit nodes for the channel, root first
--- Returns "OK|hold id|over-limit nodes (comma-joined)|now ms{|node|cap + raise|held|used}"
--- or "ERR|code|detail|now ms".
-local now = redis_now_ms(tonumber(ARGV[1]))
-local customer_id, hold_id, fingerprint, product_id = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local amount = int_arg(ARGV[7], 1, AMOUNT_MINOR_MAX)
-local original_id = ARGV[12]
+-- KEYS[1] customer          the customer hash
+-- KEYS[2] idempotency       the idempotency record (`if:`)
+-- KEYS[3] outbox            the partition's outbox (stream)
+-- KEYS[4] hold              the new hold (hash)
+-- KEYS[5] original_hold     the original hold (the new hold's key again if none)
+-- KEYS[6] customer_holds    the customer's open holds (sorted set, by expiry ms)
+-- KEYS[7] due               the partition's due set
+-- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[3] customer_id       the customer id
+-- ARGV[4] hold_id           the new hold's id
+-- ARGV[5] fingerprint       the request fingerprint
+-- ARGV[6] product_id        the product id
+-- ARGV[7] amount_minor      the amount, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[8] merchant_id       the merchant id
+-- ARGV[9] mcc               the merchant category code
+-- ARGV[10] channel          the channel
+-- ARGV[11] currency         the currency
+-- ARGV[12] original_hold_id the original hold's id ("" if none)
+-- ARGV[13..] nodes          the product's limit nodes for the channel, root first
+-- Reply: OK|hold_id|over_limit_levels|decided_at_ms{|node|cap_minor|held_minor|used_minor},
+--   or ERR|code|detail|at_ms (over_limit_levels: the over-limit nodes, comma-joined;
+--   cap_minor: the cap plus any live raise).
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local customer_id, hold_id, fingerprint, product_id =
+  ARGV[ARG_CUSTOMER_ID], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT], ARGV[ARG_PRODUCT_ID]
+local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
+local original_id = ARGV[ARG_ORIGINAL_HOLD_ID]
 local nodes = {}
-for i = 13, #ARGV do nodes[#nodes + 1] = ARGV[i] end
+for i = ARG_NODES, #ARGV do nodes[#nodes + 1] = ARGV[i] end
 if not (amount and original_id and #nodes >= 1) then
   return err(E_BAD_ARGUMENT, 'force_capture', now)
 end
 
-local replay = idempotent_replay(KEYS[2], fingerprint, now)
+local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 
 -- What had expired is released first, as Capture and Void do: the customer's due holds and
 -- the original itself (if it is this customer's), so that the original counts as expired and
 -- the over-limit check sees what is really held. Each release is a complete change of its own.
-local base = ARGV[2]
-release_expired(base, customer_id, KEYS[7], KEYS[3], now)
-local owner = original_id ~= '' and redis.call('HGET', KEYS[5], 'c')
+local base = ARGV[ARG_BASE]
+release_expired(base, customer_id, KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
+local owner = original_id ~= '' and redis.call('HGET', KEYS[KEY_ORIGINAL_HOLD], H_CUSTOMER)
 if owner == customer_id then
-  release_if_due(base, customer_id, original_id, KEYS[7], KEYS[3], now)
+  release_if_due(base, customer_id, original_id, KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
 end
 
 -- Refusals, in order. Any status may be force captured: the purchase already happened.
-if redis.call('HEXISTS', KEYS[1], F_STATUS) == 0 then
+if redis.call('HEXISTS', KEYS[KEY_CUSTOMER], F_STATUS) == 0 then
   return err(E_CUSTOMER_UNKNOWN, '', now)
 end
 if owner then
   -- An original that is gone (never made, or dropped after its retention) is no obstacle.
   -- A voided, reversed or expired one may be force captured once.
-  local o = redis.call('HMGET', KEYS[5], 'st', 'x', 'cl', 'fx')
+  local o = redis.call('HMGET', KEYS[KEY_ORIGINAL_HOLD], H_STATE, H_EXPIRES, H_CLOSED_AT,
+    H_FORCE_CAPTURED_AS)
   if owner ~= customer_id then return err(E_HOLD_OF_OTHER_CUSTOMER, '', now) end
   if o[1] == 'open' then return err(E_HOLD_STILL_OPEN, o[2], now) end
   if o[1] == 'captured' then return err(E_HOLD_CAPTURED, o[3], now) end
@@ -57,7 +72,7 @@ end
 
 local caps, helds, useds, over = {}, {}, {}, {}
 for i, node in ipairs(nodes) do
-  local v = redis.call('HMGET', KEYS[1], F_CAP .. node, F_RAISE .. node, F_HELD .. node,
+  local v = redis.call('HMGET', KEYS[KEY_CUSTOMER], F_CAP .. node, F_RAISE .. node, F_HELD .. node,
     F_USED .. node)
   caps[i] = effective_cap(tonumber(v[1]) or 0, v[2], now)
   helds[i] = tonumber(v[3]) or 0
@@ -70,21 +85,24 @@ local node_list = table.concat(nodes, ',')
 local over_list = table.concat(over, ',')
 local levels = {}
 for i, node in ipairs(nodes) do
-  redis.call('HINCRBY', KEYS[1], F_USED .. node, amount)
+  redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_USED .. node, amount)
   levels[#levels + 1] = '|' .. node .. '|' .. fmt(caps[i]) .. '|' .. fmt(helds[i]) .. '|'
     .. fmt(useds[i] + amount)
 end
-add_balance(KEYS[1], node_list, amount)
-redis.call('HSET', KEYS[4], 'c', customer_id, 'p', product_id, 'a', fmt(amount),
-  'cp', fmt(amount), 'n', node_list, 'm', ARGV[8], 'cur', ARGV[11], 't', fmt(now), 'fc', '1')
-if original_id ~= '' then redis.call('HSET', KEYS[4], 'oh', original_id) end
+add_balance(KEYS[KEY_CUSTOMER], node_list, amount)
+redis.call('HSET', KEYS[KEY_HOLD], H_CUSTOMER, customer_id, H_PRODUCT, product_id,
+  H_AMOUNT, fmt(amount), H_CAPTURED, fmt(amount), H_NODES, node_list,
+  H_MERCHANT, ARGV[ARG_MERCHANT_ID], H_CURRENCY, ARGV[ARG_CURRENCY], H_CREATED_AT, fmt(now),
+  H_FORCE_CAPTURE, '1')
+if original_id ~= '' then redis.call('HSET', KEYS[KEY_HOLD], H_ORIGINAL_HOLD, original_id) end
 -- The original keeps its retention (HSET leaves its expiry); one that is gone gets no mark.
-if owner then redis.call('HSET', KEYS[5], 'fx', hold_id) end
-close_hold(KEYS[4], 'captured', 1, now)
-redis.call('XADD', KEYS[3], '*', 'type', 'force_captured', 'event_id', hold_id .. ':1',
+if owner then redis.call('HSET', KEYS[KEY_ORIGINAL_HOLD], H_FORCE_CAPTURED_AS, hold_id) end
+close_hold(KEYS[KEY_HOLD], 'captured', 1, now)
+redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'force_captured', 'event_id', hold_id .. ':1',
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
-  'merchant_id', ARGV[8], 'mcc', ARGV[9], 'channel', ARGV[10], 'currency', ARGV[11],
+  'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', ARGV[ARG_CHANNEL],
+  'currency', ARGV[ARG_CURRENCY],
   'nodes', node_list, 'amount_minor', fmt(amount), 'over_limit', over_list,
   'original_hold_id', original_id, 'at_ms', fmt(now))
-return remember(KEYS[2], fingerprint, 'OK|' .. hold_id .. '|' .. over_list .. '|' .. fmt(now)
-  .. table.concat(levels))
+return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, 'OK|' .. hold_id .. '|' .. over_list
+  .. '|' .. fmt(now) .. table.concat(levels))

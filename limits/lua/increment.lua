@@ -4,25 +4,32 @@
 -- every level, the hold's amount (and its instalment plan, if any) grows, and the
 -- `incremented` event is appended. The hold's expiry does not change (docs/lifecycle.md).
 --
--- KEYS[1] the hold (hash)   KEYS[2] idempotency record (ii:)
--- KEYS[3] partition due set KEYS[4] partition outbox (stream)
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] hold id   ARGV[4] request fingerprint   ARGV[5] increment minor (1..AMOUNT_MINOR_MAX)
--- Returns authorization_reply (limits/lua/_lib.lua) with approved = the hold's amount after
--- the call and, after the levels, "|what the hold still holds"; or "ERR|code|detail|now ms".
--- A decline carries a counter-offer: the largest increment that fits now.
-local now = redis_now_ms(tonumber(ARGV[1]))
-local base, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4]
-local increment = int_arg(ARGV[5], 1, AMOUNT_MINOR_MAX)
+-- KEYS[1] hold              the hold (hash)
+-- KEYS[2] idempotency       the idempotency record (ii:)
+-- KEYS[3] due               the partition's due set
+-- KEYS[4] outbox            the partition's outbox (stream)
+-- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[3] hold_id           the hold id
+-- ARGV[4] fingerprint       the request fingerprint
+-- ARGV[5] amount_minor      the increment, minor units (1..AMOUNT_MINOR_MAX)
+-- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}|hold_held_minor, or ERR|code|detail|at_ms
+--   (authorization_reply, limits/lua/_lib.lua, with approved_amount_minor = the hold's amount
+--   after the call, then hold_held_minor = what the hold still holds). A decline carries a
+--   counter-offer: the largest increment that fits now.
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT]
+local increment = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 if not increment then return err(E_BAD_ARGUMENT, 'increment', now) end
 
-local replay = idempotent_replay(KEYS[2], fingerprint, now)
+local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 
 -- Refusals (nothing is remembered): the hold is unknown, closed, or not incremental.
-local customer_id, h, refusal = open_hold(KEYS[1], base, hold_id, KEYS[3], KEYS[4], now)
+local customer_id, h, refusal = open_hold(KEYS[KEY_HOLD], base, hold_id, KEYS[KEY_DUE],
+  KEYS[KEY_OUTBOX], now)
 if refusal then return refusal end
-local hold = redis.call('HMGET', KEYS[1], 'ix', 'vx', 'im', 'x')
+local hold = redis.call('HMGET', KEYS[KEY_HOLD], H_INCREMENT_MAX, H_VELOCITY_MAX, H_PLAN, H_EXPIRES)
 if not hold[1] then return err(E_INCREMENT_NOT_ALLOWED, '', now) end
 local amount, captured, product_id = tonumber(h[2]), tonumber(h[3]), h[6]
 local amount_max, expires = tonumber(hold[1]), tonumber(hold[4])
@@ -44,8 +51,8 @@ end
 local plan = hold[3] or ''
 
 local function decline(reason, level, offer, offer_level)
-  return remember(KEYS[2], fingerprint, authorization_reply(reason, level, hold_id, available,
-    now, expires, amount, 0, offer, offer_level, plan, levels(0))
+  return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(reason, level,
+    hold_id, available, now, expires, amount, 0, offer, offer_level, plan, levels(0))
     .. '|' .. fmt(amount - captured))
 end
 
@@ -97,9 +104,9 @@ if track then
     fmt(month_window) .. ':' .. fmt(month_amount + increment) .. ':' .. fmt(month_count))
 end
 local seq = tonumber(h[5]) + 1
-redis.call('HSET', KEYS[1], 'a', fmt(total), 'sq', fmt(seq))
+redis.call('HSET', KEYS[KEY_HOLD], H_AMOUNT, fmt(total), H_SEQ, fmt(seq))
 -- The first approved amount answers a retry of the original authorization.
-redis.call('HSETNX', KEYS[1], 'a0', fmt(amount))
+redis.call('HSETNX', KEYS[KEY_HOLD], H_FIRST_AMOUNT, fmt(amount))
 local event = {'type', 'incremented', 'event_id', hold_event_id(hold_id, hold[4], seq),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
   'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(increment),
@@ -108,10 +115,11 @@ if plan ~= '' then
   -- The plan is recomputed for the new principal, with the same term and fee.
   local old = split(plan, ':')
   plan = installment_plan(total, tonumber(old[1]), tonumber(old[5]))
-  redis.call('HSET', KEYS[1], 'im', plan)
+  redis.call('HSET', KEYS[KEY_HOLD], H_PLAN, plan)
   event[#event + 1] = 'installment_plan'
   event[#event + 1] = plan
 end
-redis.call('XADD', KEYS[4], '*', unpack(event))
-return remember(KEYS[2], fingerprint, authorization_reply(0, '', hold_id, available - increment,
-  now, expires, total, 0, 0, '', plan, levels(increment)) .. '|' .. fmt(total - captured))
+redis.call('XADD', KEYS[KEY_OUTBOX], '*', unpack(event))
+return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(0, '', hold_id,
+  available - increment, now, expires, total, 0, 0, '', plan, levels(increment)) .. '|'
+  .. fmt(total - captured))

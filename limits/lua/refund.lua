@@ -4,20 +4,26 @@
 -- purchase drew on. What the customer had already repaid (the refund exceeds the balance) is
 -- owed back to the customer: it goes to the credit balance `cr`.
 --
--- KEYS[1] the hold (hash)   KEYS[2] idempotency record   KEYS[3] partition outbox (stream)
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] hold id   ARGV[4] request fingerprint   ARGV[5] amount minor
--- Returns "OK|refunded|refunded total|refundable after|restored|now ms"
--- or "ERR|code|detail|now ms".
-local now = redis_now_ms(tonumber(ARGV[1]))
-local base, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4]
-local amount = int_arg(ARGV[5], 1, AMOUNT_MINOR_MAX)
+-- KEYS[1] hold              the hold (hash)
+-- KEYS[2] idempotency       the idempotency record
+-- KEYS[3] outbox            the partition's outbox (stream)
+-- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[3] hold_id           the hold id
+-- ARGV[4] fingerprint       the request fingerprint
+-- ARGV[5] amount_minor      the amount to refund, minor units (1..AMOUNT_MINOR_MAX)
+-- Reply: OK|refunded_minor|refunded_total_minor|refundable_minor|restored_minor|decided_at_ms,
+--   or ERR|code|detail|at_ms (refundable_minor: what may still be refunded after the call).
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT]
+local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 if not amount then return err(E_BAD_ARGUMENT, 'refund', now) end
 
-local replay = idempotent_replay(KEYS[2], fingerprint, now)
+local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 
-local h = redis.call('HMGET', KEYS[1], 'c', 'cp', 'rf', 'n', 'sq', 'p', 'm', 'cur', 'x')
+local h = redis.call('HMGET', KEYS[KEY_HOLD], H_CUSTOMER, H_CAPTURED, H_REFUNDED, H_NODES,
+  H_SEQ, H_PRODUCT, H_MERCHANT, H_CURRENCY, H_EXPIRES)
 if not h[1] then return err(E_HOLD_NOT_FOUND, '', now) end
 h[4] = hold_nodes(base, h[4])
 local refunded = tonumber(h[3]) or 0
@@ -37,11 +43,12 @@ if restored > 0 then
 end
 if overpaid > 0 then redis.call('HINCRBY', customer_key, F_CREDIT_BALANCE, overpaid) end
 local seq = tonumber(h[5]) + 1
-redis.call('HSET', KEYS[1], 'rf', fmt(refunded + amount), 'sq', fmt(seq))
-redis.call('XADD', KEYS[3], '*', 'type', 'refunded', 'event_id', hold_event_id(hold_id, h[9], seq),
+redis.call('HSET', KEYS[KEY_HOLD], H_REFUNDED, fmt(refunded + amount), H_SEQ, fmt(seq))
+redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'refunded', 'event_id', hold_event_id(hold_id, h[9], seq),
   'customer_id', h[1], 'hold_id', hold_id, 'product_id', h[6], 'merchant_id', h[7],
   'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(amount),
   'restored_minor', fmt(restored), 'overpaid_minor', fmt(overpaid),
   'refunded_total_minor', fmt(refunded + amount), 'at_ms', fmt(now))
-return remember(KEYS[2], fingerprint, 'OK|' .. fmt(amount) .. '|' .. fmt(refunded + amount)
-  .. '|' .. fmt(refundable - amount) .. '|' .. fmt(restored) .. '|' .. fmt(now))
+return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, 'OK|' .. fmt(amount) .. '|'
+  .. fmt(refunded + amount) .. '|' .. fmt(refundable - amount) .. '|' .. fmt(restored) .. '|'
+  .. fmt(now))

@@ -6,21 +6,30 @@
 -- `repaid` event; what exceeds every balance is owed back to the customer (`cr`, one
 -- `overpaid` event). Any status may repay, and the status does not change.
 --
--- KEYS[1] customer hash   KEYS[2] idempotency record (`ip:`)   KEYS[3] partition outbox
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] customer id   ARGV[4] request fingerprint   ARGV[5] amount minor
--- ARGV[6..] the allocation order: at most REPAY_PATHS_MAX paths (nodes root first, joined by ',')
--- Returns "OK|repaid|overpaid|outstanding after|now ms{|path|amount}" (repaid + overpaid is
--- the amount) or "ERR|code|detail|now ms".
-local now = redis_now_ms(tonumber(ARGV[1]))
-local customer_id, fingerprint = ARGV[3], ARGV[4]
-local amount = int_arg(ARGV[5], 1, AMOUNT_MINOR_MAX)
-if not amount or #ARGV - 5 > REPAY_PATHS_MAX then return err(E_BAD_ARGUMENT, 'repay', now) end
+-- KEYS[1] customer          the customer hash
+-- KEYS[2] idempotency       the idempotency record (`ip:`)
+-- KEYS[3] outbox            the partition's outbox (stream)
+-- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[3] customer_id       the customer id
+-- ARGV[4] fingerprint       the request fingerprint
+-- ARGV[5] amount_minor      the amount repaid, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[6..] paths           the allocation order: at most REPAY_PATHS_MAX paths (nodes root
+--                           first, joined by ',')
+-- Reply: OK|repaid_minor|overpaid_minor|outstanding_minor|decided_at_ms{|path|amount_minor},
+--   or ERR|code|detail|at_ms (repaid + overpaid is the amount; outstanding_minor: the sum of
+--   the path balances after the call).
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local customer_id, fingerprint = ARGV[ARG_CUSTOMER_ID], ARGV[ARG_FINGERPRINT]
+local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
+if not amount or #ARGV - (ARG_PATHS - 1) > REPAY_PATHS_MAX then
+  return err(E_BAD_ARGUMENT, 'repay', now)
+end
 
-local replay = idempotent_replay(KEYS[2], fingerprint, now)
+local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 
-local fields = redis.call('HGETALL', KEYS[1])
+local fields = redis.call('HGETALL', KEYS[KEY_CUSTOMER])
 if #fields == 0 then return err(E_CUSTOMER_UNKNOWN, '', now) end
 
 local function bytes_less(a, b)
@@ -40,7 +49,7 @@ for i = 1, #fields, 2 do
   end
 end
 local walk, listed, others = {}, {}, {}
-for i = 6, #ARGV do
+for i = ARG_PATHS, #ARGV do
   if not listed[ARGV[i]] then
     listed[ARGV[i]] = true
     walk[#walk + 1] = ARGV[i]
@@ -66,8 +75,8 @@ end
 
 -- After this point the repayment must succeed.
 local function event(kind, nodes, value)
-  local seq = redis.call('HINCRBY', KEYS[1], F_EVENT_SEQ, 1)
-  redis.call('XADD', KEYS[3], '*', 'type', kind,
+  local seq = redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_EVENT_SEQ, 1)
+  redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', kind,
     'event_id', 'c:' .. customer_id .. ':' .. fmt(seq), 'customer_id', customer_id,
     'nodes', nodes, 'amount_minor', fmt(value), 'at_ms', fmt(now))
 end
@@ -75,15 +84,16 @@ local reply = {}
 for _, allocation in ipairs(allocations) do
   local path, paid = allocation[1], allocation[2]
   for _, node in ipairs(split(path, ',')) do
-    redis.call('HINCRBY', KEYS[1], F_USED .. node, -paid)
+    redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_USED .. node, -paid)
   end
-  add_balance(KEYS[1], path, -paid)
+  add_balance(KEYS[KEY_CUSTOMER], path, -paid)
   event('repaid', path, paid)
   reply[#reply + 1] = '|' .. path .. '|' .. fmt(paid)
 end
 if left > 0 then
-  redis.call('HINCRBY', KEYS[1], F_CREDIT_BALANCE, left)
+  redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_CREDIT_BALANCE, left)
   event('overpaid', '', left)
 end
-return remember(KEYS[2], fingerprint, 'OK|' .. fmt(amount - left) .. '|' .. fmt(left) .. '|'
-  .. fmt(outstanding - (amount - left)) .. '|' .. fmt(now) .. table.concat(reply))
+return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, 'OK|' .. fmt(amount - left) .. '|'
+  .. fmt(left) .. '|' .. fmt(outstanding - (amount - left)) .. '|' .. fmt(now)
+  .. table.concat(reply))

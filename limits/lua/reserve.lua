@@ -4,45 +4,61 @@
 -- partition's outbox. A decline about the amount carries a counter-offer; with partial
 -- approval asked and allowed, the counter-offer is approved instead (docs/lifecycle.md).
 --
--- KEYS[1] customer hash            KEYS[2] customer's open holds (zset, score = expiry ms)
--- KEYS[3] partition due set (zset) KEYS[4] partition outbox (stream)
--- KEYS[5] idempotency record (a decline's or a reversal's tombstone). An approval's hold
---         key derives from it (derived_hold_id: same partition, so the same slot).
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] customer id      ARGV[4] request fingerprint
--- ARGV[5] product id       ARGV[6] amount minor (1..AMOUNT_MINOR_MAX)
--- ARGV[7] hold TTL ms      ARGV[8] product-rule decline reason decided by the hot path (0: none)
--- ARGV[9] merchant id      ARGV[10] mcc        ARGV[11] channel    ARGV[12] currency
--- ARGV[13] day amount max minor   ARGV[14] day count max
--- ARGV[15] month amount max minor ARGV[16] month count max   (0: no limit)
--- ARGV[17] product's amount min minor   ARGV[18] product's amount max minor
--- ARGV[19] partial approval: 1 if the product allows it and the request asked for it
--- ARGV[20] product's capture tolerance bps (0..CAPTURE_TOLERANCE_BPS_MAX)
--- ARGV[21] 1 if the product allows incremental authorization
--- ARGV[22] instalment months (0: pay in full)   ARGV[23] product's monthly instalment fee bps
--- ARGV[24..] the product's limit nodes for this channel, root first
--- Returns authorization_reply (limits/lua/_lib.lua):
--- "OK|reason|level|hold id|available|now|expires|approved|partial|counter-offer|counter-offer
--- level|plan{|node|cap + raise|held|used}", or "ERR|code|detail|now ms".
--- A retry of an approval answers its first decision with the levels as they stand now.
-local now = redis_now_ms(tonumber(ARGV[1]))
-local base, customer_id, fingerprint = ARGV[2], ARGV[3], ARGV[4]
-local product_id = ARGV[5]
-local amount = int_arg(ARGV[6], 1, AMOUNT_MINOR_MAX)
-local ttl_ms = int_arg(ARGV[7], 1, HOLD_TTL_MS_MAX)
-local rule_decline = int_arg(ARGV[8], 0, R_AMOUNT_ABOVE_MAXIMUM)
-local day_amount_max = int_arg(ARGV[13], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local day_count_max = int_arg(ARGV[14], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local month_amount_max = int_arg(ARGV[15], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local month_count_max = int_arg(ARGV[16], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local amount_min = int_arg(ARGV[17], 0, AMOUNT_MINOR_MAX)
-local amount_max = int_arg(ARGV[18], 0, AMOUNT_MINOR_MAX)
-local allow_partial = int_arg(ARGV[19], 0, 1)
-local tolerance_bps = int_arg(ARGV[20], 0, CAPTURE_TOLERANCE_BPS_MAX)
-local incremental = int_arg(ARGV[21], 0, 1)
-local months = int_arg(ARGV[22], 0, INSTALLMENT_MONTHS_MAX)
-local fee_bps = int_arg(ARGV[23], 0, INSTALLMENT_FEE_BPS_MAX)
-local nodes = {unpack(ARGV, 24)}
+-- KEYS[1] customer                 the customer hash
+-- KEYS[2] customer_holds           the customer's open holds (zset, score = expiry ms)
+-- KEYS[3] due                      the partition's due set (zset)
+-- KEYS[4] outbox                   the partition's outbox (stream)
+-- KEYS[5] idempotency              the idempotency record (a decline's or a reversal's
+--                                  tombstone). An approval's hold key derives from it
+--                                  (derived_hold_id: same partition, so the same slot).
+-- ARGV[1] clock_offset_ms          ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] base                     the partition key base "cg:{p:NNN}:"
+-- ARGV[3] customer_id              the customer id
+-- ARGV[4] fingerprint              the request fingerprint
+-- ARGV[5] product_id               the product id
+-- ARGV[6] amount_minor             the amount, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[7] hold_ttl_ms              the hold's TTL, ms
+-- ARGV[8] rule_decline             product-rule decline reason decided by the hot path (0: none)
+-- ARGV[9] merchant_id              the merchant id
+-- ARGV[10] mcc                     the merchant category code
+-- ARGV[11] channel                 the channel
+-- ARGV[12] currency                the currency
+-- ARGV[13] day_amount_max_minor    day amount max, minor units (0: no limit)
+-- ARGV[14] day_count_max           day count max (0: no limit)
+-- ARGV[15] month_amount_max_minor  month amount max, minor units (0: no limit)
+-- ARGV[16] month_count_max         month count max (0: no limit)
+-- ARGV[17] amount_min_minor        the product's amount min, minor units
+-- ARGV[18] amount_max_minor        the product's amount max, minor units
+-- ARGV[19] partial_approval        1 if the product allows it and the request asked for it
+-- ARGV[20] capture_tolerance_bps   the product's capture tolerance, bps
+--                                  (0..CAPTURE_TOLERANCE_BPS_MAX)
+-- ARGV[21] incremental             1 if the product allows incremental authorization
+-- ARGV[22] installment_months      instalment months (0: pay in full)
+-- ARGV[23] installment_fee_bps     the product's monthly instalment fee, bps
+-- ARGV[24..] nodes                 the product's limit nodes for this channel, root first
+-- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
+--   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live
+--   raise). A retry of an approval answers its first decision with the levels as they stand
+--   now.
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local base, customer_id, fingerprint =
+  ARGV[ARG_BASE], ARGV[ARG_CUSTOMER_ID], ARGV[ARG_FINGERPRINT]
+local product_id = ARGV[ARG_PRODUCT_ID]
+local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
+local ttl_ms = int_arg(ARGV[ARG_HOLD_TTL_MS], 1, HOLD_TTL_MS_MAX)
+local rule_decline = int_arg(ARGV[ARG_RULE_DECLINE], 0, R_AMOUNT_ABOVE_MAXIMUM)
+local day_amount_max = int_arg(ARGV[ARG_DAY_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local day_count_max = int_arg(ARGV[ARG_DAY_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local month_amount_max = int_arg(ARGV[ARG_MONTH_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local month_count_max = int_arg(ARGV[ARG_MONTH_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX)
+local amount_min = int_arg(ARGV[ARG_AMOUNT_MIN_MINOR], 0, AMOUNT_MINOR_MAX)
+local amount_max = int_arg(ARGV[ARG_AMOUNT_MAX_MINOR], 0, AMOUNT_MINOR_MAX)
+local allow_partial = int_arg(ARGV[ARG_PARTIAL_APPROVAL], 0, 1)
+local tolerance_bps = int_arg(ARGV[ARG_CAPTURE_TOLERANCE_BPS], 0, CAPTURE_TOLERANCE_BPS_MAX)
+local incremental = int_arg(ARGV[ARG_INCREMENTAL], 0, 1)
+local months = int_arg(ARGV[ARG_INSTALLMENT_MONTHS], 0, INSTALLMENT_MONTHS_MAX)
+local fee_bps = int_arg(ARGV[ARG_INSTALLMENT_FEE_BPS], 0, INSTALLMENT_FEE_BPS_MAX)
+local nodes = {unpack(ARGV, ARG_NODES)}
 if not (amount and ttl_ms and rule_decline and day_amount_max and day_count_max
     and month_amount_max and month_count_max and amount_min and amount_max
     and allow_partial and tolerance_bps and incremental and months and months ~= 1
@@ -50,25 +66,27 @@ if not (amount and ttl_ms and rule_decline and day_amount_max and day_count_max
   return err(E_BAD_ARGUMENT, 'reserve', now)
 end
 
-local replay = idempotent_replay(KEYS[5], fingerprint, now)
+local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
--- fingerprint, so an open hold costs one key (issue 5's memory bound).
-local hold_id, retried = approval_hold(base, KEYS[5], now)
+-- fingerprint, so an open hold costs one key.
+local hold_id, retried = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now)
 local hold_key = base .. K_HOLD .. hold_id
 local prior
 if retried then
-  prior = redis.call('HMGET', hold_key, 'fp', 'x', 'a', 'a0', 'pa', 'im')
+  prior = redis.call('HMGET', hold_key, H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT,
+    H_PARTIAL_LEVEL, H_PLAN)
   if prior[1] ~= fingerprint then return err(E_IDEMPOTENCY_MISMATCH, '', now) end
 else
   -- Holds whose TTL has passed are released before the levels are read (a retry changes
   -- nothing, so it reads the levels as they stand).
-  release_expired(base, customer_id, KEYS[3], KEYS[4], now)
+  release_expired(base, customer_id, KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
 end
 
 -- One read of the customer hash: status, timezone, windows, then every level.
 -- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
-local values, caps, helds, useds, frees, available, short_level, fields = read_levels(KEYS[1],
+local values, caps, helds, useds, frees, available, short_level, fields = read_levels(
+  KEYS[KEY_CUSTOMER],
   {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes,
   amount, now)
 local status = values[1]
@@ -76,8 +94,8 @@ local status = values[1]
 -- Checks, in the documented order (limits/reasons.py). Nothing is written before the point
 -- marked below, except the release of holds that had already expired.
 if not status then
-  return remember(KEYS[5], fingerprint, authorization_reply(R_CUSTOMER_UNKNOWN, '', '', 0, now,
-    0, 0, 0, 0, '', '', ''))
+  return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(R_CUSTOMER_UNKNOWN,
+    '', '', 0, now, 0, 0, 0, 0, '', '', ''))
 end
 
 if retried then
@@ -99,8 +117,8 @@ if retried then
 end
 
 local function decline(reason, level, offer, offer_level)
-  return remember(KEYS[5], fingerprint, authorization_reply(reason, level, '', available, now,
-    0, 0, 0, offer, offer_level, '', levels_read(nodes, values, 4, caps)))
+  return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(reason, level, '',
+    available, now, 0, 0, 0, offer, offer_level, '', levels_read(nodes, values, 4, caps)))
 end
 
 if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', 0, '') end
@@ -165,35 +183,37 @@ if has_velocity then
   customer[#customer + 1] = fmt(month_window) .. ':' .. fmt(month_amount + approved) .. ':'
     .. fmt(month_count + 1)
 end
-redis.call('HSET', KEYS[1], unpack(customer))
+redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(customer))
 -- The optional fields are written only when they apply: an open hold stays small.
-local hold = {'st', 'open', 'c', customer_id, 'p', product_id, 'a', approved_text, 'cp', '0',
-  'n', path_id(base, node_list), 'x', expires, 'sq', '1', 'm', ARGV[9], 'cur', ARGV[12],
-  'fp', fingerprint}
+local hold = {H_STATE, 'open', H_CUSTOMER, customer_id, H_PRODUCT, product_id,
+  H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path_id(base, node_list),
+  H_EXPIRES, expires, H_SEQ, '1', H_MERCHANT, ARGV[ARG_MERCHANT_ID],
+  H_CURRENCY, ARGV[ARG_CURRENCY], H_FINGERPRINT, fingerprint}
 if partial == 1 then
-  hold[#hold + 1] = 'pa'
+  hold[#hold + 1] = H_PARTIAL_LEVEL
   hold[#hold + 1] = offer_level
 end
 if tolerance_bps > 0 then
-  hold[#hold + 1] = 'tb'
+  hold[#hold + 1] = H_TOLERANCE_BPS
   hold[#hold + 1] = fmt(tolerance_bps)
 end
 if incremental == 1 then
-  hold[#hold + 1] = 'ix'
+  hold[#hold + 1] = H_INCREMENT_MAX
   hold[#hold + 1] = fmt(amount_max)
-  hold[#hold + 1] = 'vx'
+  hold[#hold + 1] = H_VELOCITY_MAX
   hold[#hold + 1] = fmt(day_amount_max) .. ':' .. fmt(month_amount_max)
 end
 if plan ~= '' then
-  hold[#hold + 1] = 'im'
+  hold[#hold + 1] = H_PLAN
   hold[#hold + 1] = plan
 end
 redis.call('HSET', hold_key, unpack(hold))
-redis.call('ZADD', KEYS[2], expires, hold_id)
-redis.call('ZADD', KEYS[3], 'LT', expires, customer_id)
+redis.call('ZADD', KEYS[KEY_CUSTOMER_HOLDS], expires, hold_id)
+redis.call('ZADD', KEYS[KEY_DUE], 'LT', expires, customer_id)
 local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, expires, 1),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
-  'merchant_id', ARGV[9], 'mcc', ARGV[10], 'channel', ARGV[11], 'currency', ARGV[12],
+  'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', ARGV[ARG_CHANNEL],
+  'currency', ARGV[ARG_CURRENCY],
   'nodes', node_list, 'amount_minor', approved_text, 'expires_at_ms', expires,
   'at_ms', now_text}
 if partial == 1 then
@@ -206,7 +226,7 @@ if plan ~= '' then
   event[#event + 1] = 'installment_plan'
   event[#event + 1] = plan
 end
-redis.call('XADD', KEYS[4], '*', unpack(event))
+redis.call('XADD', KEYS[KEY_OUTBOX], '*', unpack(event))
 -- A partial approval names its binding level in the counter-offer level (the amount is 0).
 -- The reply's levels reuse the texts read (caps without a live raise, used) and written (held).
 return 'OK|0||' .. hold_id .. '|' .. fmt(available - approved) .. '|' .. now_text .. '|'

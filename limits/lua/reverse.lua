@@ -5,21 +5,27 @@
 -- arriving late (with any payload) and every retry of it are declined REVERSED. The first
 -- answer is stored in the reversal's own record and returned to every repeat.
 --
--- KEYS[1] customer hash            KEYS[2] customer's open holds (zset)
--- KEYS[3] partition due set        KEYS[4] partition outbox (stream)
--- KEYS[5] the original's authorize idempotency record (`ia:`): a decline's, or a tombstone;
---         an approval has none, its hold's id derives from this key (derived_hold_id)
--- KEYS[6] the reversal's record (`iz:`)
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] customer id   ARGV[4] the original's idempotency key
--- Returns "OK|outcome|hold id|released minor|now ms", outcome one of released,
--- already_closed, original_declined, tombstoned.
-local now = redis_now_ms(tonumber(ARGV[1]))
-local base, customer_id, original_key = ARGV[2], ARGV[3], ARGV[4]
+-- KEYS[1] customer                   the customer hash
+-- KEYS[2] customer_holds             the customer's open holds (zset)
+-- KEYS[3] due                        the partition's due set
+-- KEYS[4] outbox                     the partition's outbox (stream)
+-- KEYS[5] original_idempotency       the original's authorize idempotency record (`ia:`): a
+--                                    decline's, or a tombstone; an approval has none, its
+--                                    hold's id derives from this key (derived_hold_id)
+-- KEYS[6] reversal                   the reversal's record (`iz:`)
+-- ARGV[1] clock_offset_ms            ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] base                       the partition key base "cg:{p:NNN}:"
+-- ARGV[3] customer_id                the customer id
+-- ARGV[4] original_idempotency_key   the original's idempotency key
+-- Reply: OK|outcome|hold_id|released_minor|decided_at_ms, outcome one of released,
+--   already_closed, original_declined, tombstoned.
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local base, customer_id, original_key =
+  ARGV[ARG_BASE], ARGV[ARG_CUSTOMER_ID], ARGV[ARG_ORIGINAL_IDEMPOTENCY_KEY]
 -- A reversal has no payload of its own: every repeat is the same request.
 local REVERSAL = 'reverse'
 
-local replay = idempotent_replay(KEYS[6], REVERSAL, now)
+local replay = idempotent_replay(KEYS[KEY_REVERSAL], REVERSAL, now)
 if replay then return replay end
 
 local outcome, hold_id, released = 'tombstoned', '', 0
@@ -27,8 +33,8 @@ local product_id, merchant_id, currency, nodes = '', '', '', ''
 local h = nil
 -- A release is an event of the hold's; anything else is named by the reversal and its time.
 local event_id = 'z:' .. customer_id .. '|' .. original_key .. ':' .. fmt(now)
-local original = redis.call('GET', KEYS[5])
-local approved_id, approval_exists = approval_hold(base, KEYS[5], now)
+local original = redis.call('GET', KEYS[KEY_ORIGINAL_IDEMPOTENCY])
+local approved_id, approval_exists = approval_hold(base, KEYS[KEY_ORIGINAL_IDEMPOTENCY], now)
 local hold_key = base .. K_HOLD .. approved_id
 if original and string.sub(original, 1, #TOMBSTONE + 1) ~= TOMBSTONE .. '\n' then
   outcome = 'original_declined'  -- only declines keep a record
@@ -36,27 +42,27 @@ elseif not original and approval_exists then
   hold_id = approved_id
   -- Releases what had expired first (each a complete change with its own event); a hold
   -- that is closed is refused, which here means closed.
-  local _, open, refusal = open_hold(hold_key, base, hold_id, KEYS[3], KEYS[4], now)
+  local _, open, refusal = open_hold(hold_key, base, hold_id, KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
   if refusal then outcome = 'already_closed' else outcome, h = 'released', open end
 end
 -- (An earlier reversal's tombstone whose own record has gone answers tombstoned again.)
 
 -- After this point the reversal must succeed.
 if outcome == 'tombstoned' and not original then
-  remember(KEYS[5], TOMBSTONE, authorization_reply(R_REVERSED, '', '', 0, now, 0, 0, 0, 0, '',
-    '', ''))
+  remember(KEYS[KEY_ORIGINAL_IDEMPOTENCY], TOMBSTONE, authorization_reply(R_REVERSED, '', '', 0,
+    now, 0, 0, 0, 0, '', '', ''))
 elseif outcome == 'released' then
   event_id = hold_event_id(hold_id, h[10], tonumber(h[5]) + 1)
   released = tonumber(h[2]) - tonumber(h[3])
   nodes, product_id, merchant_id, currency = h[4], h[6], h[7], h[8]
   for _, node in ipairs(split(nodes, ',')) do
-    redis.call('HINCRBY', KEYS[1], F_HELD .. node, -released)
+    redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_HELD .. node, -released)
   end
   close_hold(hold_key, 'reversed', tonumber(h[5]) + 1, now)
-  redis.call('ZREM', KEYS[2], hold_id)
-  update_due(KEYS[2], KEYS[3], customer_id)
+  redis.call('ZREM', KEYS[KEY_CUSTOMER_HOLDS], hold_id)
+  update_due(KEYS[KEY_CUSTOMER_HOLDS], KEYS[KEY_DUE], customer_id)
 end
-redis.call('XADD', KEYS[4], '*', 'type', 'reversed',
+redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'reversed',
   'event_id', event_id, 'customer_id', customer_id,
   'hold_id', hold_id, 'product_id', product_id, 'merchant_id', merchant_id,
   'currency', currency, 'nodes', nodes, 'outcome', outcome,
@@ -66,12 +72,12 @@ local reply = 'OK|' .. outcome .. '|' .. hold_id .. '|' .. fmt(released) .. '|' 
 -- closed hold is forgotten with that record or hold, so a key used again later for a new
 -- purchase is reversed afresh.
 local about = nil
-if outcome == 'original_declined' then about = KEYS[5] end
+if outcome == 'original_declined' then about = KEYS[KEY_ORIGINAL_IDEMPOTENCY] end
 if outcome == 'already_closed' then about = hold_key end
 local left_ms = -1
 if about then left_ms = redis.call('PTTL', about) end
 if left_ms > 0 then
-  redis.call('SET', KEYS[6], REVERSAL .. '\n' .. reply, 'PX', left_ms)
+  redis.call('SET', KEYS[KEY_REVERSAL], REVERSAL .. '\n' .. reply, 'PX', left_ms)
   return reply
 end
-return remember(KEYS[6], REVERSAL, reply)
+return remember(KEYS[KEY_REVERSAL], REVERSAL, reply)

@@ -3,21 +3,24 @@
 -- _lib.lua); once it lapses the level's cap alone counts again, even if that leaves the level
 -- above its cap. Appends the `limit_raised` event (docs/lifecycle.md).
 --
--- KEYS[1] customer hash   KEYS[2] partition outbox (stream)
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] customer id   ARGV[3] node
--- ARGV[4] raise minor (0..CAP_MINOR_MAX; 0 removes the raise)
--- ARGV[5] expires at ms (Unix ms; after now and at most RAISE_DURATION_MS_MAX ahead; ignored
---         when the raise is 0)
--- Returns "OK|cap|raise|held|used|now ms" (the level after the change), or
--- "ERR|code|detail|now ms": CUSTOMER_UNKNOWN; RAISE_EXPIRES_IN_PAST (detail: now);
--- RAISE_TOO_LONG (detail: the latest expiry allowed).
-local now = redis_now_ms(tonumber(ARGV[1]))
-local customer_id, node = ARGV[2], ARGV[3]
-local raise = int_arg(ARGV[4], 0, CAP_MINOR_MAX)
-local expires = int_arg(ARGV[5], 0, 2 ^ 63)
+-- KEYS[1] customer          the customer hash
+-- KEYS[2] outbox            the partition's outbox (stream)
+-- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] customer_id       the customer id
+-- ARGV[3] node              the level to raise
+-- ARGV[4] raise_minor       the raise, minor units (0..CAP_MINOR_MAX; 0 removes the raise)
+-- ARGV[5] expires_at_ms     when the raise ends (Unix ms; after now and at most
+--                           RAISE_DURATION_MS_MAX ahead; ignored when the raise is 0)
+-- Reply: OK|cap_minor|raise_minor|held_minor|used_minor|decided_at_ms (the level after the
+--   change), or ERR|code|detail|at_ms: CUSTOMER_UNKNOWN; RAISE_EXPIRES_IN_PAST (detail: now);
+--   RAISE_TOO_LONG (detail: the latest expiry allowed).
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local customer_id, node = ARGV[ARG_CUSTOMER_ID], ARGV[ARG_NODE]
+local raise = int_arg(ARGV[ARG_RAISE_MINOR], 0, CAP_MINOR_MAX)
+local expires = int_arg(ARGV[ARG_EXPIRES_AT_MS], 0, 2 ^ 63)
 if not (raise and expires and node ~= '') then return err(E_BAD_ARGUMENT, 'set_raise', now) end
 
-if redis.call('EXISTS', KEYS[1]) == 0 then return err(E_CUSTOMER_UNKNOWN, '', now) end
+if redis.call('EXISTS', KEYS[KEY_CUSTOMER]) == 0 then return err(E_CUSTOMER_UNKNOWN, '', now) end
 -- Removing a raise (0) needs no expiry; a raise must end in the future, within bounds.
 if raise > 0 and expires <= now then return err(E_RAISE_EXPIRES_IN_PAST, fmt(now), now) end
 if raise > 0 and expires > now + RAISE_DURATION_MS_MAX then
@@ -25,16 +28,16 @@ if raise > 0 and expires > now + RAISE_DURATION_MS_MAX then
 end
 
 -- After this point the change must succeed.
-local seq = redis.call('HINCRBY', KEYS[1], F_EVENT_SEQ, 1)
+local seq = redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_EVENT_SEQ, 1)
 if raise > 0 then
-  redis.call('HSET', KEYS[1], F_RAISE .. node, fmt(raise) .. ':' .. fmt(expires))
+  redis.call('HSET', KEYS[KEY_CUSTOMER], F_RAISE .. node, fmt(raise) .. ':' .. fmt(expires))
 else
   expires = 0
-  redis.call('HDEL', KEYS[1], F_RAISE .. node)
+  redis.call('HDEL', KEYS[KEY_CUSTOMER], F_RAISE .. node)
 end
-redis.call('XADD', KEYS[2], '*', 'type', 'limit_raised',
+redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'limit_raised',
   'event_id', 'c:' .. customer_id .. ':' .. fmt(seq), 'customer_id', customer_id,
   'node', node, 'raise_minor', fmt(raise), 'expires_at_ms', fmt(expires), 'at_ms', fmt(now))
-local v = redis.call('HMGET', KEYS[1], F_CAP .. node, F_HELD .. node, F_USED .. node)
+local v = redis.call('HMGET', KEYS[KEY_CUSTOMER], F_CAP .. node, F_HELD .. node, F_USED .. node)
 return 'OK|' .. (v[1] or '0') .. '|' .. fmt(raise) .. '|' .. (v[2] or '0') .. '|'
   .. (v[3] or '0') .. '|' .. fmt(now)

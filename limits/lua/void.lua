@@ -1,18 +1,23 @@
 -- void.lua: cancel an open hold; whatever it still holds is released at every level it drew
 -- on. What was captured before stays used.
 --
--- KEYS[1] the hold (hash)   KEYS[2] idempotency record
--- KEYS[3] partition due set KEYS[4] partition outbox (stream)
--- ARGV[1] clock offset ms (0 outside tests)   ARGV[2] partition key base "cg:{p:NNN}:"
--- ARGV[3] hold id   ARGV[4] request fingerprint
--- Returns "OK|state|released|captured total|now ms" or "ERR|code|detail|now ms".
-local now = redis_now_ms(tonumber(ARGV[1]))
-local base, hold_id, fingerprint = ARGV[2], ARGV[3], ARGV[4]
+-- KEYS[1] hold              the hold (hash)
+-- KEYS[2] idempotency       the idempotency record
+-- KEYS[3] due               the partition's due set
+-- KEYS[4] outbox            the partition's outbox (stream)
+-- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
+-- ARGV[2] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[3] hold_id           the hold id
+-- ARGV[4] fingerprint       the request fingerprint
+-- Reply: OK|state|released_minor|captured_total_minor|decided_at_ms, or ERR|code|detail|at_ms
+local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT]
 
-local replay = idempotent_replay(KEYS[2], fingerprint, now)
+local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 
-local customer_id, h, refusal = open_hold(KEYS[1], base, hold_id, KEYS[3], KEYS[4], now)
+local customer_id, h, refusal = open_hold(KEYS[KEY_HOLD], base, hold_id, KEYS[KEY_DUE],
+  KEYS[KEY_OUTBOX], now)
 if refusal then return refusal end
 
 -- After this point the void must succeed.
@@ -22,13 +27,13 @@ for _, node in ipairs(split(h[4], ',')) do
   redis.call('HINCRBY', customer_key, F_HELD .. node, -released)
 end
 local seq = tonumber(h[5]) + 1
-close_hold(KEYS[1], 'voided', seq, now)
+close_hold(KEYS[KEY_HOLD], 'voided', seq, now)
 local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
 redis.call('ZREM', holds_key, hold_id)
-update_due(holds_key, KEYS[3], customer_id)
-redis.call('XADD', KEYS[4], '*', 'type', 'voided', 'event_id', hold_event_id(hold_id, h[10], seq),
+update_due(holds_key, KEYS[KEY_DUE], customer_id)
+redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'voided', 'event_id', hold_event_id(hold_id, h[10], seq),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
   'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'released_minor', fmt(released),
   'captured_total_minor', h[3], 'at_ms', fmt(now))
-return remember(KEYS[2], fingerprint, 'OK|voided|' .. fmt(released) .. '|' .. h[3] .. '|'
-  .. fmt(now))
+return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, 'OK|voided|' .. fmt(released) .. '|'
+  .. h[3] .. '|' .. fmt(now))

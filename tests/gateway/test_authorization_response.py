@@ -1,5 +1,5 @@
-"""The AuthorizeResponse of a decoded reserve reply (gateway.service.authorization_response):
-each field from its place in the reply, the levels in order, the instalment plan, and a
+"""The AuthorizeResponse of a decoded reserve reply (gateway.responses.authorization_response):
+each field from its place in the reply, the levels in order, the installment plan, and a
 counter-offer's plans for every term of the product; written in place into a batch item, it is
 the same message as built on its own."""
 
@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from creditgate.gateway.pb import creditgate_pb2 as pb
-from creditgate.gateway.service import authorization_response
+from creditgate.gateway.responses import authorization_response
 from creditgate.limits import installments
-from creditgate.limits.client import decode_authorization
 from creditgate.limits.reasons import PARTIAL_APPROVAL_CODE, RESPONSE_CODE, DeclineReason
+from creditgate.limits.replies import decode_authorization
 from tests.limits.test_reply_decoding import replies, reply_of
 from tests.support import PRODUCTS
 
@@ -22,9 +22,9 @@ products = st.sampled_from([None, *PRODUCTS.values()])
 def plan_message(plan: installments.Plan) -> pb.InstallmentPlan:
     return pb.InstallmentPlan(
         months=plan.months, principal_minor=plan.principal_minor,
-        first_instalment_minor=plan.first_instalment_minor,
-        instalment_minor=plan.instalment_minor,
-        fee_per_instalment_minor=plan.fee_per_instalment_minor,
+        first_installment_minor=plan.first_installment_minor,
+        installment_minor=plan.installment_minor,
+        fee_per_installment_minor=plan.fee_per_installment_minor,
         fee_total_minor=plan.fee_total_minor, monthly_fee_bps=plan.monthly_fee_bps)
 
 

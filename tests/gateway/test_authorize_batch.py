@@ -270,8 +270,8 @@ def test_the_largest_valid_item_fits_the_batch_message_bounds():
     assert request.ByteSize() <= AUTHORIZE_REQUEST_BYTES_MAX
     plan = pb.InstallmentPlan(
         months=INSTALLMENT_MONTHS_MAX, principal_minor=AMOUNT_MINOR_MAX,
-        first_instalment_minor=AMOUNT_MINOR_MAX, instalment_minor=AMOUNT_MINOR_MAX,
-        fee_per_instalment_minor=AMOUNT_MINOR_MAX, fee_total_minor=2**53 - 1,
+        first_installment_minor=AMOUNT_MINOR_MAX, installment_minor=AMOUNT_MINOR_MAX,
+        fee_per_installment_minor=AMOUNT_MINOR_MAX, fee_total_minor=2**53 - 1,
         monthly_fee_bps=10_000)
     # Caps with a raise, and held plus used, stay below 2**53 (limits/constants.py).
     level = pb.LevelHeadroom(node="n" * NODE_NAME_LENGTH_MAX, cap_minor=2 * CAP_MINOR_MAX,

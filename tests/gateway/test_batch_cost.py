@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 
-from creditgate.gateway import batch, service
+from creditgate.gateway import authorize
+from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from tests.conftest import CUSTOMER_CAPS
 from tests.gateway.test_authorize_batch import authorize_request, held, put_customer
@@ -60,10 +61,10 @@ async def test_a_cancelled_batch_sends_none_of_its_calls_still_waiting(redis_ser
         client = client_for(relay.port)
         await client.put_customer(CUSTOMER, "active", "Asia/Shanghai", CUSTOMER_CAPS)
         client.runner.in_flight_max = 4  # the batch's first four calls go, the rest wait
-        context = service.Context(client, PRODUCTS)
+        context = Context(client, PRODUCTS)
         requests = [authorize_request(f"k-{i}", amount_minor=100 + i) for i in range(12)]
         relay.hold()
-        call = asyncio.ensure_future(batch.authorize_batch(
+        call = asyncio.ensure_future(authorize.authorize_batch(
             context, pb.AuthorizeBatchRequest(requests=requests)))
         await asyncio.sleep(0.1)  # four calls written and held in the relay, eight waiting
         call.cancel()
@@ -107,8 +108,8 @@ async def test_a_cancelled_batch_leaves_no_failed_item_unretrieved(monkeypatch):
     failed.set_exception(ConnectionError("no reply from Redis in time"))
     assert failed._log_traceback
     futures = [waiting, failed]
-    monkeypatch.setattr(service, "reserve", lambda context, item: futures.pop(0))
-    call = asyncio.ensure_future(batch.authorize_batch(None, pb.AuthorizeBatchRequest(
+    monkeypatch.setattr(authorize, "reserve", lambda context, item: futures.pop(0))
+    call = asyncio.ensure_future(authorize.authorize_batch(None, pb.AuthorizeBatchRequest(
         requests=[authorize_request("k-0"), authorize_request("k-1")])))
     await asyncio.sleep(0.01)  # the batch awaits item 0
     call.cancel()

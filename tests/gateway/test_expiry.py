@@ -86,7 +86,7 @@ async def test_hold_not_captured_in_time_is_released_once(redis, gateway, admin,
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "expired" in caught.value.details()
 
-    assert await sweep_once(gateway.redis, gateway.limits) == 0
+    assert await sweep_once(gateway.limits) == 0
     assert await redis.xlen(outbox_key("c-exp")) == stream_length
     assert await snapshot(redis) == state
     assert (await levels(auth, "c-exp"))["total"].held_minor == 0
@@ -98,11 +98,11 @@ async def test_sweeper_releases_an_untouched_customer_once(redis, gateway, admin
     idle = await hold(auth, "c-idle", 7_000)
     gateway.limits.clock_offset_ms = 5_000  # the second hold is 5 s younger
     busy = await hold(auth, "c-busy", 9_000)
-    assert await sweep_once(gateway.redis, gateway.limits) == 0
+    assert await sweep_once(gateway.limits) == 0
 
     move_past_expiry(gateway, idle)
     lengths = {c: await redis.xlen(outbox_key(c)) for c in ("c-idle", "c-busy")}
-    assert await sweep_once(gateway.redis, gateway.limits) == 1
+    assert await sweep_once(gateway.limits) == 1
     idle_events = [e for e in await events(redis, "c-idle") if e["type"] == "expired"]
     assert [(e["hold_id"], e["released_minor"]) for e in idle_events] == [
         (idle.hold_id, "7000")]
@@ -116,13 +116,13 @@ async def test_sweeper_releases_an_untouched_customer_once(redis, gateway, admin
     assert int(await redis.hget(busy_key, keys.FIELD_HELD + "total")) == 9_000
 
     state = await snapshot(redis)
-    assert await sweep_once(gateway.redis, gateway.limits) == 0
+    assert await sweep_once(gateway.limits) == 0
     assert await snapshot(redis) == state
 
     # Later the other hold is due too, and is released once.
     gateway.limits.clock_offset_ms = busy.hold_expires_at_ms - idle.decided_at_ms + 1
-    assert await sweep_once(gateway.redis, gateway.limits) == 1
-    assert await sweep_once(gateway.redis, gateway.limits) == 0
+    assert await sweep_once(gateway.limits) == 1
+    assert await sweep_once(gateway.limits) == 0
     busy_events = [e for e in await events(redis, "c-busy") if e["type"] == "expired"]
     assert [(e["hold_id"], e["released_minor"]) for e in busy_events] == [
         (busy.hold_id, "9000")]
@@ -139,7 +139,7 @@ async def test_partly_captured_hold_releases_only_the_remainder(redis, gateway, 
                                                     amount_minor=3_500, final=False))
     assert (captured.state, captured.held_minor) == (pb.HOLD_STATE_OPEN, 6_500)
     move_past_expiry(gateway, reply)
-    assert await sweep_once(gateway.redis, gateway.limits) == 1
+    assert await sweep_once(gateway.limits) == 1
     after = await levels(auth, "c-part")
     for node in POS_PATH:
         assert after[node].held_minor == 0, node
@@ -148,7 +148,7 @@ async def test_partly_captured_hold_releases_only_the_remainder(redis, gateway, 
     expired = [e for e in await events(redis, "c-part") if e["type"] == "expired"]
     assert [(e["released_minor"], e["captured_total_minor"]) for e in expired] == [
         ("6500", "3500")]
-    assert await sweep_once(gateway.redis, gateway.limits) == 0
+    assert await sweep_once(gateway.limits) == 0
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await auth.Capture(pb.CaptureRequest(idempotency_key="cap-2", hold_id=reply.hold_id,
                                              amount_minor=1_000, final=True))
@@ -171,4 +171,4 @@ async def test_authorize_after_expiry_sees_the_released_credit(redis, gateway, a
     assert second.approved
     types = [e["type"] for e in await events(redis, "c-again")]
     assert types == ["customer_put", "authorized", "expired", "authorized"]
-    assert await sweep_once(gateway.redis, gateway.limits) == 0
+    assert await sweep_once(gateway.limits) == 0

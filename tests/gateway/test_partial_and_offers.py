@@ -1,5 +1,5 @@
 """Authorize through gRPC: partial approval (response code "10"), counter-offers with the
-instalment plans that fit them, and the plan of an instalment purchase."""
+installment plans that fit them, and the plan of an installment purchase."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def _request(customer_id: str, amount: int, key: str = "a1", product_id: str = "
 
 
 def _plan_fields(plan: pb.InstallmentPlan) -> tuple:
-    return (plan.months, plan.principal_minor, plan.first_instalment_minor,
-            plan.instalment_minor, plan.fee_per_instalment_minor, plan.fee_total_minor,
+    return (plan.months, plan.principal_minor, plan.first_installment_minor,
+            plan.installment_minor, plan.fee_per_installment_minor, plan.fee_total_minor,
             plan.monthly_fee_bps)
 
 
@@ -80,7 +80,7 @@ async def test_a_decline_offers_the_largest_amount_and_the_plans_that_fit_it(adm
         (12, 30_001, 2_501, 2_500, 180, 2_160, 60),
     ]
     for plan in reply.counter_offer_plans:
-        assert plan.first_instalment_minor + plan.instalment_minor * (plan.months - 1) == 30_001
+        assert plan.first_installment_minor + plan.installment_minor * (plan.months - 1) == 30_001
     # The offer is approvable as offered.
     taken = await auth.Authorize(_request("c-offer", reply.counter_offer_minor, key="a2",
                                           installment_months=6))
@@ -89,7 +89,7 @@ async def test_a_decline_offers_the_largest_amount_and_the_plans_that_fit_it(adm
 
 
 @pytest.mark.parametrize(("product_id", "caps", "amount", "expected"), [
-    # A product without instalments offers no plans.
+    # A product without installments offers no plans.
     ("cash", {"cash": 50_000}, 60_000, (DeclineReason.INSUFFICIENT_CREDIT, 50_000, "cash", 0)),
     # Below the product's minimum nothing is offered, but the binding level is named.
     ("scan_pay", {POS: 99}, 1_000, (DeclineReason.INSUFFICIENT_CREDIT, 0, POS, 0)),
@@ -107,14 +107,14 @@ async def test_offer_rows(admin, auth, product_id, caps, amount, expected):
     assert not reply.approved and not reply.partial
 
 
-async def test_an_instalment_purchase_carries_its_plan(admin, auth, redis):
+async def test_an_installment_purchase_carries_its_plan(admin, auth, redis):
     await _put(admin, "c-inst")
     reply = await auth.Authorize(_request("c-inst", 100_000, product_id="ecommerce",
                                           installment_months=24))
     assert reply.approved and reply.response_code == "00"
     assert _plan_fields(reply.installment_plan) == _plan_fields(
-        pb.InstallmentPlan(months=24, principal_minor=100_000, first_instalment_minor=4_182,
-                           instalment_minor=4_166, fee_per_instalment_minor=500,
+        pb.InstallmentPlan(months=24, principal_minor=100_000, first_installment_minor=4_182,
+                           installment_minor=4_166, fee_per_installment_minor=500,
                            fee_total_minor=12_000, monthly_fee_bps=50))
     assert len(reply.counter_offer_plans) == 0
     # The full principal is held.

@@ -7,8 +7,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from creditgate.gateway.lifecycle import repayment_order
 from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.hotpath.plans import repayment_order
 from creditgate.limits import catalog, keys
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 

@@ -87,7 +87,7 @@ class Traffic:
         """Move the scripts' clock past every open hold's expiry and sweep."""
         self.gateway.limits.clock_offset_ms += TTL_MS + 1_000
         released = 0
-        while swept := await sweep_once(self.gateway.redis, self.gateway.limits):
+        while swept := await sweep_once(self.gateway.limits):
             released += swept
         opened = [hold for hold in self.holds.values() if hold.state == "open"]
         assert released == len(opened)

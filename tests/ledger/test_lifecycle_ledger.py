@@ -240,7 +240,7 @@ async def mixed_run(gateway, admin, auth) -> dict:
     gateway.limits.clock_offset_ms += TTL_MS - 1_000
     await auth.Authorize(authorize("a6", "c-l2", 1_500))
     gateway.limits.clock_offset_ms += 2_000
-    assert await sweep_once(gateway.redis, gateway.limits) == 2  # a4 and a5
+    assert await sweep_once(gateway.limits) == 2  # a4 and a5
     return {"cycle_at_ms": late_refund.decided_at_ms, "forced": forced.hold_id}
 
 

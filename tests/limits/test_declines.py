@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from creditgate.gateway.lifecycle import plan_reverse
 from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.hotpath.plans import plan_reverse
 from creditgate.limits.reasons import DECLINE_ORDER, RESPONSE_CODE, DeclineReason
 from tests.support import (
     PARTITIONS,

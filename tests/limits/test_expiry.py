@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from creditgate.limits import keys
-from creditgate.limits.client import Refused
 from creditgate.limits.model import Model
 from creditgate.limits.reasons import ScriptError
+from creditgate.limits.replies import Refused
 from tests.support import (
     PARTITIONS,
     Clock,

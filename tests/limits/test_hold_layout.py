@@ -13,9 +13,9 @@ import pytest
 from creditgate import hotpath
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import keys
-from creditgate.limits.client import Refused
 from creditgate.limits.constants import CLOSED_HOLD_RETENTION_S, IDEMPOTENCY_TTL_S
 from creditgate.limits.reasons import DeclineReason, ScriptError
+from creditgate.limits.replies import Refused
 from tests.support import PARTITIONS, RULES, authorize_request, redis_client
 
 CAPS = {"total": 10**8, "consumer": 10**8, "consumer.scan_pay": 10**8,

@@ -1,5 +1,5 @@
-"""Instalment arithmetic (limits/installments.py) and its Lua reading (installment_plan in
-limits/lua/_lib.lua, used by reserve.lua and increment.lua): the instalments sum to the
+"""Installment arithmetic (limits/installments.py) and its Lua reading (installment_plan in
+limits/lua/_lib.lua, used by reserve.lua and increment.lua): the installments sum to the
 principal, only the first carries the rounding remainder, the fee is the principal's monthly
 basis points rounded half up, and the real script computes exactly the Python plan."""
 
@@ -29,20 +29,20 @@ fees = st.integers(0, INSTALLMENT_FEE_BPS_MAX)
 
 
 @given(principal=principals, months=terms, fee_bps=fees)
-def test_instalments_sum_to_the_principal_and_only_the_first_carries_the_remainder(
+def test_installments_sum_to_the_principal_and_only_the_first_carries_the_remainder(
         principal, months, fee_bps):
     plan = installments.plan(principal, months, fee_bps)
-    schedule = [plan.first_instalment_minor] + [plan.instalment_minor] * (months - 1)
+    schedule = [plan.first_installment_minor] + [plan.installment_minor] * (months - 1)
     assert sum(schedule) == principal
-    assert plan.first_instalment_minor - plan.instalment_minor == principal % months
-    assert plan.instalment_minor == principal // months
+    assert plan.first_installment_minor - plan.installment_minor == principal % months
+    assert plan.installment_minor == principal // months
     assert all(isinstance(part, int) and part >= 0 for part in schedule)
     # The fee: basis points of the principal, rounded half up to a minor unit, each month.
     exact_fee_times_10000 = principal * fee_bps
-    assert abs(plan.fee_per_instalment_minor * 10_000 - exact_fee_times_10000) <= 5_000
+    assert abs(plan.fee_per_installment_minor * 10_000 - exact_fee_times_10000) <= 5_000
     if exact_fee_times_10000 % 10_000 == 5_000:
-        assert plan.fee_per_instalment_minor * 10_000 > exact_fee_times_10000
-    assert plan.fee_total_minor == plan.fee_per_instalment_minor * months
+        assert plan.fee_per_installment_minor * 10_000 > exact_fee_times_10000
+    assert plan.fee_total_minor == plan.fee_per_installment_minor * months
     assert installments.parse(plan.text(), principal) == plan
     assert installment_plan_text(principal, months, fee_bps) == plan.text()
 

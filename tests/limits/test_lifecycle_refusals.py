@@ -8,16 +8,16 @@ import copy
 import pytest
 
 from creditgate import hotpath
-from creditgate.gateway.lifecycle import (
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.hotpath.plans import (
     plan_force_capture,
     plan_repay,
     plan_reverse,
     repayment_order,
 )
-from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import keys
-from creditgate.limits.client import Refused
 from creditgate.limits.reasons import ScriptError as E
+from creditgate.limits.replies import Refused
 from tests.conftest import CUSTOMER_CAPS, snapshot
 from tests.support import (
     PARTITIONS,

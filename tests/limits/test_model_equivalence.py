@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from creditgate import hotpath
-from creditgate.gateway.lifecycle import (
+from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.hotpath.plans import (
     plan_force_capture,
+    plan_refund,
     plan_repay,
     plan_reverse,
     repayment_order,
 )
-from creditgate.gateway.pb import creditgate_pb2 as pb
-from creditgate.gateway.service import plan_refund
 from creditgate.limits import keys
 from creditgate.limits.levels import effective_cap
 from creditgate.limits.model import Model
@@ -189,7 +189,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
     @rule(hold_id=holds, amount=st.integers(1, 300_000) | st.sampled_from([1, 10_000_000]),
           key=st.integers(0, 3), pick=st.integers(0, 7), customer=st.sampled_from(CUSTOMERS))
     def increment(self, hold_id, amount, key, pick, customer):
-        from creditgate.gateway.credit_ops import plan_increment
+        from creditgate.hotpath.plans import plan_increment
 
         # Mostly an open incremental hold (only those can grow; if there is none, an
         # ecommerce purchase makes one), else any hold of the bundle: refused.

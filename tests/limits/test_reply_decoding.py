@@ -11,7 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from creditgate.limits import installments
-from creditgate.limits.client import (
+from creditgate.limits.constants import AMOUNT_MINOR_MAX, CAP_MINOR_MAX, PRODUCT_NODES_MAX
+from creditgate.limits.reasons import DeclineReason, ScriptError
+from creditgate.limits.replies import (
     Authorization,
     IncrementResult,
     Level,
@@ -19,8 +21,6 @@ from creditgate.limits.client import (
     decode_authorization,
     decode_increment,
 )
-from creditgate.limits.constants import AMOUNT_MINOR_MAX, CAP_MINOR_MAX, PRODUCT_NODES_MAX
-from creditgate.limits.reasons import DeclineReason, ScriptError
 
 amounts = st.integers(0, AMOUNT_MINOR_MAX)
 times_ms = st.integers(0, 2**53 - 1)

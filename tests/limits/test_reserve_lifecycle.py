@@ -12,10 +12,10 @@ import time
 import pytest
 
 from creditgate.limits import keys
-from creditgate.limits.client import Refused
 from creditgate.limits.constants import RAISE_DURATION_S_MAX
 from creditgate.limits.model import ModelRunner
 from creditgate.limits.reasons import DeclineReason, ScriptError
+from creditgate.limits.replies import Refused
 from tests.support import (
     PARTITIONS,
     START_MS,

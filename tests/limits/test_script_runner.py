@@ -21,8 +21,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.gateway.errors import status_of
 from creditgate.limits import keys
-from creditgate.limits.client import LimitsClient, Refused
+from creditgate.limits.client import LimitsClient
 from creditgate.limits.lua_source import scripts
+from creditgate.limits.replies import Refused
 from creditgate.limits.transport import ScriptRunner, _Call, encode_calls
 from tests.conftest import _free_port
 from tests.support import PARTITIONS, ScriptDriver, authorize_request

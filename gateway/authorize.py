@@ -1,6 +1,11 @@
-"""AuthorizeBatch: many purchases in one call, each answered as its own unary Authorize.
+"""Authorize and AuthorizeBatch: the hot path's plan (validation and product rules, no I/O),
+one reserve script call (coalesced with the loop tick's other calls into one Redis round trip),
+the response. A unary call and each batch item run the same two halves, `reserve` and
+`answer`.
 
-Each item runs the two halves of `gateway.service.authorize` — the same plan, the same single
+AuthorizeBatch: many purchases in one call, each answered as its own unary Authorize.
+
+AuthorizeBatch: each item runs the two halves of `authorize` — the same plan, the same single
 reserve script call and the same response as a unary call. Every item is planned and its call
 queued first, in item order and before the handler's first suspension, so the script runner
 puts the whole batch into one loop tick's pipeline: one Redis round trip (or a few, past
@@ -12,7 +17,7 @@ large fails as a whole (INVALID_ARGUMENT).
 
 Duplicate idempotency keys inside one batch behave as sequential unary calls in item order:
 the items' calls are queued in item order, and the runner's calls reach Redis in the order they
-were queued (limits.scripts.ScriptRunner), so the later item gets the earlier one's decision, as
+were queued (limits.transport.ScriptRunner), so the later item gets the earlier one's decision, as
 a unary retry would, or ALREADY_EXISTS if its payload differs.
 """
 
@@ -21,20 +26,42 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
 
 import grpc
 
-from creditgate.gateway import (  # service imports this module too: names used at call time
-    errors,
-    service,
-)
+from creditgate import hotpath
+from creditgate.gateway import errors
+from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.responses import authorization_response
 from creditgate.hotpath import InvalidArgument
 from creditgate.limits.constants import AUTHORIZE_BATCH_SIZE_MAX
+from creditgate.limits.replies import decode_authorization
 
-if TYPE_CHECKING:
-    from creditgate.gateway.service import Context
+
+def reserve(c: Context, request: pb.AuthorizeRequest) -> Awaitable:
+    """The first half of an authorization, done at once: the hot path's plan, and its reserve
+    script call queued for this loop tick's round trip. The awaitable resolves to the script's
+    reply, which `answer` turns into the response. Raises InvalidArgument as the hot path does."""
+    keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions)
+    return c.limits.reserve(keys_, args)
+
+
+def answer(c: Context, request: pb.AuthorizeRequest, reply,
+           response: pb.AuthorizeResponse | None = None) -> pb.AuthorizeResponse:
+    """The second half: the response of the reserve script's reply (Refused if it refused),
+    written into `response` if given."""
+    return authorization_response(decode_authorization(reply),
+                                  c.products.get(request.product_id), response)
+
+
+async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeResponse:
+    """One authorization: the hot path's plan, one reserve script call (coalesced with the
+    loop tick's other calls into one Redis round trip), the response. Raises as the handlers
+    do (InvalidArgument, Refused, Redis errors); AuthorizeBatch runs the same two halves per
+    item."""
+    return answer(c, request, await reserve(c, request))
+
 
 log = logging.getLogger("creditgate.gateway")
 
@@ -53,14 +80,13 @@ async def authorize_batch(c: Context, request: pb.AuthorizeBatchRequest
     """The items' outcomes in request order; raises only for the batch's own size."""
     check_size(request)
     requests = request.requests
-    # No task per item: the items' calls are the runner's plain futures, awaited one by one.
-    # A task per item (asyncio.gather of `service.authorize`) cost the gateway ~10-20 µs of
-    # CPU per authorization in bench/batch_rate.py; a gather of the plain futures would still
-    # cost ~1.6 µs per item more than awaiting them in order.
+    # No task per item: the items' calls are the runner's plain futures, awaited one by one
+    # (a task per item, or a gather of the futures, costs more CPU per authorization:
+    # docs/benchmarks.md).
     calls: list[Awaitable | Exception] = []
     for item in requests:
         try:
-            calls.append(service.reserve(c, item))
+            calls.append(reserve(c, item))
         except Exception as error:  # noqa: BLE001 - the item's own failure (InvalidArgument)
             calls.append(error)
     response = pb.AuthorizeBatchResponse()
@@ -72,7 +98,7 @@ async def authorize_batch(c: Context, request: pb.AuthorizeBatchRequest
             try:
                 if isinstance(call, Exception):
                     raise call
-                service.answer(c, request_item, await call, item.response)  # in place
+                answer(c, request_item, await call, item.response)  # in place
             except Exception as error:  # noqa: BLE001 - each becomes its item's status
                 code, message = errors.status_of(error)
                 errors.counts[code.name] += 1

@@ -1,0 +1,34 @@
+"""What the services share: the limit client, the catalog and its compiled rules, and the
+injected randomness."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+
+from creditgate import hotpath
+from creditgate.hotpath import plans
+from creditgate.limits import catalog
+from creditgate.limits.client import LimitsClient
+from creditgate.limits.constants import HOLD_TOKEN_LENGTH
+
+
+def random_token() -> str:
+    """The random part of a hold id: 80 bits as 16 base32 characters."""
+    return base64.b32encode(os.urandom(HOLD_TOKEN_LENGTH * 5 // 8)).decode()
+
+
+class Context:
+    """What the services share: the limit client, the catalog and the injected randomness."""
+
+    def __init__(self, limits: LimitsClient, products: dict[str, catalog.Product],
+                 token_source: Callable[[], str] = random_token):
+        self.limits = limits
+        self.products = products
+        self.rules = hotpath.compile_products(products)
+        self.partitions = limits.partitions
+        self.token_source = token_source
+        self.repayment_order = plans.repayment_order(products)
+
+
