@@ -65,7 +65,7 @@ SEGMENTS = (
     ("credit checks and counter-offer", "if amount_reason == 0 and short_level"),
     ("customer hash write (HSET)", "-- After this point"),
     ("hold write (path id, HSET)", "-- The optional fields are written"),
-    ("open-hold and due sets (ZADD x2)", "redis.call('ZADD', KEYS[2]"),
+    ("open-hold and due sets (ZADD x2)", "redis.call('ZADD', KEYS[KEY_CUSTOMER_HOLDS]"),
     ("outbox event (XADD)", "local event = {"),
     ("reply", "-- A partial approval names its binding level"),
 )

@@ -16,6 +16,8 @@ import pytest
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.hotpath import _plan_py
 from creditgate.limits import catalog as limits_catalog
+from creditgate.limits import contracts
+from creditgate.limits.contracts import RESERVE
 
 try:
     from creditgate.hotpath import _plan_c
@@ -34,6 +36,15 @@ REQUEST = pb.AuthorizeRequest(
     currency="CNY",
     allow_partial=True,
     installment_months=3,
+)
+CAPTURE = pb.CaptureRequest(
+    idempotency_key="cap-0d5f6c1e-7a41-4a0f-9b61-2f1c3a9e5b77",
+    hold_id="117-K7QZ2M4XRB6TN3PV",
+    amount_minor=12_850,
+    final=True,
+)
+VOID = pb.VoidRequest(
+    idempotency_key="void-0d5f6c1e-7a41-4a0f-9b61-2f1c3a9e5b77", hold_id="117-K7QZ2M4XRB6TN3PV"
 )
 ROUND_S_MIN = 20e-6
 SETTINGS = {"warmup": True, "warmup_iterations": 10_000, "min_time": ROUND_S_MIN}
@@ -60,9 +71,29 @@ def record(benchmark, group: str, impl) -> None:
 def test_plan_authorize(benchmark, impl):
     rules = impl.compile_products(limits_catalog.load())
     keys, args = benchmark(impl.plan_authorize, REQUEST, rules, PARTITIONS)
-    assert len(keys) == 5 and args[6] == "0"  # a plan, with no product rule broken (ARGV[8])
-    assert args[17] == "1" and args[20] == "3"  # partial approval asked and allowed; 3 months
+    assert len(keys) == len(RESERVE.keys) and args[RESERVE.args.rule_decline] == "0"
+    # Partial approval asked and allowed; 3 months.
+    assert args[RESERVE.args.partial_approval] == "1"
+    assert args[RESERVE.args.installment_months] == "3"
     record(benchmark, "plan_authorize", impl)
+
+
+@pytest.mark.benchmark(group="plan_capture", **SETTINGS)
+@pytest.mark.parametrize("impl", TWINS)
+def test_plan_capture(benchmark, impl):
+    keys, args = benchmark(impl.plan_capture, CAPTURE, PARTITIONS)
+    assert len(keys) == len(contracts.CAPTURE.keys)
+    assert args[contracts.CAPTURE.args.hold_id] == CAPTURE.hold_id
+    record(benchmark, "plan_capture", impl)
+
+
+@pytest.mark.benchmark(group="plan_void", **SETTINGS)
+@pytest.mark.parametrize("impl", TWINS)
+def test_plan_void(benchmark, impl):
+    keys, args = benchmark(impl.plan_void, VOID, PARTITIONS)
+    assert len(keys) == len(contracts.VOID.keys)
+    assert args[contracts.VOID.args.hold_id] == VOID.hold_id
+    record(benchmark, "plan_void", impl)
 
 
 @pytest.mark.benchmark(group="check_id", **SETTINGS)
@@ -75,7 +106,7 @@ def test_check_id(benchmark, impl):
 def test_ratio(capsys):
     """Prints py/c medians per group (after the benchmarks above; skipped if they did not run)."""
     lines = []
-    for group in ("plan_authorize", "check_id"):
+    for group in ("plan_authorize", "plan_capture", "plan_void", "check_id"):
         if (group, "_plan_py") in MEDIANS and (group, "_plan_c") in MEDIANS:
             py_s, c_s = MEDIANS[group, "_plan_py"], MEDIANS[group, "_plan_c"]
             lines.append(

@@ -3,9 +3,8 @@ one reserve script call (coalesced with the loop tick's other calls into one Red
 the response. A unary call and each batch item run the same two halves, `reserve` and
 `answer`.
 
-AuthorizeBatch: many purchases in one call, each answered as its own unary Authorize.
-
-AuthorizeBatch: each item runs the two halves of `authorize` — the same plan, the same single
+AuthorizeBatch: many purchases in one call, each answered as its own unary Authorize. Each
+item runs the two halves of `authorize` — the same plan, the same single
 reserve script call and the same response as a unary call. Every item is planned and its call
 queued first, in item order and before the handler's first suspension, so the script runner
 puts the whole batch into one loop tick's pipeline: one Redis round trip (or a few, past

@@ -11,9 +11,8 @@ status, and records it for idempotency.
 from __future__ import annotations
 
 import hashlib
-import zlib
 
-from creditgate.limits import keys
+from creditgate.limits import contracts, keys
 from creditgate.limits.catalog import CURRENCIES, Product
 from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
 from creditgate.limits.reasons import DeclineReason
@@ -23,6 +22,9 @@ CHANNEL_NAMES = ("", "qr_scan", "pos", "ecommerce", "cash")
 # Ids are printable ASCII without space, '{', '|' or '}': 0x21..0x7A and '~'.
 _ID_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7B)) | {"~"}
 _DIGITS = frozenset("0123456789")
+# The scripts' KEYS and args by name (limits/contracts.py): a plan fills each slot at its
+# declared index.
+RESERVE, CAPTURE, VOID = contracts.RESERVE, contracts.CAPTURE, contracts.VOID
 
 
 class InvalidArgument(ValueError):
@@ -55,7 +57,7 @@ class ProductRules:
         self.nodes_by_channel = {
             channel: product.nodes_for(channel) for channel in CHANNEL_NAMES[1:]
         }
-        # The reserve script's ARGV 18..24 that come from the product, as its strings.
+        # The reserve script's args from the product, as its strings (limits/contracts.RESERVE).
         self.amount_bound_args = (str(product.amount_min_minor), str(product.amount_max_minor))
         self.partial_approval = bool(product.partial_approval)
         self.capture_tolerance_bps = str(product.capture_tolerance_bps)
@@ -137,16 +139,57 @@ def plan_authorize(request, rules_by_product: dict, partitions: int):
     rules = rules_by_product.get(product_id)
     if rules is None:
         raise InvalidArgument("product_id", f"unknown product {product_id!r}")
-    channel_number = request.channel
-    if channel_number == 0:
-        raise InvalidArgument("channel", "required")
-    if not 0 < channel_number < len(CHANNEL_NAMES):
-        raise InvalidArgument("channel", f"unknown channel {channel_number}")
-    channel = CHANNEL_NAMES[channel_number]
+    channel = _channel(request.channel)
     check_id("merchant_id", merchant_id)
     if len(mcc) != 4 or not _DIGITS.issuperset(mcc):
         raise InvalidArgument("mcc", "must be four digits (ISO 18245)")
     check_amount("amount_minor", amount_minor)
+    _check_terms(rules, product_id, currency, installment_months)
+
+    base = keys.customer_base(customer_id, partitions)
+    amount = str(amount_minor)
+    partial_asked = "1" if allow_partial else "0"
+    months = str(installment_months)
+    keys_ = _reserve_keys(base, customer_id, idempotency_key)
+    a = RESERVE.args
+    args = [""] * len(a)
+    args[a.base] = base
+    args[a.customer_id] = customer_id
+    args[a.fingerprint] = fingerprint(
+        product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
+    )
+    args[a.product_id] = product_id
+    args[a.amount_minor] = amount
+    args[a.hold_ttl_ms] = rules.hold_ttl_ms
+    args[a.rule_decline] = str(product_decline(rules, channel, mcc, amount_minor))
+    args[a.merchant_id] = merchant_id
+    args[a.mcc] = mcc
+    args[a.channel] = channel
+    args[a.currency] = currency
+    (args[a.day_amount_max_minor], args[a.day_count_max],
+     args[a.month_amount_max_minor], args[a.month_count_max]) = rules.velocity_args
+    args[a.amount_min_minor], args[a.amount_max_minor] = rules.amount_bound_args
+    args[a.partial_approval] = "1" if rules.partial_approval and allow_partial else "0"
+    args[a.capture_tolerance_bps] = rules.capture_tolerance_bps
+    args[a.incremental] = rules.incremental_flag
+    args[a.installment_months] = months
+    args[a.installment_fee_bps] = rules.installment_fee_bps
+    args += rules.nodes_by_channel[channel]  # the repeated `nodes`, after the named args
+    return keys_, args
+
+
+def _channel(channel_number: int) -> str:
+    """The catalog name of a creditgate.v1.Channel number."""
+    if channel_number == 0:
+        raise InvalidArgument("channel", "required")
+    if not 0 < channel_number < len(CHANNEL_NAMES):
+        raise InvalidArgument("channel", f"unknown channel {channel_number}")
+    return CHANNEL_NAMES[channel_number]
+
+
+def _check_terms(rules: ProductRules, product_id: str, currency: str,
+                 installment_months: int) -> None:
+    """The currency, then the instalment term, against the product."""
     if not currency:
         raise InvalidArgument("currency", "required")
     if currency not in CURRENCIES:
@@ -157,42 +200,16 @@ def plan_authorize(request, rules_by_product: dict, partitions: int):
     if installment_months != 0 and installment_months not in rules.installment_months:
         raise InvalidArgument("installment_months", rules.installment_terms)
 
-    partition = zlib.crc32(customer_id.encode()) % partitions
-    base = keys.base(partition)
-    amount = str(amount_minor)
-    partial_asked = "1" if allow_partial else "0"
-    months = str(installment_months)
-    keys_ = [
-        keys.customer(base, customer_id),
-        keys.customer_holds(base, customer_id),
-        keys.due(base),
-        keys.outbox(base),
-        keys.idempotency_authorize(base, customer_id, idempotency_key),
-    ]
-    args = [
-        base,
-        customer_id,
-        fingerprint(
-            product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
-        ),
-        product_id,
-        amount,
-        rules.hold_ttl_ms,
-        str(product_decline(rules, channel, mcc, amount_minor)),
-        merchant_id,
-        mcc,
-        channel,
-        currency,
-        *rules.velocity_args,
-        *rules.amount_bound_args,
-        "1" if rules.partial_approval and allow_partial else "0",
-        rules.capture_tolerance_bps,
-        rules.incremental_flag,
-        months,
-        rules.installment_fee_bps,
-        *rules.nodes_by_channel[channel],
-    ]
-    return keys_, args
+
+def _reserve_keys(base: str, customer_id: str, idempotency_key: str) -> list[str]:
+    k = RESERVE.keys
+    keys_ = [""] * len(k)
+    keys_[k.customer] = keys.customer(base, customer_id)
+    keys_[k.customer_holds] = keys.customer_holds(base, customer_id)
+    keys_[k.due] = keys.due(base)
+    keys_[k.outbox] = keys.outbox(base)
+    keys_[k.idempotency] = keys.idempotency_authorize(base, customer_id, idempotency_key)
+    return keys_
 
 
 def plan_capture(request, partitions: int):
@@ -203,13 +220,20 @@ def plan_capture(request, partitions: int):
     check_amount("amount_minor", request.amount_minor)
     amount = str(request.amount_minor)
     final = "1" if request.final else "0"
-    keys_ = [
-        keys.hold(base, hold_id),
-        keys.idempotency_capture(base, hold_id, request.idempotency_key),
-        keys.due(base),
-        keys.outbox(base),
-    ]
-    return keys_, [base, hold_id, fingerprint("capture", amount, final), amount, final]
+    k = CAPTURE.keys
+    keys_ = [""] * len(k)
+    keys_[k.hold] = keys.hold(base, hold_id)
+    keys_[k.idempotency] = keys.idempotency_capture(base, hold_id, request.idempotency_key)
+    keys_[k.due] = keys.due(base)
+    keys_[k.outbox] = keys.outbox(base)
+    a = CAPTURE.args
+    args = [""] * len(a)
+    args[a.base] = base
+    args[a.hold_id] = hold_id
+    args[a.fingerprint] = fingerprint("capture", amount, final)
+    args[a.amount_minor] = amount
+    args[a.final] = final
+    return keys_, args
 
 
 def plan_void(request, partitions: int):
@@ -217,13 +241,18 @@ def plan_void(request, partitions: int):
     check_id("idempotency_key", request.idempotency_key)
     hold_id = request.hold_id
     base = _hold_base(hold_id, partitions)
-    keys_ = [
-        keys.hold(base, hold_id),
-        keys.idempotency_void(base, hold_id, request.idempotency_key),
-        keys.due(base),
-        keys.outbox(base),
-    ]
-    return keys_, [base, hold_id, fingerprint("void")]
+    k = VOID.keys
+    keys_ = [""] * len(k)
+    keys_[k.hold] = keys.hold(base, hold_id)
+    keys_[k.idempotency] = keys.idempotency_void(base, hold_id, request.idempotency_key)
+    keys_[k.due] = keys.due(base)
+    keys_[k.outbox] = keys.outbox(base)
+    a = VOID.args
+    args = [""] * len(a)
+    args[a.base] = base
+    args[a.hold_id] = hold_id
+    args[a.fingerprint] = fingerprint("void")
+    return keys_, args
 
 
 def _hold_base(hold_id: str, partitions: int) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from creditgate.hotpath._plan_py import (
+from creditgate.hotpath import (
     CHANNEL_NAMES,
     InvalidArgument,
     check_amount,
@@ -46,20 +46,24 @@ def plan_refund(request, partitions: int) -> Plan:
     """refund.lua's (keys, args) of a RefundRequest."""
     base, amount = _hold_amount_call(request, partitions)
     hold_id = request.hold_id
-    return ([keys.hold(base, hold_id),
-             keys.idempotency_refund(base, hold_id, request.idempotency_key),
-             keys.outbox(base)],
-            [base, hold_id, fingerprint("refund", amount), amount])
+    return (contracts.REFUND.keys.pack(
+                hold=keys.hold(base, hold_id),
+                idempotency=keys.idempotency_refund(base, hold_id, request.idempotency_key),
+                outbox=keys.outbox(base)),
+            contracts.REFUND.args.pack(base=base, hold_id=hold_id, amount_minor=amount,
+                                       fingerprint=fingerprint("refund", amount)))
 
 
 def plan_increment(request, partitions: int) -> Plan:
     """increment.lua's (keys, args) of an IncrementAuthorizationRequest."""
     base, amount = _hold_amount_call(request, partitions)
     hold_id = request.hold_id
-    return ([keys.hold(base, hold_id),
-             keys.idempotency_increment(base, hold_id, request.idempotency_key),
-             keys.due(base), keys.outbox(base)],
-            [base, hold_id, fingerprint("increment", amount), amount])
+    return (contracts.INCREMENT.keys.pack(
+                hold=keys.hold(base, hold_id),
+                idempotency=keys.idempotency_increment(base, hold_id, request.idempotency_key),
+                due=keys.due(base), outbox=keys.outbox(base)),
+            contracts.INCREMENT.args.pack(base=base, hold_id=hold_id, amount_minor=amount,
+                                          fingerprint=fingerprint("increment", amount)))
 
 
 def check_node(field: str, node: str) -> None:
@@ -125,11 +129,14 @@ def plan_reverse(request, partitions: int) -> Plan:
     check_id("original_idempotency_key", request.original_idempotency_key)
     customer_id, original_key = request.customer_id, request.original_idempotency_key
     base = keys.customer_base(customer_id, partitions)
-    return ([keys.customer(base, customer_id), keys.customer_holds(base, customer_id),
-             keys.due(base), keys.outbox(base),
-             keys.idempotency_authorize(base, customer_id, original_key),
-             keys.reversal(base, customer_id, original_key)],
-            [base, customer_id, original_key])
+    return (contracts.REVERSE.keys.pack(
+                customer=keys.customer(base, customer_id),
+                customer_holds=keys.customer_holds(base, customer_id),
+                due=keys.due(base), outbox=keys.outbox(base),
+                original_idempotency=keys.idempotency_authorize(base, customer_id, original_key),
+                reversal=keys.reversal(base, customer_id, original_key)),
+            contracts.REVERSE.args.pack(base=base, customer_id=customer_id,
+                                        original_idempotency_key=original_key))
 
 
 def _check_purchase(request, products: dict[str, catalog.Product]) -> catalog.Product:
@@ -185,19 +192,21 @@ def plan_force_capture(request, products: dict[str, catalog.Product], partitions
     hold_id = keys.hold_id(partition, token)
     hold_key = keys.hold(base, hold_id)
     amount = str(request.amount_minor)
-    purchase = [product.id, amount, request.merchant_id, request.mcc, channel,
-                request.currency, original]
-    assert contracts.FORCE_CAPTURE.args.names[4:] == (
-        "product_id", "amount_minor", "merchant_id", "mcc", "channel", "currency",
-        "original_hold_id")
     payload = (product.id, channel, request.merchant_id, request.mcc, amount,
                request.currency, original)
-    return ([keys.customer(base, customer_id),
-             keys.idempotency_force_capture(base, customer_id, request.idempotency_key),
-             keys.outbox(base), hold_key, keys.hold(base, original) if original else hold_key,
-             keys.customer_holds(base, customer_id), keys.due(base)],
-            [base, customer_id, hold_id, fingerprint("force_capture", *payload), *purchase,
-             *product.nodes_for(channel)])
+    return (contracts.FORCE_CAPTURE.keys.pack(
+                customer=keys.customer(base, customer_id),
+                idempotency=keys.idempotency_force_capture(base, customer_id,
+                                                           request.idempotency_key),
+                outbox=keys.outbox(base), hold=hold_key,
+                original_hold=keys.hold(base, original) if original else hold_key,
+                customer_holds=keys.customer_holds(base, customer_id), due=keys.due(base)),
+            contracts.FORCE_CAPTURE.args.pack(
+                base=base, customer_id=customer_id, hold_id=hold_id,
+                fingerprint=fingerprint("force_capture", *payload), product_id=product.id,
+                amount_minor=amount, merchant_id=request.merchant_id, mcc=request.mcc,
+                channel=channel, currency=request.currency, original_hold_id=original,
+                rest=product.nodes_for(channel)))
 
 
 def repayment_order(products: dict[str, catalog.Product]) -> tuple[str, ...]:
@@ -222,7 +231,10 @@ def plan_repay(request, order: tuple[str, ...], partitions: int) -> Plan:
     customer_id = request.customer_id
     base = keys.customer_base(customer_id, partitions)
     amount = str(request.amount_minor)
-    return ([keys.customer(base, customer_id),
-             keys.idempotency_repay(base, customer_id, request.idempotency_key),
-             keys.outbox(base)],
-            [base, customer_id, fingerprint("repay", amount), amount, *order])
+    return (contracts.REPAY.keys.pack(
+                customer=keys.customer(base, customer_id),
+                idempotency=keys.idempotency_repay(base, customer_id, request.idempotency_key),
+                outbox=keys.outbox(base)),
+            contracts.REPAY.args.pack(base=base, customer_id=customer_id,
+                                      fingerprint=fingerprint("repay", amount),
+                                      amount_minor=amount, rest=order))

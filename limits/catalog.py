@@ -25,6 +25,7 @@ from creditgate.limits.constants import (
     INSTALLMENT_TERMS_MAX,
     NODE_NAME_LENGTH_MAX,
     PRODUCT_NODES_MAX,
+    REPAY_PATHS_MAX,
     VELOCITY_AMOUNT_MINOR_MAX,
     VELOCITY_COUNT_MAX,
 )
@@ -168,7 +169,18 @@ def parse(data: bytes | str, path: str = "<catalog>") -> dict[str, Product]:
         _check(path, product)
         products[product_id] = product
     _check_tree(path, products)
+    _check_paths(path, products)
     return products
+
+
+def _check_paths(path: str, products: dict[str, Product]) -> None:
+    """A repayment walks every path of the catalog (a product's nodes and, per channel, its
+    channel node): at most REPAY_PATHS_MAX of them."""
+    paths = {",".join(product.nodes_for(channel)) for product in products.values()
+             for channel in product.channels}
+    if len(paths) > REPAY_PATHS_MAX:
+        raise CatalogError(path, None, "products", f"{len(paths)} distinct limit paths; a "
+                           f"repayment walks at most {REPAY_PATHS_MAX}")
 
 
 def _check(path: str, product: Product) -> None:

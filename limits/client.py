@@ -65,9 +65,12 @@ class LimitsClient:
                         expires_at_ms: int) -> RaiseResult:
         """Set (or, with 0, remove) a temporary raise of one level's cap."""
         base = keys.customer_base(customer_id, self.partitions)
-        reply = await self._call(contracts.SET_RAISE, [
-            keys.customer(base, customer_id), keys.outbox(base)],
-            [customer_id, node, str(raise_minor), str(expires_at_ms)])
+        script = contracts.SET_RAISE
+        reply = await self._call(
+            script,
+            script.keys.pack(customer=keys.customer(base, customer_id), outbox=keys.outbox(base)),
+            script.args.pack(customer_id=customer_id, node=node, raise_minor=str(raise_minor),
+                             expires_at_ms=str(expires_at_ms)))
         return replies.decode_raise(node, expires_at_ms, reply)
 
     async def capture(self, keys_: Keys, args: Args) -> CaptureResult:
@@ -95,32 +98,43 @@ class LimitsClient:
         base = keys.customer_base(customer_id, self.partitions)
         # The schedule starts two days before this host's time: a skew of seconds is harmless.
         start_s = int(time.time()) + self.clock_offset_ms // 1000
-        args = [customer_id, status, timezone, calendar.offset_schedule(timezone, start_s)]
-        for node, cap in sorted(caps.items()):
-            args += [node, str(cap)]
-        reply = await self._call(contracts.PUT_CUSTOMER, [
-            keys.customer(base, customer_id), keys.outbox(base), keys.timezones(base)], args)
+        script = contracts.PUT_CUSTOMER
+        reply = await self._call(
+            script,
+            script.keys.pack(customer=keys.customer(base, customer_id),
+                             outbox=keys.outbox(base), timezones=keys.timezones(base)),
+            script.args.pack(customer_id=customer_id, status=status, timezone=timezone,
+                             schedule=calendar.offset_schedule(timezone, start_s),
+                             rest=[text for node, cap in sorted(caps.items())
+                                   for text in (node, str(cap))]))
         return replies.decode_put_customer(reply)
 
     async def expire(self, customer_id: str) -> int:
         """Release the customer's holds whose TTL has passed; the number released."""
         base = keys.customer_base(customer_id, self.partitions)
-        reply = await self._call(contracts.EXPIRE, [
-            keys.customer_holds(base, customer_id), keys.due(base), keys.outbox(base)],
-            [base, customer_id])
+        script = contracts.EXPIRE
+        reply = await self._call(
+            script,
+            script.keys.pack(customer_holds=keys.customer_holds(base, customer_id),
+                             due=keys.due(base), outbox=keys.outbox(base)),
+            script.args.pack(base=base, customer_id=customer_id))
         return replies.decode_expire(reply)
 
     async def credit(self, customer_id: str) -> CustomerState | None:
         """The customer's caps, usage and velocity windows now, or None if unknown."""
         base = keys.customer_base(customer_id, self.partitions)
-        reply = await self._call(contracts.CREDIT, [
-            keys.customer(base, customer_id), keys.due(base), keys.outbox(base)],
-            [base, customer_id])
+        script = contracts.CREDIT
+        reply = await self._call(
+            script,
+            script.keys.pack(customer=keys.customer(base, customer_id), due=keys.due(base),
+                             outbox=keys.outbox(base)),
+            script.args.pack(base=base, customer_id=customer_id))
         return replies.decode_credit(customer_id, reply)
 
     async def due(self, partition: int, count_max: int) -> list[str]:
         """The partition's customers whose earliest open hold has expired (at most count_max),
         by Redis' clock: the sweeper's question."""
-        reply = await self._call(contracts.DUE, [keys.due(keys.base(partition))],
-                                 [str(count_max)])
+        script = contracts.DUE
+        reply = await self._call(script, script.keys.pack(due=keys.due(keys.base(partition))),
+                                 script.args.pack(count_max=str(count_max)))
         return replies.decode_due(reply)

@@ -44,9 +44,21 @@ class Layout:
     def __getattr__(self, name: str) -> int:  # only for names that are not declared
         raise AttributeError(f"no field {name!r} in this layout")
 
+    def pack(self, rest: Sequence[str] = (), **fields: str) -> list[str]:
+        """The list a script receives, from its values by name: every declared name exactly
+        once, then the repeated tail (flat) if the layout has one. How planners build a call
+        without knowing positions."""
+        if fields.keys() != set(self.names):
+            missing, extra = set(self.names) - fields.keys(), fields.keys() - set(self.names)
+            raise TypeError(f"pack: missing {sorted(missing)}, unknown {sorted(extra)}")
+        if rest and not self.rest:
+            raise TypeError("pack: this layout has no repeated tail")
+        return [fields[name] for name in self.names] + list(rest)
+
     def bind(self, values: Sequence[Any]) -> Fields:
-        """The values by name (for the model and tests, not for hot code): a repeated group's
-        values as a list of tuples under the group's first name, e.g. `nodes`."""
+        """The values by name (not for hot code): the repeated group's values in `.rest` (a
+        list of tuples, or of values for a group of one name), the tail's by name. Values that
+        do not fit the layout raise ValueError."""
         return Fields(self, values)
 
 
@@ -56,10 +68,12 @@ class Fields:
     def __init__(self, layout: Layout, values: Sequence[Any]):
         fixed = len(layout.names)
         end = len(values) - len(layout.tail)
-        assert end >= fixed, (layout.names, values)
+        width = len(layout.rest) or 1
+        if end < fixed or (not layout.rest and end != fixed) or (end - fixed) % width:
+            raise ValueError(f"{len(values)} values do not fit the layout {layout.names}"
+                             f"{'{' + ','.join(layout.rest) + '}' if layout.rest else ''}")
         for name, value in zip(layout.names, values[:fixed], strict=True):
             setattr(self, name, value)
-        width = len(layout.rest) or 1
         repeated = list(values[fixed:end])
         self.rest = [tuple(repeated[i:i + width]) for i in range(0, len(repeated), width)]
         if len(layout.rest) == 1:

@@ -2,7 +2,8 @@
 
 Every key of one customer starts with the base `cg:{p:NNN}:` of the customer's partition, so a
 script touching them runs unchanged on Redis Cluster (one slot). The Lua scripts receive these
-names as constants prepended at load time (limits/scripts.py), never as their own literals.
+names as constants written into them at load time (limits/lua_source.py), never as their own
+literals.
 
     cg:{p:NNN}:c:<customer_id>              hash: status, timezone schedule, per-node caps and
                                             usage, velocity windows per product

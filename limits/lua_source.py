@@ -38,6 +38,7 @@ def lua_constant_values() -> dict[str, str]:
         "INSTALLMENT_MONTHS_MAX": constants.INSTALLMENT_MONTHS_MAX,
         "INSTALLMENT_FEE_BPS_MAX": constants.INSTALLMENT_FEE_BPS_MAX,
         "RAISE_DURATION_MS_MAX": constants.RAISE_DURATION_S_MAX * 1000,
+        "SWEEP_CUSTOMERS_PER_PARTITION_MAX": constants.SWEEP_CUSTOMERS_PER_PARTITION_MAX,
     }
     values.update((name, str(value)) for name, value in bounds.items())
     return values

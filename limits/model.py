@@ -3,6 +3,12 @@ writes, over an in-memory picture of the Redis keys. It is the readable specific
 scripts; tests run one table of cases against both and, with hypothesis, compare the whole
 Redis state with the model's after every step.
 
+Each script method reads its KEYS and ARGV by the names limits/contracts.py declares
+(`k.customer`, `a.amount_minor`, `a.rest` for a repeated tail), names the fields of a hold
+hash through keys.HOLD_FIELDS, builds its reply from the contract's reply fields in wire order,
+and follows the steps of its Lua script: check the arguments, replay an idempotent answer, read,
+check in the documented order, then write.
+
 State layout (as Redis would hold it): a hash is dict[str, str], a sorted set dict[str, int],
 a string str, a stream list[dict[str, str]]. Key expiry (PEXPIRE/EX) is not modelled: it only
 forgets closed holds and old idempotency records long after they matter.
@@ -12,17 +18,71 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
-from creditgate.limits import calendar, constants, installments, keys
+from creditgate.limits import calendar, constants, contracts, installments, keys
+from creditgate.limits.contracts import Fields, Layout
 from creditgate.limits.levels import effective_cap
 from creditgate.limits.reasons import DeclineReason as R
 from creditgate.limits.reasons import ScriptError as E
 
 HOLD_TTL_MS_MAX = constants.HOLD_TTL_S_MAX * 1000
+RAISE_DURATION_MS_MAX = constants.RAISE_DURATION_S_MAX * 1000
 # The fingerprint of every reversal: it has no payload of its own (limits/lua/reverse.lua).
 _REVERSAL = "reverse"
-RAISE_DURATION_MS_MAX = constants.RAISE_DURATION_S_MAX * 1000
+# due.lua's bound on the customers one call lists.
+_DUE_COUNT_MAX = constants.SWEEP_CUSTOMERS_PER_PARTITION_MAX
+
+# The fields of a hold hash (what each holds: keys.HOLD_FIELDS).
+_STATE = keys.HOLD_FIELDS["STATE"]
+_CUSTOMER = keys.HOLD_FIELDS["CUSTOMER"]
+_PRODUCT = keys.HOLD_FIELDS["PRODUCT"]
+_AMOUNT = keys.HOLD_FIELDS["AMOUNT"]
+_CAPTURED = keys.HOLD_FIELDS["CAPTURED"]
+_NODES = keys.HOLD_FIELDS["NODES"]
+_EXPIRES = keys.HOLD_FIELDS["EXPIRES"]
+_SEQ = keys.HOLD_FIELDS["SEQ"]
+_MERCHANT = keys.HOLD_FIELDS["MERCHANT"]
+_CURRENCY = keys.HOLD_FIELDS["CURRENCY"]
+_FINGERPRINT = keys.HOLD_FIELDS["FINGERPRINT"]
+_TOLERANCE_BPS = keys.HOLD_FIELDS["TOLERANCE_BPS"]
+_INCREMENT_MAX = keys.HOLD_FIELDS["INCREMENT_MAX"]
+_VELOCITY_MAX = keys.HOLD_FIELDS["VELOCITY_MAX"]
+_PLAN = keys.HOLD_FIELDS["PLAN"]
+_PARTIAL_LEVEL = keys.HOLD_FIELDS["PARTIAL_LEVEL"]
+_FIRST_AMOUNT = keys.HOLD_FIELDS["FIRST_AMOUNT"]
+_CLOSED_AT = keys.HOLD_FIELDS["CLOSED_AT"]
+_REFUNDED = keys.HOLD_FIELDS["REFUNDED"]
+_FORCE_CAPTURED_AS = keys.HOLD_FIELDS["FORCE_CAPTURED_AS"]
+_ORIGINAL_HOLD = keys.HOLD_FIELDS["ORIGINAL_HOLD"]
+_FORCE_CAPTURE = keys.HOLD_FIELDS["FORCE_CAPTURE"]
+_CREATED_AT = keys.HOLD_FIELDS["CREATED_AT"]
+
+# The statuses that decline every authorization (active declines nothing).
+_STATUS_DECLINES = {"frozen": R.CUSTOMER_FROZEN, "closed": R.CUSTOMER_CLOSED,
+                    "overdue": R.CUSTOMER_OVERDUE}
+# A closed hold's state and the refusal of a call that needs it open.
+_CLOSED_REFUSALS = {"expired": E.HOLD_EXPIRED, "voided": E.HOLD_VOIDED,
+                    "captured": E.HOLD_CAPTURED, "reversed": E.HOLD_REVERSED}
+
+# reserve's numeric ARGV and their bounds (int_arg in limits/lua/_lib.lua).
+_PURCHASE_BOUNDS: dict[str, tuple[int, int]] = {
+    "amount_minor": (1, constants.AMOUNT_MINOR_MAX),
+    "hold_ttl_ms": (1, HOLD_TTL_MS_MAX),
+    "rule_decline": (0, R.AMOUNT_ABOVE_MAXIMUM),
+    "day_amount_max_minor": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
+    "day_count_max": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
+    "month_amount_max_minor": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
+    "month_count_max": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
+    "amount_min_minor": (0, constants.AMOUNT_MINOR_MAX),
+    "amount_max_minor": (0, constants.AMOUNT_MINOR_MAX),
+    "partial_approval": (0, 1),
+    "capture_tolerance_bps": (0, constants.CAPTURE_TOLERANCE_BPS_MAX),
+    "incremental": (0, 1),
+    "installment_months": (0, constants.INSTALLMENT_MONTHS_MAX),
+    "installment_fee_bps": (0, constants.INSTALLMENT_FEE_BPS_MAX),
+}
 
 
 def _int_arg(value: str, low: int, high: int) -> int | None:
@@ -33,8 +93,161 @@ def _int_arg(value: str, low: int, high: int) -> int | None:
     return number if low <= number <= high else None
 
 
+# -- replies ------------------------------------------------------------------------------
+def _wire(layout: Layout, rest: Sequence[Sequence[object]] = (), **fields: object) -> list[str]:
+    """A reply's values as text in the layout's wire order: its named fields, each group of
+    the repeated part, then the tail."""
+    assert fields.keys() == {*layout.names, *layout.tail}, sorted(fields)
+    values = [fields[name] for name in layout.names]
+    for group in rest:
+        values.extend(group)
+    values += [fields[name] for name in layout.tail]
+    return [str(value) for value in values]
+
+
+def _ok(layout: Layout, rest: Sequence[Sequence[object]] = (), **fields: object) -> str:
+    """An "OK|..." reply of the layout."""
+    return "|".join(["OK", *_wire(layout, rest, **fields)])
+
+
 def _err(code: E, detail: str, now: int) -> str:
-    return f"ERR|{int(code)}|{detail}|{now}"
+    """A refusal "ERR|code|detail|at_ms": nothing the call asked for was changed."""
+    return "|".join(["ERR", *_wire(contracts.ERROR, code=int(code), detail=detail, at_ms=now)])
+
+
+def authorization_reply(reason: int, level: str, hold_id: str, available: int, now: int,
+                        expires: int, approved: int, partial: bool, offer: int,
+                        offer_level: str, plan: str, levels: Sequence[Sequence[object]],
+                        held: int | None = None) -> str:
+    """authorization_reply of limits/lua/_lib.lua: reserve's reply (contracts.AUTHORIZATION),
+    one group per level; with `held` (what the hold still holds), increment's."""
+    fields = dict(reason=int(reason), level=level, hold_id=hold_id, available_minor=available,
+                  decided_at_ms=now, hold_expires_at_ms=expires, approved_amount_minor=approved,
+                  partial=int(partial), counter_offer_minor=offer,
+                  counter_offer_level=offer_level, plan=plan)
+    if held is None:
+        return _ok(contracts.AUTHORIZATION, levels, **fields)
+    return _ok(contracts.INCREMENT.reply, levels, hold_held_minor=held, **fields)
+
+
+# -- what the checks read -----------------------------------------------------------------
+@dataclass(frozen=True)
+class _Purchase:
+    """reserve's numeric ARGV, checked, under the contract's names."""
+
+    amount_minor: int
+    hold_ttl_ms: int
+    rule_decline: int
+    day_amount_max_minor: int
+    day_count_max: int
+    month_amount_max_minor: int
+    month_count_max: int
+    amount_min_minor: int
+    amount_max_minor: int
+    partial_approval: int
+    capture_tolerance_bps: int
+    incremental: int
+    installment_months: int
+    installment_fee_bps: int
+
+    @property
+    def has_velocity(self) -> bool:
+        """Whether the product keeps any velocity window (a max of 0 is no limit)."""
+        return any((self.day_amount_max_minor, self.day_count_max,
+                    self.month_amount_max_minor, self.month_count_max))
+
+
+def _purchase(a: Fields) -> _Purchase | None:
+    """reserve's arguments: every number within its bounds, no one-month installment plan, at
+    least one limit node; None if any fails."""
+    numbers = {name: _int_arg(getattr(a, name), low, high)
+               for name, (low, high) in _PURCHASE_BOUNDS.items()}
+    if None in numbers.values() or numbers["installment_months"] == 1 or not a.rest:
+        return None
+    return _Purchase(**numbers)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """read_levels of limits/lua/_lib.lua: per limit node (root first) of a path, its effective
+    cap (the cap plus the node's temporary raise while it lasts), held and used."""
+
+    rows: list[tuple[str, int, int, int]]
+
+    @classmethod
+    def read(cls, customer: Mapping[str, str], nodes: Sequence[str], now: int) -> _Levels:
+        return cls([(node,
+                     effective_cap(int(customer.get(keys.FIELD_CAP + node, 0)),
+                                   customer.get(keys.FIELD_RAISE + node), now),
+                     int(customer.get(keys.FIELD_HELD + node, 0)),
+                     int(customer.get(keys.FIELD_USED + node, 0))) for node in nodes])
+
+    @property
+    def nodes(self) -> list[str]:
+        return [node for node, _, _, _ in self.rows]
+
+    @property
+    def frees(self) -> list[int]:
+        """Each node's free credit: cap - held - used, never below 0."""
+        return [max(0, cap - held - used) for _, cap, held, used in self.rows]
+
+    @property
+    def available(self) -> int:
+        """The least free credit of the path."""
+        return min(self.frees)
+
+    def short(self, amount: int) -> str | None:
+        """The first node (root first) where `amount` does not fit, or None."""
+        return next((node for node, free in zip(self.nodes, self.frees, strict=True)
+                     if amount > free), None)
+
+    def reply(self, held_extra: int = 0, used_extra: int = 0) -> list[tuple[str, int, int, int]]:
+        """The reply's groups (node, cap, held, used), with what the call added."""
+        return [(node, cap, held + held_extra, used + used_extra)
+                for node, cap, held, used in self.rows]
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """A product's day and month windows as they stand now: the local day and month numbers
+    and the amount and count each holds ("<number>:<amount>:<count>" in the customer hash; a
+    window of another number counts nothing)."""
+
+    day: int
+    month: int
+    day_amount: int
+    day_count: int
+    month_amount: int
+    month_count: int
+
+    def count_exceeded(self, day_count_max: int, month_count_max: int) -> bool:
+        """Whether one more purchase passes a count max (0: no limit)."""
+        return bool((day_count_max and self.day_count + 1 > day_count_max)
+                    or (month_count_max and self.month_count + 1 > month_count_max))
+
+    def amount_exceeded(self, amount: int, day_max: int, month_max: int) -> bool:
+        """Whether `amount` more passes an amount max (0: no limit)."""
+        return bool((day_max and self.day_amount + amount > day_max)
+                    or (month_max and self.month_amount + amount > month_max))
+
+    def texts(self, amount: int, purchases: int) -> tuple[str, str]:
+        """The day's and the month's stored text after counting `amount` and `purchases`."""
+        return (f"{self.day}:{self.day_amount + amount}:{self.day_count + purchases}",
+                f"{self.month}:{self.month_amount + amount}:{self.month_count + purchases}")
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """The outcome of an authorization's checks: a decline's reason (NONE: approved), the
+    level it names and its counter-offer; or the approved amount, whether it is partial and
+    the binding level of a partial approval (in offer_level)."""
+
+    reason: R = R.NONE
+    level: str = ""
+    offer: int = 0
+    offer_level: str = ""
+    approved: int = 0
+    partial: bool = False
 
 
 class Model:
@@ -68,6 +281,8 @@ class Model:
 
     # -- the prelude (limits/lua/_lib.lua) --------------------------------------------------
     def _update_due(self, holds_key: str, due_key: str, customer_id: str) -> None:
+        """The partition's due set holds each customer with open holds at its earliest
+        expiry."""
         holds = self.state.get(holds_key) or {}
         if holds:
             first = min(holds.items(), key=lambda item: (item[1], item[0]))  # type: ignore
@@ -78,6 +293,23 @@ class Model:
     def _zone_schedule(self, base: str, zone: str) -> str:
         """The partition's shared UTC-offset schedule of a timezone (put_customer writes it)."""
         return self._hash(keys.timezones(base)).get(zone, "0")
+
+    def _windows(self, base: str, customer: Mapping[str, str], product_id: str,
+                 now: int) -> _Windows:
+        """The product's velocity windows in the customer's local calendar."""
+        day, month = calendar.window_numbers(
+            self._zone_schedule(base, customer[keys.FIELD_TIMEZONE]), now)
+        day_amount, day_count = _window_usage(
+            customer.get(keys.FIELD_VELOCITY_DAY + product_id), day)
+        month_amount, month_count = _window_usage(
+            customer.get(keys.FIELD_VELOCITY_MONTH + product_id), month)
+        return _Windows(day, month, day_amount, day_count, month_amount, month_count)
+
+    def _count_in_windows(self, customer_key: str, product_id: str, windows: _Windows,
+                          amount: int, purchases: int) -> None:
+        customer = self._hash(customer_key)
+        (customer[keys.FIELD_VELOCITY_DAY + product_id],
+         customer[keys.FIELD_VELOCITY_MONTH + product_id]) = windows.texts(amount, purchases)
 
     def _approval_hold(self, base: str, record_key: str, now: int) -> tuple[str, bool]:
         """approval_hold of limits/lua/_lib.lua: the approval's hold in this idempotency epoch
@@ -97,7 +329,7 @@ class Model:
         return path_id if known == node_list else node_list
 
     def _hold_nodes(self, base: str, stored: str) -> str:
-        """A hold's nodes, comma-joined, from its `n` field (a path id or the list)."""
+        """A hold's nodes, comma-joined, from its nodes field (a path id or the list)."""
         if not stored.startswith(keys.PATH_ID_MARK):
             return stored
         return self._hash(keys.paths(base))[stored]
@@ -110,28 +342,40 @@ class Model:
             del self._hash(customer_key)[keys.FIELD_BALANCE + path]
 
     def _close_hold(self, hold_key: str, state: str, seq: int, now: int) -> None:
-        self._hash(hold_key).update(st=state, sq=str(seq), cl=str(now))
+        self._hash(hold_key).update({_STATE: state, _SEQ: str(seq), _CLOSED_AT: str(now)})
+
+    def _forget_open_hold(self, base: str, customer_id: str, hold_id: str,
+                          due_key: str) -> None:
+        """A closed hold leaves the customer's open holds, and the due set follows."""
+        holds_key = keys.customer_holds(base, customer_id)
+        self._zrem(holds_key, hold_id)
+        self._update_due(holds_key, due_key, customer_id)
 
     def _expire_hold(self, base: str, customer_id: str, hold_id: str, outbox_key: str,
                      now: int) -> int:
+        """Releases one open hold whose TTL has passed: what it still holds leaves every level
+        it drew on, it closes as expired, and its event is appended. 1 if released, else 0."""
         hold_key = keys.hold(base, hold_id)
         h = self._hash(hold_key)
-        if h.get("st") != "open":
+        if h.get(_STATE) != "open":
             return 0
-        path = self._hold_nodes(base, h["n"])  # a path id or the list
-        released = int(h["a"]) - int(h["cp"])
+        path = self._hold_nodes(base, h[_NODES])
+        released = int(h[_AMOUNT]) - int(h[_CAPTURED])
         for node in path.split(","):
             self._hincrby(keys.customer(base, customer_id), keys.FIELD_HELD + node, -released)
-        seq = int(h["sq"]) + 1
+        seq = int(h[_SEQ]) + 1
         self._close_hold(hold_key, "expired", seq, now)
         self._xadd(outbox_key, type="expired", event_id=hold_event_id(hold_id, h, seq),
-                   customer_id=customer_id, hold_id=hold_id, product_id=h["p"],
-                   merchant_id=h["m"], currency=h["cur"], nodes=path,
-                   released_minor=str(released), captured_total_minor=h["cp"], at_ms=str(now))
+                   customer_id=customer_id, hold_id=hold_id, product_id=h[_PRODUCT],
+                   merchant_id=h[_MERCHANT], currency=h[_CURRENCY], nodes=path,
+                   released_minor=str(released), captured_total_minor=h[_CAPTURED],
+                   at_ms=str(now))
         return 1
 
     def _release_expired(self, base: str, customer_id: str, due_key: str, outbox_key: str,
                          now: int) -> int:
+        """Releases the customer's holds whose TTL has passed, earliest first, at most
+        EXPIRE_PER_CALL_MAX of them. Returns how many were released."""
         holds_key = keys.customer_holds(base, customer_id)
         holds: dict[str, int] = self.state.get(holds_key) or {}  # type: ignore[assignment]
         due = sorted((score, hold_id) for hold_id, score in holds.items() if score <= now)
@@ -146,14 +390,32 @@ class Model:
 
     def _release_if_due(self, base: str, customer_id: str, hold_id: str, due_key: str,
                         outbox_key: str, now: int) -> None:
+        """The hold a call names is released if its TTL has passed, however many of the
+        customer's holds were due before it."""
         h = self._hash(keys.hold(base, hold_id))
-        if h.get("st") == "open" and int(h["x"]) <= now:
+        if h.get(_STATE) == "open" and int(h[_EXPIRES]) <= now:
             self._expire_hold(base, customer_id, hold_id, outbox_key, now)
-            holds_key = keys.customer_holds(base, customer_id)
-            self._zrem(holds_key, hold_id)
-            self._update_due(holds_key, due_key, customer_id)
+            self._forget_open_hold(base, customer_id, hold_id, due_key)
+
+    def _open_hold(self, hold_key: str, base: str, hold_id: str, due_key: str,
+                   outbox_key: str, now: int) -> tuple[dict[str, str] | None, str | None]:
+        """open_hold of limits/lua/_lib.lua: (the hold, None) if it is open after releasing
+        what had expired, else (None, the refusal)."""
+        hold: dict[str, str] | None = self.state.get(hold_key)  # type: ignore[assignment]
+        if hold is None:
+            return None, _err(E.HOLD_NOT_FOUND, "", now)
+        customer_id = hold[_CUSTOMER]
+        self._release_expired(base, customer_id, due_key, outbox_key, now)
+        self._release_if_due(base, customer_id, hold_id, due_key, outbox_key, now)
+        h: dict[str, str] = self.state[hold_key]  # type: ignore[assignment]
+        closed = _CLOSED_REFUSALS.get(h[_STATE])
+        if closed is not None:
+            return None, _err(closed, h[_CLOSED_AT], now)
+        return h, None
 
     def _replay(self, record_key: str, fingerprint: str, now: int) -> str | None:
+        """The stored first answer, a refusal if the key was used with another payload, or
+        None."""
         prior = self.state.get(record_key)
         if prior is None:
             return None
@@ -169,271 +431,233 @@ class Model:
 
     # -- the scripts ------------------------------------------------------------------------
     def call(self, name: str, keys_: Sequence[str], args: Sequence[str]):
-        offset, *rest = args
+        """Runs script `name` as the client calls it. ARGV[1] is the clock offset: the script
+        runs at the model's clock plus it, and its method gets KEYS, the rest of ARGV (its
+        contract's `args`) and that time."""
+        assert contracts.SCRIPTS[name].clock, name
+        offset, *script_args = args
         now = self.clock() + int(offset)
-        return getattr(self, name)(list(keys_), rest, now)
+        return getattr(self, name)(list(keys_), script_args, now)
 
-    def reserve(self, k: list[str], a: list[str], now: int) -> str:
-        base, customer_id, fingerprint, product_id = a[0], a[1], a[2], a[3]
-        amount = _int_arg(a[4], 1, constants.AMOUNT_MINOR_MAX)
-        ttl_ms = _int_arg(a[5], 1, HOLD_TTL_MS_MAX)
-        rule_decline = _int_arg(a[6], 0, R.AMOUNT_ABOVE_MAXIMUM)
-        limits = [_int_arg(v, 0, constants.VELOCITY_AMOUNT_MINOR_MAX) for v in a[11:15]]
-        amount_min = _int_arg(a[15], 0, constants.AMOUNT_MINOR_MAX)
-        amount_max = _int_arg(a[16], 0, constants.AMOUNT_MINOR_MAX)
-        allow_partial = _int_arg(a[17], 0, 1)
-        tolerance_bps = _int_arg(a[18], 0, constants.CAPTURE_TOLERANCE_BPS_MAX)
-        incremental = _int_arg(a[19], 0, 1)
-        months = _int_arg(a[20], 0, constants.INSTALLMENT_MONTHS_MAX)
-        fee_bps = _int_arg(a[21], 0, constants.INSTALLMENT_FEE_BPS_MAX)
-        nodes = a[22:]
-        if amount is None or ttl_ms is None or rule_decline is None or None in limits \
-                or amount_min is None or amount_max is None or allow_partial is None \
-                or tolerance_bps is None or incremental is None or months is None \
-                or months == 1 or fee_bps is None or not nodes:
+    # reserve.lua
+    def reserve(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Authorizes one purchase: every limit level and velocity window must pass, then the
+        amount is held at every level (docs/lifecycle.md)."""
+        k, a = contracts.RESERVE.keys.bind(keys_), contracts.RESERVE.args.bind(args)
+        r = _purchase(a)
+        if r is None:
             return _err(E.BAD_ARGUMENT, "reserve", now)
-        day_amount_max, day_count_max, month_amount_max, month_count_max = limits  # type: ignore
-        replay = self._replay(k[4], fingerprint, now)
+        replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
-        # An approval keeps no record: its hold (id derived from the record's key) holds the
-        # fingerprint.
-        hold_id, _ = self._approval_hold(base, k[4], now)
-        hold_key = keys.hold(base, hold_id)
-        prior: dict[str, str] | None = self.state.get(hold_key)  # type: ignore[assignment]
-        if prior is not None and prior.get("fp") != fingerprint:
+        # An approval keeps no record: its hold, whose id derives from the record's key, holds
+        # the fingerprint.
+        hold_id, _ = self._approval_hold(a.base, k.idempotency, now)
+        prior: dict[str, str] | None = self.state.get(  # type: ignore[assignment]
+            keys.hold(a.base, hold_id))
+        if prior is not None and prior.get(_FINGERPRINT) != a.fingerprint:
             return _err(E.IDEMPOTENCY_MISMATCH, "", now)
-
-        def decline(reason: R, level: str, available: int, offer: int, offer_level: str,
-                    levels: str) -> str:
-            return self._remember(k[4], fingerprint, authorization_reply(
-                reason, level, "", available, now, 0, 0, False, offer, offer_level, "", levels))
-
         if prior is None:
-            # A new purchase: holds whose TTL has passed are released before the customer is
-            # read (reserve.lua reads status and levels in one HMGET after the release).
-            self._release_expired(base, customer_id, k[2], k[3], now)
-        customer = self.state.get(k[0])
-        status = customer.get(keys.FIELD_STATUS) if customer else None  # type: ignore[union-attr]
+            # Holds whose TTL has passed are released before the levels are read (a retry
+            # changes nothing, so it reads the levels as they stand).
+            self._release_expired(a.base, a.customer_id, k.due, k.outbox, now)
+        customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
+        status = customer.get(keys.FIELD_STATUS)
         if status is None:
-            return decline(R.CUSTOMER_UNKNOWN, "", 0, 0, "", "")
-        c: dict[str, str] = self.state[k[0]]  # type: ignore[assignment]
-
-        def read_levels():
-            # The effective cap: the cap plus the node's temporary raise while it lasts.
-            caps = [effective_cap(int(c.get(keys.FIELD_CAP + node, 0)),
-                                  c.get(keys.FIELD_RAISE + node), now) for node in nodes]
-            helds = [int(c.get(keys.FIELD_HELD + node, 0)) for node in nodes]
-            useds = [int(c.get(keys.FIELD_USED + node, 0)) for node in nodes]
-            return list(zip(nodes, caps, helds, useds, strict=True))
-
-        def levels_text(extra: int) -> str:
-            return "".join(f"|{node}|{cap}|{held + extra}|{used}" for node, cap, held, used in rows)
-
+            return self._remember(k.idempotency, a.fingerprint, authorization_reply(
+                R.CUSTOMER_UNKNOWN, "", "", 0, now, 0, 0, False, 0, "", "", []))
+        levels = _Levels.read(customer, a.rest, now)
         if prior is not None:
-            # A retry of an approval: the first decision, the levels of now.
-            rows = read_levels()
-            approved_first = int(prior.get("a0", prior["a"]))
-            plan_first = ""
-            if "im" in prior:
-                terms = prior["im"].split(":")
-                plan_first = installment_plan_text(approved_first, int(terms[0]), int(terms[4]))
-            return authorization_reply(
-                R.NONE, "", hold_id, min(max(0, cap - held - used) for _, cap, held, used in rows),
-                int(prior["x"]) - ttl_ms, int(prior["x"]), approved_first, "pa" in prior, 0,
-                prior.get("pa", ""), plan_first, levels_text(0))
-        rows = read_levels()
-        frees = [max(0, cap - held - used) for _, cap, held, used in rows]
-        available = min(frees)
-        short_level = next((row[0] for row, free in zip(rows, frees, strict=True)
-                            if amount > free), None)
+            return _reserve_retry(prior, hold_id, r.hold_ttl_ms, levels)
+        decision, windows = self._reserve_checks(a, r, status, customer, levels, now)
+        if decision.reason != R.NONE:
+            return self._remember(k.idempotency, a.fingerprint, authorization_reply(
+                decision.reason, decision.level, "", levels.available, now, 0, 0, False,
+                decision.offer, decision.offer_level, "", levels.reply()))
+        return self._reserve_write(k, a, r, hold_id, levels, windows, decision, now)
 
-        status_decline = {"frozen": R.CUSTOMER_FROZEN, "closed": R.CUSTOMER_CLOSED,
-                          "overdue": R.CUSTOMER_OVERDUE}.get(status)  # type: ignore[call-overload]
+    def _reserve_checks(self, a: Fields, r: _Purchase, status: str,
+                        customer: Mapping[str, str], levels: _Levels,
+                        now: int) -> tuple[_Decision, _Windows | None]:
+        """The checks in the documented decline order (limits/reasons.py), the first that
+        applies declines: status, the hot path's product-rule decline, the velocity counts,
+        then the amount (velocity amounts, then credit), which may approve a counter-offer.
+        Also returns the velocity windows read, if the product keeps any."""
+        status_decline = _STATUS_DECLINES.get(status)
         if status_decline is not None:
-            return decline(status_decline, "", available, 0, "", levels_text(0))
-        if rule_decline:
-            return decline(R(rule_decline), "", available, 0, "", levels_text(0))
-        has_velocity = any(limits)
+            return _Decision(status_decline), None
+        if r.rule_decline:
+            return _Decision(R(r.rule_decline)), None
+        windows = None
         amount_reason = R.NONE  # VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either
-        day_amount = month_amount = 0
-        if has_velocity:
-            day, month = calendar.window_numbers(self._zone_schedule(base, c[keys.FIELD_TIMEZONE]),
-                                                 now)
-            day_amount, day_count = _window_usage(c.get(keys.FIELD_VELOCITY_DAY + product_id), day)
-            month_amount, month_count = _window_usage(
-                c.get(keys.FIELD_VELOCITY_MONTH + product_id), month)
-            if (day_count_max and day_count + 1 > day_count_max) or (
-                    month_count_max and month_count + 1 > month_count_max):
-                return decline(R.VELOCITY_COUNT_EXCEEDED, "", available, 0, "", levels_text(0))
-            if (day_amount_max and day_amount + amount > day_amount_max) or (
-                    month_amount_max and month_amount + amount > month_amount_max):
+        if r.has_velocity:
+            windows = self._windows(a.base, customer, a.product_id, now)
+            if windows.count_exceeded(r.day_count_max, r.month_count_max):
+                return _Decision(R.VELOCITY_COUNT_EXCEEDED), windows
+            if windows.amount_exceeded(r.amount_minor, r.day_amount_max_minor,
+                                       r.month_amount_max_minor):
                 amount_reason = R.VELOCITY_AMOUNT_EXCEEDED
-        if amount_reason == R.NONE and short_level is not None:
+        if amount_reason == R.NONE and levels.short(r.amount_minor) is not None:
             amount_reason = R.INSUFFICIENT_CREDIT
+        if amount_reason == R.NONE:
+            return _Decision(approved=r.amount_minor), windows
+        return _offer_or_partial(r, amount_reason, levels, windows), windows
 
-        approved, partial, offer_level = amount, False, ""
-        if amount_reason != R.NONE:
-            offer, offer_level = counter_offer(counter_offer_candidates(
-                nodes, frees, day_amount_max, day_amount, month_amount_max, month_amount))
-            if offer < max(1, amount_min):
-                offer = 0
-            if not allow_partial or offer == 0:
-                level = short_level if amount_reason == R.INSUFFICIENT_CREDIT else ""
-                return decline(amount_reason, level or "", available, offer, offer_level,
-                               levels_text(0))
-            approved, partial = offer, True
-
+    def _reserve_write(self, k: Fields, a: Fields, r: _Purchase, hold_id: str,
+                       levels: _Levels, windows: _Windows | None, decision: _Decision,
+                       now: int) -> str:
+        """An approval: held at every level, the windows count it, the hold is written and
+        becomes due at its expiry, and the `authorized` event is appended."""
         # After this point the reservation must succeed.
-        node_list = ",".join(nodes)
-        expires = now + ttl_ms
-        plan = installment_plan_text(approved, months, fee_bps) if months else ""
-        for node in nodes:
-            self._hincrby(k[0], keys.FIELD_HELD + node, approved)
-        if has_velocity:
-            c[keys.FIELD_VELOCITY_DAY + product_id] = \
-                f"{day}:{day_amount + approved}:{day_count + 1}"
-            c[keys.FIELD_VELOCITY_MONTH + product_id] = \
-                f"{month}:{month_amount + approved}:{month_count + 1}"
-        hold = {"st": "open", "c": customer_id, "p": product_id, "a": str(approved), "cp": "0",
-                "n": self._path_id(base, node_list), "x": str(expires), "sq": "1", "m": a[7],
-                "cur": a[10], "fp": fingerprint}
-        if partial:
-            hold["pa"] = offer_level
-        # The optional fields are written only when they apply: an open hold stays small.
-        if tolerance_bps:
-            hold["tb"] = str(tolerance_bps)
-        if incremental:
-            hold["ix"] = str(amount_max)
-            hold["vx"] = f"{day_amount_max}:{month_amount_max}"
-        if plan:
-            hold["im"] = plan
-        self.state[hold_key] = hold
-        self._zset(k[1])[hold_id] = expires
-        due = self._zset(k[2])
-        if customer_id not in due or expires < due[customer_id]:
-            due[customer_id] = expires
-        extra = {"requested_minor": str(amount), "partial": "1"} if partial else {}
+        approved = decision.approved
+        node_list = ",".join(a.rest)
+        expires = now + r.hold_ttl_ms
+        plan = (installment_plan_text(approved, r.installment_months, r.installment_fee_bps)
+                if r.installment_months else "")
+        for node in a.rest:
+            self._hincrby(k.customer, keys.FIELD_HELD + node, approved)
+        if windows is not None:
+            self._count_in_windows(k.customer, a.product_id, windows, approved, 1)
+        hold = self._new_hold(a, r, decision, node_list, expires, plan)
+        self.state[keys.hold(a.base, hold_id)] = hold
+        self._zset(k.customer_holds)[hold_id] = expires
+        due = self._zset(k.due)
+        if a.customer_id not in due or expires < due[a.customer_id]:
+            due[a.customer_id] = expires
+        extra = {"requested_minor": str(r.amount_minor), "partial": "1"} if decision.partial else {}
         if plan:
             extra["installment_plan"] = plan
-        self._xadd(k[3], type="authorized", event_id=hold_event_id(hold_id, hold, 1),
-                   customer_id=customer_id,
-                   hold_id=hold_id, product_id=product_id, merchant_id=a[7], mcc=a[8],
-                   channel=a[9], currency=a[10], nodes=node_list, amount_minor=str(approved),
+        self._xadd(k.outbox, type="authorized", event_id=hold_event_id(hold_id, hold, 1),
+                   customer_id=a.customer_id, hold_id=hold_id, product_id=a.product_id,
+                   merchant_id=a.merchant_id, mcc=a.mcc, channel=a.channel,
+                   currency=a.currency, nodes=node_list, amount_minor=str(approved),
                    expires_at_ms=str(expires), at_ms=str(now), **extra)
         # A partial approval names its binding level in the counter-offer level (amount 0).
-        return authorization_reply(R.NONE, "", hold_id, available - approved, now, expires,
-                                   approved, partial, 0, offer_level, plan,
-                                   levels_text(approved))
+        return authorization_reply(R.NONE, "", hold_id, levels.available - approved, now,
+                                   expires, approved, decision.partial, 0, decision.offer_level,
+                                   plan, levels.reply(held_extra=approved))
 
-    def increment(self, k: list[str], a: list[str], now: int) -> str:
-        base, hold_id, fingerprint = a[0], a[1], a[2]
-        increment = _int_arg(a[3], 1, constants.AMOUNT_MINOR_MAX)
+    def _new_hold(self, a: Fields, r: _Purchase, decision: _Decision, node_list: str,
+                  expires: int, plan: str) -> dict[str, str]:
+        """An approval's hold. The optional fields are written only when they apply: an open
+        hold stays small."""
+        hold = {_STATE: "open", _CUSTOMER: a.customer_id, _PRODUCT: a.product_id,
+                _AMOUNT: str(decision.approved), _CAPTURED: "0",
+                _NODES: self._path_id(a.base, node_list), _EXPIRES: str(expires), _SEQ: "1",
+                _MERCHANT: a.merchant_id, _CURRENCY: a.currency, _FINGERPRINT: a.fingerprint}
+        if decision.partial:
+            hold[_PARTIAL_LEVEL] = decision.offer_level
+        if r.capture_tolerance_bps:
+            hold[_TOLERANCE_BPS] = str(r.capture_tolerance_bps)
+        if r.incremental:
+            hold[_INCREMENT_MAX] = str(r.amount_max_minor)
+            hold[_VELOCITY_MAX] = f"{r.day_amount_max_minor}:{r.month_amount_max_minor}"
+        if plan:
+            hold[_PLAN] = plan
+        return hold
+
+    # increment.lua
+    def increment(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Raises an open incremental hold by an increment: every level it drew on and the
+        product's amount windows are checked for the increment only. The expiry stays."""
+        k, a = contracts.INCREMENT.keys.bind(keys_), contracts.INCREMENT.args.bind(args)
+        increment = _int_arg(a.amount_minor, 1, constants.AMOUNT_MINOR_MAX)
         if increment is None:
             return _err(E.BAD_ARGUMENT, "increment", now)
-        replay = self._replay(k[1], fingerprint, now)
+        replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
         # Refusals (nothing is remembered): the hold is unknown, closed, or not incremental.
-        h, refusal = self._open_hold(k, base, hold_id, now)
-        if refusal:
+        h, refusal = self._open_hold(k.hold, a.base, a.hold_id, k.due, k.outbox, now)
+        if refusal is not None:
             return refusal
-        path = self._hold_nodes(base, h["n"])  # a path id or the list
-        if "ix" not in h:
+        path = self._hold_nodes(a.base, h[_NODES])
+        if _INCREMENT_MAX not in h:
             return _err(E.INCREMENT_NOT_ALLOWED, "", now)
-        amount, captured, product_id = int(h["a"]), int(h["cp"]), h["p"]
-        amount_max, expires = int(h["ix"]), int(h["x"])
-        day_max, month_max = map(int, h["vx"].split(":"))
-        customer_key = keys.customer(base, h["c"])
-        c = self._hash(customer_key)
-        nodes = path.split(",")
-        caps = [effective_cap(int(c.get(keys.FIELD_CAP + node, 0)),
-                              c.get(keys.FIELD_RAISE + node), now) for node in nodes]
-        helds = [int(c.get(keys.FIELD_HELD + node, 0)) for node in nodes]
-        useds = [int(c.get(keys.FIELD_USED + node, 0)) for node in nodes]
-        rows = list(zip(nodes, caps, helds, useds, strict=True))
-        frees = [max(0, cap - held - used) for _, cap, held, used in rows]
-        available = min(frees)
-        short_level = next((node for node, free in zip(nodes, frees, strict=True)
-                            if increment > free), None)
-        plan = h.get("im", "")
+        customer = self._hash(keys.customer(a.base, h[_CUSTOMER]))
+        levels = _Levels.read(customer, path.split(","), now)
+        decision, windows = self._increment_checks(a.base, h, customer, levels, increment, now)
+        if decision.reason != R.NONE:
+            # Declines are remembered for idempotency.
+            amount = int(h[_AMOUNT])
+            return self._remember(k.idempotency, a.fingerprint, authorization_reply(
+                decision.reason, decision.level, a.hold_id, levels.available, now,
+                int(h[_EXPIRES]), amount, False, decision.offer, decision.offer_level,
+                h.get(_PLAN, ""), levels.reply(), held=amount - int(h[_CAPTURED])))
+        return self._increment_write(k, a, h, path, levels, windows, increment, now)
 
-        def levels_text(extra: int) -> str:
-            return "".join(f"|{node}|{cap}|{held + extra}|{used}" for node, cap, held, used in rows)
-
-        def decline(reason: R, level: str, offer: int, offer_level: str) -> str:
-            return self._remember(k[1], fingerprint, authorization_reply(
-                reason, level, hold_id, available, now, expires, amount, False, offer,
-                offer_level, plan, levels_text(0)) + f"|{amount - captured}")
-
-        # Declines, in the documented order; each is remembered for idempotency.
-        status = c.get(keys.FIELD_STATUS)
+    def _increment_checks(self, base: str, h: dict[str, str], customer: Mapping[str, str],
+                          levels: _Levels, increment: int,
+                          now: int) -> tuple[_Decision, _Windows | None]:
+        """The checks in the documented decline order: status, then the amount (the product's
+        amount max, the velocity amounts, then credit) with a counter-offer: the largest
+        increment that fits. Also returns the windows read, if the product keeps any."""
+        status = customer.get(keys.FIELD_STATUS)
         if status is None:
-            return decline(R.CUSTOMER_UNKNOWN, "", 0, "")
-        status_decline = {"frozen": R.CUSTOMER_FROZEN, "closed": R.CUSTOMER_CLOSED,
-                          "overdue": R.CUSTOMER_OVERDUE}.get(status)
+            return _Decision(R.CUSTOMER_UNKNOWN), None
+        status_decline = _STATUS_DECLINES.get(status)
         if status_decline is not None:
-            return decline(status_decline, "", 0, "")
+            return _Decision(status_decline), None
         # The windows count the increment's amount (not a purchase) when the product keeps them.
-        day_field = keys.FIELD_VELOCITY_DAY + product_id
-        month_field = keys.FIELD_VELOCITY_MONTH + product_id
-        track = day_max + month_max > 0 or day_field in c or month_field in c
-        day_amount = month_amount = 0
-        if track:
-            day, month = calendar.window_numbers(self._zone_schedule(base, c[keys.FIELD_TIMEZONE]),
-                                                 now)
-            day_amount, day_count = _window_usage(c.get(day_field), day)
-            month_amount, month_count = _window_usage(c.get(month_field), month)
-        reason = R.NONE
+        product_id = h[_PRODUCT]
+        day_max, month_max = map(int, h[_VELOCITY_MAX].split(":"))
+        track = (day_max + month_max > 0 or keys.FIELD_VELOCITY_DAY + product_id in customer
+                 or keys.FIELD_VELOCITY_MONTH + product_id in customer)
+        windows = self._windows(base, customer, product_id, now) if track else None
+        amount, amount_max = int(h[_AMOUNT]), int(h[_INCREMENT_MAX])
         if amount + increment > amount_max:
             reason = R.AMOUNT_ABOVE_MAXIMUM
-        elif (day_max and day_amount + increment > day_max) or (
-                month_max and month_amount + increment > month_max):
+        elif windows is not None and windows.amount_exceeded(increment, day_max, month_max):
             reason = R.VELOCITY_AMOUNT_EXCEEDED
-        elif short_level is not None:
+        elif levels.short(increment) is not None:
             reason = R.INSUFFICIENT_CREDIT
-        if reason != R.NONE:
-            # The counter-offer: the largest increment that fits, named by its first bound.
-            offer, offer_level = counter_offer([
-                *counter_offer_candidates(nodes, frees, day_max, day_amount, month_max,
-                                          month_amount),
-                ("amount_max", max(0, amount_max - amount))])
-            level = short_level if reason == R.INSUFFICIENT_CREDIT else ""
-            return decline(reason, level or "", offer, offer_level)
+        else:
+            return _Decision(approved=amount + increment), windows
+        offer, offer_level = counter_offer([
+            *counter_offer_candidates(levels.nodes, levels.frees, day_max, month_max, windows),
+            ("amount_max", max(0, amount_max - amount))])
+        level = levels.short(increment) if reason == R.INSUFFICIENT_CREDIT else ""
+        return _Decision(reason, level or "", offer, offer_level), windows
 
+    def _increment_write(self, k: Fields, a: Fields, h: dict[str, str], path: str,
+                         levels: _Levels, windows: _Windows | None, increment: int,
+                         now: int) -> str:
+        """An approved increment: held at every level, counted in the windows, the hold's
+        amount (and plan) grow, and the `incremented` event is appended."""
         # After this point the increment must succeed.
-        total = amount + increment
-        for node in nodes:
+        captured, total = int(h[_CAPTURED]), int(h[_AMOUNT]) + increment
+        customer_key = keys.customer(a.base, h[_CUSTOMER])
+        for node in levels.nodes:
             self._hincrby(customer_key, keys.FIELD_HELD + node, increment)
-        if track:
-            c[day_field] = f"{day}:{day_amount + increment}:{day_count}"
-            c[month_field] = f"{month}:{month_amount + increment}:{month_count}"
-        seq = int(h["sq"]) + 1
-        h.setdefault("a0", h["a"])  # the first approved amount, for a retry of the original
-        h.update(a=str(total), sq=str(seq))
-        extra = {}
+        if windows is not None:
+            self._count_in_windows(customer_key, h[_PRODUCT], windows, increment, 0)
+        seq = int(h[_SEQ]) + 1
+        h.setdefault(_FIRST_AMOUNT, h[_AMOUNT])  # answers a retry of the original
+        h.update({_AMOUNT: str(total), _SEQ: str(seq)})
+        plan, extra = h.get(_PLAN, ""), {}
         if plan:
             # The plan is recomputed for the new principal, with the same term and fee.
             months, *_, fee_bps = plan.split(":")
-            plan = installment_plan_text(total, int(months), int(fee_bps))
-            h["im"] = plan
+            plan = h[_PLAN] = installment_plan_text(total, int(months), int(fee_bps))
             extra["installment_plan"] = plan
-        self._xadd(k[3], type="incremented", event_id=hold_event_id(hold_id, h, seq),
-                   customer_id=h["c"],
-                   hold_id=hold_id, product_id=product_id, merchant_id=h["m"],
-                   currency=h["cur"], nodes=path, amount_minor=str(increment),
-                   amount_total_minor=str(total), at_ms=str(now), **extra)
-        return self._remember(k[1], fingerprint, authorization_reply(
-            R.NONE, "", hold_id, available - increment, now, expires, total, False, 0, "",
-            plan, levels_text(increment)) + f"|{total - captured}")
+        self._xadd(k.outbox, type="incremented", event_id=hold_event_id(a.hold_id, h, seq),
+                   customer_id=h[_CUSTOMER], hold_id=a.hold_id, product_id=h[_PRODUCT],
+                   merchant_id=h[_MERCHANT], currency=h[_CURRENCY], nodes=path,
+                   amount_minor=str(increment), amount_total_minor=str(total),
+                   at_ms=str(now), **extra)
+        return self._remember(k.idempotency, a.fingerprint, authorization_reply(
+            R.NONE, "", a.hold_id, levels.available - increment, now, int(h[_EXPIRES]), total,
+            False, 0, "", plan, levels.reply(held_extra=increment), held=total - captured))
 
-    def set_raise(self, k: list[str], a: list[str], now: int) -> str:
-        customer_id, node = a[0], a[1]
-        raise_minor = _int_arg(a[2], 0, constants.CAP_MINOR_MAX)
-        expires = _int_arg(a[3], 0, 2**63)
-        if raise_minor is None or expires is None or not node:
+    # set_raise.lua
+    def set_raise(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Raises one level's cap until a time, or removes the raise (0)."""
+        k, a = contracts.SET_RAISE.keys.bind(keys_), contracts.SET_RAISE.args.bind(args)
+        raise_minor = _int_arg(a.raise_minor, 0, constants.CAP_MINOR_MAX)
+        expires = _int_arg(a.expires_at_ms, 0, 2**63)
+        if raise_minor is None or expires is None or not a.node:
             return _err(E.BAD_ARGUMENT, "set_raise", now)
-        c: dict[str, str] | None = self.state.get(k[0])  # type: ignore[assignment]
+        c: dict[str, str] | None = self.state.get(k.customer)  # type: ignore[assignment]
         if c is None:
             return _err(E.CUSTOMER_UNKNOWN, "", now)
         # Removing a raise (0) needs no expiry; a raise must end in the future, within bounds.
@@ -443,141 +667,136 @@ class Model:
             return _err(E.RAISE_TOO_LONG, str(now + RAISE_DURATION_MS_MAX), now)
 
         # After this point the change must succeed.
-        seq = self._hincrby(k[0], keys.FIELD_EVENT_SEQ, 1)
+        seq = self._hincrby(k.customer, keys.FIELD_EVENT_SEQ, 1)
         if raise_minor > 0:
-            c[keys.FIELD_RAISE + node] = f"{raise_minor}:{expires}"
+            c[keys.FIELD_RAISE + a.node] = f"{raise_minor}:{expires}"
         else:
             expires = 0
-            c.pop(keys.FIELD_RAISE + node, None)
-        self._xadd(k[1], type="limit_raised", event_id=f"c:{customer_id}:{seq}",
-                   customer_id=customer_id, node=node, raise_minor=str(raise_minor),
+            c.pop(keys.FIELD_RAISE + a.node, None)
+        self._xadd(k.outbox, type="limit_raised", event_id=f"c:{a.customer_id}:{seq}",
+                   customer_id=a.customer_id, node=a.node, raise_minor=str(raise_minor),
                    expires_at_ms=str(expires), at_ms=str(now))
-        return (f"OK|{c.get(keys.FIELD_CAP + node, '0')}|{raise_minor}"
-                f"|{c.get(keys.FIELD_HELD + node, '0')}|{c.get(keys.FIELD_USED + node, '0')}"
-                f"|{now}")
+        return _ok(contracts.SET_RAISE.reply, cap_minor=c.get(keys.FIELD_CAP + a.node, "0"),
+                   raise_minor=raise_minor, held_minor=c.get(keys.FIELD_HELD + a.node, "0"),
+                   used_minor=c.get(keys.FIELD_USED + a.node, "0"), decided_at_ms=now)
 
-    def _open_hold(self, k: list[str], base: str, hold_id: str, now: int):
-        """Capture's and void's common start: the hold after releasing expired holds, or the
-        refusal (an ERR reply)."""
-        hold = self.state.get(k[0])
-        if hold is None:
-            return None, _err(E.HOLD_NOT_FOUND, "", now)
-        customer_id = hold["c"]  # type: ignore[index]
-        self._release_expired(base, customer_id, k[2], k[3], now)
-        self._release_if_due(base, customer_id, hold_id, k[2], k[3], now)
-        h: dict[str, str] = self.state[k[0]]  # type: ignore[assignment]
-        closed = {"expired": E.HOLD_EXPIRED, "voided": E.HOLD_VOIDED,
-                  "captured": E.HOLD_CAPTURED, "reversed": E.HOLD_REVERSED}.get(h["st"])
-        if closed is not None:
-            return None, _err(closed, h["cl"], now)
-        return h, None
-
-    def capture(self, k: list[str], a: list[str], now: int) -> str:
-        base, hold_id, fingerprint = a[0], a[1], a[2]
-        amount = _int_arg(a[3], 1, constants.AMOUNT_MINOR_MAX)
-        final = _int_arg(a[4], 0, 1)
+    # capture.lua
+    def capture(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Captures some or all of an open hold; with the product's capture tolerance (tips)
+        the captures may total more than the hold, the excess being new credit."""
+        k, a = contracts.CAPTURE.keys.bind(keys_), contracts.CAPTURE.args.bind(args)
+        amount = _int_arg(a.amount_minor, 1, constants.AMOUNT_MINOR_MAX)
+        final = _int_arg(a.final, 0, 1)
         if amount is None or final is None:
             return _err(E.BAD_ARGUMENT, "capture", now)
-        replay = self._replay(k[1], fingerprint, now)
+        replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
-        h, refusal = self._open_hold(k, base, hold_id, now)
-        if refusal:
+        h, refusal = self._open_hold(k.hold, a.base, a.hold_id, k.due, k.outbox, now)
+        if refusal is not None:
             return refusal
-        path = self._hold_nodes(base, h["n"])  # a path id or the list
-        authorized, captured_before = int(h["a"]), int(h["cp"])
-        held = authorized - captured_before
-        # The product's capture tolerance (tips): captures may total a + floor(a * tb / 10000).
-        capturable = authorized + authorized * int(h.get("tb", 0)) // 10_000 - captured_before
+        path = self._hold_nodes(a.base, h[_NODES])
+        authorized, captured_before = int(h[_AMOUNT]), int(h[_CAPTURED])
+        # The product's capture tolerance: captures may total a + floor(a * tb / 10000).
+        capturable = (authorized + authorized * int(h.get(_TOLERANCE_BPS, 0)) // 10_000
+                      - captured_before)
         if amount > capturable:
             return _err(E.CAPTURE_EXCEEDS_HELD, str(capturable), now)
-        customer_id = h["c"]
-        customer_key = keys.customer(base, customer_id)
-        customer: dict[str, str] = self.state.get(customer_key) or {}  # type: ignore[assignment]
-        nodes = path.split(",")
-        excess = max(0, amount - held)
-        # The excess is new credit: it adds to held + used and must fit every level.
-        for node in nodes if excess else ():
-            free = (effective_cap(int(customer.get(keys.FIELD_CAP + node, 0)),
-                                  customer.get(keys.FIELD_RAISE + node), now)
-                    - int(customer.get(keys.FIELD_HELD + node, 0))
-                    - int(customer.get(keys.FIELD_USED + node, 0)))
-            if excess > free:
-                return _err(E.CAPTURE_EXCEEDS_CREDIT, node, now)
+        # The excess over what is still held is new credit: it adds to held + used and must
+        # fit every level.
+        excess = max(0, amount - (authorized - captured_before))
+        if excess:
+            customer: dict[str, str] = self.state.get(  # type: ignore[assignment]
+                keys.customer(a.base, h[_CUSTOMER])) or {}
+            short = _Levels.read(customer, path.split(","), now).short(excess)
+            if short is not None:
+                return _err(E.CAPTURE_EXCEEDS_CREDIT, short, now)
+        return self._capture_write(k, a, h, path, amount, excess, final, now)
 
+    def _capture_write(self, k: Fields, a: Fields, h: dict[str, str], path: str, amount: int,
+                       excess: int, final: int, now: int) -> str:
+        """The captured amount moves from held to used at every level and onto the path's
+        balance; a final capture releases what stays held; a hold holding nothing closes."""
         # After this point the capture must succeed.
+        held = int(h[_AMOUNT]) - int(h[_CAPTURED])
         released = held - (amount - excess) if final else 0
         held_after = held - (amount - excess) - released
-        captured_total = captured_before + amount
-        for node in nodes:
+        captured_total = int(h[_CAPTURED]) + amount
+        customer_id = h[_CUSTOMER]
+        customer_key = keys.customer(a.base, customer_id)
+        for node in path.split(","):
             self._hincrby(customer_key, keys.FIELD_HELD + node, -(amount - excess + released))
             self._hincrby(customer_key, keys.FIELD_USED + node, amount)
         self._add_balance(customer_key, path, amount)
-        seq = int(h["sq"]) + 1
+        seq = int(h[_SEQ]) + 1
         state = "open"
-        h.update(cp=str(captured_total), sq=str(seq))
+        h.update({_CAPTURED: str(captured_total), _SEQ: str(seq)})
         if held_after == 0:
             state = "captured"
-            self._close_hold(k[0], state, seq, now)
-            holds_key = keys.customer_holds(base, customer_id)
-            self._zrem(holds_key, hold_id)
-            self._update_due(holds_key, k[2], customer_id)
-        self._xadd(k[3], type="captured", event_id=hold_event_id(hold_id, h, seq),
-                   customer_id=customer_id,
-                   hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
-                   nodes=path, amount_minor=str(amount), released_minor=str(released),
+            self._close_hold(k.hold, state, seq, now)
+            self._forget_open_hold(a.base, customer_id, a.hold_id, k.due)
+        self._xadd(k.outbox, type="captured", event_id=hold_event_id(a.hold_id, h, seq),
+                   customer_id=customer_id, hold_id=a.hold_id, product_id=h[_PRODUCT],
+                   merchant_id=h[_MERCHANT], currency=h[_CURRENCY], nodes=path,
+                   amount_minor=str(amount), released_minor=str(released),
                    excess_minor=str(excess), captured_total_minor=str(captured_total),
                    final=str(final), at_ms=str(now))
-        return self._remember(k[1], fingerprint, f"OK|{state}|{amount}|{captured_total}"
-                              f"|{released}|{held_after}|{excess}|{now}")
+        return self._remember(k.idempotency, a.fingerprint, _ok(
+            contracts.CAPTURE.reply, state=state, captured_minor=amount,
+            captured_total_minor=captured_total, released_minor=released, held_minor=held_after,
+            over_captured_minor=excess, decided_at_ms=now))
 
-    def void(self, k: list[str], a: list[str], now: int) -> str:
-        base, hold_id, fingerprint = a[0], a[1], a[2]
-        replay = self._replay(k[1], fingerprint, now)
+    # void.lua
+    def void(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Cancels an open hold: what it still holds is released at every level it drew on;
+        what was captured stays used."""
+        k, a = contracts.VOID.keys.bind(keys_), contracts.VOID.args.bind(args)
+        replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
-        h, refusal = self._open_hold(k, base, hold_id, now)
-        if refusal:
+        h, refusal = self._open_hold(k.hold, a.base, a.hold_id, k.due, k.outbox, now)
+        if refusal is not None:
             return refusal
-        path = self._hold_nodes(base, h["n"])  # a path id or the list
+        path = self._hold_nodes(a.base, h[_NODES])
 
         # After this point the void must succeed.
-        released = int(h["a"]) - int(h["cp"])
-        customer_id = h["c"]
-        customer_key = keys.customer(base, customer_id)
+        released = int(h[_AMOUNT]) - int(h[_CAPTURED])
+        customer_id = h[_CUSTOMER]
         for node in path.split(","):
-            self._hincrby(customer_key, keys.FIELD_HELD + node, -released)
-        seq = int(h["sq"]) + 1
-        self._close_hold(k[0], "voided", seq, now)
-        holds_key = keys.customer_holds(base, customer_id)
-        self._zrem(holds_key, hold_id)
-        self._update_due(holds_key, k[2], customer_id)
-        self._xadd(k[3], type="voided", event_id=hold_event_id(hold_id, h, seq),
-                   customer_id=customer_id,
-                   hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
-                   nodes=path, released_minor=str(released), captured_total_minor=h["cp"],
+            self._hincrby(keys.customer(a.base, customer_id), keys.FIELD_HELD + node, -released)
+        seq = int(h[_SEQ]) + 1
+        self._close_hold(k.hold, "voided", seq, now)
+        self._forget_open_hold(a.base, customer_id, a.hold_id, k.due)
+        self._xadd(k.outbox, type="voided", event_id=hold_event_id(a.hold_id, h, seq),
+                   customer_id=customer_id, hold_id=a.hold_id, product_id=h[_PRODUCT],
+                   merchant_id=h[_MERCHANT], currency=h[_CURRENCY], nodes=path,
+                   released_minor=str(released), captured_total_minor=h[_CAPTURED],
                    at_ms=str(now))
-        return self._remember(k[1], fingerprint, f"OK|voided|{released}|{h['cp']}|{now}")
+        return self._remember(k.idempotency, a.fingerprint, _ok(
+            contracts.VOID.reply, state="voided", released_minor=released,
+            captured_total_minor=h[_CAPTURED], decided_at_ms=now))
 
-    def refund(self, k: list[str], a: list[str], now: int) -> str:
-        base, hold_id, fingerprint = a[0], a[1], a[2]
-        amount = _int_arg(a[3], 1, constants.AMOUNT_MINOR_MAX)
+    # refund.lua
+    def refund(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Gives back some or all of what a hold captured, less what was refunded: what the
+        path still owes is restored, what the customer had repaid is owed back."""
+        k, a = contracts.REFUND.keys.bind(keys_), contracts.REFUND.args.bind(args)
+        amount = _int_arg(a.amount_minor, 1, constants.AMOUNT_MINOR_MAX)
         if amount is None:
             return _err(E.BAD_ARGUMENT, "refund", now)
-        replay = self._replay(k[1], fingerprint, now)
+        replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
-        h: dict[str, str] | None = self.state.get(k[0])  # type: ignore[assignment]
+        h: dict[str, str] | None = self.state.get(k.hold)  # type: ignore[assignment]
         if h is None:
             return _err(E.HOLD_NOT_FOUND, "", now)
-        path = self._hold_nodes(base, h["n"])  # a path id or the list
-        refunded = int(h.get("rf", 0))
-        refundable = int(h["cp"]) - refunded
+        path = self._hold_nodes(a.base, h[_NODES])
+        refunded = int(h.get(_REFUNDED, 0))
+        refundable = int(h[_CAPTURED]) - refunded
         if amount > refundable:
             return _err(E.REFUND_EXCEEDS_CAPTURED, str(refundable), now)
-        customer_key = keys.customer(base, h["c"])
+        customer_key = keys.customer(a.base, h[_CUSTOMER])
         customer: dict[str, str] = self.state.get(customer_key) or {}  # type: ignore[assignment]
-        # What the path still owes is restored; a refund of what was repaid is owed back.
         restored = min(amount, int(customer.get(keys.FIELD_BALANCE + path, 0)))
         overpaid = amount - restored
 
@@ -588,194 +807,229 @@ class Model:
             self._add_balance(customer_key, path, -restored)
         if overpaid:
             self._hincrby(customer_key, keys.FIELD_CREDIT_BALANCE, overpaid)
-        seq = int(h["sq"]) + 1
-        h.update(rf=str(refunded + amount), sq=str(seq))
-        self._xadd(k[2], type="refunded", event_id=hold_event_id(hold_id, h, seq),
-                   customer_id=h["c"],
-                   hold_id=hold_id, product_id=h["p"], merchant_id=h["m"], currency=h["cur"],
-                   nodes=path, amount_minor=str(amount), restored_minor=str(restored),
+        seq = int(h[_SEQ]) + 1
+        h.update({_REFUNDED: str(refunded + amount), _SEQ: str(seq)})
+        self._xadd(k.outbox, type="refunded", event_id=hold_event_id(a.hold_id, h, seq),
+                   customer_id=h[_CUSTOMER], hold_id=a.hold_id, product_id=h[_PRODUCT],
+                   merchant_id=h[_MERCHANT], currency=h[_CURRENCY], nodes=path,
+                   amount_minor=str(amount), restored_minor=str(restored),
                    overpaid_minor=str(overpaid), refunded_total_minor=str(refunded + amount),
                    at_ms=str(now))
-        return self._remember(k[1], fingerprint, f"OK|{amount}|{refunded + amount}"
-                              f"|{refundable - amount}|{restored}|{now}")
+        return self._remember(k.idempotency, a.fingerprint, _ok(
+            contracts.REFUND.reply, refunded_minor=amount,
+            refunded_total_minor=refunded + amount, refundable_minor=refundable - amount,
+            restored_minor=restored, decided_at_ms=now))
 
-    def reverse(self, k: list[str], a: list[str], now: int) -> str:
-        base, customer_id, original_key = a[0], a[1], a[2]
-        replay = self._replay(k[5], _REVERSAL, now)
+    # reverse.lua
+    def reverse(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Reverses an authorization by the original request's idempotency key: an open hold
+        it made is released; an original never seen is tombstoned, so it is declined REVERSED
+        when it arrives. The first answer is the answer to every repeat."""
+        k, a = contracts.REVERSE.keys.bind(keys_), contracts.REVERSE.args.bind(args)
+        replay = self._replay(k.reversal, _REVERSAL, now)
         if replay is not None:
             return replay
-        outcome, hold_id, released = "tombstoned", "", 0
-        product_id = merchant_id = currency = nodes = ""
-        h: dict[str, str] | None = None
-        original: str | None = self.state.get(k[4])  # type: ignore[assignment]
-        approved_id, approval_exists = self._approval_hold(base, k[4], now)
-        hold_key = keys.hold(base, approved_id)
-        if original is not None and not original.startswith(keys.TOMBSTONE + "\n"):
-            outcome = "original_declined"  # only declines keep a record
-        elif original is None and approval_exists:
-            hold_id = approved_id
-            # Releases what had expired first; a closed hold is refused.
-            h, refusal = self._open_hold([hold_key, "", k[2], k[3]], base, hold_id, now)
-            outcome = "already_closed" if refusal else "released"
-        # (An earlier reversal's tombstone whose own record has gone answers tombstoned again.)
+        original: str | None = self.state.get(k.original_idempotency)  # type: ignore[assignment]
+        outcome, hold_id, h = self._reverse_outcome(k, a, original, now)
 
         # After this point the reversal must succeed.
         if outcome == "tombstoned" and original is None:
-            self._remember(k[4], keys.TOMBSTONE, authorization_reply(
-                R.REVERSED, "", "", 0, now, 0, 0, False, 0, "", "", ""))
-        event_id = f"z:{customer_id}|{original_key}:{now}"
+            self._remember(k.original_idempotency, keys.TOMBSTONE, authorization_reply(
+                R.REVERSED, "", "", 0, now, 0, 0, False, 0, "", "", []))
+        # A release is an event of the hold's; anything else is named by the reversal and its
+        # time.
+        event = {"event_id": f"z:{a.customer_id}|{a.original_idempotency_key}:{now}",
+                 "product_id": "", "merchant_id": "", "currency": "", "nodes": "",
+                 "released_minor": "0"}
         if outcome == "released":
             assert h is not None
-            event_id = hold_event_id(hold_id, h, int(h["sq"]) + 1)
-            released = int(h["a"]) - int(h["cp"])
-            nodes = self._hold_nodes(base, h["n"])
-            product_id, merchant_id, currency = h["p"], h["m"], h["cur"]
-            for node in nodes.split(","):
-                self._hincrby(k[0], keys.FIELD_HELD + node, -released)
-            self._close_hold(hold_key, "reversed", int(h["sq"]) + 1, now)
-            self._zrem(k[1], hold_id)
-            self._update_due(k[1], k[2], customer_id)
-        self._xadd(k[3], type="reversed", event_id=event_id,
-                   customer_id=customer_id, hold_id=hold_id, product_id=product_id,
-                   merchant_id=merchant_id, currency=currency, nodes=nodes, outcome=outcome,
-                   released_minor=str(released), at_ms=str(now))
-        return self._remember(k[5], _REVERSAL, f"OK|{outcome}|{hold_id}|{released}|{now}")
+            event.update(self._reverse_release(k, a, hold_id, h, now))
+        self._xadd(k.outbox, type="reversed", event_id=event["event_id"],
+                   customer_id=a.customer_id, hold_id=hold_id, product_id=event["product_id"],
+                   merchant_id=event["merchant_id"], currency=event["currency"],
+                   nodes=event["nodes"], outcome=outcome,
+                   released_minor=event["released_minor"], at_ms=str(now))
+        return self._remember(k.reversal, _REVERSAL, _ok(
+            contracts.REVERSE.reply, outcome=outcome, hold_id=hold_id,
+            released_minor=event["released_minor"], decided_at_ms=now))
 
-    def force_capture(self, k: list[str], a: list[str], now: int) -> str:
-        if len(a) < 12:
+    def _reverse_outcome(self, k: Fields, a: Fields, original: str | None,
+                         now: int) -> tuple[str, str, dict[str, str] | None]:
+        """(outcome, hold id, the open hold to release): original_declined if the original's
+        record is a decline's (only declines keep one); released (or already_closed) if it
+        was approved; else tombstoned (also when an earlier reversal's tombstone is there)."""
+        approved_id, approval_exists = self._approval_hold(a.base, k.original_idempotency, now)
+        if original is not None and not original.startswith(keys.TOMBSTONE + "\n"):
+            return "original_declined", "", None
+        if original is None and approval_exists:
+            # Releases what had expired first; a closed hold is refused.
+            h, refusal = self._open_hold(keys.hold(a.base, approved_id), a.base, approved_id,
+                                         k.due, k.outbox, now)
+            return ("already_closed" if refusal else "released"), approved_id, h
+        return "tombstoned", "", None
+
+    def _reverse_release(self, k: Fields, a: Fields, hold_id: str, h: dict[str, str],
+                         now: int) -> dict[str, str]:
+        """What the reversed hold still holds leaves every level and it closes as reversed.
+        Returns the event's fields about the hold."""
+        seq = int(h[_SEQ]) + 1
+        event = {"event_id": hold_event_id(hold_id, h, seq), "product_id": h[_PRODUCT],
+                 "merchant_id": h[_MERCHANT], "currency": h[_CURRENCY],
+                 "nodes": self._hold_nodes(a.base, h[_NODES])}
+        released = int(h[_AMOUNT]) - int(h[_CAPTURED])
+        for node in event["nodes"].split(","):
+            self._hincrby(k.customer, keys.FIELD_HELD + node, -released)
+        self._close_hold(keys.hold(a.base, hold_id), "reversed", seq, now)
+        self._zrem(k.customer_holds, hold_id)
+        self._update_due(k.customer_holds, k.due, a.customer_id)
+        return {**event, "released_minor": str(released)}
+
+    # force_capture.lua
+    def force_capture(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Posts a late clearing settled without a live hold, even over a cap (the reply names
+        those levels): used grows and a new hold is written already captured. An original is
+        posted at most once."""
+        contract = contracts.FORCE_CAPTURE
+        if len(args) <= len(contract.args):  # no limit node
             return _err(E.BAD_ARGUMENT, "force_capture", now)
-        customer_id, hold_id, fingerprint, product_id = a[1], a[2], a[3], a[4]
-        amount = _int_arg(a[5], 1, constants.AMOUNT_MINOR_MAX)
-        merchant_id, mcc, channel, currency, original_id = a[6], a[7], a[8], a[9], a[10]
-        nodes = a[11:]
+        k, a = contract.keys.bind(keys_), contract.args.bind(args)
+        amount = _int_arg(a.amount_minor, 1, constants.AMOUNT_MINOR_MAX)
         if amount is None:
             return _err(E.BAD_ARGUMENT, "force_capture", now)
-        replay = self._replay(k[1], fingerprint, now)
+        replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
         # What had expired is released first (the customer's due holds, and the original if it
         # is the customer's): the original then counts as expired, and held is what it is.
-        base = a[0]
-        self._release_expired(base, customer_id, k[6], k[2], now)
+        self._release_expired(a.base, a.customer_id, k.due, k.outbox, now)
         original: dict[str, str] = (  # type: ignore[assignment]
-            (self.state.get(k[4]) or {}) if original_id else {})
-        owner = original.get("c")
-        if owner == customer_id:
-            self._release_if_due(base, customer_id, original_id, k[6], k[2], now)
+            (self.state.get(k.original_hold) or {}) if a.original_hold_id else {})
+        owner = original.get(_CUSTOMER)
+        if owner == a.customer_id:
+            self._release_if_due(a.base, a.customer_id, a.original_hold_id, k.due, k.outbox,
+                                 now)
+        customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
+        refusal = _force_capture_refusal(customer, original, owner, a.customer_id, now)
+        if refusal is not None:
+            return refusal
+        levels = _Levels.read(customer, a.rest, now)
+        return self._force_capture_write(k, a, amount, levels, original, owner, now)
 
-        # Refusals, in order. Any status may be force captured: the purchase happened.
-        customer: dict[str, str] = self.state.get(k[0]) or {}  # type: ignore[assignment]
-        if keys.FIELD_STATUS not in customer:
-            return _err(E.CUSTOMER_UNKNOWN, "", now)
-        if owner is not None:
-            # A missing original is no obstacle; a voided, reversed or expired one may be force
-            # captured once; a captured one was posted already.
-            if owner != customer_id:
-                return _err(E.HOLD_OF_OTHER_CUSTOMER, "", now)
-            if original["st"] == "open":
-                return _err(E.HOLD_STILL_OPEN, original["x"], now)
-            if original["st"] == "captured":
-                return _err(E.HOLD_CAPTURED, original["cl"], now)
-            if "fx" in original:
-                return _err(E.ALREADY_FORCE_CAPTURED, original["fx"], now)
-        rows = [(node,
-                 effective_cap(int(customer.get(keys.FIELD_CAP + node, 0)),
-                               customer.get(keys.FIELD_RAISE + node), now),
-                 int(customer.get(keys.FIELD_HELD + node, 0)),
-                 int(customer.get(keys.FIELD_USED + node, 0))) for node in nodes]
-        over = ",".join(node for node, cap, held, used in rows if held + used + amount > cap)
-
+    def _force_capture_write(self, k: Fields, a: Fields, amount: int, levels: _Levels,
+                             original: dict[str, str], owner: str | None, now: int) -> str:
+        """Used and the path's balance grow by the amount; the new hold is written closed as
+        captured; the original is marked as posted."""
+        over = ",".join(node for node, cap, held, used in levels.rows
+                        if held + used + amount > cap)
         # After this point the force capture must succeed.
-        node_list = ",".join(nodes)
-        for node in nodes:
-            self._hincrby(k[0], keys.FIELD_USED + node, amount)
-        self._add_balance(k[0], node_list, amount)
-        hold = {"c": customer_id, "p": product_id, "a": str(amount), "cp": str(amount),
-                "n": node_list, "m": merchant_id, "cur": currency, "t": str(now), "fc": "1"}
-        if original_id:
-            hold["oh"] = original_id
-        self.state[k[3]] = hold
-        self._close_hold(k[3], "captured", 1, now)
+        node_list = ",".join(a.rest)
+        for node in a.rest:
+            self._hincrby(k.customer, keys.FIELD_USED + node, amount)
+        self._add_balance(k.customer, node_list, amount)
+        hold = {_CUSTOMER: a.customer_id, _PRODUCT: a.product_id, _AMOUNT: str(amount),
+                _CAPTURED: str(amount), _NODES: node_list, _MERCHANT: a.merchant_id,
+                _CURRENCY: a.currency, _CREATED_AT: str(now), _FORCE_CAPTURE: "1"}
+        if a.original_hold_id:
+            hold[_ORIGINAL_HOLD] = a.original_hold_id
+        self.state[k.hold] = hold
+        self._close_hold(k.hold, "captured", 1, now)
         if owner is not None:
-            original["fx"] = hold_id  # a later force capture naming it is refused
-        self._xadd(k[2], type="force_captured", event_id=f"{hold_id}:1",
-                   customer_id=customer_id, hold_id=hold_id, product_id=product_id,
-                   merchant_id=merchant_id, mcc=mcc, channel=channel, currency=currency,
-                   nodes=node_list, amount_minor=str(amount), over_limit=over,
-                   original_hold_id=original_id, at_ms=str(now))
-        levels = "".join(f"|{node}|{cap}|{held}|{used + amount}" for node, cap, held, used in rows)
-        return self._remember(k[1], fingerprint, f"OK|{hold_id}|{over}|{now}{levels}")
+            original[_FORCE_CAPTURED_AS] = a.hold_id  # a later force capture naming it is refused
+        self._xadd(k.outbox, type="force_captured", event_id=f"{a.hold_id}:1",
+                   customer_id=a.customer_id, hold_id=a.hold_id, product_id=a.product_id,
+                   merchant_id=a.merchant_id, mcc=a.mcc, channel=a.channel,
+                   currency=a.currency, nodes=node_list, amount_minor=str(amount),
+                   over_limit=over, original_hold_id=a.original_hold_id, at_ms=str(now))
+        return self._remember(k.idempotency, a.fingerprint, _ok(
+            contracts.FORCE_CAPTURE.reply, levels.reply(used_extra=amount), hold_id=a.hold_id,
+            over_limit_levels=over, decided_at_ms=now))
 
-    def repay(self, k: list[str], a: list[str], now: int) -> str:
-        customer_id, fingerprint = a[1], a[2]
-        amount = _int_arg(a[3], 1, constants.AMOUNT_MINOR_MAX)
-        order = a[4:]
-        if amount is None or len(order) > constants.REPAY_PATHS_MAX:
+    # repay.lua
+    def repay(self, keys_: list[str], args: list[str], now: int) -> str:
+        """A repayment pays the customer's path balances greedily in the gateway's order, then
+        the other paths by name; what exceeds every balance is owed back to the customer."""
+        k, a = contracts.REPAY.keys.bind(keys_), contracts.REPAY.args.bind(args)
+        amount = _int_arg(a.amount_minor, 1, constants.AMOUNT_MINOR_MAX)
+        if amount is None or len(a.rest) > constants.REPAY_PATHS_MAX:
             return _err(E.BAD_ARGUMENT, "repay", now)
-        replay = self._replay(k[1], fingerprint, now)
+        replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
-        customer: dict[str, str] = self.state.get(k[0]) or {}  # type: ignore[assignment]
+        customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         if not customer:
             return _err(E.CUSTOMER_UNKNOWN, "", now)
         balances = {field[len(keys.FIELD_BALANCE):]: int(value)
                     for field, value in customer.items() if field.startswith(keys.FIELD_BALANCE)}
-        # The gateway's order, then the customer's other paths by name.
-        walk = list(dict.fromkeys(order))
-        listed = set(walk)
-        walk += sorted(path for path in balances if path not in listed)
-        left, allocations = amount, []
-        for path in walk:
-            if left == 0 or len(allocations) == constants.REPAY_PATHS_MAX:
-                break
-            if balances.get(path, 0) > 0:
-                paid = min(left, balances[path])
-                allocations.append((path, paid))
-                left -= paid
+        allocations, left = _repay_allocations(amount, balances, a.rest)
 
         # After this point the repayment must succeed.
-        def event(kind: str, nodes: str, value: int) -> None:
-            seq = self._hincrby(k[0], keys.FIELD_EVENT_SEQ, 1)
-            self._xadd(k[2], type=kind, event_id=f"c:{customer_id}:{seq}",
-                       customer_id=customer_id, nodes=nodes, amount_minor=str(value),
-                       at_ms=str(now))
-
         for path, paid in allocations:
             for node in path.split(","):
-                self._hincrby(k[0], keys.FIELD_USED + node, -paid)
-            self._add_balance(k[0], path, -paid)
-            event("repaid", path, paid)
+                self._hincrby(k.customer, keys.FIELD_USED + node, -paid)
+            self._add_balance(k.customer, path, -paid)
+            self._repay_event(k, a.customer_id, "repaid", path, paid, now)
         if left:
-            self._hincrby(k[0], keys.FIELD_CREDIT_BALANCE, left)
-            event("overpaid", "", left)
+            self._hincrby(k.customer, keys.FIELD_CREDIT_BALANCE, left)
+            self._repay_event(k, a.customer_id, "overpaid", "", left, now)
         repaid = amount - left
-        paths = "".join(f"|{path}|{paid}" for path, paid in allocations)
-        return self._remember(k[1], fingerprint, f"OK|{repaid}|{left}"
-                              f"|{sum(balances.values()) - repaid}|{now}{paths}")
+        return self._remember(k.idempotency, a.fingerprint, _ok(
+            contracts.REPAY.reply, allocations, repaid_minor=repaid, overpaid_minor=left,
+            outstanding_minor=sum(balances.values()) - repaid, decided_at_ms=now))
 
-    def expire(self, k: list[str], a: list[str], now: int) -> str:
-        released = self._release_expired(a[0], a[1], k[1], k[2], now)
+    def _repay_event(self, k: Fields, customer_id: str, kind: str, nodes: str, value: int,
+                     now: int) -> None:
+        seq = self._hincrby(k.customer, keys.FIELD_EVENT_SEQ, 1)
+        self._xadd(k.outbox, type=kind, event_id=f"c:{customer_id}:{seq}",
+                   customer_id=customer_id, nodes=nodes, amount_minor=str(value), at_ms=str(now))
+
+    # expire.lua
+    def expire(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Releases the customer's holds whose TTL has passed (the sweeper's call)."""
+        k, a = contracts.EXPIRE.keys.bind(keys_), contracts.EXPIRE.args.bind(args)
+        released = self._release_expired(a.base, a.customer_id, k.due, k.outbox, now)
         if released == 0:
-            self._update_due(k[0], k[1], a[1])
-        return f"{released}|{now}"
+            # Nothing was due: the due entry was early (the hold closed meanwhile).
+            self._update_due(k.customer_holds, k.due, a.customer_id)
+        return "|".join(_wire(contracts.EXPIRE.reply, released=released, now_ms=now))
 
-    def credit(self, k: list[str], a: list[str], now: int) -> list[str]:
-        if k[0] not in self.state:
-            return [str(now)]
-        self._release_expired(a[0], a[1], k[1], k[2], now)
-        reply = [str(now)]
-        c: dict[str, str] = self.state[k[0]]  # type: ignore[assignment]
-        for field, value in c.items():
-            reply += [field, value]
-        return reply + [keys.FIELD_TZ_SCHEDULE, self._zone_schedule(a[0], c[keys.FIELD_TIMEZONE])]
+    # credit.lua
+    def credit(self, keys_: list[str], args: list[str], now: int) -> list[str]:
+        """The customer hash after releasing expired holds, then the schedule of the
+        customer's zone; only the time for an unknown customer."""
+        k, a = contracts.CREDIT.keys.bind(keys_), contracts.CREDIT.args.bind(args)
+        if k.customer not in self.state:
+            return _wire(contracts.CREDIT.reply, now_ms=now)
+        self._release_expired(a.base, a.customer_id, k.due, k.outbox, now)
+        c: dict[str, str] = self.state[k.customer]  # type: ignore[assignment]
+        schedule = self._zone_schedule(a.base, c[keys.FIELD_TIMEZONE])
+        return _wire(contracts.CREDIT.reply, [*c.items(), (keys.FIELD_TZ_SCHEDULE, schedule)],
+                     now_ms=now)
 
-    def put_customer(self, k: list[str], a: list[str], now: int) -> str:
-        customer_id, status, timezone, schedule = a[0], a[1], a[2], a[3]
-        if status not in ("active", "frozen", "closed", "overdue"):
+    # due.lua
+    def due(self, keys_: list[str], args: list[str], now: int) -> list[str] | str:
+        """The partition's customers whose earliest open hold has expired, earliest first, at
+        most count_max of them. Reads only."""
+        k, a = contracts.DUE.keys.bind(keys_), contracts.DUE.args.bind(args)
+        count_max = _int_arg(a.count_max, 1, _DUE_COUNT_MAX)
+        if count_max is None:
+            return _err(E.BAD_ARGUMENT, "due", now)
+        due: dict[str, int] = self.state.get(k.due) or {}  # type: ignore[assignment]
+        customers = sorted((score, customer_id) for customer_id, score in due.items()
+                           if score <= now)[:count_max]
+        return _wire(contracts.DUE.reply, [(customer_id,) for _, customer_id in customers],
+                     now_ms=now)
+
+    # put_customer.lua
+    def put_customer(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Creates or replaces a customer's status, timezone and caps; usage stays, and caps
+        the new set does not name are removed."""
+        contract = contracts.PUT_CUSTOMER
+        k, a = contract.keys.bind(keys_), contract.args.bind(args)
+        if a.status not in ("active", "frozen", "closed", "overdue"):
             return _err(E.BAD_ARGUMENT, "status", now)
         new_caps: dict[str, str] = {}
         caps_text = []
-        for node, value in zip(a[4::2], a[5::2], strict=True):
+        for node, value in a.rest:
             cap = _int_arg(value, 0, constants.CAP_MINOR_MAX)
             if cap is None:
                 return _err(E.BAD_ARGUMENT, "caps_minor", now)
@@ -783,21 +1037,89 @@ class Model:
             caps_text.append(f"{node}={cap}")
 
         # After this point the change must succeed.
-        c = self._hash(k[0])
+        c = self._hash(k.customer)
         for field in [f for f in c if f.startswith(keys.FIELD_CAP) and f not in new_caps]:
             del c[field]
-        seq = self._hincrby(k[0], keys.FIELD_EVENT_SEQ, 1)
-        c.update({keys.FIELD_STATUS: status, keys.FIELD_TIMEZONE: timezone}, **new_caps)
-        self._hash(k[2])[timezone] = schedule
-        self._xadd(k[1], type="customer_put", event_id=f"c:{customer_id}:{seq}",
-                   customer_id=customer_id, status=status, timezone=timezone,
+        seq = self._hincrby(k.customer, keys.FIELD_EVENT_SEQ, 1)
+        c.update({keys.FIELD_STATUS: a.status, keys.FIELD_TIMEZONE: a.timezone}, **new_caps)
+        self._hash(k.timezones)[a.timezone] = a.schedule
+        self._xadd(k.outbox, type="customer_put", event_id=f"c:{a.customer_id}:{seq}",
+                   customer_id=a.customer_id, status=a.status, timezone=a.timezone,
                    caps=",".join(caps_text), at_ms=str(now))
-        return f"OK|{now}"
+        return _ok(contract.reply, decided_at_ms=now)
 
 
-def hold_event_id(hold_id: str, hold: dict[str, str], seq: int) -> str:
+def _reserve_retry(prior: Mapping[str, str], hold_id: str, ttl_ms: int, levels: _Levels) -> str:
+    """A retry of an approval answers the first decision (the amount before any increment,
+    partial approval and its binding level, plan) with the levels and availability of now.
+    The decision's time is the expiry less the hold TTL: the hold stores no creation time."""
+    approved = int(prior.get(_FIRST_AMOUNT, prior[_AMOUNT]))
+    plan = ""
+    if _PLAN in prior:
+        months, *_, fee_bps = prior[_PLAN].split(":")
+        plan = installment_plan_text(approved, int(months), int(fee_bps))
+    expires = int(prior[_EXPIRES])
+    return authorization_reply(R.NONE, "", hold_id, levels.available, expires - ttl_ms, expires,
+                               approved, _PARTIAL_LEVEL in prior, 0,
+                               prior.get(_PARTIAL_LEVEL, ""), plan, levels.reply())
+
+
+def _offer_or_partial(r: _Purchase, reason: R, levels: _Levels,
+                      windows: _Windows | None) -> _Decision:
+    """A purchase declined for its amount carries a counter-offer (below the product's minimum
+    nothing is offered, the level is still named); with partial approval asked and allowed,
+    the counter-offer is approved instead."""
+    offer, offer_level = counter_offer(counter_offer_candidates(
+        levels.nodes, levels.frees, r.day_amount_max_minor, r.month_amount_max_minor, windows))
+    if offer < max(1, r.amount_min_minor):
+        offer = 0
+    if not r.partial_approval or offer == 0:
+        level = levels.short(r.amount_minor) if reason == R.INSUFFICIENT_CREDIT else ""
+        return _Decision(reason, level or "", offer, offer_level)
+    return _Decision(approved=offer, partial=True, offer_level=offer_level)
+
+
+def _force_capture_refusal(customer: Mapping[str, str], original: Mapping[str, str],
+                           owner: str | None, customer_id: str, now: int) -> str | None:
+    """Refusals, in order. Any status may be force captured: the purchase happened. A missing
+    original is no obstacle; a voided, reversed or expired one may be force captured once; a
+    captured one was posted already."""
+    if keys.FIELD_STATUS not in customer:
+        return _err(E.CUSTOMER_UNKNOWN, "", now)
+    if owner is None:
+        return None
+    if owner != customer_id:
+        return _err(E.HOLD_OF_OTHER_CUSTOMER, "", now)
+    if original[_STATE] == "open":
+        return _err(E.HOLD_STILL_OPEN, original[_EXPIRES], now)
+    if original[_STATE] == "captured":
+        return _err(E.HOLD_CAPTURED, original[_CLOSED_AT], now)
+    if _FORCE_CAPTURED_AS in original:
+        return _err(E.ALREADY_FORCE_CAPTURED, original[_FORCE_CAPTURED_AS], now)
+    return None
+
+
+def _repay_allocations(amount: int, balances: Mapping[str, int],
+                       order: Sequence[str]) -> tuple[list[tuple[str, int]], int]:
+    """(path, paid) allocations and what is left: the gateway's order, then the customer's
+    other paths by name, each paid up to its balance; at most REPAY_PATHS_MAX allocations."""
+    walk = list(dict.fromkeys(order))
+    listed = set(walk)
+    walk += sorted(path for path in balances if path not in listed)
+    left, allocations = amount, []
+    for path in walk:
+        if left == 0 or len(allocations) == constants.REPAY_PATHS_MAX:
+            break
+        if balances.get(path, 0) > 0:
+            paid = min(left, balances[path])
+            allocations.append((path, paid))
+            left -= paid
+    return allocations, left
+
+
+def hold_event_id(hold_id: str, hold: Mapping[str, str], seq: int) -> str:
     """hold_event_id of limits/lua/_lib.lua: the expiry names the hold's generation."""
-    expires = hold.get("x")
+    expires = hold.get(_EXPIRES)
     return f"{hold_id}:{expires}:{seq}" if expires is not None else f"{hold_id}:{seq}"
 
 
@@ -805,16 +1127,16 @@ def installment_plan_text(principal: int, months: int, fee_bps: int) -> str:
     return installments.plan(principal, months, fee_bps).text()
 
 
-def counter_offer_candidates(nodes: list[str], frees: list[int], day_max: int,
-                             day_amount: int | None, month_max: int,
-                             month_amount: int | None) -> list[tuple[str, int]]:
+def counter_offer_candidates(nodes: list[str], frees: list[int], day_max: int, month_max: int,
+                             windows: _Windows | None) -> list[tuple[str, int]]:
     """counter_offer of limits/lua/_lib.lua: every node's free credit (root first), then the
-    room left in the day's and the month's amount windows (0: not limited)."""
+    room left in the day's and the month's amount windows (a max of 0: not limited)."""
+    day_amount, month_amount = (windows.day_amount, windows.month_amount) if windows else (0, 0)
     candidates = list(zip(nodes, frees, strict=True))
     if day_max:
-        candidates.append(("velocity.day", max(0, day_max - day_amount)))  # type: ignore[operator]
+        candidates.append(("velocity.day", max(0, day_max - day_amount)))
     if month_max:
-        candidates.append(("velocity.month", max(0, month_max - month_amount)))  # type: ignore[operator]
+        candidates.append(("velocity.month", max(0, month_max - month_amount)))
     return candidates
 
 
@@ -824,15 +1146,8 @@ def counter_offer(candidates: list[tuple[str, int]]) -> tuple[int, str]:
     return offer, next(name for name, value in candidates if value == offer)
 
 
-def authorization_reply(reason: int, level: str, hold_id: str, available: int, now: int,
-                        expires: int, approved: int, partial: bool, offer: int,
-                        offer_level: str, plan: str, levels: str) -> str:
-    """reserve's and increment's reply; see authorization_reply in limits/lua/_lib.lua."""
-    return (f"OK|{int(reason)}|{level}|{hold_id}|{available}|{now}|{expires}|{approved}"
-            f"|{int(partial)}|{offer}|{offer_level}|{plan}{levels}")
-
-
 def _window_usage(stored: str | None, window: int) -> tuple[int, int]:
+    """(amount, count) of a stored "<window>:<amount>:<count>" if it is of this window."""
     if not stored:
         return 0, 0
     number, amount, count = stored.split(":")

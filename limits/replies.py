@@ -267,14 +267,22 @@ def decode_expire(reply: bytes | str) -> int:
     return int(contracts.EXPIRE.reply.bind(_text(reply).split("|")).released)
 
 
-def decode_due(reply: list) -> list[str]:
+def _list(reply: list | bytes | str) -> list:
+    """A list reply; a script that refused answers "ERR|..." instead, which raises Refused."""
+    if isinstance(reply, bytes | str):
+        _fields(reply)
+        raise ValueError(f"a list reply expected, got {_text(reply)[:80]!r}")
+    return reply
+
+
+def decode_due(reply: list | bytes | str) -> list[str]:
     """due's reply: the customers whose earliest hold has expired."""
-    return [_text(customer) for customer in contracts.DUE.reply.bind(reply).rest]
+    return [_text(customer) for customer in contracts.DUE.reply.bind(_list(reply)).rest]
 
 
-def decode_credit(customer_id: str, reply: list) -> CustomerState | None:
+def decode_credit(customer_id: str, reply: list | bytes | str) -> CustomerState | None:
     """credit's reply: the customer's state, or None if unknown."""
-    f = contracts.CREDIT.reply.bind(reply)
+    f = contracts.CREDIT.reply.bind(_list(reply))
     if not f.rest:
         return None
     fields = {_text(field): _text(value) for field, value in f.rest}

@@ -11,8 +11,10 @@ import pytest
 
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.hotpath._plan_py import InvalidArgument
+from creditgate.limits import contracts
 from creditgate.limits.catalog import Installments
 from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
+from creditgate.limits.contracts import RESERVE
 from creditgate.limits.reasons import DeclineReason
 
 PARTITIONS = 256
@@ -271,8 +273,8 @@ def test_authorize_partition_is_crc32_of_customer(impl, rules, partitions):
             authorize_request(customer_id=customer_id), rules, partitions
         )
         partition = zlib.crc32(customer_id.encode()) % partitions
-        assert args[0] == f"cg:{{p:{partition:03d}}}:"
-        assert keys[0] == f"cg:{{p:{partition:03d}}}:c:{customer_id}"
+        assert args[RESERVE.args.base] == f"cg:{{p:{partition:03d}}}:"
+        assert keys[RESERVE.keys.customer] == f"cg:{{p:{partition:03d}}}:c:{customer_id}"
 
 
 @pytest.mark.parametrize(
@@ -286,14 +288,13 @@ def test_authorize_partition_is_crc32_of_customer(impl, rules, partitions):
 )
 def test_authorize_appends_the_channels_nodes(impl, rules, channel, nodes):
     _, args = impl.plan_authorize(authorize_request(channel=channel), rules, PARTITIONS)
-    assert args[22:] == nodes
+    assert args[len(RESERVE.args):] == nodes  # the repeated `nodes`
 
 
-# plan_authorize: partial approval and instalments (ARGV 19 and 22 of the reserve script; the
-# offset the client prepends is ARGV 1, so ARGV n is args[n - 2]).
+# plan_authorize: partial approval and instalments (their slots: limits/contracts.RESERVE).
 
-PARTIAL_FLAG = 17
-INSTALLMENT_MONTHS = 20
+PARTIAL_FLAG = RESERVE.args.partial_approval
+INSTALLMENT_MONTHS = RESERVE.args.installment_months
 
 
 @pytest.mark.parametrize(
@@ -442,7 +443,7 @@ def test_authorize_carries_the_decline(impl, rules, product_id, channel, mcc, am
         amount_minor=amount_minor,
     )
     _, args = impl.plan_authorize(request, rules, PARTITIONS)
-    assert args[6] == str(int(reason))  # ARGV[8]
+    assert args[RESERVE.args.rule_decline] == str(int(reason))
 
 
 def test_decline_reasons_covered_in_order():
@@ -569,8 +570,9 @@ def test_void_plan(impl):
 )
 def test_hold_plan_bases(impl, kind, hold_id, partitions, base):
     keys, args = PLANS[kind](impl, hold_request(kind, hold_id=hold_id), partitions)
-    assert args[:2] == [base, hold_id]
-    assert keys[0] == f"{base}h:{hold_id}"
+    script = contracts.SCRIPTS[kind]
+    assert args[script.args.base] == base and args[script.args.hold_id] == hold_id
+    assert keys[script.keys.hold] == f"{base}h:{hold_id}"
 
 
 def test_fingerprint(impl):

@@ -31,8 +31,7 @@ def imports(path: Path, known: set[str]) -> set[str]:
     module), at module level or inside functions alike."""
     text = path.read_text()
     if path.suffix == ".pyx":  # only its Python-level imports matter here
-        text = "\n".join(line for line in text.splitlines()
-                         if line.startswith(("from creditgate", "import creditgate")))
+        text = "\n".join(_import_statements(text))
     names = set()
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.ImportFrom) and node.module and \
@@ -44,6 +43,17 @@ def imports(path: Path, known: set[str]) -> set[str]:
             names.update(alias.name for alias in node.names
                          if alias.name.startswith("creditgate"))
     return {name for name in names if name in known}
+
+
+def _import_statements(text: str) -> list[str]:
+    """The `from creditgate ...` and `import creditgate ...` statements of a Cython file,
+    parenthesised continuation lines included."""
+    statements, open_ = [], 0
+    for line in text.splitlines():
+        if open_ or line.startswith(("from creditgate", "import creditgate")):
+            statements.append(line)
+            open_ += line.count("(") - line.count(")")
+    return statements
 
 
 def graph() -> dict[str, set[str]]:

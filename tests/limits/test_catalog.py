@@ -7,6 +7,7 @@ import pytest
 
 from creditgate.limits import catalog
 from creditgate.limits.catalog import CatalogError, parse
+from creditgate.limits.constants import REPAY_PATHS_MAX
 
 GOOD = """\
 [products.x]
@@ -248,3 +249,14 @@ def test_all_products_share_one_root():
     with pytest.raises(CatalogError) as caught:
         parse(text, "tree.toml")
     assert "all products share one root; found ['line', 'total']" in str(caught.value)
+
+
+def test_more_limit_paths_than_a_repayment_walks_is_refused():
+    product = ('[products.p{i}]\nname = "p"\nnodes = ["total", "line{i}"]\nchannels = ["pos"]\n'
+               'amount_min_minor = 1\namount_max_minor = 2\nhold_ttl_s = 5\n')
+    fits = "".join(product.format(i=i) for i in range(REPAY_PATHS_MAX))
+    assert len(parse(fits, "paths.toml")) == REPAY_PATHS_MAX
+    with pytest.raises(CatalogError) as caught:
+        parse(fits + product.format(i=REPAY_PATHS_MAX), "paths.toml")
+    assert str(caught.value) == (f"paths.toml: field 'products': {REPAY_PATHS_MAX + 1} distinct "
+                                 f"limit paths; a repayment walks at most {REPAY_PATHS_MAX}")

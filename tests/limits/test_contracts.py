@@ -73,3 +73,27 @@ def test_layout_positions_follow_wire_order():
         ("r", "n", [], "9")
     with pytest.raises(AttributeError, match="no field 'amount'"):
         _ = reserve.args.amount
+
+
+def test_pack_builds_wire_order_from_names_and_refuses_a_missing_or_unknown_name():
+    refund = contracts.REFUND.args
+    assert refund.pack(hold_id="h", amount_minor="5", base="b", fingerprint="f") == \
+        ["b", "h", "f", "5"]
+    assert contracts.REPAY.args.pack(base="b", customer_id="c", fingerprint="f",
+                                     amount_minor="5", rest=["total"]) == \
+        ["b", "c", "f", "5", "total"]
+    with pytest.raises(TypeError, match=r"missing \['fingerprint'\], unknown \['finger'\]"):
+        refund.pack(hold_id="h", amount_minor="5", base="b", finger="f")
+    with pytest.raises(TypeError, match="no repeated tail"):
+        refund.pack(hold_id="h", amount_minor="5", base="b", fingerprint="f", rest=["x"])
+
+
+@pytest.mark.parametrize(("layout", "values"), [
+    (contracts.SET_RAISE.reply, ["1", "2", "3", "4", "5", "6"]),  # one too many, no tail
+    (contracts.SET_RAISE.reply, ["1", "2", "3", "4"]),  # one too few
+    (contracts.AUTHORIZATION, list("rlhadxpqcon") + ["node", "1", "2"]),  # a level cut short
+    (contracts.INCREMENT.reply, list("rlhadxpqco")),  # no room for the tail
+])
+def test_bind_refuses_values_that_do_not_fit(layout, values):
+    with pytest.raises(ValueError, match="do not fit the layout"):
+        layout.bind(values)
