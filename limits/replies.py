@@ -183,6 +183,11 @@ def _levels(fields: list[str], start: int) -> tuple[Level, ...]:
 # The reasons as a reply spells them: a dict lookup, cheaper than DeclineReason(int(text)).
 _REASONS = {str(int(reason)): reason for reason in DeclineReason}
 _A = contracts.AUTHORIZATION
+_A_FIXED = len(_A)
+_AUTHORIZATION_NAMES = (
+    "reason", "level", "hold_id", "available_minor", "decided_at_ms", "hold_expires_at_ms",
+    "approved_amount_minor", "partial", "counter_offer_minor", "counter_offer_level", "plan")
+assert _A.names == _AUTHORIZATION_NAMES, "unpack them in _authorization as declared"
 assert contracts.INCREMENT.reply.names == _A.names and contracts.RESERVE.reply is _A
 assert _A.rest == contracts.LEVEL == contracts.FORCE_CAPTURE.reply.rest
 
@@ -193,13 +198,17 @@ def decode_authorization(reply: bytes | str) -> Authorization:
 
 
 def _authorization(f: list[str]) -> Authorization:
-    # Every AuthorizeBatch item decodes one of these: each number is converted once.
-    approved = int(f[_A.approved_amount_minor])
+    # Every AuthorizeBatch item decodes one of these, so the fixed fields are unpacked in one
+    # step, under their declared names (_AUTHORIZATION_NAMES, asserted against the contract),
+    # and each number is converted once.
+    (reason, level, hold_id, available_minor, decided_at_ms, hold_expires_at_ms,
+     approved_amount_minor, partial, counter_offer_minor, counter_offer_level,
+     plan) = f[:_A_FIXED]
+    approved = int(approved_amount_minor)
     return Authorization(
-        _REASONS[f[_A.reason]], f[_A.level], f[_A.hold_id], int(f[_A.available_minor]),
-        int(f[_A.decided_at_ms]), int(f[_A.hold_expires_at_ms]), _levels(f, len(_A)),
-        approved, f[_A.partial] == "1", int(f[_A.counter_offer_minor]),
-        f[_A.counter_offer_level], installments.parse(f[_A.plan], approved))
+        _REASONS[reason], level, hold_id, int(available_minor), int(decided_at_ms),
+        int(hold_expires_at_ms), _levels(f, _A_FIXED), approved, partial == "1",
+        int(counter_offer_minor), counter_offer_level, installments.parse(plan, approved))
 
 
 def decode_increment(reply: bytes | str) -> IncrementResult:
