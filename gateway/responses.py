@@ -5,6 +5,7 @@ from __future__ import annotations
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog, installments
 from creditgate.limits.reasons import PARTIAL_APPROVAL_CODE, RESPONSE_CODE, DeclineReason
+from creditgate.limits.replies import CustomerState
 
 HOLD_STATES = {
     "open": pb.HOLD_STATE_OPEN,
@@ -84,3 +85,33 @@ def authorization_response(result, product: catalog.Product | None = None,
     return response
 
 
+def credit_response(state: CustomerState, products: dict[str, catalog.Product],
+                    product: catalog.Product | None) -> pb.GetCreditResponse:
+    """GetCredit's answer: every level; the velocity windows of the product asked for, or of
+    every product the customer used; with a product, what it may spend now."""
+    response = pb.GetCreditResponse(
+        customer_id=state.customer_id,
+        status=STATUS_NUMBERS.get(state.status, pb.CUSTOMER_STATUS_UNSPECIFIED),
+        levels=levels(state.levels()),
+        as_of_ms=state.as_of_ms,
+        outstanding_minor=state.outstanding_minor,
+        credit_balance_minor=state.credit_balance_minor,
+    )
+    shown = [product] if product else [products[p] for p in
+                                       sorted(set(state.day) | set(state.month))
+                                       if p in products]
+    for item in shown:
+        for period, windows, reset in (("day", state.day, state.day_resets_at_ms),
+                                       ("month", state.month, state.month_resets_at_ms)):
+            rule = getattr(item.velocity, period)
+            window = windows.get(item.id)
+            response.velocity.append(pb.VelocityWindow(
+                product_id=item.id, period=period,
+                amount_minor=window.amount_minor if window else 0,
+                count=window.count if window else 0,
+                amount_max_minor=rule.amount_max_minor, count_max=rule.count_max,
+                resets_at_ms=reset))
+    if product:
+        response.available_minor = min(state.level(node).available_minor
+                                       for node in product.nodes)
+    return response

@@ -16,6 +16,7 @@ from creditgate.gateway.responses import (
     REVERSE_OUTCOMES,
     STATUS_NAMES,
     STATUS_NUMBERS,
+    credit_response,
     levels,
 )
 from creditgate.hotpath import plans
@@ -128,32 +129,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
                 raise hotpath.InvalidArgument("product_id",
                                               f"unknown product {request.product_id!r}")
         state = await _customer(self.c.limits, request.customer_id)
-        response = pb.GetCreditResponse(
-            customer_id=state.customer_id,
-            status=STATUS_NUMBERS.get(state.status, pb.CUSTOMER_STATUS_UNSPECIFIED),
-            levels=levels(state.levels()),
-            as_of_ms=state.as_of_ms,
-            outstanding_minor=state.outstanding_minor,
-            credit_balance_minor=state.credit_balance_minor,
-        )
-        products = [product] if product else [self.c.products[p] for p in
-                                              sorted(set(state.day) | set(state.month))
-                                              if p in self.c.products]
-        for item in products:
-            for period, windows, reset in (("day", state.day, state.day_resets_at_ms),
-                                           ("month", state.month, state.month_resets_at_ms)):
-                rule = getattr(item.velocity, period)
-                window = windows.get(item.id)
-                response.velocity.append(pb.VelocityWindow(
-                    product_id=item.id, period=period,
-                    amount_minor=window.amount_minor if window else 0,
-                    count=window.count if window else 0,
-                    amount_max_minor=rule.amount_max_minor, count_max=rule.count_max,
-                    resets_at_ms=reset))
-        if product:
-            response.available_minor = min(state.level(node).available_minor
-                                           for node in product.nodes)
-        return response
+        return credit_response(state, self.c.products, product)
 
 
 class AdminService(pb_grpc.AdminServicer):

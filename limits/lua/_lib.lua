@@ -6,8 +6,8 @@
 -- limits/model.py is the pure-Python reading of every function here.
 
 -- Redis reads a script's globals through its protected global table, a metamethod call per
--- read (about 50 ns each; bench/ measured reserve.lua's Lua time, not its commands, as the
--- larger part): the globals every call uses are taken into locals once.
+-- read (bench/script_cost.py measures what it costs): the globals every call uses are taken
+-- into locals once.
 local redis, math, string, table = redis, math, string, table
 local tonumber, ipairs, unpack = tonumber, ipairs, unpack
 
