@@ -45,7 +45,7 @@ import redis  # noqa: E402
 from common import HOST, VAR_BENCH, free_port, machine, start_redis  # noqa: E402
 
 from creditgate import hotpath  # noqa: E402
-from creditgate.limits import catalog  # noqa: E402
+from creditgate.limits import catalog, contracts  # noqa: E402
 from creditgate.limits.lua_source import script_source, scripts  # noqa: E402
 
 PIPELINE_CALLS = 256
@@ -54,7 +54,7 @@ CALLGRIND_CALLS_DEFAULT = 400
 # The steps of reserve.lua the --segments cuts are made before: (name, the start of the line
 # the cut goes before). A step that a later change removes is reported as missing.
 SEGMENTS = (
-    ("TIME", "local now = redis_now_ms"),
+    ("TIME and the deadline", "local now, late = call_time"),
     ("arguments (14 numbers checked)", "local base, customer_id, fingerprint"),
     ("idempotency record (GET)", "local replay = idempotent_replay"),
     ("approval's hold id (SHA-1, EXISTS)", "local hold_id, retried = approval_hold"),
@@ -111,7 +111,7 @@ class Calls:
             self.count += 1
             request = batch_rate.purchase(self.rng, f"cost-{self.count:09d}", self.customers)
             keys_, args = hotpath.plan_authorize(request, self.rules, batch_rate.PARTITIONS)
-            plans.append((keys_, ["0", *args]))  # ARGV[1]: the clock offset, 0 outside tests
+            plans.append((keys_, [*contracts.call_header(), *args]))
         return plans
 
 

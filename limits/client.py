@@ -13,6 +13,7 @@ InvalidArgument); anything else is a bug or a broken connection and propagates.
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
@@ -34,6 +35,10 @@ from creditgate.limits.replies import (
 Keys = Sequence[str]
 Args = Sequence[str]
 
+# The deadline of the call being served, in ms by the scripts' clock (0: none). The gateway
+# sets it for each call's task; every script the task runs receives it (contracts.CALL_HEADER).
+DEADLINE_MS: contextvars.ContextVar[int] = contextvars.ContextVar("deadline_ms", default=0)
+
 
 class Runner(Protocol):
     def call(self, name: str, keys_: Keys, args: Args) -> Awaitable: ...
@@ -47,7 +52,8 @@ class LimitsClient:
         self.clock_offset_ms = clock_offset_ms
 
     def _call(self, script: contracts.Script, keys_: Keys, args: Args) -> Awaitable:
-        return self.runner.call(script.name, keys_, [str(self.clock_offset_ms), *args])
+        header = contracts.call_header(self.clock_offset_ms, DEADLINE_MS.get())
+        return self.runner.call(script.name, keys_, [*header, *args])
 
     def reserve(self, keys_: Keys, args: Args) -> Awaitable:
         """Queue a reservation now, not when awaited; the awaitable resolves to the reply, for

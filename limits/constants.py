@@ -59,6 +59,34 @@ AUTHORIZE_RESPONSE_BYTES_MAX = 1_600  # the largest AuthorizeResponse: 8 levels,
 GRPC_CONCURRENT_RPCS_MAX = 4096
 REDIS_CONNECTIONS_MAX = 64  # per gateway process; batches wait for a free one
 REDIS_WAIT_S = 5.0  # how long a batch waits for a connection before failing UNAVAILABLE
+# Streams one HTTP/2 connection may hold open: as many calls as the process admits, so a switch
+# multiplexing many terminals on one connection meets admission control (RESOURCE_EXHAUSTED)
+# rather than HTTP/2 refusing its streams.
+GRPC_STREAMS_PER_CONNECTION_MAX = GRPC_CONCURRENT_RPCS_MAX
+# Calls gRPC core has read but the server loop has not yet taken. Beyond it core cancels new
+# calls (the caller sees CANCELLED, not a refusal it can act on), so it holds every stream of a
+# full connection; the server loop then admits or refuses each one.
+GRPC_PENDING_CALLS_MAX = 2 * GRPC_CONCURRENT_RPCS_MAX
+# Connections (docs/operations.md). The server pings a connection that has been silent this
+# long, which keeps a terminal's NAT mapping alive, and closes it if no ack comes in time.
+GRPC_KEEPALIVE_TIME_MS = 30_000
+GRPC_KEEPALIVE_TIMEOUT_MS = 10_000
+# Clients may ping this often without sending calls; faster pingers are sent GOAWAY.
+GRPC_CLIENT_PING_INTERVAL_MS_MIN = 10_000
+GRPC_CONNECTION_IDLE_MS = 10 * 60_000  # a connection with no call this long is closed (GOAWAY)
+# Every connection is closed after this long (gRPC adds jitter), so clients rebalance over new
+# processes and a stream that never finishes sending is dropped; calls in flight at that moment
+# get the grace to finish.
+GRPC_CONNECTION_AGE_MS = 30 * 60_000
+GRPC_CONNECTION_AGE_GRACE_MS = 30_000
+# Readiness re-reads Redis's maxmemory-policy this often (NOT_SERVING while it may evict).
+EVICTION_CHECK_INTERVAL_S = 5.0
+# `serve --processes N`: a server process that dies is replaced at once the first time, then
+# after a delay doubling from the minimum to the maximum while its replacements keep dying; a
+# process that lived this long resets the delay.
+RESTART_DELAY_S_MIN = 0.5
+RESTART_DELAY_S_MAX = 30.0
+RESTART_RESET_AFTER_S = 60.0
 
 # Timezones: the UTC-offset schedule stored with a customer covers this many years ahead.
 TZ_SCHEDULE_YEARS = 30
@@ -85,3 +113,15 @@ assert 4 + HOLD_TOKEN_LENGTH <= ID_LENGTH_MAX
 assert 0 < EXPIRE_PER_CALL_MAX <= 1000
 assert 0 < BATCH_SIZE_MAX <= 10_000
 assert BATCH_SIZE_MAX <= GRPC_CONCURRENT_RPCS_MAX
+assert GRPC_STREAMS_PER_CONNECTION_MAX <= GRPC_PENDING_CALLS_MAX
+assert GRPC_CONCURRENT_RPCS_MAX <= GRPC_PENDING_CALLS_MAX
+# The server allows clients the ping rate it uses itself, and a ping is answered or given up on
+# before the next one is due.
+assert GRPC_CLIENT_PING_INTERVAL_MS_MIN <= GRPC_KEEPALIVE_TIME_MS
+assert GRPC_KEEPALIVE_TIMEOUT_MS < GRPC_KEEPALIVE_TIME_MS
+# A dead peer is found by keepalive long before the idle or age limit would close it.
+assert GRPC_KEEPALIVE_TIME_MS + GRPC_KEEPALIVE_TIMEOUT_MS < GRPC_CONNECTION_IDLE_MS
+assert GRPC_CONNECTION_IDLE_MS <= GRPC_CONNECTION_AGE_MS
+# Calls on an aged connection get at least the drain grace of a stopping process.
+assert DRAIN_GRACE_S * 1000 <= GRPC_CONNECTION_AGE_GRACE_MS
+assert 0 < RESTART_DELAY_S_MIN <= RESTART_DELAY_S_MAX < RESTART_RESET_AFTER_S

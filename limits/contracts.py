@@ -13,9 +13,12 @@ position of its own:
 - Each Lua file's header lists the same names (`-- KEYS[1] customer`, `-- ARGV[2] base`,
   `-- Reply: OK|...`), and tests/limits/test_contracts.py holds every header to this module.
 
-ARGV[1] of every script the client runs is the clock offset in ms (0 outside tests, where it
-moves Redis' time), added by limits/client.py; a declaration's `args` are ARGV[2..], which
-is what a planner builds. Replies are text: `OK|<fields>` or `ERR|code|detail|at_ms`.
+Every script the client runs starts its ARGV with the call header (CALL_HEADER, added by
+limits/client.py): ARGV[1] the clock offset in ms (0 outside tests, where it moves Redis'
+time) and ARGV[2] the caller's deadline in ms by the scripts' clock (0: none). A script that
+changes state refuses, before anything else, a call whose deadline has passed
+(DEADLINE_PASSED): a late call leaves nothing. A declaration's `args` follow the header; they
+are what a planner builds. Replies are text: `OK|<fields>` or `ERR|code|detail|at_ms`.
 """
 
 from __future__ import annotations
@@ -82,15 +85,29 @@ class Fields:
             setattr(self, name, value)
 
 
+CALL_HEADER = ("clock_offset_ms", "deadline_ms")
+
+
+def call_header(clock_offset_ms: int = 0, deadline_ms: int = 0) -> list[str]:
+    """The first ARGV of every script the client runs (CALL_HEADER)."""
+    return [str(clock_offset_ms), str(deadline_ms)]
+
+
 class Script:
     """One script's contract: its name (its file is limits/lua/<name>.lua), KEYS, ARGV after
-    the clock offset (`clock=False`: no clock offset, ARGV[1] is args[0]) and reply."""
+    the call header (`clock=False`: no header, ARGV[1] is args[0]) and reply. `deadline`: the
+    script changes state, so it refuses a call whose deadline has passed."""
 
     def __init__(self, name: str, keys: Layout, args: Layout, reply: Layout,
-                 clock: bool = True, reply_kind: str = "ok"):
+                 clock: bool = True, reply_kind: str = "ok", deadline: bool = True):
         assert reply_kind in ("ok", "text", "list", "integer"), reply_kind
         self.name, self.keys, self.args, self.reply, self.clock = name, keys, args, reply, clock
         self.reply_kind = reply_kind
+        self.deadline = deadline and clock
+
+    @property
+    def header(self) -> tuple[str, ...]:
+        return CALL_HEADER if self.clock else ()
 
     def reply_text(self) -> str:
         """The reply as the Lua header's `-- Reply:` line spells it: `OK|a|b{|x|y}|t` for an
@@ -110,14 +127,15 @@ class Script:
 
     @property
     def first_arg(self) -> int:
-        """The Lua index of args[0]: ARGV[1] is the clock offset unless clock=False."""
-        return 2 if self.clock else 1
+        """The Lua index of args[0]: after the call header, unless clock=False."""
+        return len(self.header) + 1
 
     def lua_constants(self) -> dict[str, str]:
         """KEY_<NAME> and ARG_<NAME> as Lua indices (ARG_<FIRST OF REST> where a repeated
-        tail starts; ARG_CLOCK_OFFSET_MS is 1), for limits/lua_source.py to write into this
-        script."""
-        values = {"ARG_CLOCK_OFFSET_MS": "1"} if self.clock else {}
+        tail starts; the call header's ARG_CLOCK_OFFSET_MS and ARG_DEADLINE_MS first), for
+        limits/lua_source.py to write into this script."""
+        values = {f"ARG_{name.upper()}": str(index + 1)
+                  for index, name in enumerate(self.header)}
         values.update((f"KEY_{name.upper()}", str(index + 1))
                       for index, name in enumerate(self.keys.names))
         values.update((f"ARG_{name.upper()}", str(index + self.first_arg))
@@ -210,21 +228,24 @@ PUT_CUSTOMER = Script(
     args=Layout("customer_id", "status", "timezone", "schedule", rest=("node", "cap_minor")),
     reply=Layout("decided_at_ms"))
 
-# The two scripts whose reply is not "OK|...": expire answers "released|now", credit a list
-# of the Redis time and the customer hash's fields and values ({now} for an unknown customer).
+# Housekeeping and reads, which take no deadline. Their replies are not "OK|...": expire
+# answers "released|now", credit a list of the Redis time and the customer hash's fields and
+# values ({now} for an unknown customer).
 EXPIRE = Script(
     "expire",
     keys=Layout("customer_holds", "due", "outbox"),
     args=Layout("base", "customer_id"),
     reply=Layout("released", "now_ms"),
-    reply_kind="text")
+    reply_kind="text",
+    deadline=False)
 
 CREDIT = Script(
     "credit",
     keys=Layout("customer", "due", "outbox"),
     args=Layout("base", "customer_id"),
     reply=Layout("now_ms", rest=("field", "value")),
-    reply_kind="list")
+    reply_kind="list",
+    deadline=False)
 
 # The customers of a partition whose earliest hold expiry has passed (the sweeper's question).
 DUE = Script(
@@ -232,7 +253,8 @@ DUE = Script(
     keys=Layout("due",),
     args=Layout("count_max"),
     reply=Layout("now_ms", rest=("customer_id",)),
-    reply_kind="list")
+    reply_kind="list",
+    deadline=False)
 
 # The ledger worker's: no clock offset; its reply is 1 (moved) or 0.
 DEAD_LETTER = Script(

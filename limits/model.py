@@ -431,12 +431,16 @@ class Model:
 
     # -- the scripts ------------------------------------------------------------------------
     def call(self, name: str, keys_: Sequence[str], args: Sequence[str]):
-        """Runs script `name` as the client calls it. ARGV[1] is the clock offset: the script
-        runs at the model's clock plus it, and its method gets KEYS, the rest of ARGV (its
-        contract's `args`) and that time."""
-        assert contracts.SCRIPTS[name].clock, name
-        offset, *script_args = args
+        """Runs script `name` as the client calls it. ARGV starts with the call header: the
+        script runs at the model's clock plus the clock offset, a script that changes state
+        refuses a call past its deadline (call_time of limits/lua/_lib.lua), and the method
+        gets KEYS, the rest of ARGV (its contract's `args`) and that time."""
+        script = contracts.SCRIPTS[name]
+        assert script.clock, name
+        offset, deadline, *script_args = args
         now = self.clock() + int(offset)
+        if script.deadline and 0 < int(deadline) <= now:
+            return _err(E.DEADLINE_PASSED, deadline, now)
         return getattr(self, name)(list(keys_), script_args, now)
 
     # reserve.lua

@@ -96,6 +96,7 @@ class ScriptError(enum.IntEnum):
     HOLD_OF_OTHER_CUSTOMER = 15  # ForceCapture's original hold belongs to someone else
     RAISE_TOO_LONG = 16  # a temporary raise may last at most RAISE_DURATION_S_MAX
     ALREADY_FORCE_CAPTURED = 17  # ForceCapture's original was force captured (detail: that hold)
+    DEADLINE_PASSED = 18  # the caller's deadline passed before the script ran (detail: it, ms)
 
 
 assert set(RESPONSE_CODE) == set(DeclineReason)

@@ -314,6 +314,18 @@ local function err(code, detail, now)
   return 'ERR|' .. code .. '|' .. detail .. '|' .. fmt(now)
 end
 
+local function call_time(offset_text, deadline_text)
+  -- Now by Redis' clock (plus the tests' offset), and the refusal of a call whose caller's
+  -- deadline passed before the script ran: a late call leaves nothing. Called before
+  -- anything else by every script that changes state.
+  local now = redis_now_ms(tonumber(offset_text))
+  local deadline = tonumber(deadline_text) or 0
+  if deadline > 0 and now >= deadline then
+    return now, err(E_DEADLINE_PASSED, fmt(deadline), now)
+  end
+  return now, nil
+end
+
 local function idempotent_replay(record_key, fingerprint, now)
   -- The stored first answer, an error if the key was used with another payload, or nil.
   -- A reversal's tombstone answers every payload with its stored REVERSED decline.

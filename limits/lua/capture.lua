@@ -9,14 +9,16 @@
 -- KEYS[3] due               the partition's due set
 -- KEYS[4] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] base              the partition key base "cg:{p:NNN}:"
--- ARGV[3] hold_id           the hold id
--- ARGV[4] fingerprint       the request fingerprint
--- ARGV[5] amount_minor      the amount to capture, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[6] final             1 to release what stays held, else 0
+-- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[4] hold_id           the hold id
+-- ARGV[5] fingerprint       the request fingerprint
+-- ARGV[6] amount_minor      the amount to capture, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[7] final             1 to release what stays held, else 0
 -- Reply: OK|state|captured_minor|captured_total_minor|released_minor|held_minor|over_captured_minor|decided_at_ms,
 --   or ERR|code|detail|at_ms (held_minor: what the hold still holds after the call).
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT]
 local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 local final = int_arg(ARGV[ARG_FINAL], 0, 1)

@@ -4,8 +4,9 @@
 -- KEYS[2] due               the partition's due set
 -- KEYS[3] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] base              the partition key base "cg:{p:NNN}:"
--- ARGV[3] customer_id       the customer id
+-- ARGV[2] deadline_ms       the caller's deadline (ignored: no caller waits on this script)
+-- ARGV[3] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[4] customer_id       the customer id
 -- Reply: {now_ms, field, value, ...} (the customer hash, then F_TZ_SCHEDULE and the schedule
 --   of the customer's zone from the partition's shared `tz` hash), or {now_ms} if the
 --   customer is unknown.

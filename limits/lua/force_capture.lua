@@ -16,22 +16,24 @@
 -- KEYS[6] customer_holds    the customer's open holds (sorted set, by expiry ms)
 -- KEYS[7] due               the partition's due set
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] base              the partition key base "cg:{p:NNN}:"
--- ARGV[3] customer_id       the customer id
--- ARGV[4] hold_id           the new hold's id
--- ARGV[5] fingerprint       the request fingerprint
--- ARGV[6] product_id        the product id
--- ARGV[7] amount_minor      the amount, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[8] merchant_id       the merchant id
--- ARGV[9] mcc               the merchant category code
--- ARGV[10] channel          the channel
--- ARGV[11] currency         the currency
--- ARGV[12] original_hold_id the original hold's id ("" if none)
--- ARGV[13..] nodes          the product's limit nodes for the channel, root first
+-- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[4] customer_id       the customer id
+-- ARGV[5] hold_id           the new hold's id
+-- ARGV[6] fingerprint       the request fingerprint
+-- ARGV[7] product_id        the product id
+-- ARGV[8] amount_minor      the amount, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[9] merchant_id       the merchant id
+-- ARGV[10] mcc              the merchant category code
+-- ARGV[11] channel          the channel
+-- ARGV[12] currency         the currency
+-- ARGV[13] original_hold_id the original hold's id ("" if none)
+-- ARGV[14..] nodes          the product's limit nodes for the channel, root first
 -- Reply: OK|hold_id|over_limit_levels|decided_at_ms{|node|cap_minor|held_minor|used_minor},
 --   or ERR|code|detail|at_ms (over_limit_levels: the over-limit nodes, comma-joined;
 --   cap_minor: the cap plus any live raise).
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local customer_id, hold_id, fingerprint, product_id =
   ARGV[ARG_CUSTOMER_ID], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT], ARGV[ARG_PRODUCT_ID]
 local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)

@@ -9,15 +9,17 @@
 -- KEYS[3] due               the partition's due set
 -- KEYS[4] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] base              the partition key base "cg:{p:NNN}:"
--- ARGV[3] hold_id           the hold id
--- ARGV[4] fingerprint       the request fingerprint
--- ARGV[5] amount_minor      the increment, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[4] hold_id           the hold id
+-- ARGV[5] fingerprint       the request fingerprint
+-- ARGV[6] amount_minor      the increment, minor units (1..AMOUNT_MINOR_MAX)
 -- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}|hold_held_minor, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua, with approved_amount_minor = the hold's amount
 --   after the call, then hold_held_minor = what the hold still holds). A decline carries a
 --   counter-offer: the largest increment that fits now.
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT]
 local increment = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 if not increment then return err(E_BAD_ARGUMENT, 'increment', now) end

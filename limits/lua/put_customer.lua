@@ -7,13 +7,15 @@
 -- KEYS[3] timezones         the partition's timezone schedules (hash: zone -> schedule,
 --                           shared by its customers)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] customer_id       the customer id
--- ARGV[3] status            active, frozen, closed or overdue
--- ARGV[4] timezone          the IANA timezone
--- ARGV[5] schedule          its UTC-offset schedule (limits/calendar.py)
--- ARGV[6..] node            node, cap minor (0..CAP_MINOR_MAX), node, cap minor, ...
+-- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] customer_id       the customer id
+-- ARGV[4] status            active, frozen, closed or overdue
+-- ARGV[5] timezone          the IANA timezone
+-- ARGV[6] schedule          its UTC-offset schedule (limits/calendar.py)
+-- ARGV[7..] node            node, cap minor (0..CAP_MINOR_MAX), node, cap minor, ...
 -- Reply: OK|decided_at_ms, or ERR|code|detail|at_ms
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local status = ARGV[ARG_STATUS]
 if status ~= 'active' and status ~= 'frozen' and status ~= 'closed' and status ~= 'overdue' then
   return err(E_BAD_ARGUMENT, 'status', now)

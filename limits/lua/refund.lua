@@ -8,13 +8,15 @@
 -- KEYS[2] idempotency       the idempotency record
 -- KEYS[3] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] base              the partition key base "cg:{p:NNN}:"
--- ARGV[3] hold_id           the hold id
--- ARGV[4] fingerprint       the request fingerprint
--- ARGV[5] amount_minor      the amount to refund, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[4] hold_id           the hold id
+-- ARGV[5] fingerprint       the request fingerprint
+-- ARGV[6] amount_minor      the amount to refund, minor units (1..AMOUNT_MINOR_MAX)
 -- Reply: OK|refunded_minor|refunded_total_minor|refundable_minor|restored_minor|decided_at_ms,
 --   or ERR|code|detail|at_ms (refundable_minor: what may still be refunded after the call).
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT]
 local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 if not amount then return err(E_BAD_ARGUMENT, 'refund', now) end

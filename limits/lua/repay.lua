@@ -10,16 +10,18 @@
 -- KEYS[2] idempotency       the idempotency record (`ip:`)
 -- KEYS[3] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] base              the partition key base "cg:{p:NNN}:"
--- ARGV[3] customer_id       the customer id
--- ARGV[4] fingerprint       the request fingerprint
--- ARGV[5] amount_minor      the amount repaid, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[6..] paths           the allocation order: at most REPAY_PATHS_MAX paths (nodes root
+-- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[4] customer_id       the customer id
+-- ARGV[5] fingerprint       the request fingerprint
+-- ARGV[6] amount_minor      the amount repaid, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[7..] paths           the allocation order: at most REPAY_PATHS_MAX paths (nodes root
 --                           first, joined by ',')
 -- Reply: OK|repaid_minor|overpaid_minor|outstanding_minor|decided_at_ms{|path|amount_minor},
 --   or ERR|code|detail|at_ms (repaid + overpaid is the amount; outstanding_minor: the sum of
 --   the path balances after the call).
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local customer_id, fingerprint = ARGV[ARG_CUSTOMER_ID], ARGV[ARG_FINGERPRINT]
 local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 if not amount or #ARGV - (ARG_PATHS - 1) > REPAY_PATHS_MAX then

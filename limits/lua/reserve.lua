@@ -12,35 +12,37 @@
 --                                  tombstone). An approval's hold key derives from it
 --                                  (derived_hold_id: same partition, so the same slot).
 -- ARGV[1] clock_offset_ms          ms added to Redis' TIME (0 outside tests)
--- ARGV[2] base                     the partition key base "cg:{p:NNN}:"
--- ARGV[3] customer_id              the customer id
--- ARGV[4] fingerprint              the request fingerprint
--- ARGV[5] product_id               the product id
--- ARGV[6] amount_minor             the amount, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[7] hold_ttl_ms              the hold's TTL, ms
--- ARGV[8] rule_decline             product-rule decline reason decided by the hot path (0: none)
--- ARGV[9] merchant_id              the merchant id
--- ARGV[10] mcc                     the merchant category code
--- ARGV[11] channel                 the channel
--- ARGV[12] currency                the currency
--- ARGV[13] day_amount_max_minor    day amount max, minor units (0: no limit)
--- ARGV[14] day_count_max           day count max (0: no limit)
--- ARGV[15] month_amount_max_minor  month amount max, minor units (0: no limit)
--- ARGV[16] month_count_max         month count max (0: no limit)
--- ARGV[17] amount_min_minor        the product's amount min, minor units
--- ARGV[18] amount_max_minor        the product's amount max, minor units
--- ARGV[19] partial_approval        1 if the product allows it and the request asked for it
--- ARGV[20] capture_tolerance_bps   the product's capture tolerance, bps
+-- ARGV[2] deadline_ms              the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] base                     the partition key base "cg:{p:NNN}:"
+-- ARGV[4] customer_id              the customer id
+-- ARGV[5] fingerprint              the request fingerprint
+-- ARGV[6] product_id               the product id
+-- ARGV[7] amount_minor             the amount, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[8] hold_ttl_ms              the hold's TTL, ms
+-- ARGV[9] rule_decline             product-rule decline reason decided by the hot path (0: none)
+-- ARGV[10] merchant_id             the merchant id
+-- ARGV[11] mcc                     the merchant category code
+-- ARGV[12] channel                 the channel
+-- ARGV[13] currency                the currency
+-- ARGV[14] day_amount_max_minor    day amount max, minor units (0: no limit)
+-- ARGV[15] day_count_max           day count max (0: no limit)
+-- ARGV[16] month_amount_max_minor  month amount max, minor units (0: no limit)
+-- ARGV[17] month_count_max         month count max (0: no limit)
+-- ARGV[18] amount_min_minor        the product's amount min, minor units
+-- ARGV[19] amount_max_minor        the product's amount max, minor units
+-- ARGV[20] partial_approval        1 if the product allows it and the request asked for it
+-- ARGV[21] capture_tolerance_bps   the product's capture tolerance, bps
 --                                  (0..CAPTURE_TOLERANCE_BPS_MAX)
--- ARGV[21] incremental             1 if the product allows incremental authorization
--- ARGV[22] installment_months      instalment months (0: pay in full)
--- ARGV[23] installment_fee_bps     the product's monthly instalment fee, bps
--- ARGV[24..] nodes                 the product's limit nodes for this channel, root first
+-- ARGV[22] incremental             1 if the product allows incremental authorization
+-- ARGV[23] installment_months      instalment months (0: pay in full)
+-- ARGV[24] installment_fee_bps     the product's monthly instalment fee, bps
+-- ARGV[25..] nodes                 the product's limit nodes for this channel, root first
 -- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live
 --   raise). A retry of an approval answers its first decision with the levels as they stand
 --   now.
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local base, customer_id, fingerprint =
   ARGV[ARG_BASE], ARGV[ARG_CUSTOMER_ID], ARGV[ARG_FINGERPRINT]
 local product_id = ARGV[ARG_PRODUCT_ID]

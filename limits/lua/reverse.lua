@@ -14,12 +14,14 @@
 --                                    hold's id derives from this key (derived_hold_id)
 -- KEYS[6] reversal                   the reversal's record (`iz:`)
 -- ARGV[1] clock_offset_ms            ms added to Redis' TIME (0 outside tests)
--- ARGV[2] base                       the partition key base "cg:{p:NNN}:"
--- ARGV[3] customer_id                the customer id
--- ARGV[4] original_idempotency_key   the original's idempotency key
+-- ARGV[2] deadline_ms                the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] base                       the partition key base "cg:{p:NNN}:"
+-- ARGV[4] customer_id                the customer id
+-- ARGV[5] original_idempotency_key   the original's idempotency key
 -- Reply: OK|outcome|hold_id|released_minor|decided_at_ms, outcome one of released,
 --   already_closed, original_declined, tombstoned.
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local base, customer_id, original_key =
   ARGV[ARG_BASE], ARGV[ARG_CUSTOMER_ID], ARGV[ARG_ORIGINAL_IDEMPOTENCY_KEY]
 -- A reversal has no payload of its own: every repeat is the same request.

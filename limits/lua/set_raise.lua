@@ -6,15 +6,17 @@
 -- KEYS[1] customer          the customer hash
 -- KEYS[2] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] customer_id       the customer id
--- ARGV[3] node              the level to raise
--- ARGV[4] raise_minor       the raise, minor units (0..CAP_MINOR_MAX; 0 removes the raise)
--- ARGV[5] expires_at_ms     when the raise ends (Unix ms; after now and at most
+-- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] customer_id       the customer id
+-- ARGV[4] node              the level to raise
+-- ARGV[5] raise_minor       the raise, minor units (0..CAP_MINOR_MAX; 0 removes the raise)
+-- ARGV[6] expires_at_ms     when the raise ends (Unix ms; after now and at most
 --                           RAISE_DURATION_MS_MAX ahead; ignored when the raise is 0)
 -- Reply: OK|cap_minor|raise_minor|held_minor|used_minor|decided_at_ms (the level after the
 --   change), or ERR|code|detail|at_ms: CUSTOMER_UNKNOWN; RAISE_EXPIRES_IN_PAST (detail: now);
 --   RAISE_TOO_LONG (detail: the latest expiry allowed).
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local customer_id, node = ARGV[ARG_CUSTOMER_ID], ARGV[ARG_NODE]
 local raise = int_arg(ARGV[ARG_RAISE_MINOR], 0, CAP_MINOR_MAX)
 local expires = int_arg(ARGV[ARG_EXPIRES_AT_MS], 0, 2 ^ 63)

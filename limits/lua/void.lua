@@ -6,11 +6,13 @@
 -- KEYS[3] due               the partition's due set
 -- KEYS[4] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] base              the partition key base "cg:{p:NNN}:"
--- ARGV[3] hold_id           the hold id
--- ARGV[4] fingerprint       the request fingerprint
+-- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
+-- ARGV[3] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[4] hold_id           the hold id
+-- ARGV[5] fingerprint       the request fingerprint
 -- Reply: OK|state|released_minor|captured_total_minor|decided_at_ms, or ERR|code|detail|at_ms
-local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
+local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
+if late then return late end
 local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT]
 
 local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)

@@ -24,7 +24,7 @@ def header(name: str) -> list[str]:
 
 
 def declared_args(script: contracts.Script) -> list[tuple[int, bool, str]]:
-    args = [(1, False, "clock_offset_ms")] if script.clock else []
+    args = [(index + 1, False, name) for index, name in enumerate(script.header)]
     args += [(index + script.first_arg, False, name)
              for index, name in enumerate(script.args.names)]
     if script.args.rest:
@@ -63,8 +63,9 @@ def test_code_reaches_keys_and_argv_by_name_only(name):
 def test_layout_positions_follow_wire_order():
     reserve = contracts.RESERVE
     assert reserve.args.base == 0 and reserve.args.amount_minor == 4
-    assert reserve.lua_constants()["ARG_AMOUNT_MINOR"] == "6"
-    assert reserve.lua_constants()["ARG_NODES"] == str(len(reserve.args) + 2)
+    assert reserve.lua_constants()["ARG_DEADLINE_MS"] == "2"
+    assert reserve.lua_constants()["ARG_AMOUNT_MINOR"] == "7"
+    assert reserve.lua_constants()["ARG_NODES"] == str(len(reserve.args) + 3)
     fields = contracts.REPAY.reply.bind(["10", "0", "5", "1700", "total", "10"])
     assert (fields.repaid_minor, fields.decided_at_ms, fields.rest) == \
         ("10", "1700", [("total", "10")])

@@ -12,13 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from creditgate import hotpath
-from creditgate.limits import calendar, installments, keys
+from creditgate.limits import calendar, contracts, installments, keys
 from creditgate.limits.constants import (
     AMOUNT_MINOR_MAX,
     CAP_MINOR_MAX,
     INSTALLMENT_FEE_BPS_MAX,
     INSTALLMENT_MONTHS_MAX,
 )
+from creditgate.limits.contracts import call_header
 from creditgate.limits.lua_source import scripts
 from creditgate.limits.model import installment_plan_text
 from tests.support import PARTITIONS, RULES, authorize_request
@@ -73,19 +74,26 @@ def test_the_lua_plan_equals_the_python_plan(redis_sync, principal, months, fee_
     customer_id = f"inst-{next(_customers)}"
     base = keys.base(keys.partition_of(customer_id, PARTITIONS))
     nodes = ("total", "consumer", "consumer.scan_pay", "consumer.scan_pay.pos")
-    put_args = ["0", customer_id, "active", "UTC", calendar.offset_schedule("UTC", 1_795_600_000)]
-    for node in nodes:
-        put_args += [node, str(CAP_MINOR_MAX)]
+    put_args = contracts.PUT_CUSTOMER.args.pack(
+        customer_id=customer_id, status="active", timezone="UTC",
+        schedule=calendar.offset_schedule("UTC", 1_795_600_000),
+        rest=[text for node in nodes for text in (node, str(CAP_MINOR_MAX))])
     redis_sync.eval(source["put_customer"].source, 3, keys.customer(base, customer_id),
-                    keys.outbox(base), keys.timezones(base), *put_args)
+                    keys.outbox(base), keys.timezones(base), *call_header(), *put_args)
     keys_, args = hotpath.plan_authorize(authorize_request("k", customer_id, 100), RULES,
                                          PARTITIONS)
-    args[4] = str(principal)  # ARGV[6]: the amount
-    args[11:15] = ["0", "0", "0", "0"]  # no velocity window
-    args[15:17] = ["1", str(AMOUNT_MINOR_MAX)]  # the amount bounds
-    args[20:22] = [str(months), str(fee_bps)]  # ARGV[22], ARGV[23]
-    reply = redis_sync.eval(source["reserve"].source, len(keys_), *keys_, "0", *args).decode()
-    parts = reply.split("|")
+    a = contracts.RESERVE.args
+    args[a.amount_minor] = str(principal)
+    for no_window in (a.day_amount_max_minor, a.day_count_max, a.month_amount_max_minor,
+                      a.month_count_max):
+        args[no_window] = "0"
+    args[a.amount_min_minor], args[a.amount_max_minor] = "1", str(AMOUNT_MINOR_MAX)
+    args[a.installment_months], args[a.installment_fee_bps] = str(months), str(fee_bps)
+    reply = redis_sync.eval(source["reserve"].source, len(keys_), *keys_, *call_header(),
+                            *args).decode()
+    f = contracts.AUTHORIZATION.bind(reply.split("|")[1:])
     expected = installments.plan(principal, months, fee_bps).text()
-    assert (parts[0], parts[1], parts[7], parts[11]) == ("OK", "0", str(principal), expected)
-    assert redis_sync.hget(keys.hold(base, parts[3]), "im").decode() == expected
+    assert reply.startswith("OK|")
+    assert (f.reason, f.approved_amount_minor, f.plan) == ("0", str(principal), expected)
+    assert redis_sync.hget(keys.hold(base, f.hold_id), keys.HOLD_FIELDS["PLAN"]).decode() == \
+        expected

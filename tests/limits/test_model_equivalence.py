@@ -25,6 +25,7 @@ from creditgate.hotpath.plans import (
     repayment_order,
 )
 from creditgate.limits import keys
+from creditgate.limits.contracts import call_header
 from creditgate.limits.levels import effective_cap
 from creditgate.limits.model import Model
 from creditgate.limits.transport import ScriptRunner
@@ -118,7 +119,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
 
     def both(self, name: str, keys_, args):
         """Run one script on Redis, then on the model at the time Redis reported."""
-        args = [str(self.offset_ms), *args]
+        args = [*call_header(self.offset_ms), *args]
         async def call():
             return await self.runner.call(name, keys_, args)
 
