@@ -8,9 +8,11 @@ import os
 from collections.abc import Callable
 
 from creditgate import hotpath
+from creditgate.gateway.admission import Admission
 from creditgate.hotpath import plans
 from creditgate.limits import catalog
 from creditgate.limits.client import LimitsClient
+from creditgate.limits.clock import RedisClock
 from creditgate.limits.constants import HOLD_TOKEN_LENGTH
 
 
@@ -30,5 +32,9 @@ class Context:
         self.partitions = limits.partitions
         self.token_source = token_source
         self.repayment_order = plans.repayment_order(products)
+        # Admission control of this process, and its view of the scripts' clock (the server
+        # samples it), so each call's deadline travels into its scripts.
+        self.admission = Admission()
+        self.redis_clock = RedisClock()
 
 

@@ -3,20 +3,36 @@
 Handlers stay thin: they raise InvalidArgument (caller misuse), let `Refused` (the scripts'
 answer) and Redis errors (the peer is unreachable) propagate, and `unary` turns each into its
 status. A decline is not a failure: it is a normal AuthorizeResponse.
+
+The server hands a handler the request's bytes (gateway/registration.py) and `from_bytes`
+parses them inside the same mapping, so a malformed message is one more INVALID_ARGUMENT.
+INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION and ALREADY_EXISTS carry the
+google.rpc error details (`grpc-status-details-bin`) that a program reads instead of the
+message. Failures on our side (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL) are logged once per
+interval and kind with a count, never once per call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import logging
+import time
+from collections.abc import Callable
 
 import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from creditgate.gateway.admission import Overloaded
 from creditgate.hotpath import InvalidArgument
+from creditgate.limits.client import DEADLINE_MS
 from creditgate.limits.reasons import ScriptError
 from creditgate.limits.replies import Refused
 
@@ -93,6 +109,11 @@ _REFUSALS: dict[ScriptError, tuple[grpc.StatusCode, str]] = {
         "expires_at_ms: a temporary raise ends at the latest at {detail} (Unix ms); "
         "nothing was changed",
     ),
+    ScriptError.DEADLINE_PASSED: (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "the call's deadline ({detail} Unix ms, Redis clock) passed before its script ran; "
+        "nothing was changed; retry with the same idempotency key",
+    ),
 }
 
 # Where one RPC must say more than the code's general message, keyed by (handler, code).
@@ -105,8 +126,42 @@ _RPC_REFUSALS: dict[tuple[str, ScriptError], tuple[grpc.StatusCode, str]] = {
 }
 
 
+# ErrorInfo's domain: the reasons it names are creditgate's.
+ERROR_DOMAIN = "creditgate.v1"
+# QuotaFailure's subject: a full Redis, or a process refusing more calls than it can finish.
+LIMIT_STORE = "limit-store"
+GATEWAY_PROCESS = "gateway-process"
+# How long a full Redis's RetryInfo asks a caller to wait: memory comes back as holds expire
+# and the sweeper releases them.
+OUT_OF_MEMORY_RETRY_MS = 1_000
+# A failure kind's repeats within this long are summed into one log line.
+FAILURE_LOG_INTERVAL_S = 10.0
+
+# PreconditionFailure's type, by the script's refusal: what the caller must look at again.
+_PRECONDITION_TYPES: dict[ScriptError, str] = {
+    ScriptError.HOLD_EXPIRED: "HOLD_STATE",
+    ScriptError.HOLD_VOIDED: "HOLD_STATE",
+    ScriptError.HOLD_CAPTURED: "HOLD_STATE",
+    ScriptError.HOLD_REVERSED: "HOLD_STATE",
+    ScriptError.HOLD_STILL_OPEN: "HOLD_STATE",
+    ScriptError.ALREADY_FORCE_CAPTURED: "HOLD_STATE",
+    ScriptError.CAPTURE_EXCEEDS_HELD: "HOLD_AMOUNT",
+    ScriptError.REFUND_EXCEEDS_CAPTURED: "HOLD_AMOUNT",
+    ScriptError.CAPTURE_EXCEEDS_CREDIT: "CREDIT",
+    ScriptError.INCREMENT_NOT_ALLOWED: "PRODUCT_RULE",
+}
+# Every refusal answered FAILED_PRECONDITION names its type.
+assert {error for error, (code, _) in [*_REFUSALS.items(),
+                                       *((e, r) for (_, e), r in _RPC_REFUSALS.items())]
+        if code == grpc.StatusCode.FAILED_PRECONDITION} <= set(_PRECONDITION_TYPES)
+
+
 class NotFound(Exception):
     """A read found nothing: NOT_FOUND with a message naming the field."""
+
+
+class Late(Exception):
+    """The call's deadline passed before it started: nothing was done."""
 
 
 def status_of(error: BaseException, rpc: str = "") -> tuple[grpc.StatusCode, str]:
@@ -115,6 +170,11 @@ def status_of(error: BaseException, rpc: str = "") -> tuple[grpc.StatusCode, str
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
     if isinstance(error, NotFound):
         return grpc.StatusCode.NOT_FOUND, str(error)
+    if isinstance(error, Overloaded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, Late):
+        return (grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the call's deadline passed before it started; nothing was done")
     if isinstance(error, Refused):
         refusal = _RPC_REFUSALS.get((rpc, error.code)) or _REFUSALS.get(error.code)
         if refusal is not None:
@@ -135,22 +195,223 @@ def status_of(error: BaseException, rpc: str = "") -> tuple[grpc.StatusCode, str
 
 def unary(handler):
     """Wrap a grpc.aio unary handler: every failure leaves as one counted status."""
+    rpc = handler.__name__
 
     @functools.wraps(handler)
     async def wrapped(self, request, context: grpc.aio.ServicerContext):
         try:
             response = await handler(self, request, context)
         except Exception as error:  # noqa: BLE001 - this is the one place that maps them all
-            code, message = status_of(error, handler.__name__)
-            counts[code.name] += 1
-            if code == grpc.StatusCode.INTERNAL:
-                # Script errors name the script and line; requests' values are not logged.
-                log.error("%s failed: %s", handler.__name__, str(error)[:300], exc_info=error)
-            elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
-                log.warning("%s failed: %s (%s)", handler.__name__, code.name,
-                            type(error).__name__)
-            await context.abort(code, message)
+            await refuse(context, rpc, error, request)
         counts["OK"] += 1
         return response
 
     return wrapped
+
+
+def from_bytes(method, parse: Callable[[bytes], Message]):
+    """The gRPC handler of a servicer's `unary` method, taking the request's bytes.
+
+    `parse` turns the bytes into the request or raises InvalidArgument; it runs inside the
+    failure mapping, once per call. Only the bytes are known before it: a check that must not
+    pay for parsing (admission) goes first in `handle`.
+    """
+    handler = getattr(method, "__wrapped__", None)
+    if handler is None:
+        raise TypeError(f"{method.__qualname__} is not a @unary handler")
+    servicer, rpc = method.__self__, handler.__name__
+
+    async def handle(data: bytes, context: grpc.aio.ServicerContext):
+        try:
+            started_s, deadline_ms = admit(servicer.c, rpc, context)
+        except (Overloaded, Late) as error:
+            await refuse(context, rpc, error)
+        request = None
+        token = DEADLINE_MS.set(deadline_ms)
+        try:
+            request = parse(data)
+            response = await handler(servicer, request, context)
+        except Exception as error:  # noqa: BLE001 - this is the one place that maps them all
+            await refuse(context, rpc, error, request)
+        finally:
+            DEADLINE_MS.reset(token)
+            servicer.c.admission.done(started_s)
+        counts["OK"] += 1
+        return response
+
+    return handle
+
+
+def admit(c, rpc: str, context: grpc.aio.ServicerContext) -> tuple[float, int]:
+    """Admission, before the request is parsed: (when the call was admitted, its deadline in
+    ms by the scripts' clock, 0 for none). A call whose deadline has passed is never started
+    (Late); a call beyond the process's limit is refused at once (Overloaded)."""
+    remaining_s = context.time_remaining()
+    if remaining_s is not None and remaining_s <= 0:
+        raise Late()
+    started_s = c.admission.admit(rpc)
+    return started_s, c.redis_clock.deadline_ms(remaining_s, c.limits.clock_offset_ms)
+
+
+async def refuse(context: grpc.aio.ServicerContext, rpc: str, error: BaseException,
+                 request: Message | None = None) -> None:
+    """End the call with the status of `error`: counted, logged when the fault is ours, and
+    with error details for the codes that carry them. Never returns."""
+    code, message = status_of(error, rpc)
+    counts[code.name] += 1
+    if code in _LOGGED:
+        failures.failed(rpc, code, error)
+    status = rich_status(code, message, error, request)
+    if status is None:
+        await context.abort(code, message)
+    else:
+        await context.abort_with_status(status)
+
+
+def rich_status(code: grpc.StatusCode, message: str, error: BaseException | None = None,
+                request: Message | None = None) -> grpc.Status | None:
+    """`code` and `message` (unchanged) with the google.rpc details that a program reads in
+    place of the message, in `grpc-status-details-bin`; None for a code that carries none."""
+    build = _DETAILS.get(code)
+    if build is None:
+        return None
+    status = status_pb2.Status(code=code.value[0], message=message)
+    for detail in build(message, error, request):
+        status.details.add().Pack(detail)
+    return rpc_status.to_status(status)
+
+
+def _error_info(error: BaseException | None) -> list[Message]:
+    """The script's refusal by name, for a program that tells refusals apart."""
+    if isinstance(error, Refused):
+        return [error_details_pb2.ErrorInfo(reason=error.code.name, domain=ERROR_DOMAIN)]
+    return []
+
+
+def _bad_request(message: str, error, request) -> list[Message]:
+    """BadRequest naming the field: every INVALID_ARGUMENT message starts with it."""
+    field, _, description = message.partition(": ")
+    if isinstance(error, InvalidArgument):
+        field = error.field
+    violation = error_details_pb2.BadRequest.FieldViolation(field=field,
+                                                            description=description)
+    return [error_details_pb2.BadRequest(field_violations=[violation]), *_error_info(error)]
+
+
+def _quota_failure(message: str, error, request) -> list[Message]:
+    """QuotaFailure naming what ran out, and RetryInfo saying when to try again: a refusal
+    that carries its own hint (`retry_after_ms`, admission control's) is the process's."""
+    retry_after_ms = getattr(error, "retry_after_ms", None)
+    subject = LIMIT_STORE if retry_after_ms is None else GATEWAY_PROCESS
+    violation = error_details_pb2.QuotaFailure.Violation(subject=subject, description=message)
+    delay = duration_pb2.Duration()
+    delay.FromMilliseconds(OUT_OF_MEMORY_RETRY_MS if retry_after_ms is None else retry_after_ms)
+    return [error_details_pb2.QuotaFailure(violations=[violation]),
+            error_details_pb2.RetryInfo(retry_delay=delay)]
+
+
+def _precondition_failure(message: str, error, request) -> list[Message]:
+    """PreconditionFailure: what kind of state refused the call, and the hold it is about."""
+    kind = _PRECONDITION_TYPES.get(error.code) if isinstance(error, Refused) else None
+    hold_id = getattr(request, "hold_id", "") or getattr(request, "original_hold_id", "")
+    violation = error_details_pb2.PreconditionFailure.Violation(
+        type=kind or "PRECONDITION", subject=hold_id, description=message)
+    return [error_details_pb2.PreconditionFailure(violations=[violation]), *_error_info(error)]
+
+
+def _already_exists(message: str, error, request) -> list[Message]:
+    """The idempotency key already answered a different request."""
+    key = getattr(request, "idempotency_key", "")
+    return [error_details_pb2.ErrorInfo(reason=ScriptError.IDEMPOTENCY_MISMATCH.name,
+                                        domain=ERROR_DOMAIN,
+                                        metadata={"field": "idempotency_key"}),
+            error_details_pb2.ResourceInfo(resource_type="idempotency_key", resource_name=key,
+                                           description=message)]
+
+
+_DETAILS = {
+    grpc.StatusCode.INVALID_ARGUMENT: _bad_request,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: _quota_failure,
+    grpc.StatusCode.FAILED_PRECONDITION: _precondition_failure,
+    grpc.StatusCode.ALREADY_EXISTS: _already_exists,
+}
+# The statuses that say something is wrong on our side: logged (the others are the caller's).
+_LOGGED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
+                     grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+class FailureLog:
+    """Logs each failure kind (rpc, status, error type) once per interval, with a count.
+
+    The first failure of a kind is logged at once; its repeats within the interval are
+    counted and summed in one line when the interval ends (at the kind's next failure, or the
+    flush the event loop runs then). A kind that stays quiet for an interval is forgotten, so
+    its next failure is logged at once again. Lines name the rpc, status and error type, never
+    a request's values.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = FAILURE_LOG_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.logger, self.interval_s, self.clock = logger, interval_s, clock
+        # Bounded by the kinds there are: rpcs x logged statuses x error types.
+        self._windows: dict[tuple[str, str, str], list] = {}  # kind: [started_s, repeats]
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    def failed(self, rpc: str, code: grpc.StatusCode, error: BaseException) -> None:
+        kind = (rpc, code.name, type(error).__name__)
+        now = self.clock()
+        window = self._windows.get(kind)
+        if window is not None and now - window[0] >= self.interval_s:
+            window = self._summarize(kind, window, now)
+            self._schedule_flush(now)
+        if window is not None:
+            window[1] += 1
+            return
+        self._windows[kind] = [now, 0]
+        if code == grpc.StatusCode.INTERNAL:
+            # Script errors name the script and line; requests' values are not logged.
+            self.logger.error("%s failed: %s", rpc, str(error)[:300], exc_info=error)
+        else:
+            self.logger.warning("%s failed: %s (%s)", rpc, code.name, kind[2])
+        self._schedule_flush(now)
+
+    def flush(self) -> None:
+        """Sum up every kind whose interval has ended."""
+        now = self.clock()
+        for kind, window in list(self._windows.items()):
+            if now - window[0] >= self.interval_s:
+                self._summarize(kind, window, now)
+
+    def _summarize(self, kind: tuple[str, str, str], window: list, now: float) -> list | None:
+        """Log a window's repeats and start the next; a quiet window ends."""
+        started_s, repeats = window
+        if not repeats:
+            del self._windows[kind]
+            return None
+        level = logging.ERROR if kind[1] == grpc.StatusCode.INTERNAL.name else logging.WARNING
+        self.logger.log(level, "%s failed %d more times in %.1f s: %s (%s)", kind[0], repeats,
+                        now - started_s, kind[1], kind[2])
+        window[0], window[1] = now, 0
+        return window
+
+    def _schedule_flush(self, now: float) -> None:
+        """Have the running loop flush when the earliest window ends."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the kind's next failure sums up its window
+            return
+        if not self._windows or self._timer is not None and self._timer_loop is loop:
+            return
+        ends_s = min(started_s for started_s, _ in self._windows.values()) + self.interval_s
+        self._timer_loop = loop
+        self._timer = loop.call_later(max(ends_s - now, 0.0), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+        if self._windows:
+            self._schedule_flush(self.clock())
+
+
+failures = FailureLog(log)

@@ -2,6 +2,10 @@
 
 SIGTERM drains: health answers NOT_SERVING at once, the server stops accepting calls, calls in
 flight finish (up to DRAIN_GRACE_S), then the process exits 0.
+
+Start-up is refused while Redis may evict keys (maxmemory-policy other than noeviction), and
+readiness follows the policy afterwards. `--processes N` replaces a server process that dies
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -9,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 import urllib.parse
 
 import grpc
@@ -19,32 +25,111 @@ import msgspec
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.exceptions import RedisError, ResponseError
 
-from creditgate.gateway import service, sweeper
+from creditgate.gateway import registration, service, sweeper
 from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
-from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 from creditgate.limits import catalog
 from creditgate.limits.client import LimitsClient
+from creditgate.limits.clock import RedisClock
 from creditgate.limits.constants import (
+    CLOCK_SAMPLE_INTERVAL_S,
     DRAIN_GRACE_S,
+    EVICTION_CHECK_INTERVAL_S,
+    GRPC_CLIENT_PING_INTERVAL_MS_MIN,
     GRPC_CONCURRENT_RPCS_MAX,
+    GRPC_CONNECTION_AGE_GRACE_MS,
+    GRPC_CONNECTION_AGE_MS,
+    GRPC_CONNECTION_IDLE_MS,
+    GRPC_KEEPALIVE_TIME_MS,
+    GRPC_KEEPALIVE_TIMEOUT_MS,
     GRPC_MESSAGE_BYTES_MAX,
+    GRPC_PENDING_CALLS_MAX,
     GRPC_RESPONSE_BYTES_MAX,
+    GRPC_STREAMS_PER_CONNECTION_MAX,
     PARTITIONS_MAX,
     REDIS_CONNECTIONS_MAX,
     REDIS_WAIT_S,
+    RESTART_DELAY_S_MAX,
+    RESTART_DELAY_S_MIN,
+    RESTART_RESET_AFTER_S,
 )
 from creditgate.limits.transport import ScriptRunner
 
 log = logging.getLogger("creditgate.gateway")
 
 REDIS_PIPELINE_ENV = "CREDITGATE_REDIS_PIPELINE"
+NOEVICTION = "noeviction"
+# `serve` exits with this code when start-up is refused (a Redis that may evict keys).
+EXIT_REFUSED = 3
 
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Authorization"].full_name,
     pb.DESCRIPTOR.services_by_name["Admin"].full_name,
 )
+
+
+class StartupRefused(RuntimeError):
+    """A setting that makes serving unsafe: the process must not start."""
+
+
+def server_options() -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments; docs/operations.md explains each value."""
+    return [
+        ("grpc.so_reuseport", 1),
+        ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX),
+        ("grpc.max_send_message_length", GRPC_RESPONSE_BYTES_MAX),
+        # A burst on one connection reaches the server loop, which answers every call or
+        # refuses it with RESOURCE_EXHAUSTED; gRPC core never cancels it for want of room.
+        ("grpc.max_concurrent_streams", GRPC_STREAMS_PER_CONNECTION_MAX),
+        ("grpc.server.max_pending_requests", GRPC_PENDING_CALLS_MAX),
+        ("grpc.server.max_pending_requests_hard_limit", GRPC_PENDING_CALLS_MAX),
+        # Idle, dead and never-finished connections are closed, each within a bound.
+        ("grpc.max_connection_idle_ms", GRPC_CONNECTION_IDLE_MS),
+        ("grpc.max_connection_age_ms", GRPC_CONNECTION_AGE_MS),
+        ("grpc.max_connection_age_grace_ms", GRPC_CONNECTION_AGE_GRACE_MS),
+        ("grpc.keepalive_time_ms", GRPC_KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", GRPC_KEEPALIVE_TIMEOUT_MS),
+        # Terminals behind NAT ping between calls to keep their mapping: that is not abuse.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", GRPC_CLIENT_PING_INTERVAL_MS_MIN),
+        # The server keeps pinging a quiet connection until the idle limit closes it.
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+async def eviction_policy(redis: aioredis.Redis) -> str:
+    """Redis's maxmemory-policy: CONFIG GET, or INFO memory where CONFIG is renamed or denied."""
+    try:
+        reply = await redis.config_get("maxmemory-policy")
+    except ResponseError:  # unknown command (renamed on managed Redis) or NOPERM (ACL)
+        reply = {}
+    if reply:
+        value = next(iter(reply.values()))
+    else:
+        value = (await redis.info("memory")).get("maxmemory_policy")
+    if value is None:
+        raise StartupRefused("cannot read Redis maxmemory-policy (neither CONFIG GET nor INFO "
+                             "memory reports it); creditgate needs to know that Redis never "
+                             "evicts keys")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def eviction_refusal(policy: str) -> str:
+    """Why creditgate must not serve on a Redis with this policy (the start-up error)."""
+    return (f"Redis maxmemory-policy is '{policy}', creditgate needs '{NOEVICTION}': a Redis "
+            f"that evicts keys silently loses holds and customers (credit stays held with no "
+            f"hold left to release it). Set `maxmemory-policy {NOEVICTION}` in the Redis "
+            f"configuration (CONFIG SET maxmemory-policy {NOEVICTION}) and size maxmemory "
+            f"for the data; a full Redis then refuses writes, which creditgate answers "
+            f"RESOURCE_EXHAUSTED.")
+
+
+async def refuse_evicting_redis(redis: aioredis.Redis) -> None:
+    policy = await eviction_policy(redis)
+    if policy != NOEVICTION:
+        raise StartupRefused(eviction_refusal(policy))
 
 
 class Config(msgspec.Struct, kw_only=True):
@@ -78,20 +163,24 @@ class Gateway:
             self.redis, raw=False if os.environ.get(REDIS_PIPELINE_ENV) == "redis-py" else None)
         self.limits = LimitsClient(self.runner, config.partitions, config.clock_offset_ms)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX, options=[
-            ("grpc.so_reuseport", 1),
-            ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX),
-            ("grpc.max_send_message_length", GRPC_RESPONSE_BYTES_MAX),
-        ])
+        self.server = grpc.aio.server(maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX,
+                                      options=server_options())
         self.port = 0
         self._sweeper: asyncio.Task | None = None
+        self._eviction_watch: asyncio.Task | None = None
+        self._watches: list[asyncio.Task] = []  # admission's loop lag, the clock's samples
 
     async def start(self) -> int:
+        try:
+            await refuse_evicting_redis(self.redis)
+        except StartupRefused:
+            await self.redis.aclose()
+            raise
         await self.runner.load()
-        context = Context(self.limits, self.products)
-        pb_grpc.add_AuthorizationServicer_to_server(service.AuthorizationService(context),
-                                                    self.server)
-        pb_grpc.add_AdminServicer_to_server(service.AdminService(context), self.server)
+        context = self.context = Context(self.limits, self.products)
+        await context.redis_clock.sample(self.redis.time)  # deadlines travel from the start
+        registration.add_services(self.server, service.AuthorizationService(context),
+                                  service.AdminService(context))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -103,14 +192,55 @@ class Gateway:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.config.sweep:
             self._sweeper = asyncio.create_task(sweeper.sweep_forever(self.limits))
+        self._eviction_watch = asyncio.create_task(self._watch_eviction_policy())
+        self._watches = [asyncio.create_task(context.admission.watch_loop_lag()),
+                         asyncio.create_task(self._sample_clock(context.redis_clock))]
         return self.port
+
+    async def _sample_clock(self, clock: RedisClock) -> None:
+        """Keep the offset to Redis' clock fresh; a failed sample keeps the last ones."""
+        while True:
+            await asyncio.sleep(CLOCK_SAMPLE_INTERVAL_S)
+            try:
+                await clock.sample(self.redis.time)
+            except (RedisError, OSError):
+                continue  # an unreachable Redis shows in the calls' statuses
+
+    async def _watch_eviction_policy(self) -> None:
+        """Readiness follows Redis's eviction policy: NOT_SERVING while Redis may evict keys,
+        SERVING again once it may not. One log line per change, none per check."""
+        evicting = False  # start() refused an evicting Redis
+        unreadable = False
+        while True:
+            await asyncio.sleep(EVICTION_CHECK_INTERVAL_S)
+            try:
+                policy = await eviction_policy(self.redis)
+            except (RedisError, OSError, StartupRefused) as error:
+                # Readiness is left as it is: an unreachable Redis shows in the calls' statuses.
+                if not unreadable:
+                    log.warning("cannot read Redis maxmemory-policy: %s", type(error).__name__)
+                unreadable = True
+                continue
+            unreadable = False
+            if (policy != NOEVICTION) == evicting:
+                continue
+            evicting = policy != NOEVICTION
+            if evicting:
+                log.error("NOT_SERVING: %s", eviction_refusal(policy))
+                status = health_pb2.HealthCheckResponse.NOT_SERVING
+            else:
+                log.warning("SERVING again: Redis maxmemory-policy is %s", NOEVICTION)
+                status = health_pb2.HealthCheckResponse.SERVING
+            for name in ("", *SERVICE_NAMES):
+                await self.health.set(name, status)
 
     async def stop(self, grace_s: float = DRAIN_GRACE_S) -> None:
         """Drain: NOT_SERVING first, then finish the calls in flight, then close."""
         await self.health.enter_graceful_shutdown()
-        if self._sweeper:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for task in (self._sweeper, self._eviction_watch, *self._watches):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.server.stop(grace_s)
         await self.runner.close()
         await self.redis.aclose()
@@ -126,14 +256,15 @@ async def _stop_when_orphaned(parent_pid: int, stopping: asyncio.Event) -> None:
 
 async def serve(config: Config, parent_pid: int | None = None) -> int:
     gateway = Gateway(config)
-    port = await gateway.start()
-    log.info("creditgate listening on %s:%d (redis %s, %d partitions, catalog %s)",
-             config.host, port, _redacted(config.redis_url), config.partitions,
-             config.catalog_path)
+    # Handlers first: a SIGTERM that arrives while the gateway starts drains it once started.
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    port = await gateway.start()
+    log.info("creditgate listening on %s:%d (redis %s, %d partitions, catalog %s)",
+             config.host, port, _redacted(config.redis_url), config.partitions,
+             config.catalog_path)
     if parent_pid is not None:
         orphan_watch = asyncio.create_task(_stop_when_orphaned(parent_pid, stopping))
     await stopping.wait()
@@ -158,27 +289,129 @@ def run(config: Config, parent_pid: int | None = None) -> int:
     """Run in this process, or in `processes` processes sharing the port (SO_REUSEPORT)."""
     import uvloop
 
-    if config.processes <= 1:
-        return uvloop.run(serve(config, parent_pid))
-    if config.port == 0:
-        raise ValueError("--processes needs a fixed --port")
-    catalog.load(config.catalog_path)  # a bad catalog stops start-up here, once
-    spawn = multiprocessing.get_context("spawn")
-    children = [spawn.Process(target=_child, args=(msgspec.to_builtins(config),), daemon=False)
-                for _ in range(config.processes)]
-    for child in children:
-        child.start()
+    try:
+        if config.processes <= 1:
+            return uvloop.run(serve(config, parent_pid))
+        if config.port == 0:
+            raise ValueError("--processes needs a fixed --port")
+        catalog.load(config.catalog_path)  # a bad catalog stops start-up here, once
+        uvloop.run(_refuse_evicting_redis_at(config.redis_url))  # and an evicting Redis
+        return Supervisor(config).run()
+    except StartupRefused as error:
+        print(f"creditgate: start-up refused: {error}", file=sys.stderr)
+        return EXIT_REFUSED
 
-    def forward(signum, _frame):
-        for child in children:
-            if child.is_alive():
-                child.terminate()  # SIGTERM: each child drains
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
-    return max((child.exitcode or 0) for child in children)
+async def _refuse_evicting_redis_at(url: str) -> None:
+    redis = aioredis.Redis.from_url(url, socket_timeout=REDIS_WAIT_S,
+                                    socket_connect_timeout=REDIS_WAIT_S)
+    try:
+        await refuse_evicting_redis(redis)
+    finally:
+        await redis.aclose()
+
+
+class RestartDelay:
+    """How long a slot of `--processes N` waits before replacing its dead server process: not
+    at all the first time, then from RESTART_DELAY_S_MIN doubling to RESTART_DELAY_S_MAX while
+    replacements keep dying; a process that lived RESTART_RESET_AFTER_S starts over."""
+
+    def __init__(self) -> None:
+        self.delay_s = 0.0
+
+    def after_death(self, lived_s: float) -> float:
+        if lived_s >= RESTART_RESET_AFTER_S:
+            self.delay_s = 0.0
+        delay_s = self.delay_s
+        self.delay_s = min(RESTART_DELAY_S_MAX, max(RESTART_DELAY_S_MIN, 2 * self.delay_s))
+        return delay_s
+
+
+class _Slot:
+    def __init__(self) -> None:
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.started_at = 0.0
+        self.restart_at: float | None = None
+        self.delay = RestartDelay()
+
+
+class Supervisor:
+    """The parent of `--processes N`. It replaces a server process that exits unexpectedly
+    (non-zero, or killed by a signal); SIGTERM or SIGINT drains every process and replaces
+    none. A process that exits 0 was asked to stop and is not replaced either."""
+
+    def __init__(self, config: Config):
+        self._config = msgspec.to_builtins(config)
+        self._spawn = multiprocessing.get_context("spawn")
+        self._slots = [_Slot() for _ in range(config.processes)]
+        self._stopping = False
+        self._exit_codes: list[int] = []
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for slot in self._slots:
+            self._start(slot)
+        while any(slot.process or slot.restart_at is not None for slot in self._slots):
+            self._wait()
+            self._reap()
+            self._restart_due()
+        return max(self._exit_codes, default=0)
+
+    def _stop(self, _signum, _frame) -> None:
+        self._stopping = True
+        for slot in self._slots:
+            slot.restart_at = None
+            if slot.process and slot.process.is_alive():
+                slot.process.terminate()  # SIGTERM: the process drains
+
+    def _start(self, slot: _Slot) -> None:
+        process = self._spawn.Process(target=_child, args=(self._config,), daemon=False)
+        process.start()
+        slot.process, slot.started_at = process, time.monotonic()
+        if self._stopping:  # a signal arrived while it started
+            process.terminate()
+
+    def _wait(self) -> None:
+        """Until a process exits, a replacement is due, or a second passes (signals)."""
+        sentinels = [slot.process.sentinel for slot in self._slots if slot.process]
+        due = [slot.restart_at for slot in self._slots if slot.restart_at is not None]
+        timeout_s = min([1.0, *(at - time.monotonic() for at in due)])
+        multiprocessing.connection.wait(sentinels, max(0.0, timeout_s))
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for slot in self._slots:
+            if slot.process is None or slot.process.is_alive():
+                continue
+            process, slot.process = slot.process, None
+            code = process.exitcode
+            if self._stopping or code == 0:
+                # Our SIGTERM can reach a process before it handles signals: it had nothing
+                # to drain, so it stopped as asked.
+                stopped = code == -signal.SIGTERM and self._stopping
+                self._exit_codes.append(0 if stopped else code if code >= 0 else 128 - code)
+                continue
+            lived_s = now - slot.started_at
+            delay_s = slot.delay.after_death(lived_s)
+            slot.restart_at = now + delay_s
+            log.warning("server process %d ended (%s) after %.1f s; replacing it in %.1f s",
+                        process.pid, _ending(code), lived_s, delay_s)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot in self._slots:
+            if not self._stopping and slot.restart_at is not None and slot.restart_at <= now:
+                slot.restart_at = None
+                self._start(slot)
+
+
+def _ending(exit_code: int) -> str:
+    """How a process ended: its exit code, or the signal that killed it."""
+    if exit_code >= 0:
+        return f"exit code {exit_code}"
+    names = {number.value: number.name for number in signal.Signals}
+    return f"signal {names.get(-exit_code, -exit_code)}"
 
 
 def _child(config: dict) -> None:

@@ -125,3 +125,20 @@ assert GRPC_CONNECTION_IDLE_MS <= GRPC_CONNECTION_AGE_MS
 # Calls on an aged connection get at least the drain grace of a stopping process.
 assert DRAIN_GRACE_S * 1000 <= GRPC_CONNECTION_AGE_GRACE_MS
 assert 0 < RESTART_DELAY_S_MIN <= RESTART_DELAY_S_MAX < RESTART_RESET_AFTER_S
+
+# Admission control (gateway/admission.py): a concurrency limit per process that follows
+# latency. The target is well inside the deadlines terminals give (a few hundred ms), so an
+# admitted call finishes in time; the limit moves once per window.
+ADMISSION_TARGET_MS = 50.0
+ADMISSION_WINDOW_S = 0.1
+ADMISSION_LAG_SAMPLE_S = 0.01
+ADMISSION_LIMIT_MIN = 16
+ADMISSION_LIMIT_INITIAL = 256
+ADMISSION_LIMIT_MAX = 2048
+# A window outlasts the target, so calls admitted in it are answered in it.
+assert 0 < ADMISSION_LAG_SAMPLE_S < ADMISSION_TARGET_MS / 1000 < ADMISSION_WINDOW_S
+assert ADMISSION_LIMIT_MIN <= ADMISSION_LIMIT_INITIAL <= ADMISSION_LIMIT_MAX
+assert ADMISSION_LIMIT_MAX <= GRPC_CONCURRENT_RPCS_MAX
+# How often a gateway samples Redis' TIME for the offset that moves callers' deadlines to the
+# scripts' clock (limits/clock.py).
+CLOCK_SAMPLE_INTERVAL_S = 1.0
