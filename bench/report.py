@@ -42,7 +42,7 @@ NOT_MEASURED = "not measured"
 PYTHON = ".venv/bin/python"  # as `make bench` calls the runners ($(VENV)/bin/python)
 # Statuses an overloaded gateway answers in the open loop (bench/openloop.py's OVERLOAD_CODES):
 # a step with them is overloaded, a run with any other status failed.
-OVERLOAD_CODES = frozenset({"DEADLINE_EXCEEDED", "NO_ANSWER", "CANCELLED"})
+OVERLOAD_CODES = frozenset({"DEADLINE_EXCEEDED", "NO_ANSWER", "CANCELLED", "RESOURCE_EXHAUSTED"})
 LEDGER_DSN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"  # bench/ledger_bench.py's
 PG_PROBE_TIMEOUT_S = 3.0
 CPU_SHOWN_MIN_PERCENT = 1.0  # processes below this share of a core are left out of a CPU line
