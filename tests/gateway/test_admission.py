@@ -31,30 +31,33 @@ def test_every_rpc_of_the_contract_has_a_place():
     assert releases == {"Capture", "Void", "Reverse", "Refund", "Repay"}
 
 
+LIMIT = ADMISSION_LIMIT_MIN + 16
+
+
 def test_calls_beyond_the_limit_are_refused_at_once_with_a_retry_hint():
-    limiter = Admission(limit=20, now_s=Clock())
-    started = [limiter.admit("Authorize") for _ in range(20)]
+    limiter = Admission(limit=LIMIT, now_s=Clock())
+    started = [limiter.admit("Authorize") for _ in range(LIMIT)]
     with pytest.raises(Overloaded) as caught:
         limiter.admit("Authorize")
     assert caught.value.retry_after_ms == int(ADMISSION_WINDOW_S * 1000)
-    assert "retry after" in str(caught.value) and caught.value.limit == 20
-    assert (limiter.in_flight, limiter.admitted, limiter.refused) == (20, 20, 1)
+    assert "retry after" in str(caught.value) and caught.value.limit == LIMIT
+    assert (limiter.in_flight, limiter.admitted, limiter.refused) == (LIMIT, LIMIT, 1)
     limiter.done(started[0])
     limiter.admit("Authorize")  # one left, one in
-    assert limiter.in_flight == 20
+    assert limiter.in_flight == LIMIT
 
 
 def test_releases_are_shed_last():
-    limiter = Admission(limit=20, now_s=Clock())
-    for _ in range(20):
+    limiter = Admission(limit=LIMIT, now_s=Clock())
+    for _ in range(LIMIT):
         limiter.admit("Authorize")
     with pytest.raises(Overloaded):
         limiter.admit("GetCredit")
-    for rpc in ("Capture", "Void", "Reverse", "Refund", "Repay") * 2:
-        limiter.admit(rpc)  # headroom: half the limit again
+    for index in range(LIMIT // 2):  # headroom: half the limit again
+        limiter.admit(("Capture", "Void", "Reverse", "Refund", "Repay")[index % 5])
     with pytest.raises(Overloaded):
         limiter.admit("Capture")
-    assert limiter.in_flight == 30
+    assert limiter.in_flight == LIMIT + LIMIT // 2
 
 
 def run_window(limiter: Admission, clock: Clock, latency_ms: float, calls: int) -> None:
@@ -94,14 +97,14 @@ def test_the_limit_shrinks_when_latency_passes_the_target_and_grows_back():
 
 def test_near_the_target_the_limit_grows_by_one():
     clock = Clock()
-    limiter = Admission(target_ms=50.0, limit=40, now_s=clock)
-    started = [limiter.admit("Authorize") for _ in range(40)]
+    limiter = Admission(target_ms=50.0, limit=LIMIT, now_s=clock)
+    started = [limiter.admit("Authorize") for _ in range(LIMIT)]
     clock.now_s += 0.030  # 30 ms: under the target, over half of it
     for start in started:
         limiter.done(start)
     clock.now_s += ADMISSION_WINDOW_S
     limiter.lag(0.0)
-    assert limiter.limit == 41
+    assert limiter.limit == LIMIT + 1
 
 
 def test_loop_lag_counts_as_latency():
