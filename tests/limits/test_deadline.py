@@ -10,28 +10,18 @@ from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.hotpath import plans
 from creditgate.limits import contracts
 from creditgate.limits.client import DEADLINE_MS
-from creditgate.limits.model import Model, ModelRunner
+from creditgate.limits.model import ModelRunner
 from creditgate.limits.reasons import DeclineReason, ScriptError
 from creditgate.limits.replies import Refused
 from tests.conftest import snapshot
 from tests.support import (
     PARTITIONS,
-    Clock,
-    LimitsClient,
     ScriptDriver,
     authorize_request,
-    redis_client,
 )
 
 CAPS = {"total": 10**9, "consumer": 10**9, "consumer.scan_pay": 10**9,
         "consumer.scan_pay.pos": 10**9}
-
-
-@pytest.fixture(params=["model", "redis"])
-def driver(request):
-    if request.param == "model":
-        return ScriptDriver(LimitsClient(ModelRunner(Model(Clock())), PARTITIONS))
-    return ScriptDriver(redis_client(request.getfixturevalue("redis")))
 
 
 async def state(driver: ScriptDriver, redis) -> dict:

@@ -8,28 +8,16 @@ import pytest
 
 from creditgate.limits import keys
 from creditgate.limits.constants import SWEEP_CUSTOMERS_PER_PARTITION_MAX
-from creditgate.limits.model import Model, ModelRunner
 from creditgate.limits.reasons import ScriptError
 from creditgate.limits.replies import Refused, decode_due
 from tests.support import (
     PARTITIONS,
-    Clock,
-    LimitsClient,
-    ScriptDriver,
     authorize_request,
-    redis_client,
 )
 
 CAPS = {"total": 10**9, "consumer": 10**9, "consumer.scan_pay": 10**9,
         "consumer.scan_pay.pos": 10**9}
 TTL_MS = 604_800 * 1000  # the scan_pay product's hold TTL
-
-
-@pytest.fixture(params=["model", "redis"])
-def driver(request):
-    if request.param == "model":
-        return ScriptDriver(LimitsClient(ModelRunner(Model(Clock())), PARTITIONS))
-    return ScriptDriver(redis_client(request.getfixturevalue("redis")))
 
 
 def same_partition_customers(count: int) -> list[str]:

@@ -16,7 +16,6 @@ from tests.support import (
     ModelRunner,
     ScriptDriver,
     authorize_request,
-    redis_client,
 )
 
 CAPS = {"total": 10**6, "consumer": 10**6, "consumer.scan_pay": 10**6,
@@ -46,13 +45,6 @@ async def test_expiry_instant_on_the_model():
     assert [(e["hold_id"], e["released_minor"]) for e in expired] == [(hold_id, "1000")]
     due_key = keys.due(keys.base(keys.partition_of("c1", PARTITIONS)))
     assert due_key not in model.state  # nothing of c1 is due any more
-
-
-@pytest.fixture(params=["model", "redis"])
-def driver(request):
-    if request.param == "model":
-        return ScriptDriver(LimitsClient(ModelRunner(Model(Clock())), PARTITIONS))
-    return ScriptDriver(redis_client(request.getfixturevalue("redis")))
 
 
 async def test_lazy_release_then_capture_is_refused(driver):
