@@ -119,7 +119,7 @@ BENCH_DIR := var/bench
 BENCH_DOC := docs/benchmarks.md
 
 bench: build redis-server bench-tools
-	@mkdir -p $(BENCH_DIR) && rm -f $(BENCH_DIR)/*.json $(BENCH_DIR)/openloop.png
+	@mkdir -p $(BENCH_DIR) && rm -f $(BENCH_DIR)/*.json $(BENCH_DIR)/openloop.png $(BENCH_DIR)/overload.png
 	@trap 'echo "bench: interrupted" >&2; exit 130' INT TERM; \
 	failed=(); \
 	for command in \
@@ -130,6 +130,7 @@ bench: build redis-server bench-tools
 	  "$(VENV)/bin/python bench/maxrate.py --json $(BENCH_DIR)/maxrate.json" \
 	  "$(VENV)/bin/python bench/openloop.py --maxrate-json $(BENCH_DIR)/maxrate.json --json $(BENCH_DIR)/openloop.json --plot $(BENCH_DIR)/openloop.png" \
 	  "$(VENV)/bin/python bench/batch_rate.py --json $(BENCH_DIR)/batch_rate.json" \
+	  "$(VENV)/bin/python bench/overload.py --json $(BENCH_DIR)/overload.json --plot $(BENCH_DIR)/overload.png" \
 	  "$(VENV)/bin/python bench/script_cost.py --json $(BENCH_DIR)/script_cost.json" \
 	  "$(VENV)/bin/python bench/script_cost.py --callgrind --segments --json $(BENCH_DIR)/script_cost_callgrind.json"; \
 	do \

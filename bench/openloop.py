@@ -213,7 +213,10 @@ async def _generator(conn, index: int, config: dict) -> None:
             step = await loop.run_in_executor(None, conn.recv)
             if step is None:
                 break
-            if step.pop("closed_loop", False):
+            if isinstance(step, list):  # Generators.sequence: steps back to back
+                conn.send(await asyncio.gather(*(run_step(stubs, index, config, **one)
+                                                 for one in step)))
+            elif step.pop("closed_loop", False):
                 conn.send(await run_capacity(stubs, index, config, **step))
             else:
                 conn.send(await run_step(stubs, index, config, **step))
@@ -223,7 +226,9 @@ async def _generator(conn, index: int, config: dict) -> None:
 
 async def run_step(stubs: list, index: int, config: dict, name: str, rate_per_s: float,
                    duration_s: float, start_at: float) -> dict:
-    """Offer `rate_per_s` for `duration_s` from wall-clock time `start_at`; the figures."""
+    """Offer `rate_per_s` for `duration_s` from wall-clock time `start_at`; the figures. With
+    config["records"], also every call as (due, sent, done, status name) in seconds from the
+    start ("OK" for an answer): bench/overload.py computes its figures from them."""
     import grpc
     from hdrh.histogram import HdrHistogram
 
@@ -235,19 +240,24 @@ async def run_step(stubs: list, index: int, config: dict, name: str, rate_per_s:
     last_done = [0.0]
     pending: set[asyncio.Task] = set()
     timeout_s, inflight_max = config["timeout_s"], config["inflight_max"]
+    records: list[tuple[float, float, float, str]] | None = [] if config.get("records") else None
 
-    async def one(stub, request, due: float) -> None:
+    async def one(stub, request, due: float, sent: float) -> None:
         try:
             reply = await stub.Authorize(request, timeout=timeout_s)
         except grpc.aio.AioRpcError as error:
             code = error.code().name
             outcome["errors"][code] = outcome["errors"].get(code, 0) + 1
+            if records is not None:
+                records.append((due - start, sent - start, time.monotonic() - start, code))
         else:
             done = time.monotonic()
             latency.record_value(max(1, round((done - due) * 1e6)))
             outcome["ok"] += 1
             outcome["ok_in_window"] += done <= window_end
             outcome["approved"] += reply.approved
+            if records is not None:
+                records.append((due - start, sent - start, done - start, "OK"))
         last_done[0] = time.monotonic()
 
     interval_s = 1.0 / rate_per_s
@@ -268,7 +278,7 @@ async def run_step(stubs: list, index: int, config: dict, name: str, rate_per_s:
                 lag.record_value(max(1, round((now - due) * 1e6)))
                 request = common.random_request(
                     rng, f"ol-{config['run_id']}-{index}-{name}-{number}", config["customers"])
-                task = asyncio.create_task(one(stubs[number % len(stubs)], request, due))
+                task = asyncio.create_task(one(stubs[number % len(stubs)], request, due, now))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
                 outcome["sent"] += 1
@@ -283,6 +293,8 @@ async def run_step(stubs: list, index: int, config: dict, name: str, rate_per_s:
         task.cancel()
     outcome.update(latency=latency.encode(), lag=lag.encode(), scheduled_s=scheduled_s,
                    elapsed_s=max(last_done[0] - start, 1e-9))
+    if records is not None:
+        outcome["records"] = records
     return outcome
 
 
@@ -359,6 +371,28 @@ class Generators:
                        "start_at": start_at})
         wait_s = STEP_START_DELAY_S + duration_s + timeout_s + WORKER_SLACK_S
         return [self._receive(pipe, wait_s) for pipe in self.pipes]
+
+    def sequence(self, steps: list[tuple[str, float, float]], timeout_s: float,
+                 at_boundary=lambda number, at: None) -> list[list[dict]]:
+        """Steps (name, rate, duration) back to back with no pause between them: the calls of
+        one still in flight when the next begins. at_boundary(i, at) runs here at wall-clock
+        time `at`, the start of step i, and at_boundary(len(steps), at) at the end of the
+        last one's schedule, e.g. to read Redis' counters there. Per step, the generators'
+        results."""
+        start_at = time.time() + STEP_START_DELAY_S
+        boundaries = [start_at]
+        for _name, _rate, duration_s in steps:
+            boundaries.append(boundaries[-1] + duration_s)
+        for pipe in self.pipes:
+            pipe.send([{"name": name, "rate_per_s": rate / len(self.pipes),
+                        "duration_s": duration_s, "start_at": boundaries[number]}
+                       for number, (name, rate, duration_s) in enumerate(steps)])
+        for number, boundary in enumerate(boundaries):
+            time.sleep(max(0.0, boundary - time.time()))
+            at_boundary(number, boundary)
+        wait_s = timeout_s + WORKER_SLACK_S
+        by_generator = [self._receive(pipe, wait_s) for pipe in self.pipes]
+        return [[results[number] for results in by_generator] for number in range(len(steps))]
 
     def capacity(self, concurrency: int, duration_s: float, timeout_s: float) -> dict:
         """The closed-loop step: OK answers per second over all generators, and errors."""

@@ -243,6 +243,7 @@ RUNNERS: tuple[tuple[str, str], ...] = (
     ("maxrate.json", "bench/maxrate.py"),
     ("openloop.json", "bench/openloop.py"),
     ("batch_rate.json", "bench/batch_rate.py"),
+    ("overload.json", "bench/overload.py"),
     ("script_cost.json", "bench/script_cost.py"),
     ("script_cost_callgrind.json", "bench/script_cost.py"),
 )

@@ -23,7 +23,6 @@ a unary retry would, or ALREADY_EXISTS if its payload differs.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable
 
 import grpc
@@ -60,9 +59,6 @@ async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeRes
     do (InvalidArgument, Refused, Redis errors); AuthorizeBatch runs the same two halves per
     item."""
     return answer(c, request, await reserve(c, request))
-
-
-log = logging.getLogger("creditgate.gateway")
 
 
 def check_size(request: pb.AuthorizeBatchRequest) -> None:
@@ -123,10 +119,9 @@ async def authorize_batch(c: Context, request: pb.AuthorizeBatchRequest
 
 
 def _log_failures(failed: dict[grpc.StatusCode, BaseException]) -> None:
-    """One line per failure kind and batch, as `errors.unary` logs a unary call's failure: a
-    Redis outage fails every item of a batch, which must not become hundreds of lines."""
+    """Each failure kind of the batch's items once, through the log that sums repeats per
+    interval (errors.failures): a Redis outage fails every item of every batch, which must
+    not become a line per batch."""
     for code, error in failed.items():
-        if code == grpc.StatusCode.INTERNAL:
-            log.error("AuthorizeBatch item failed: %s", str(error)[:300], exc_info=error)
-        elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
-            log.warning("AuthorizeBatch item failed: %s (%s)", code.name, type(error).__name__)
+        if code in errors.LOGGED:
+            errors.failures.failed("AuthorizeBatch", code, error)

@@ -112,7 +112,7 @@ _REFUSALS: dict[ScriptError, tuple[grpc.StatusCode, str]] = {
     ScriptError.DEADLINE_PASSED: (
         grpc.StatusCode.DEADLINE_EXCEEDED,
         "the call's deadline ({detail} Unix ms, Redis clock) passed before its script ran; "
-        "nothing was changed; retry with the same idempotency key",
+        "nothing was changed; the same call again is safe",
     ),
 }
 
@@ -259,7 +259,7 @@ async def refuse(context: grpc.aio.ServicerContext, rpc: str, error: BaseExcepti
     with error details for the codes that carry them. Never returns."""
     code, message = status_of(error, rpc)
     counts[code.name] += 1
-    if code in _LOGGED:
+    if code in LOGGED:
         failures.failed(rpc, code, error)
     status = rich_status(code, message, error, request)
     if status is None:
@@ -336,7 +336,7 @@ _DETAILS = {
     grpc.StatusCode.ALREADY_EXISTS: _already_exists,
 }
 # The statuses that say something is wrong on our side: logged (the others are the caller's).
-_LOGGED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
+LOGGED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
                      grpc.StatusCode.RESOURCE_EXHAUSTED})
 
 

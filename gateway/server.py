@@ -336,9 +336,9 @@ class _Slot:
 
 
 class Supervisor:
-    """The parent of `--processes N`. It replaces a server process that exits unexpectedly
-    (non-zero, or killed by a signal); SIGTERM or SIGINT drains every process and replaces
-    none. A process that exits 0 was asked to stop and is not replaced either."""
+    """The parent of `--processes N`. It replaces a server process that ends while the
+    parent is not stopping (killed, crashed, or stopped on its own), with back-off; SIGTERM or
+    SIGINT to the parent drains every process and replaces none."""
 
     def __init__(self, config: Config):
         self._config = msgspec.to_builtins(config)
@@ -386,12 +386,14 @@ class Supervisor:
                 continue
             process, slot.process = slot.process, None
             code = process.exitcode
-            if self._stopping or code == 0:
+            if self._stopping:
                 # Our SIGTERM can reach a process before it handles signals: it had nothing
                 # to drain, so it stopped as asked.
-                stopped = code == -signal.SIGTERM and self._stopping
+                stopped = code == -signal.SIGTERM
                 self._exit_codes.append(0 if stopped else code if code >= 0 else 128 - code)
                 continue
+            # Any other end is replaced, a clean exit too (a process told to stop on its own):
+            # capacity never halves silently.
             lived_s = now - slot.started_at
             delay_s = slot.delay.after_death(lived_s)
             slot.restart_at = now + delay_s

@@ -1,9 +1,10 @@
 """The scripts' clock seen from a gateway host, so a caller's deadline can travel into a script.
 
 Scripts read Redis' TIME; a gateway knows a call's deadline by its own clock. The two differ by
-the hosts' skew. `RedisClock` samples TIME now and then and keeps the offset from the sample
-with the shortest round trip of the recent ones: the true offset lies within half that round
-trip of it (`margin_ms`). A deadline handed to a script is the caller's deadline moved by that
+the hosts' skew. `RedisClock` samples TIME now and then and keeps the offset from this host's
+monotonic clock (which an NTP step does not move) to TIME, from the sample with the shortest
+round trip of the recent ones: the true offset lies within half that round trip of it
+(`margin_ms`). A deadline handed to a script is the caller's deadline moved by that
 offset, so skew between the hosts cannot approve a late call, or refuse a timely one, by more
 than `margin_ms` (plus the hosts' drift since the sample, microseconds per second).
 """
@@ -18,7 +19,7 @@ SAMPLES_KEPT = 16  # the recent samples the best round trip is chosen from
 
 
 class RedisClock:
-    def __init__(self, local_s: Callable[[], float] = time.time):
+    def __init__(self, local_s: Callable[[], float] = time.monotonic):
         self._local_s = local_s
         self._samples: collections.deque[tuple[float, float]] = collections.deque(
             maxlen=SAMPLES_KEPT)  # (round trip ms, Redis minus local ms)

@@ -4,7 +4,7 @@
 -- KEYS[2] due               the partition's due set
 -- KEYS[3] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
--- ARGV[2] deadline_ms       the caller's deadline (ignored: no caller waits on this script)
+-- ARGV[2] deadline_ms       ignored: a read (the expired holds it releases, any later call would)
 -- ARGV[3] base              the partition key base "cg:{p:NNN}:"
 -- ARGV[4] customer_id       the customer id
 -- Reply: {now_ms, field, value, ...} (the customer hash, then F_TZ_SCHEDULE and the schedule

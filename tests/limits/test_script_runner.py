@@ -128,9 +128,9 @@ async def test_a_bad_argument_fails_only_its_own_call(redis):
     client = LimitsClient(ScriptRunner(redis), PARTITIONS)
     await put(client, "c1")
     runner = client.runner
-    good = runner.call("credit", ["x", "y", "z"], ["0", "b", "c1"])
-    bad = runner.call("credit", ["x", "y", "z"], ["0", object(), "c1"])
-    surrogate = runner.call("credit", ["x", "y", "z"], ["0", "\ud800", "c1"])
+    good = runner.call("credit", ["x", "y", "z"], ["0", "0", "b", "c1"])
+    bad = runner.call("credit", ["x", "y", "z"], ["0", "0", object(), "c1"])
+    surrogate = runner.call("credit", ["x", "y", "z"], ["0", "0", "\ud800", "c1"])
     results = await asyncio.gather(good, bad, surrogate, return_exceptions=True)
     assert isinstance(results[0], list)
     assert isinstance(results[1], DataError)
