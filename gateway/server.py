@@ -11,11 +11,13 @@ readiness follows the policy afterwards. `--processes N` replaces a server proce
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 import time
 import urllib.parse
@@ -290,6 +292,8 @@ def run(config: Config, parent_pid: int | None = None) -> int:
     import uvloop
 
     try:
+        if parent_pid is None:
+            refuse_port_in_use(config.host, config.port)
         if config.processes <= 1:
             return uvloop.run(serve(config, parent_pid))
         if config.port == 0:
@@ -300,6 +304,30 @@ def run(config: Config, parent_pid: int | None = None) -> int:
     except StartupRefused as error:
         print(f"creditgate: start-up refused: {error}", file=sys.stderr)
         return EXIT_REFUSED
+    except RedisError as error:  # unreachable, or the user may not read what start-up needs
+        print(f"creditgate: start-up refused: cannot use Redis at {_redacted(config.redis_url)}"
+              f": {type(error).__name__}: {str(error)[:200]}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def refuse_port_in_use(host: str, port: int) -> None:
+    """Refuse to start where another server already listens: SO_REUSEPORT would let this one
+    join it silently and take a share of its calls (with another Redis or partition count,
+    customers would have two states). The probe binds without SO_REUSEPORT, which any
+    listener on the port refuses."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT only
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise StartupRefused(f"{host}:{port} is already in use by another server; a "
+                                     "second creditgate there would silently share its "
+                                     "calls") from None
+            raise
 
 
 async def _refuse_evicting_redis_at(url: str) -> None:

@@ -59,10 +59,11 @@ AUTHORIZE_RESPONSE_BYTES_MAX = 1_600  # the largest AuthorizeResponse: 8 levels,
 GRPC_CONCURRENT_RPCS_MAX = 4096
 REDIS_CONNECTIONS_MAX = 64  # per gateway process; batches wait for a free one
 REDIS_WAIT_S = 5.0  # how long a batch waits for a connection before failing UNAVAILABLE
-# Streams one HTTP/2 connection may hold open: as many calls as the process admits, so a switch
-# multiplexing many terminals on one connection meets admission control (RESOURCE_EXHAUSTED)
-# rather than HTTP/2 refusing its streams.
-GRPC_STREAMS_PER_CONNECTION_MAX = GRPC_CONCURRENT_RPCS_MAX
+# Streams one HTTP/2 connection may hold open: enough for a switch multiplexing thousands of
+# terminals on one connection (a burst of 2,000 meets admission control, not HTTP/2 refusing
+# its streams), and half of what a process holds, so one connection of requests that never
+# finish sending cannot take every call slot of a process.
+GRPC_STREAMS_PER_CONNECTION_MAX = GRPC_CONCURRENT_RPCS_MAX // 2
 # Calls gRPC core has read but the server loop has not yet taken. Beyond it core cancels new
 # calls (the caller sees CANCELLED, not a refusal it can act on), so it holds every stream of a
 # full connection; the server loop then admits or refuses each one.
