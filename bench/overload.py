@@ -87,6 +87,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=0,
                         help="population (default: enough for the most a run can send)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--server", choices=("gateway", "noop"), default="gateway",
+                        help="what is measured: the gateway, or bench/noop_server.py (same "
+                        "proto, same server options, no work): the floor of this machine, "
+                        "its generator and Python gRPC past capacity")
     parser.add_argument("--sweeper", action="store_true",
                         help="run the gateway's hold-expiry sweeper too (its scripts then "
                         "count among the scripts per answer)")
@@ -409,9 +413,13 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     run_id = os.urandom(4).hex()
     with common.Bench("overload") as bench:
         redis_url = bench.start_redis(aof=not args.no_aof)
-        port = start_gateway(bench, redis_url, args.processes, args.sweeper)
-        seeded_s = common.seed_customers(port, args.customers)
-        print(f"seeded {args.customers:,} customers in {seeded_s:.1f} s", flush=True)
+        if args.server == "noop":  # its Redis runs no script: scripts per answer are 0
+            port = bench.start_noop(args.processes)
+            bench.processes["gateway"] = bench.processes["noop"]
+        else:
+            port = start_gateway(bench, redis_url, args.processes, args.sweeper)
+            seeded_s = common.seed_customers(port, args.customers)
+            print(f"seeded {args.customers:,} customers in {seeded_s:.1f} s", flush=True)
         config = {"target": f"{common.HOST}:{port}", "connections": args.connections,
                   "timeout_s": args.timeout_s, "inflight_max": args.inflight_max,
                   "seed": args.seed, "run_id": run_id, "customers": args.customers,
@@ -441,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = common.machine()
     print(f"overload, unary Authorize: capacity (closed loop), then 1x, 2x, 3x of it and 1x "
           f"again at once, {args.duration_s:g} s each, deadline {args.deadline_ms:g} ms; "
-          f"gateway {args.processes} processes; {args.generators} generator(s) x "
+          f"{args.server} {args.processes} processes; {args.generators} generator(s) x "
           f"{args.connections} connections\n{common.format_machine(facts)}", flush=True)
     try:
         capacity, steps = measure(args)

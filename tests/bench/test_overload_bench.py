@@ -92,6 +92,23 @@ def test_tiny_run_has_every_figure_for_every_step(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
+def test_the_noop_server_floor_runs_no_script(tmp_path):
+    out = tmp_path / "noop.json"
+    run = subprocess.run(
+        [sys.executable, str(BENCH / "overload.py"), "--server", "noop",
+         "--duration-s", str(DURATION_S), "--capacity-s", "1", "--capacity-concurrency", "8",
+         "--warm-up-s", "0", "--json", str(out)],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(out.read_text())
+    assert result["capacity"]["rate_per_s"] > 0 and result["args"]["server"] == "noop"
+    steps = result["steps"]
+    assert [step["name"] for step in steps] == ["1x", "2x", "3x", "recovery"]
+    assert all(step["scripts"] == 0 and step["outcomes"] for step in steps), run.stdout
+    assert "noop 2 processes" in run.stdout
+
+
 @pytest.mark.parametrize("argv", [["--deadline-ms", "0"], ["--duration-s", "1"],
                                   ["--processes", "0"], ["--customers", "10"]])
 def test_bad_arguments_are_refused_before_anything_starts(argv, capsys):
