@@ -13,10 +13,9 @@ from grpc_status import rpc_status
 
 from creditgate.gateway import errors
 from creditgate.gateway.pb import creditgate_pb2 as pb
-from tests.conftest import CUSTOMER_CAPS
+from tests.gateway.test_bad_input import CUSTOMER, _put_customer, authorize_request
 
 DETAILS_KEY = "grpc-status-details-bin"
-CUSTOMER = "c-rich"
 
 
 def details_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
@@ -35,20 +34,6 @@ def detail(status: status_pb2.Status, kind: type[Message]) -> Message:
     found = [kind.FromString(any_.value) for any_ in status.details if any_.Is(kind.DESCRIPTOR)]
     assert len(found) == 1, status
     return found[0]
-
-
-def authorize_request(key: str = "rich-1", **overrides) -> pb.AuthorizeRequest:
-    fields = dict(idempotency_key=key, customer_id=CUSTOMER, product_id="scan_pay",
-                  channel=pb.CHANNEL_POS, merchant_id="shop-1", mcc="5411", amount_minor=1_000,
-                  currency="CNY")
-    fields.update(overrides)
-    return pb.AuthorizeRequest(**fields)
-
-
-async def _put_customer(admin) -> None:
-    await admin.PutCustomer(pb.PutCustomerRequest(customer_id=CUSTOMER,
-                                                  status=pb.CUSTOMER_STATUS_ACTIVE,
-                                                  caps_minor=CUSTOMER_CAPS))
 
 
 async def _refused(call, request, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -113,8 +98,9 @@ async def test_failed_precondition_names_the_hold_and_its_state(admin, auth):
 
 async def test_already_exists_names_the_reused_key(admin, auth):
     await _put_customer(admin)
-    assert (await auth.Authorize(authorize_request("rich-key"))).approved
-    error = await _refused(auth.Authorize, authorize_request("rich-key", amount_minor=2_000),
+    assert (await auth.Authorize(authorize_request(idempotency_key="rich-key"))).approved
+    error = await _refused(auth.Authorize,
+                           authorize_request(idempotency_key="rich-key", amount_minor=2_000),
                            grpc.StatusCode.ALREADY_EXISTS)
     assert error.details().startswith("idempotency_key: already used")
     status = details_of(error)
