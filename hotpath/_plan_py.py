@@ -70,7 +70,7 @@ class ProductRules:
 def _terms_text(product_id: str, months: tuple[int, ...]) -> str:
     """What installment_months may be for the product, for the InvalidArgument message."""
     if not months:
-        return f"product {product_id!r} offers no instalments"
+        return f"product {product_id!r} offers no installments"
     terms = [str(term) for term in sorted(months)]
     listed = terms[0] if len(terms) == 1 else ", ".join(terms[:-1]) + " or " + terms[-1]
     return f"product {product_id!r} offers {listed} months"
@@ -189,7 +189,7 @@ def _channel(channel_number: int) -> str:
 
 def _check_terms(rules: ProductRules, product_id: str, currency: str,
                  installment_months: int) -> None:
-    """The currency, then the instalment term, against the product."""
+    """The currency, then the installment term, against the product."""
     if not currency:
         raise InvalidArgument("currency", "required")
     if currency not in CURRENCIES:

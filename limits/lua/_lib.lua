@@ -224,7 +224,7 @@ local function add_balance(customer_key, path, amount)
 end
 
 local function installment_plan(principal, months, fee_bps)
-  -- limits/installments.py: equal instalments rounded down, the remainder in the first; a
+  -- limits/installments.py: equal installments rounded down, the remainder in the first; a
   -- flat monthly fee on the principal, rounded half up. "months:first:each:fee:bps".
   local each = math.floor(principal / months)
   local first = principal - each * (months - 1)
@@ -237,7 +237,7 @@ local function authorization_reply(reason, level, hold_id, available, now, expir
                                    partial, offer, offer_level, plan, levels)
   -- reserve's and increment's reply (limits/client.decode_authorization):
   -- "OK|reason|level|hold id|available|now|expires|approved amount|partial 0/1|counter-offer
-  -- amount|counter-offer level|instalment plan{|node|cap + raise|held|used}".
+  -- amount|counter-offer level|installment plan{|node|cap + raise|held|used}".
   return 'OK|' .. reason .. '|' .. level .. '|' .. hold_id .. '|' .. fmt(available) .. '|'
     .. fmt(now) .. '|' .. fmt(expires) .. '|' .. fmt(approved) .. '|' .. partial .. '|'
     .. fmt(offer) .. '|' .. offer_level .. '|' .. plan .. levels

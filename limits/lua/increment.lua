@@ -1,7 +1,7 @@
 -- increment.lua: IncrementAuthorization (hotel, fuel): raise an open hold by an increment.
 -- Every level the hold drew on (cap plus any live temporary raise) and the product's
 -- amount windows are checked for the increment only; if all pass, the increment is held at
--- every level, the hold's amount (and its instalment plan, if any) grows, and the
+-- every level, the hold's amount (and its installment plan, if any) grows, and the
 -- `incremented` event is appended. The hold's expiry does not change (docs/lifecycle.md).
 --
 -- KEYS[1] hold              the hold (hash)

@@ -34,8 +34,8 @@
 -- ARGV[21] capture_tolerance_bps   the product's capture tolerance, bps
 --                                  (0..CAPTURE_TOLERANCE_BPS_MAX)
 -- ARGV[22] incremental             1 if the product allows incremental authorization
--- ARGV[23] installment_months      instalment months (0: pay in full)
--- ARGV[24] installment_fee_bps     the product's monthly instalment fee, bps
+-- ARGV[23] installment_months      installment months (0: pay in full)
+-- ARGV[24] installment_fee_bps     the product's monthly installment fee, bps
 -- ARGV[25..] nodes                 the product's limit nodes for this channel, root first
 -- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live

@@ -212,7 +212,7 @@ def test_authorize_plan_layout(impl, rules):
         "2000",  # capture tolerance bps
         "0",  # not incremental
         "0",  # installment months: pay in full
-        "60",  # monthly instalment fee bps
+        "60",  # monthly installment fee bps
         "total",  # the product's nodes, root first, then the channel's node
         "consumer",
         "consumer.scan_pay",
@@ -291,7 +291,7 @@ def test_authorize_appends_the_channels_nodes(impl, rules, channel, nodes):
     assert args[len(RESERVE.args):] == nodes  # the repeated `nodes`
 
 
-# plan_authorize: partial approval and instalments (their slots: limits/contracts.RESERVE).
+# plan_authorize: partial approval and installments (their slots: limits/contracts.RESERVE).
 
 PARTIAL_FLAG = RESERVE.args.partial_approval
 INSTALLMENT_MONTHS = RESERVE.args.installment_months
@@ -338,8 +338,8 @@ def test_authorize_accepts_offered_terms(impl, rules, product_id, channel, month
         ("scan_pay", pb.CHANNEL_QR_SCAN, 24, SCAN_PAY_TERMS),
         ("ecommerce", pb.CHANNEL_ECOMMERCE, 9, "product 'ecommerce' offers 3, 6, 12 or 24 months"),
         ("ecommerce", pb.CHANNEL_ECOMMERCE, -3, "product 'ecommerce' offers 3, 6, 12 or 24 months"),
-        ("cash", pb.CHANNEL_CASH, 3, "product 'cash' offers no instalments"),
-        ("cash", pb.CHANNEL_CASH, -1, "product 'cash' offers no instalments"),
+        ("cash", pb.CHANNEL_CASH, 3, "product 'cash' offers no installments"),
+        ("cash", pb.CHANNEL_CASH, -1, "product 'cash' offers no installments"),
     ],
 )
 def test_authorize_rejects_terms_not_offered(impl, rules, product_id, channel, months, message):
@@ -356,7 +356,7 @@ def test_authorize_rejects_terms_not_offered(impl, rules, product_id, channel, m
     [
         ([6], "product 'one_term' offers 6 months"),
         ([12, 3], "product 'one_term' offers 3 or 12 months"),
-        ([], "product 'one_term' offers no instalments"),
+        ([], "product 'one_term' offers no installments"),
     ],
 )
 def test_terms_message(impl, catalog, months, message):

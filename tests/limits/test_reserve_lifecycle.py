@@ -1,5 +1,5 @@
 """The reserve side of the lifecycle (docs/lifecycle.md): partial approval, counter-offers,
-instalment plans at authorization, temporary raises, and IncrementAuthorization. Every table
+installment plans at authorization, temporary raises, and IncrementAuthorization. Every table
 runs against the pure-Python model and the Lua scripts on the real Redis.
 
 The Redis clock is moved to the model's start (2026-11-25) so calendar windows fall alike.
@@ -101,7 +101,7 @@ async def _events(driver: ScriptDriver, kind: str) -> list[dict]:
     return [e for e in await _stored(driver, keys.outbox(_base())) or [] if e["type"] == kind]
 
 
-# -- Authorize: partial approval, counter-offers, instalments, raises -------------------------
+# -- Authorize: partial approval, counter-offers, installments, raises -------------------------
 
 # (id, caps, setup steps, product, amount, request kwargs,
 #  expected (reason, decline level, approved amount, partial, offer, offer level, plan text))
@@ -118,7 +118,7 @@ AUTHORIZE_ROWS = [
     ("partial-at-velocity-day", ROOMY,
      [("auth", "scan_pay", 5_000_000), ("auth", "scan_pay", 4_000_000)], "scan_pay", 2_000_000,
      dict(allow_partial=True), (R.NONE, "", 1_000_000, True, 0, "velocity.day", "")),
-    ("partial-with-instalments", {**ROOMY, POS: 30_001}, [], "scan_pay", 50_000,
+    ("partial-with-installments", {**ROOMY, POS: 30_001}, [], "scan_pay", 50_000,
      dict(allow_partial=True, installment_months=3),
      (R.NONE, "", 30_001, True, 0, POS, "3:10001:10000:180:60")),
     ("partial-counts-a-live-raise", {**ROOMY, "total": 40_000},
@@ -152,7 +152,7 @@ AUTHORIZE_ROWS = [
      (R.CUSTOMER_FROZEN, "", 0, False, 0, "", "")),
     ("no-offer-on-a-product-rule", {**ROOMY, POS: 10}, [], "scan_pay", 5_000_001,
      dict(allow_partial=True), (R.AMOUNT_ABOVE_MAXIMUM, "", 0, False, 0, "", "")),
-    # Instalments: equal instalments rounded down, the remainder in the first, a flat monthly
+    # Instalments: equal installments rounded down, the remainder in the first, a flat monthly
     # fee on the principal rounded half up.
     ("plan-3-months", ROOMY, [], "scan_pay", 100_000, dict(installment_months=3),
      (R.NONE, "", 100_000, False, 0, "", "3:33334:33333:600:60")),
