@@ -218,12 +218,13 @@ class Bench(contextlib.ExitStack):
             client.close()
         return f"redis://{HOST}:{port}/0"
 
-    def start_gateway(self, redis_url: str, processes: int) -> int:
-        """`creditgate serve --processes N` on a free port, SERVING; returns the port."""
+    def start_gateway(self, redis_url: str, processes: int, *extra: str) -> int:
+        """`creditgate serve --processes N` (and `extra` options) on a free port, SERVING;
+        returns the port."""
         port = free_port()
         self.start("gateway", [sys.executable, "-m", "creditgate.gateway.cli", "serve",
                                "--host", HOST, "--port", str(port), "--redis-url", redis_url,
-                               "--processes", str(processes)], "gateway.log")
+                               "--processes", str(processes), *extra], "gateway.log")
         wait_serving(port, self.processes["gateway"], self.dir / "gateway.log", processes)
         return port
 

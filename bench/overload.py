@@ -248,19 +248,6 @@ def checks(step: dict, deadline_ms: float) -> dict:
 
 
 # -- the run -----------------------------------------------------------------------------------
-def start_gateway(bench: common.Bench, redis_url: str, processes: int, sweeper: bool) -> int:
-    """Bench.start_gateway, with --no-sweeper unless `sweeper`: the sweeper's `due` scripts
-    would count as reservations in Redis' EVALSHA counter."""
-    if sweeper:
-        return bench.start_gateway(redis_url, processes)
-    port = common.free_port()
-    bench.start("gateway", [sys.executable, "-m", "creditgate.gateway.cli", "serve",
-                            "--host", common.HOST, "--port", str(port), "--redis-url", redis_url,
-                            "--processes", str(processes), "--no-sweeper"], "gateway.log")
-    common.wait_serving(port, bench.processes["gateway"], bench.dir / "gateway.log", processes)
-    return port
-
-
 def run_sequence(generators: openloop.Generators, pids: dict[str, int], redis_url: str,
                  steps: list[tuple[str, float, float]], args: argparse.Namespace
                  ) -> list[dict]:
@@ -417,7 +404,10 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict]]:
             port = bench.start_noop(args.processes)
             bench.processes["gateway"] = bench.processes["noop"]
         else:
-            port = start_gateway(bench, redis_url, args.processes, args.sweeper)
+            # Without the sweeper unless asked: its `due` scripts would count as
+            # reservations in Redis' EVALSHA counter.
+            port = bench.start_gateway(redis_url, args.processes,
+                                       *(() if args.sweeper else ("--no-sweeper",)))
             seeded_s = common.seed_customers(port, args.customers)
             print(f"seeded {args.customers:,} customers in {seeded_s:.1f} s", flush=True)
         config = {"target": f"{common.HOST}:{port}", "connections": args.connections,

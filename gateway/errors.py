@@ -1,11 +1,12 @@
 """The one place where failures become gRPC statuses, with a counter per kind.
 
 Handlers stay thin: they raise InvalidArgument (caller misuse), let `Refused` (the scripts'
-answer) and Redis errors (the peer is unreachable) propagate, and `unary` turns each into its
-status. A decline is not a failure: it is a normal AuthorizeResponse.
+answer) and Redis errors (the peer is unreachable) propagate, and `from_bytes`, which wraps
+every served method (gateway/registration.py), turns each into its status. A decline is not a
+failure: it is a normal AuthorizeResponse.
 
-The server hands a handler the request's bytes (gateway/registration.py) and `from_bytes`
-parses them inside the same mapping, so a malformed message is one more INVALID_ARGUMENT.
+The server hands the wrapper the request's bytes: it admits the call, then parses them inside
+the same mapping, so a malformed message is one more INVALID_ARGUMENT.
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION and ALREADY_EXISTS carry the
 google.rpc error details (`grpc-status-details-bin`) that a program reads instead of the
 message. Failures on our side (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL) are logged once per
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -193,33 +193,15 @@ def status_of(error: BaseException, rpc: str = "") -> tuple[grpc.StatusCode, str
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
-def unary(handler):
-    """Wrap a grpc.aio unary handler: every failure leaves as one counted status."""
-    rpc = handler.__name__
-
-    @functools.wraps(handler)
-    async def wrapped(self, request, context: grpc.aio.ServicerContext):
-        try:
-            response = await handler(self, request, context)
-        except Exception as error:  # noqa: BLE001 - this is the one place that maps them all
-            await refuse(context, rpc, error, request)
-        counts["OK"] += 1
-        return response
-
-    return wrapped
-
-
 def from_bytes(method, parse: Callable[[bytes], Message]):
-    """The gRPC handler of a servicer's `unary` method, taking the request's bytes.
+    """The gRPC handler of a servicer's method (a bound `async def (request, context)`),
+    taking the request's bytes.
 
     `parse` turns the bytes into the request or raises InvalidArgument; it runs inside the
     failure mapping, once per call. Only the bytes are known before it: a check that must not
     pay for parsing (admission) goes first in `handle`.
     """
-    handler = getattr(method, "__wrapped__", None)
-    if handler is None:
-        raise TypeError(f"{method.__qualname__} is not a @unary handler")
-    servicer, rpc = method.__self__, handler.__name__
+    servicer, rpc = method.__self__, method.__name__
 
     async def handle(data: bytes, context: grpc.aio.ServicerContext):
         try:
@@ -230,7 +212,7 @@ def from_bytes(method, parse: Callable[[bytes], Message]):
         token = DEADLINE_MS.set(deadline_ms)
         try:
             request = parse(data)
-            response = await handler(servicer, request, context)
+            response = await method(request, context)
         except Exception as error:  # noqa: BLE001 - this is the one place that maps them all
             await refuse(context, rpc, error, request)
         finally:

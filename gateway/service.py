@@ -8,7 +8,7 @@ from __future__ import annotations
 from creditgate import hotpath
 from creditgate.gateway import authorize
 from creditgate.gateway.context import Context
-from creditgate.gateway.errors import NotFound, unary
+from creditgate.gateway.errors import NotFound
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 from creditgate.gateway.responses import (
@@ -29,16 +29,13 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
     def __init__(self, context: Context):
         self.c = context
 
-    @unary
     async def Authorize(self, request: pb.AuthorizeRequest, context) -> pb.AuthorizeResponse:
         return await authorize.authorize(self.c, request)
 
-    @unary
     async def AuthorizeBatch(self, request: pb.AuthorizeBatchRequest,
                              context) -> pb.AuthorizeBatchResponse:
         return await authorize.authorize_batch(self.c, request)
 
-    @unary
     async def Capture(self, request: pb.CaptureRequest, context) -> pb.CaptureResponse:
         keys_, args = hotpath.plan_capture(request, self.c.partitions)
         result = await self.c.limits.capture(keys_, args)
@@ -53,7 +50,6 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             over_captured_minor=result.over_captured_minor,
         )
 
-    @unary
     async def Void(self, request: pb.VoidRequest, context) -> pb.VoidResponse:
         keys_, args = hotpath.plan_void(request, self.c.partitions)
         result = await self.c.limits.void(keys_, args)
@@ -65,7 +61,6 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             decided_at_ms=result.decided_at_ms,
         )
 
-    @unary
     async def Refund(self, request: pb.RefundRequest, context) -> pb.RefundResponse:
         result = await self.c.limits.refund(*plans.plan_refund(request, self.c.partitions))
         return pb.RefundResponse(
@@ -76,7 +71,6 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             decided_at_ms=result.decided_at_ms,
         )
 
-    @unary
     async def Reverse(self, request: pb.ReverseRequest, context) -> pb.ReverseResponse:
         result = await self.c.limits.reverse(*plans.plan_reverse(request, self.c.partitions))
         return pb.ReverseResponse(
@@ -86,7 +80,6 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             decided_at_ms=result.decided_at_ms,
         )
 
-    @unary
     async def ForceCapture(self, request: pb.ForceCaptureRequest,
                            context) -> pb.ForceCaptureResponse:
         result = await self.c.limits.force_capture(*plans.plan_force_capture(
@@ -99,7 +92,6 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             decided_at_ms=result.decided_at_ms,
         )
 
-    @unary
     async def IncrementAuthorization(self, request: pb.IncrementAuthorizationRequest,
                                      context) -> pb.IncrementAuthorizationResponse:
         result = await self.c.limits.increment(*plans.plan_increment(request, self.c.partitions))
@@ -119,7 +111,6 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             counter_offer_level=a.counter_offer_level,
         )
 
-    @unary
     async def GetCredit(self, request: pb.GetCreditRequest, context) -> pb.GetCreditResponse:
         hotpath.check_id("customer_id", request.customer_id)
         product = None
@@ -136,7 +127,6 @@ class AdminService(pb_grpc.AdminServicer):
     def __init__(self, context: Context):
         self.c = context
 
-    @unary
     async def PutCustomer(self, request: pb.PutCustomerRequest, context) -> pb.Customer:
         status = STATUS_NAMES.get(request.status)
         timezone, caps = plans.check_put_customer(request, status)
@@ -144,7 +134,6 @@ class AdminService(pb_grpc.AdminServicer):
         return pb.Customer(customer_id=request.customer_id, status=request.status,
                            timezone=timezone, caps_minor=caps)
 
-    @unary
     async def SetTemporaryRaise(self, request: pb.SetTemporaryRaiseRequest,
                                 context) -> pb.SetTemporaryRaiseResponse:
         change = plans.check_set_raise(request)
@@ -153,7 +142,6 @@ class AdminService(pb_grpc.AdminServicer):
         return pb.SetTemporaryRaiseResponse(level=levels([result.level])[0],
                                             decided_at_ms=result.decided_at_ms)
 
-    @unary
     async def Repay(self, request: pb.RepayRequest, context) -> pb.RepayResponse:
         result = await self.c.limits.repay(*plans.plan_repay(request, self.c.repayment_order,
                                                              self.c.partitions))
@@ -167,7 +155,6 @@ class AdminService(pb_grpc.AdminServicer):
             decided_at_ms=result.decided_at_ms,
         )
 
-    @unary
     async def GetCustomer(self, request: pb.GetCustomerRequest, context) -> pb.Customer:
         hotpath.check_id("customer_id", request.customer_id)
         state = await _customer(self.c.limits, request.customer_id)

@@ -47,16 +47,18 @@ class Layout:
     def __getattr__(self, name: str) -> int:  # only for names that are not declared
         raise AttributeError(f"no field {name!r} in this layout")
 
-    def pack(self, rest: Sequence[str] = (), **fields: str) -> list[str]:
-        """The list a script receives, from its values by name: every declared name exactly
-        once, then the repeated tail (flat) if the layout has one. How planners build a call
-        without knowing positions."""
-        if fields.keys() != set(self.names):
-            missing, extra = set(self.names) - fields.keys(), fields.keys() - set(self.names)
+    def pack(self, rest: Sequence[Any] = (), **fields: Any) -> list[Any]:
+        """The wire list from its values by name: every declared name (and tail name) exactly
+        once, the repeated part (`rest`, flat) between them if the layout has one. How
+        planners build a call, and the model a reply, without knowing positions."""
+        declared = {*self.names, *self.tail}
+        if fields.keys() != declared:
+            missing, extra = declared - fields.keys(), fields.keys() - declared
             raise TypeError(f"pack: missing {sorted(missing)}, unknown {sorted(extra)}")
         if rest and not self.rest:
             raise TypeError("pack: this layout has no repeated tail")
-        return [fields[name] for name in self.names] + list(rest)
+        return [*(fields[name] for name in self.names), *rest,
+                *(fields[name] for name in self.tail)]
 
     def bind(self, values: Sequence[Any]) -> Fields:
         """The values by name (not for hot code): the repeated group's values in `.rest` (a

@@ -95,14 +95,10 @@ def _int_arg(value: str, low: int, high: int) -> int | None:
 
 # -- replies ------------------------------------------------------------------------------
 def _wire(layout: Layout, rest: Sequence[Sequence[object]] = (), **fields: object) -> list[str]:
-    """A reply's values as text in the layout's wire order: its named fields, each group of
-    the repeated part, then the tail."""
-    assert fields.keys() == {*layout.names, *layout.tail}, sorted(fields)
-    values = [fields[name] for name in layout.names]
-    for group in rest:
-        values.extend(group)
-    values += [fields[name] for name in layout.tail]
-    return [str(value) for value in values]
+    """A reply's values as text in the layout's wire order (Layout.pack): its named fields,
+    each group of the repeated part, then the tail."""
+    flat = [value for group in rest for value in group]
+    return [str(value) for value in layout.pack(rest=flat, **fields)]
 
 
 def _ok(layout: Layout, rest: Sequence[Sequence[object]] = (), **fields: object) -> str:

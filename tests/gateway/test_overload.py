@@ -15,6 +15,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from creditgate.gateway import errors
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import keys
 from creditgate.limits.constants import ADMISSION_LIMIT_MIN
@@ -116,6 +117,8 @@ async def test_a_refusal_by_admission_is_counted_and_costs_no_parse(gateway, cha
     # body was never parsed.
     gateway.context.admission.limit = ADMISSION_LIMIT_MIN
     gateway.context.admission.in_flight = ADMISSION_LIMIT_MIN
+    refused_before = gateway.context.admission.refused
+    exhausted_before = errors.counts["RESOURCE_EXHAUSTED"]
     raw = channel.unary_unary("/creditgate.v1.Authorization/Authorize")
     try:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -123,3 +126,5 @@ async def test_a_refusal_by_admission_is_counted_and_costs_no_parse(gateway, cha
     finally:
         gateway.context.admission.in_flight = 0
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert gateway.context.admission.refused == refused_before + 1
+    assert errors.counts["RESOURCE_EXHAUSTED"] == exhausted_before + 1
