@@ -203,7 +203,11 @@ async def test_concurrent_authorize_capture_void_conserve_usage(redis, burst_gat
         closed[reply.hold_id] = voided.state
 
     await asyncio.gather(*(lifecycle(i) for i in range(CONNECTIONS * CALLS_PER_CONNECTION)))
-    assert len(holds) > 100
+    # A level declines only within one purchase (at most 40,000) of its cap: the product node
+    # admits 49 before that, the two channel nodes 24 + 29, so at least 49 approvals whatever
+    # the interleaving (how many more depends on how the voids interleave with the purchases);
+    # and some calls must be declined, or the caps were never tested.
+    assert 49 <= len(holds) < CONNECTIONS * CALLS_PER_CONNECTION
 
     expected_held: dict[str, int] = defaultdict(int)
     expected_used: dict[str, int] = defaultdict(int)
