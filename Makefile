@@ -17,7 +17,8 @@ BUILD_STAMP := build/.hotpath-ext.stamp
 help:
 	@echo "creditgate make targets:"
 	@echo "  make run        venv + build, private redis under ./var (unless REDIS_URL is set),"
-	@echo "                  gateway on 127.0.0.1:$(PORT), demo client; Ctrl-C stops."
+	@echo "                  a development CA and certificates under ./var/tls, gateway with mutual"
+	@echo "                  TLS on 127.0.0.1:$(PORT), demo client as its callers; Ctrl-C stops."
 	@echo "                  RUN_ONCE=1 exits after the demo with its status."
 	@echo "  make test       ruff, the pytest suite, then tests/hotpath again without extensions"
 	@echo "  make venv       create $(VENV) and install the project with its dev extra"
@@ -26,7 +27,8 @@ help:
 	@echo "  make lint       ruff check"
 	@echo "  make proto      regenerate gateway/pb from proto/"
 	@echo "  make bench      hot-path benchmarks (pytest-benchmark) and the ledger posting benchmark"
-	@echo "                  then max-rate (h2load) and open-loop latency of Authorize (var/bench/)"
+	@echo "                  then max-rate (h2load) and open-loop latency of Authorize (var/bench/),"
+	@echo "                  batch rate, the cost of mutual TLS, overload and the scripts' cost"
 	@echo "  make bench-tools  make sure h2load (Debian: nghttp2-client) and valgrind are installed"
 	@echo "  make clean      remove build artefacts, hotpath/*.so and var/ (keeps $(VENV))"
 	@echo "  make distclean  clean, and remove $(VENV)"
@@ -130,6 +132,7 @@ bench: build redis-server bench-tools
 	  "$(VENV)/bin/python bench/maxrate.py --json $(BENCH_DIR)/maxrate.json" \
 	  "$(VENV)/bin/python bench/openloop.py --maxrate-json $(BENCH_DIR)/maxrate.json --json $(BENCH_DIR)/openloop.json --plot $(BENCH_DIR)/openloop.png" \
 	  "$(VENV)/bin/python bench/batch_rate.py --json $(BENCH_DIR)/batch_rate.json" \
+	  "$(VENV)/bin/python bench/mtls_cost.py --json $(BENCH_DIR)/mtls_cost.json" \
 	  "$(VENV)/bin/python bench/overload.py --json $(BENCH_DIR)/overload.json --plot $(BENCH_DIR)/overload.png" \
 	  "$(VENV)/bin/python bench/script_cost.py --json $(BENCH_DIR)/script_cost.json" \
 	  "$(VENV)/bin/python bench/script_cost.py --callgrind --segments --json $(BENCH_DIR)/script_cost_callgrind.json"; \

@@ -3,7 +3,7 @@ each process spends on them.
 
     .venv/bin/python bench/batch_rate.py [--processes 2] [--clients 1] [--concurrency 8]
         [--connections 8] [--batch-min 16] [--batch-max 64] [--duration 10] [--warmup 2]
-        [--customers 20000] [--unary] [--redis-py] [--profile DIR [--native]]
+        [--customers 20000] [--unary] [--mtls] [--redis-py] [--profile DIR [--native]]
         [--json var/bench/batch_rate.json]
 
 Starts a private redis-server (free port, temporary folder, no RDB, no AOF) and the gateway as
@@ -15,6 +15,10 @@ every batch of a random size within [batch-min, batch-max], every item a new pur
 idempotency key) of a random customer: scan-to-pay at a POS or by QR code, or an e-commerce
 checkout, 1.00 to 5,000.00 CNY. With --unary the clients send the same purchases as unary
 Authorize calls instead (`--concurrency` calls in flight each).
+
+With --mtls the gateway serves mutual TLS with a private CA made for the run, and the load
+generators present a client certificate (bench/common.py serve_options); bench/mtls_cost.py
+compares the two.
 
 With --redis-py the gateway runs with CREDITGATE_REDIS_PIPELINE=redis-py: its script runner
 sends the batches through redis-py's pipelines instead of its own connection (the way before
@@ -58,7 +62,15 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 import redis  # noqa: E402
 import uvloop  # noqa: E402
-from common import VAR_BENCH, CpuSampler, free_port, machine, start_redis  # noqa: E402
+from common import (  # noqa: E402
+    VAR_BENCH,
+    CpuSampler,
+    Transport,
+    free_port,
+    machine,
+    serve_options,
+    start_redis,
+)
 
 from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
@@ -82,12 +94,16 @@ CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 # -- processes -----------------------------------------------------------------------------------
 def start_gateway(args, redis_port: int, folder: Path) -> tuple[subprocess.Popen, int]:
+    """The gateway, plaintext or with mutual TLS (--mtls, a private CA in `folder`); sets
+    args.transport, how the load generators reach it."""
     port = free_port()
     log = (folder / "gateway.log").open("wb")
+    options, transport = serve_options(folder, args.mtls)
+    args.transport = tuple(transport)
     process = subprocess.Popen(
         [sys.executable, "-m", "creditgate.gateway.cli", "serve", "--port", str(port),
          "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--partitions", str(PARTITIONS),
-         "--processes", str(args.processes)],
+         "--processes", str(args.processes), *options],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "CREDITGATE_REDIS_PIPELINE": "redis-py" if args.redis_py else ""})
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -218,8 +234,9 @@ async def drive(args, port: int, index: int, start_at: float, end_at: float) -> 
     serial = 0
     # Separate connections (a local subchannel pool each), so that SO_REUSEPORT spreads them
     # over the gateway processes; the in-flight calls take them in turn.
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}",
-                                          options=[("grpc.use_local_subchannel_pool", 1)])
+    transport = Transport(*args.transport)
+    channels = [transport.aio_channel(f"127.0.0.1:{port}",
+                                      options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(args.connections)]
     stubs = [pb_grpc.AuthorizationStub(channel) for channel in channels]
     try:
@@ -362,6 +379,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--unary", action="store_true",
                         help="unary Authorize calls instead of AuthorizeBatch")
+    parser.add_argument("--mtls", action="store_true",
+                        help="the gateway serves mutual TLS (a private CA made for the run), "
+                        "and the load generators present a client certificate")
     parser.add_argument("--redis-py", action="store_true",
                         help="the gateway sends its batches through redis-py's pipelines "
                              "(CREDITGATE_REDIS_PIPELINE=redis-py) instead of its own connection")
@@ -446,6 +466,7 @@ def main(argv=None) -> int:
     kind = "unary Authorize" if args.unary else (
         f"AuthorizeBatch of {args.batch_min}-{args.batch_max}")
     kind += " (redis-py pipelines)" if args.redis_py else ""
+    kind += ", mutual TLS" if args.mtls else ""
     print(f"{kind}: {args.processes} gateway process(es), {args.clients} load generator(s) x "
           f"{args.concurrency} calls in flight on {args.connections} connections, "
           f"{args.customers} customers "
@@ -482,6 +503,7 @@ def main(argv=None) -> int:
           f"{'ok' if consistent else 'MISMATCH'}")
     result = {
         "mode": "unary" if args.unary else "batch", "redis_py": args.redis_py,
+        "mtls": args.mtls,
         "processes": args.processes, "duration_s": args.duration,
         "authorizations_per_s": rate, "answered": answered, "approved": approved,
         "declined": dict(declined), "errors": dict(errors), "events": events,

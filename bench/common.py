@@ -5,9 +5,11 @@ temporary folder, `creditgate serve --processes N` and the no-op server on free 
 its own process group. `Bench` owns them and stops them in reverse order of start, then removes
 the temporary folder, also on Ctrl-C or SIGTERM (both raise KeyboardInterrupt in the runner).
 
-Also here: the bench's customer population (seeded through Admin.PutCustomer), the request
-shape both runners send, Redis' script counters (INFO commandstats) and a sampler of
-per-process and per-core CPU from /proc.
+Also here: how runners reach a gateway (Transport: plaintext on loopback, or mutual TLS with a
+private development CA made in the temporary folder, or with given files), the bench's
+customer population (seeded through Admin.PutCustomer), the request shape both runners send,
+Redis' script counters (INFO commandstats) and a sampler of per-process and per-core CPU from
+/proc.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -37,6 +40,7 @@ import grpc  # noqa: E402
 import redis  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
+from creditgate.gateway import devpki, tls  # noqa: E402
 from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -83,6 +87,88 @@ def authorize_request(key: str, customer: str, amount_minor: int = TICKET_MINOR,
 def grpc_frame(message: bytes) -> bytes:
     """One gRPC length-prefixed message: flag 0 (not compressed), 4-byte big-endian length."""
     return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+# -- how a runner reaches the gateway ----------------------------------------------------------
+# The callers of the gateways the runners start: the plaintext loopback caller and the mutual
+# TLS identity BENCH_URI, each allowed every call the runners make, at any rate they reach.
+BENCH_CALLERS = REPO / "bench" / "callers-bench.toml"
+BENCH_URI = devpki.spiffe_id("bench", "load")
+DEV_TLS_DIR = REPO / "var" / "tls"  # `make run`'s certificates (creditgate certs init)
+
+
+class Transport(NamedTuple):
+    """Plaintext when every file is empty; otherwise TLS, trusting the CA file `ca`, and
+    presenting the client certificate `cert` with its key `key` (mutual TLS). Plain strings,
+    so it travels in a generator process's configuration."""
+
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.cert or self.ca)
+
+    def aio_channel(self, target: str, options=()) -> grpc.aio.Channel:
+        if not self.secure:
+            return grpc.aio.insecure_channel(target, options=list(options))
+        return grpc.aio.secure_channel(target, tls.channel_credentials(*self), list(options))
+
+    def channel(self, target: str, options=()) -> grpc.Channel:
+        if not self.secure:
+            return grpc.insecure_channel(target, options=list(options))
+        return grpc.secure_channel(target, tls.channel_credentials(*self), list(options))
+
+
+PLAINTEXT = Transport()
+
+
+def private_pki(folder: Path) -> tuple[list[str], Transport]:
+    """A development CA in `folder`: `creditgate serve`'s options for mutual TLS with it, and
+    the transport of the runners' caller (BENCH_URI)."""
+    authority = devpki.Authority.create("creditgate bench CA")
+    folder.mkdir(parents=True, exist_ok=True)
+    devpki.write_atomically(folder / "ca.pem", authority.cert_pem)
+    server_cert, server_key = authority.issue_server().write(folder, "server")
+    client_cert, client_key = authority.issue_client(BENCH_URI).write(folder, "bench")
+    options = ["--tls-cert", str(server_cert), "--tls-key", str(server_key),
+               "--tls-ca", str(folder / "ca.pem")]
+    return options, Transport(str(client_cert), str(client_key), str(folder / "ca.pem"))
+
+
+def serve_options(folder: Path, mtls: bool) -> tuple[list[str], Transport]:
+    """`creditgate serve`'s options for a runner's own gateway (the bench callers; plaintext
+    on loopback, or mutual TLS with a private CA made in `folder`), and how to reach it."""
+    if not mtls:
+        return ["--callers", str(BENCH_CALLERS), "--insecure"], PLAINTEXT
+    options, transport = private_pki(folder / "tls")
+    return ["--callers", str(BENCH_CALLERS), *options], transport
+
+
+def add_transport_options(parser, caller: str) -> None:
+    """--cert/--key/--ca/--insecure, for a runner that calls a gateway it did not start: by
+    default `caller`'s files from `make run` (var/tls) when they exist, else plaintext."""
+    group = parser.add_argument_group("transport", "mutual TLS (default: make run's "
+                                      f"{caller} certificate under var/tls) or plaintext")
+    group.add_argument("--cert", default="", help=f"client certificate (default: "
+                       f"var/tls/{caller}.pem if it exists)")
+    group.add_argument("--key", default="", help="its private key")
+    group.add_argument("--ca", default="", help="the CA of the gateway's certificate "
+                       "(default: var/tls/ca.pem if it exists)")
+    group.add_argument("--insecure", action="store_true", help="plaintext")
+
+
+def transport_of(args, caller: str) -> Transport:
+    """The transport add_transport_options' options ask for."""
+    if args.insecure:
+        return PLAINTEXT
+    cert = args.cert or str(DEV_TLS_DIR / f"{caller}.pem")
+    key = args.key or str(DEV_TLS_DIR / f"{caller}.key")
+    ca = args.ca or str(DEV_TLS_DIR / "ca.pem")
+    if args.cert or tls.files_exist(cert, key, ca):
+        return Transport(cert, key, ca if tls.files_exist(ca) else "")
+    return PLAINTEXT
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -162,6 +248,7 @@ class Bench(contextlib.ExitStack):
         self.name = name
         self.dir = Path(".")
         self.processes: dict[str, subprocess.Popen] = {}
+        self.transport = PLAINTEXT  # how to reach the gateway start_gateway started
 
     def __enter__(self) -> Bench:
         super().__enter__()
@@ -218,14 +305,18 @@ class Bench(contextlib.ExitStack):
             client.close()
         return f"redis://{HOST}:{port}/0"
 
-    def start_gateway(self, redis_url: str, processes: int, *extra: str) -> int:
-        """`creditgate serve --processes N` (and `extra` options) on a free port, SERVING;
-        returns the port."""
+    def start_gateway(self, redis_url: str, processes: int, *extra: str,
+                      mtls: bool = False) -> int:
+        """`creditgate serve --processes N` (and `extra` options) on a free port, SERVING,
+        plaintext or with mutual TLS (a private CA; `self.transport` then presents the bench
+        caller's certificate); returns the port."""
         port = free_port()
+        options, self.transport = serve_options(self.dir, mtls)
         self.start("gateway", [sys.executable, "-m", "creditgate.gateway.cli", "serve",
                                "--host", HOST, "--port", str(port), "--redis-url", redis_url,
-                               "--processes", str(processes), *extra], "gateway.log")
-        wait_serving(port, self.processes["gateway"], self.dir / "gateway.log", processes)
+                               "--processes", str(processes), *options, *extra], "gateway.log")
+        wait_serving(port, self.processes["gateway"], self.dir / "gateway.log", processes,
+                     self.transport)
         return port
 
     def start_noop(self, processes: int) -> int:
@@ -237,11 +328,12 @@ class Bench(contextlib.ExitStack):
         return port
 
 
-def wait_serving(port: int, process: subprocess.Popen, log_path: Path, processes: int) -> None:
+def wait_serving(port: int, process: subprocess.Popen, log_path: Path, processes: int,
+                 transport: Transport = PLAINTEXT) -> None:
     """Health SERVING on `port`, then until every one of the `processes` listens: with
     SO_REUSEPORT the first process to listen answers alone until the others have bound."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+    with transport.channel(f"{HOST}:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if process.poll() is not None:
@@ -282,12 +374,12 @@ def tcp_sockets(port: int, state: str) -> set[str]:
 
 
 # -- customers ---------------------------------------------------------------------------------
-def seed_customers(port: int, count: int) -> float:
+def seed_customers(port: int, count: int, transport: Transport = PLAINTEXT) -> float:
     """Put customers 0..count-1 through Admin.PutCustomer; returns the seconds it took."""
     started = time.monotonic()
 
     async def put_all() -> None:
-        async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:
+        async with transport.aio_channel(f"{HOST}:{port}") as channel:
             admin = pb_grpc.AdminStub(channel)
             indexes = iter(range(count))
 

@@ -2,6 +2,8 @@
 
     .venv/bin/locust -f bench/locustfile.py --host 127.0.0.1:50051            # web UI on :8089
     .venv/bin/locust -f bench/locustfile.py --host 127.0.0.1:50051 --headless --csv var/locust
+    (mutual TLS as make run's ACQ-1 when var/tls has its files; --cert/--key/--ca for others,
+    --insecure for a plaintext gateway)
 
 Each simulated user is a terminal with its own gRPC channel (so the load spreads over the
 processes of `creditgate serve --processes N`, which share the port). It buys for customers
@@ -50,6 +52,7 @@ grpc_gevent.init_gevent()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
+import common  # noqa: E402  bench/common.py: how to reach the gateway
 import seed  # noqa: E402  bench/seed.py: the population's ids and defaults
 
 from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
@@ -59,6 +62,9 @@ from creditgate.limits import catalog  # noqa: E402
 log = logging.getLogger("creditgate.locust")
 
 TARGET_DEFAULT = "127.0.0.1:50051"
+# The development switch of `creditgate certs init`, allowed every merchant: the users present
+# its certificate (var/tls/ACQ-1.pem) unless --cert/--key/--ca or --insecure say otherwise.
+LOCUST_CALLER = "ACQ-1"
 OPEN_HOLDS_MAX = 64  # a user's holds awaiting capture or void; older ones are left to expire
 CAPTURED_HOLDS_MAX = 64  # a user's captured holds that may still be refunded
 MERCHANTS = 20_000
@@ -146,6 +152,7 @@ def _add_options(parser, **_kwargs) -> None:
         env = f"CREDITGATE_LOCUST_{name.upper()}"
         group.add_argument(f"--{name.replace('_', '-')}", type=kind, env_var=env,
                            default=default, help=f"{help_} (${env}, default {default})")
+    common.add_transport_options(parser, LOCUST_CALLER)
 
 
 _Defaults = collections.namedtuple("_Defaults", OPTIONS)  # type: ignore[misc]
@@ -156,6 +163,13 @@ def _options(environment):
     if environment.parsed_options is None:
         return _Defaults(*(default for _, default, _ in OPTIONS.values()))
     return environment.parsed_options
+
+
+def transport(environment) -> common.Transport:
+    """The users' transport; plaintext when Locust runs as a library (no command line)."""
+    if environment.parsed_options is None:
+        return common.PLAINTEXT
+    return common.transport_of(environment.parsed_options, LOCUST_CALLER)
 
 
 # -- the population ------------------------------------------------------------------------------
@@ -248,7 +262,7 @@ class AuthorizationUser(User):
         target = self.host or TARGET_DEFAULT
         for scheme in ("http://", "grpc://"):
             target = target.removeprefix(scheme)
-        self.channel = grpc.insecure_channel(target.rstrip("/"))
+        self.channel = transport(self.environment).channel(target.rstrip("/"))
         self.stub = pb_grpc.AuthorizationStub(self.channel)
         self.open_holds: collections.deque[OpenHold] = collections.deque(maxlen=OPEN_HOLDS_MAX)
         self.captured: collections.deque[CapturedHold] = collections.deque(

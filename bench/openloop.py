@@ -3,7 +3,7 @@
     .venv/bin/python bench/openloop.py [--rates 250,500,1000 | --max-rate R]
         [--fractions 0.25,0.5,0.75,1.0] [--duration-s 10] [--warm-up-s 2] [--processes 2]
         [--generators 1] [--connections 4] [--timeout-s 5] [--customers N] [--seed 1]
-        [--no-aof] [--plot var/bench/openloop.png] [--json var/bench/openloop.json]
+        [--no-aof] [--mtls] [--plot var/bench/openloop.png] [--json var/bench/openloop.json]
 
 Starts a private redis-server (append-only file, fsync every second, unless --no-aof) and
 `creditgate serve --processes 2`, seeds a population of customers through Admin.PutCustomer,
@@ -115,6 +115,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-noop", dest="noop", action="store_false",
                         help="skip the same rates against the no-op server (the latency floor "
                         "of the load generator and gRPC, measured after the gateway)")
+    parser.add_argument("--mtls", action="store_true",
+                        help="the gateway serves mutual TLS (a private CA made for the run)")
     parser.add_argument("--no-aof", action="store_true",
                         help="run the private redis-server without the append-only file")
     parser.add_argument("--plot", type=Path, default=common.VAR_BENCH / "openloop.png")
@@ -195,14 +197,13 @@ def generator_main(conn, index: int, config: dict) -> None:
 
 
 async def _generator(conn, index: int, config: dict) -> None:
-    import grpc
-
     from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 
     loop = asyncio.get_running_loop()
     # A local subchannel pool per channel: each is its own TCP connection.
-    channels = [grpc.aio.insecure_channel(config["target"],
-                                          options=[("grpc.use_local_subchannel_pool", 1)])
+    transport = common.Transport(*config.get("transport", ()))
+    channels = [transport.aio_channel(config["target"],
+                                      options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(config["connections"])]
     try:
         await asyncio.wait_for(asyncio.gather(*(channel.channel_ready()
@@ -549,12 +550,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with common.Bench("openloop") as bench:
             redis_url = bench.start_redis(aof=not args.no_aof)
-            port = bench.start_gateway(redis_url, args.processes)
-            seeded_s = common.seed_customers(port, args.customers)
+            port = bench.start_gateway(redis_url, args.processes, mtls=args.mtls)
+            seeded_s = common.seed_customers(port, args.customers, bench.transport)
             print(f"seeded {args.customers:,} customers in {seeded_s:.1f} s", flush=True)
             config = {"target": f"{common.HOST}:{port}", "connections": args.connections,
                       "timeout_s": args.timeout_s, "inflight_max": args.inflight_max,
-                      "seed": args.seed, "run_id": run_id, "customers": args.customers}
+                      "seed": args.seed, "run_id": run_id, "customers": args.customers,
+                      "transport": tuple(bench.transport)}
             generators = Generators(bench, args.generators, config)
             pids = common.label_processes({"gateway": bench.processes["gateway"].pid})
             pids["redis-server"] = bench.processes["redis-server"].pid

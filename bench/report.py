@@ -243,6 +243,7 @@ RUNNERS: tuple[tuple[str, str], ...] = (
     ("maxrate.json", "bench/maxrate.py"),
     ("openloop.json", "bench/openloop.py"),
     ("batch_rate.json", "bench/batch_rate.py"),
+    ("mtls_cost.json", "bench/mtls_cost.py"),
     ("overload.json", "bench/overload.py"),
     ("script_cost.json", "bench/script_cost.py"),
     ("script_cost_callgrind.json", "bench/script_cost.py"),
@@ -462,6 +463,34 @@ def script_cost_lines(files: dict[str, dict]) -> list[str]:
     return lines
 
 
+def mtls_lines(files: dict[str, dict]) -> list[str]:
+    """The cost of mutual TLS (bench/mtls_cost.py): each kind's ratios, mTLS over plaintext,
+    measured in the same run with the same load generator."""
+    data = files.get("mtls_cost.json")
+    if not data:
+        return []
+    kinds = []
+    for mode, what in (("unary", "unary Authorize"), ("batch", "AuthorizeBatch")):
+        sides = data["summary"][mode]
+        ratios, mtls, plain = sides["ratios"], sides["mtls"], sides["plaintext"]
+        if ratios["authorizations_per_s"] is None:
+            kinds.append(f"{what}: {NOT_MEASURED}")
+            continue
+        cpu = ratios["gateway_cpu_us_per_authorization"]
+        kinds.append(
+            f"{what} {ratios['authorizations_per_s']:.2f}× the rate "
+            f"({mtls['authorizations_per_s']:,.0f}/s vs {plain['authorizations_per_s']:,.0f}/s)"
+            + (f", {cpu:.2f}× the gateway's CPU per authorization" if cpu else "")
+            + f", p99 {ratios['latency_ms_p99']:.2f}×")
+    rounds = data["args"]["rounds"]
+    text = (f"Mutual TLS against plaintext (`bench/mtls_cost.py`, same run, same closed-loop "
+            f"load generator, {rounds} round{'s' if rounds > 1 else ''} of "
+            f"{data['args']['duration']:g} s legs, medians): " + "; ".join(kinds) + ".")
+    if data.get("problems"):
+        text += " Check failed: " + "; ".join(data["problems"]) + "."
+    return [wrap(text)]
+
+
 def cpu_text(report: dict) -> str:
     """Each core's busy time, then each process's share of a core and the cores it was seen
     on, busiest first."""
@@ -526,6 +555,7 @@ def render(files: dict[str, dict], figures: list[tuple[Target, Figure]],
         *part("the open-loop steps", lambda: openloop_lines(files)),
         *part("the CPU lines", lambda: cpu_lines(files)),
         *part("the script's cost", lambda: script_cost_lines(files)),
+        *part("the cost of mutual TLS", lambda: mtls_lines(files)),
     ])
 
 

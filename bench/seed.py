@@ -3,6 +3,7 @@
     .venv/bin/python bench/seed.py [--count 100000] [--seed 20261111]
                                    [--via redis --redis-url URL --partitions N | --via admin]
                                    [--target HOST:PORT] [--concurrency K]
+                                   [--cert PEM --key PEM --ca PEM | --insecure]
 
 Customer `i` (0 <= i < count) is `lt0000000`, `lt0000001`, ...: the ids depend on nothing
 else, so bench/locustfile.py draws from the same population with only its size. The seed
@@ -23,6 +24,8 @@ Measured on the 2-core machine: docs/benchmarks.md, section "Locust".
 With --target, the script then asks the gateway (Admin.GetCustomer) for the first and last
 customer and exits 1 if it does not see them (wrong --partitions, wrong Redis).
 Every put appends a customer_put event to the outbox, which the ledger worker posts.
+Calls to --target go over mutual TLS as make run's back-office (var/tls/BO-1.pem) when those
+files exist, or with --cert/--key/--ca, or in plaintext with --insecure (bench/common.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  bench/common.py: how to reach the gateway
 
 from creditgate.limits import catalog  # noqa: E402
 from creditgate.limits.constants import PARTITIONS_DEFAULT, TZ_DEFAULT  # noqa: E402
@@ -52,6 +58,7 @@ ID_DIGITS = 7  # ids up to lt9999999
 POPULATION_MAX = 10**ID_DIGITS
 CHUNK_DEFAULT = 4_096  # puts started together; ScriptRunner cuts them into pipelines of 256
 ADMIN_CONCURRENCY_DEFAULT = 64  # PutCustomer calls in flight with --via admin
+SEED_CALLER = "BO-1"  # the development back-office, whose role may put and get customers
 
 # A customer's credit line (the cap of `total`), in minor units, and how often each occurs.
 LINE_TIERS_MINOR = (
@@ -185,14 +192,13 @@ def _admin_request(profile: Profile):
 
 
 async def seed_admin(count: int, seed: int, target: str,
-                     concurrency: int = ADMIN_CONCURRENCY_DEFAULT) -> None:
+                     concurrency: int = ADMIN_CONCURRENCY_DEFAULT,
+                     transport: common.Transport = common.PLAINTEXT) -> None:
     """Admin.PutCustomer over one channel, `concurrency` calls in flight."""
-    import grpc
-
     from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 
     queue = iter(profiles(count, seed))
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with transport.aio_channel(target) as channel:
         admin = pb_grpc.AdminStub(channel)
 
         async def worker() -> None:
@@ -202,14 +208,15 @@ async def seed_admin(count: int, seed: int, target: str,
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def verify(target: str, count: int) -> str | None:
+async def verify(target: str, count: int,
+                 transport: common.Transport = common.PLAINTEXT) -> str | None:
     """None if the gateway at `target` sees the first and last customer, else why not."""
     import grpc
 
     from creditgate.gateway.pb import creditgate_pb2 as pb
     from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with transport.aio_channel(target) as channel:
         admin = pb_grpc.AdminStub(channel)
         for index in sorted({0, count - 1}):
             try:
@@ -238,22 +245,24 @@ def _parser() -> argparse.ArgumentParser:
                         "redis, checked afterwards")
     parser.add_argument("--concurrency", type=int, default=ADMIN_CONCURRENCY_DEFAULT,
                         help="--via admin: calls in flight (default %(default)s)")
+    common.add_transport_options(parser, SEED_CALLER)
     return parser
 
 
 async def _main(args: argparse.Namespace) -> int:
     check_caps_cover(catalog.load())
+    transport = common.transport_of(args, SEED_CALLER)
     started = time.perf_counter()
     if args.via == "redis":
         await seed_redis(args.count, args.seed, args.redis_url, args.partitions)
     else:
-        await seed_admin(args.count, args.seed, args.target, args.concurrency)
+        await seed_admin(args.count, args.seed, args.target, args.concurrency, transport)
     elapsed_s = time.perf_counter() - started
     print(f"seeded {args.count:,} customers ({customer_id(0)} .. {customer_id(args.count - 1)}, "
           f"seed {args.seed}) via {args.via} in {elapsed_s:.2f} s "
           f"({args.count / elapsed_s:,.0f}/s)")
     if args.target:
-        problem = await verify(args.target, args.count)
+        problem = await verify(args.target, args.count, transport)
         if problem:
             print(f"bench/seed.py: {problem}", file=sys.stderr)
             return 1

@@ -1,7 +1,9 @@
 """`creditgate`: serve the gateway, administer customers, run the demo.
 
     creditgate serve [--host H] [--port P] [--redis-url URL] [--catalog PATH]
-                     [--partitions N] [--processes N]
+                     [--partitions N] [--processes N] [--callers FILE]
+                     (--tls-cert PEM --tls-key PEM --tls-ca PEM [--client-auth none]
+                      | --insecure)
     creditgate customer put ID --cap NODE=AMOUNT_MINOR ... [--status active] [--timezone TZ]
     creditgate customer show ID
     creditgate credit ID [--product PRODUCT]
@@ -10,7 +12,11 @@
     creditgate reconcile                                       Redis against the ledger
     creditgate bills close --cycle YYYY-MM
     creditgate journal [--limit N] [--customer ID]
-Client commands take --target HOST:PORT (default 127.0.0.1:50051, or $CREDITGATE_TARGET).
+    creditgate certs init [--dir var/tls]                      a development CA and callers
+    creditgate certs issue NAME --uri URI [--dir var/tls]      one more client certificate
+Client commands take --target HOST:PORT (default 127.0.0.1:50051, or $CREDITGATE_TARGET) and
+mutual TLS with make run's certificates under var/tls (--cert/--key/--ca name others), or
+--insecure for a plaintext gateway.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from creditgate.limits.constants import PARTITIONS_DEFAULT
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_LEDGER = "sqlite:///var/ledger.sqlite3"
+DEFAULT_TLS_DIR = "var/tls"  # where `make run` keeps its development certificates
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_command(commands)
     _client_commands(commands)
+    _certs_command(commands)
     _ledger_commands(commands)
     return parser
 
@@ -52,19 +60,31 @@ def _serve_command(commands) -> None:
                        help="processes sharing the port (SO_REUSEPORT)")
     serve.add_argument("--no-sweeper", action="store_true",
                        help="do not release expired holds from this process")
+    serve.add_argument("--callers", default=os.environ.get("CREDITGATE_CALLERS", ""),
+                       help="the callers file (TOML): who may call what; required")
+    tls = serve.add_argument_group("TLS", "the port's certificates (docs/operations.md); "
+                                   "the files are re-read when they change")
+    tls.add_argument("--tls-cert", default=os.environ.get("CREDITGATE_TLS_CERT", ""),
+                     help="the server's certificate chain (PEM)")
+    tls.add_argument("--tls-key", default=os.environ.get("CREDITGATE_TLS_KEY", ""),
+                     help="its private key (PEM, unencrypted)")
+    tls.add_argument("--tls-ca", default=os.environ.get("CREDITGATE_TLS_CA", ""),
+                     help="the CA certificates that sign the callers' certificates (PEM)")
+    tls.add_argument("--client-auth", choices=("required", "none"), default="required",
+                     help="required: mutual TLS, the client certificate is the caller's "
+                     "identity; none: TLS only, callers identify with an API key")
+    tls.add_argument("--insecure", action="store_true",
+                     help="serve plaintext instead (only on a loopback --host)")
 
 
 def _client_commands(commands) -> None:
     """The commands that call a running gateway (gateway/cli_client.py)."""
-    # --target is accepted after any client command or action.
+    # --target and the TLS options are accepted after any client command or action.
     target = argparse.ArgumentParser(add_help=False)
-    target.add_argument("--target", default=os.environ.get("CREDITGATE_TARGET", DEFAULT_TARGET),
-                        help=f"the gateway's address (default {DEFAULT_TARGET})")
-
-    # The same option on an action, where it overrides the command's only if given.
+    _connection_options(target, on_action=False)
+    # The same options on an action, where they override the command's only if given.
     action_target = argparse.ArgumentParser(add_help=False)
-    action_target.add_argument("--target", default=argparse.SUPPRESS,
-                               help=f"the gateway's address (default {DEFAULT_TARGET})")
+    _connection_options(action_target, on_action=True)
 
     def client(name: str, help_: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_, parents=[target])
@@ -87,6 +107,49 @@ def _client_commands(commands) -> None:
     credit.add_argument("--product", default="")
 
     client("demo", "create a customer, then authorize, capture and void, printing each answer")
+
+
+def _connection_options(parser: argparse.ArgumentParser, on_action: bool) -> None:
+    """Where the gateway is and how to reach it: mutual TLS with make run's files under
+    --tls-dir unless --cert/--key/--ca name others, or plaintext with --insecure."""
+
+    def default(value):
+        return argparse.SUPPRESS if on_action else value
+
+    parser.add_argument("--target", default=default(os.environ.get("CREDITGATE_TARGET",
+                                                                   DEFAULT_TARGET)),
+                        help=f"the gateway's address (default {DEFAULT_TARGET})")
+    parser.add_argument("--tls-dir", default=default(os.environ.get("CREDITGATE_TLS_DIR",
+                                                                    DEFAULT_TLS_DIR)),
+                        help="where `creditgate certs init` wrote the development "
+                        f"certificates (default {DEFAULT_TLS_DIR})")
+    parser.add_argument("--cert", default=default(""),
+                        help="the caller's client certificate (default: the command's "
+                        "caller's under --tls-dir)")
+    parser.add_argument("--key", default=default(""), help="its private key")
+    parser.add_argument("--ca", default=default(""),
+                        help="the CA that signs the gateway's certificate (default: "
+                        "--tls-dir's ca.pem)")
+    parser.add_argument("--insecure", action="store_true", default=default(False),
+                        help="plaintext, to a gateway started with --insecure")
+
+
+def _certs_command(commands) -> None:
+    """The development PKI (gateway/devpki.py)."""
+    certs = commands.add_parser("certs", help="a development CA, certificates and callers")
+    actions = certs.add_subparsers(dest="action", required=True)
+    init = actions.add_parser("init", help="make the CA, the server's and the development "
+                              "callers' certificates and the callers file; keeps existing files")
+    init.add_argument("--dir", default=DEFAULT_TLS_DIR)
+    init.add_argument("--callers", default="",
+                      help="the callers file to write (default: callers.toml beside --dir)")
+    issue = actions.add_parser("issue", help="one more client certificate from --dir's CA")
+    issue.add_argument("name", help="the caller's name: the files are NAME.pem and NAME.key")
+    issue.add_argument("--uri", default="", help="its identity, a URI SAN "
+                       "(spiffe://creditgate.dev/terminal/T-0002)")
+    issue.add_argument("--dns", action="append", default=[], help="a DNS SAN (repeatable)")
+    issue.add_argument("--days", type=float, default=90.0, help="validity in days")
+    issue.add_argument("--dir", default=DEFAULT_TLS_DIR)
 
 
 def _ledger_options(sub: argparse.ArgumentParser) -> None:
@@ -131,16 +194,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
-        from creditgate.gateway import server
+        from creditgate.gateway import callers, server
 
         config = server.Config(host=args.host, port=args.port, redis_url=args.redis_url,
                                catalog_path=args.catalog, partitions=args.partitions,
-                               processes=args.processes, sweep=not args.no_sweeper)
+                               processes=args.processes, sweep=not args.no_sweeper,
+                               callers_path=args.callers, tls_cert=args.tls_cert,
+                               tls_key=args.tls_key, tls_ca=args.tls_ca,
+                               client_auth=args.client_auth, insecure=args.insecure)
         try:
             return server.run(config)
         except catalog.CatalogError as error:
             print(f"creditgate: bad catalog: {error}", file=sys.stderr)
             return 2
+        except callers.CallersError as error:
+            print(f"creditgate: bad callers file: {error}", file=sys.stderr)
+            return 2
+    if args.command == "certs":
+        from creditgate.gateway import devpki
+
+        return devpki.command(args)
     if args.command in ("ledger", "reconcile", "bills", "journal"):
         from creditgate.ledger import cli as ledger_cli
 

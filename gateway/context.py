@@ -1,5 +1,5 @@
-"""What the services share: the limit client, the catalog and its compiled rules, and the
-injected randomness."""
+"""What the services share: the limit client, the catalog and its compiled rules, the callers,
+and the injected randomness."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from creditgate import hotpath
 from creditgate.gateway.admission import Admission
+from creditgate.gateway.callers import Callers
 from creditgate.hotpath import plans
 from creditgate.limits import catalog
 from creditgate.limits.client import LimitsClient
@@ -25,8 +26,9 @@ class Context:
     """What the services share: the limit client, the catalog and the injected randomness."""
 
     def __init__(self, limits: LimitsClient, products: dict[str, catalog.Product],
-                 token_source: Callable[[], str] = random_token):
+                 callers: Callers, token_source: Callable[[], str] = random_token):
         self.limits = limits
+        self.callers = callers  # who may call what (gateway/callers.py)
         self.products = products
         self.rules = hotpath.compile_products(products)
         self.partitions = limits.partitions

@@ -5,8 +5,12 @@ answer) and Redis errors (the peer is unreachable) propagate, and `from_bytes`, 
 every served method (gateway/registration.py), turns each into its status. A decline is not a
 failure: it is a normal AuthorizeResponse.
 
-The server hands the wrapper the request's bytes: it admits the call, then parses them inside
-the same mapping, so a malformed message is one more INVALID_ARGUMENT.
+The server hands the wrapper the request's bytes. Before it parses them it asks who calls
+(gateway/callers.py: UNAUTHENTICATED, PERMISSION_DENIED for the method, RESOURCE_EXHAUSTED over
+the caller's rate) and admits the call (admission control); it then parses them inside the
+same mapping, so a malformed message is one more INVALID_ARGUMENT, checks the request's
+merchant, channel and product against the caller's lists, and runs the handler with the
+caller's name and merchant scope set for the scripts (limits.client.CALLER).
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION and ALREADY_EXISTS carry the
 google.rpc error details (`grpc-status-details-bin`) that a program reads instead of the
 message. Failures on our side (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL) are logged once per
@@ -30,9 +34,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from creditgate.gateway import callers as callers_
 from creditgate.gateway.admission import Overloaded
+from creditgate.gateway.callers import PermissionDenied, QuotaExceeded, Unauthenticated
 from creditgate.hotpath import InvalidArgument
-from creditgate.limits.client import DEADLINE_MS
+from creditgate.limits.client import CALLER, DEADLINE_MS
 from creditgate.limits.reasons import ScriptError
 from creditgate.limits.replies import Refused
 
@@ -131,6 +137,7 @@ ERROR_DOMAIN = "creditgate.v1"
 # QuotaFailure's subject: a full Redis, or a process refusing more calls than it can finish.
 LIMIT_STORE = "limit-store"
 GATEWAY_PROCESS = "gateway-process"
+CALLER_SUBJECT = "caller:"  # and the caller's name: a caller over its own rate
 # How long a full Redis's RetryInfo asks a caller to wait: memory comes back as holds expire
 # and the sweeper releases them.
 OUT_OF_MEMORY_RETRY_MS = 1_000
@@ -170,8 +177,12 @@ def status_of(error: BaseException, rpc: str = "") -> tuple[grpc.StatusCode, str
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
     if isinstance(error, NotFound):
         return grpc.StatusCode.NOT_FOUND, str(error)
-    if isinstance(error, Overloaded):
+    if isinstance(error, (Overloaded, QuotaExceeded)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, str(error)
+    if isinstance(error, PermissionDenied):
+        return grpc.StatusCode.PERMISSION_DENIED, str(error)
     if isinstance(error, Late):
         return (grpc.StatusCode.DEADLINE_EXCEEDED,
                 "the call's deadline passed before it started; nothing was done")
@@ -204,24 +215,39 @@ def from_bytes(method, parse: Callable[[bytes], Message]):
     servicer, rpc = method.__self__, method.__name__
 
     async def handle(data: bytes, context: grpc.aio.ServicerContext):
+        c = servicer.c
         try:
-            started_s, deadline_ms = admit(servicer.c, rpc, context)
-        except (Overloaded, Late) as error:
+            caller = identify(c.callers, rpc, context)
+            started_s, deadline_ms = admit(c, rpc, context)
+        except (Unauthenticated, PermissionDenied, QuotaExceeded, Overloaded, Late) as error:
             await refuse(context, rpc, error)
         request = None
         token = DEADLINE_MS.set(deadline_ms)
+        caller_token = CALLER.set((caller.name, caller.merchant_scope))
         try:
             request = parse(data)
+            caller.check(rpc, request)
             response = await method(request, context)
         except Exception as error:  # noqa: BLE001 - this is the one place that maps them all
             await refuse(context, rpc, error, request)
         finally:
+            CALLER.reset(caller_token)
             DEADLINE_MS.reset(token)
-            servicer.c.admission.done(started_s)
+            c.admission.done(started_s)
         counts["OK"] += 1
         return response
 
     return handle
+
+
+def identify(callers: callers_.Callers, rpc: str,
+             context: grpc.aio.ServicerContext) -> callers_.Caller:
+    """Who calls, before anything else: known (Unauthenticated), allowed to call `rpc`
+    (PermissionDenied), within its rate (QuotaExceeded). No parse, no Redis."""
+    caller = callers.identify(*callers_.credentials(context))
+    caller.permit(rpc)
+    caller.take()
+    return caller
 
 
 def admit(c, rpc: str, context: grpc.aio.ServicerContext) -> tuple[float, int]:
@@ -281,10 +307,13 @@ def _bad_request(message: str, error, request) -> list[Message]:
 
 
 def _quota_failure(message: str, error, request) -> list[Message]:
-    """QuotaFailure naming what ran out, and RetryInfo saying when to try again: a refusal
-    that carries its own hint (`retry_after_ms`, admission control's) is the process's."""
+    """QuotaFailure naming what ran out, and RetryInfo saying when to try again: the
+    caller's own rate, the process's admission limit, or a full Redis."""
     retry_after_ms = getattr(error, "retry_after_ms", None)
-    subject = LIMIT_STORE if retry_after_ms is None else GATEWAY_PROCESS
+    if isinstance(error, QuotaExceeded):
+        subject = f"{CALLER_SUBJECT}{error.caller}"
+    else:
+        subject = LIMIT_STORE if retry_after_ms is None else GATEWAY_PROCESS
     violation = error_details_pb2.QuotaFailure.Violation(subject=subject, description=message)
     delay = duration_pb2.Duration()
     delay.FromMilliseconds(OUT_OF_MEMORY_RETRY_MS if retry_after_ms is None else retry_after_ms)
@@ -311,15 +340,33 @@ def _already_exists(message: str, error, request) -> list[Message]:
                                            description=message)]
 
 
+def _permission_denied(message: str, error, request) -> list[Message]:
+    """Which rule refused the call, for the caller's operators."""
+    metadata = {"caller": error.caller, "rule": error.rule} \
+        if isinstance(error, PermissionDenied) else {}
+    return [error_details_pb2.ErrorInfo(reason="PERMISSION_DENIED", domain=ERROR_DOMAIN,
+                                        metadata=metadata)]
+
+
+def _unauthenticated(message: str, error, request) -> list[Message]:
+    """Why no caller was found: NO_IDENTITY, UNKNOWN_IDENTITY or BAD_API_KEY."""
+    reason = error.reason if isinstance(error, Unauthenticated) else "UNAUTHENTICATED"
+    return [error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)]
+
+
 _DETAILS = {
+    grpc.StatusCode.PERMISSION_DENIED: _permission_denied,
+    grpc.StatusCode.UNAUTHENTICATED: _unauthenticated,
     grpc.StatusCode.INVALID_ARGUMENT: _bad_request,
     grpc.StatusCode.RESOURCE_EXHAUSTED: _quota_failure,
     grpc.StatusCode.FAILED_PRECONDITION: _precondition_failure,
     grpc.StatusCode.ALREADY_EXISTS: _already_exists,
 }
-# The statuses that say something is wrong on our side: logged (the others are the caller's).
+# The statuses logged (once per interval and kind): something wrong on our side, or a caller
+# knocking at a door it may not open. The others are the caller's own business.
 LOGGED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
-                     grpc.StatusCode.RESOURCE_EXHAUSTED})
+                     grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED,
+                     grpc.StatusCode.PERMISSION_DENIED})
 
 
 class FailureLog:

@@ -4,8 +4,9 @@ SIGTERM drains: health answers NOT_SERVING at once, the server stops accepting c
 flight finish (up to DRAIN_GRACE_S), then the process exits 0.
 
 Start-up is refused while Redis may evict keys (maxmemory-policy other than noeviction), and
-readiness follows the policy afterwards. `--processes N` replaces a server process that dies
-(docs/operations.md).
+readiness follows the policy afterwards. It is refused too without TLS files (gateway/tls.py,
+re-read when they change) unless `insecure` asks for plaintext on a loopback address.
+`--processes N` replaces a server process that dies (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.exceptions import RedisError, ResponseError
 
-from creditgate.gateway import registration, service, sweeper
+from creditgate.gateway import callers, registration, service, sweeper, tls
 from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog
@@ -143,6 +144,44 @@ class Config(msgspec.Struct, kw_only=True):
     processes: int = 1
     sweep: bool = True
     clock_offset_ms: int = 0  # tests only
+    callers_path: str = ""  # the callers file (gateway/callers.py); required
+    # TLS (gateway/tls.py): the server's certificate and key, and the CA that signs the
+    # callers' certificates; re-read when they change. Without them, only `insecure` serves.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    client_auth: str = "required"  # "required": mutual TLS; "none": callers use API keys
+    insecure: bool = False  # plaintext, on a loopback address only
+
+
+def load_callers(config: Config) -> callers.Callers:
+    """The callers file, validated (CallersError names file, caller and field)."""
+    if not config.callers_path:
+        raise StartupRefused("no callers file: give --callers FILE (README, \"Callers\"); "
+                             "without one every call would be refused")
+    return callers.load(config.callers_path)
+
+
+def transport(config: Config) -> tls.CertificateFiles | None:
+    """The port's TLS files, checked now; None for plaintext, which only `insecure` on a
+    loopback address gets. Anything else refuses start-up: nothing serves in the clear by
+    accident."""
+    files = tls.TlsFiles(config.tls_cert, config.tls_key, config.tls_ca)
+    if config.insecure:
+        if any(files):
+            raise StartupRefused("both --insecure and TLS files given: choose one")
+        if not callers.is_loopback(config.host):
+            raise StartupRefused(f"--insecure serves plaintext, which is allowed on a loopback "
+                                 f"address only, not on {config.host}; give --tls-cert/"
+                                 f"--tls-key/--tls-ca there")
+        return None
+    if not (files.cert and files.key):
+        raise StartupRefused("no TLS configured: give --tls-cert/--tls-key/--tls-ca, or "
+                             "--insecure on a loopback address")
+    try:
+        return tls.CertificateFiles(files, config.client_auth)
+    except tls.TlsFilesError as error:
+        raise StartupRefused(f"TLS: {error}") from None
 
 
 class Gateway:
@@ -152,8 +191,11 @@ class Gateway:
         if not 1 <= config.partitions <= PARTITIONS_MAX:
             raise ValueError(f"partitions must be within 1..{PARTITIONS_MAX}")
         self.config = config
-        # A bad catalog stops start-up before anything listens.
+        # A bad catalog or callers file stops start-up before anything listens; without a
+        # callers file every call would be refused, which is no way to start.
         self.products = catalog.load(config.catalog_path)
+        self.callers = load_callers(config)
+        self.tls = transport(config)  # files that cannot be used stop start-up too
         # A bounded pool that waits for a free connection rather than failing the batch.
         pool = aioredis.BlockingConnectionPool.from_url(
             config.redis_url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_WAIT_S,
@@ -179,16 +221,14 @@ class Gateway:
             await self.redis.aclose()
             raise
         await self.runner.load()
-        context = self.context = Context(self.limits, self.products)
+        context = self.context = Context(self.limits, self.products, self.callers)
         await context.redis_clock.sample(self.redis.time)  # deadlines travel from the start
         registration.add_services(self.server, service.AuthorizationService(context),
                                   service.AdminService(context))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
-        if not self.port:
-            raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
+        self.port = self._listen()
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -198,6 +238,25 @@ class Gateway:
         self._watches = [asyncio.create_task(context.admission.watch_loop_lag()),
                          asyncio.create_task(self._sample_clock(context.redis_clock))]
         return self.port
+
+    def _listen(self) -> int:
+        """Bind the port: TLS with the configured files, or plaintext (`insecure`, loopback
+        only), saying which in the log."""
+        address = f"{self.config.host}:{self.config.port}"
+        if self.tls is None:
+            port = self.server.add_insecure_port(address)
+        else:
+            port = self.server.add_secure_port(address, self.tls.credentials())
+        if not port:
+            raise OSError(f"cannot listen on {address}")
+        if self.tls is None:
+            log.warning("serving PLAINTEXT on %s:%d (--insecure, loopback only): no TLS; "
+                        "calls without an API key are the %s caller", self.config.host, port,
+                        callers.LOOPBACK_IDENTITY)
+        else:
+            log.info("serving TLS on %s:%d, client certificates %s; %s", self.config.host,
+                     port, self.config.client_auth, self.tls.current.summary)
+        return port
 
     async def _sample_clock(self, clock: RedisClock) -> None:
         """Keep the offset to Redis' clock fresh; a failed sample keeps the last ones."""
@@ -299,6 +358,8 @@ def run(config: Config, parent_pid: int | None = None) -> int:
         if config.port == 0:
             raise ValueError("--processes needs a fixed --port")
         catalog.load(config.catalog_path)  # a bad catalog stops start-up here, once
+        load_callers(config)  # and a bad or missing callers file
+        transport(config)  # and TLS files that cannot be used, or plaintext not on loopback
         uvloop.run(_refuse_evicting_redis_at(config.redis_url))  # and an evicting Redis
         return Supervisor(config).run()
     except StartupRefused as error:

@@ -1,9 +1,14 @@
 """The gRPC services: thin handlers that read like the protocol. Each validates and plans
 through the hot path (hotpath, hotpath/plans.py), runs one script through the limit client and
 builds its response (gateway/responses.py); gateway/errors.py turns failures into statuses.
+The admin changes (PutCustomer, SetTemporaryRaise, Repay) also write one line each to the
+audit log "creditgate.audit": caller, customer, before and after, ids and amounts only.
 """
 
 from __future__ import annotations
+
+import json
+import logging
 
 from creditgate import hotpath
 from creditgate.gateway import authorize
@@ -20,9 +25,20 @@ from creditgate.gateway.responses import (
     levels,
 )
 from creditgate.hotpath import plans
-from creditgate.limits.client import LimitsClient
+from creditgate.limits.client import CALLER, LimitsClient
 from creditgate.limits.reasons import RESPONSE_CODE
 from creditgate.limits.replies import CustomerState
+
+audit_log = logging.getLogger("creditgate.audit")
+
+
+def audit(action: str, customer_id: str, before: dict, after: dict, **facts) -> None:
+    """One audit line, a JSON object: the change, who made it (the caller's name), the
+    customer, what was there before (from the script's own reply, read in the same atomic
+    step as the change) and after. No personal data: ids, statuses and amounts only."""
+    record = {"action": action, "caller": CALLER.get()[0], "customer_id": customer_id,
+              "before": before, "after": after, **facts}
+    audit_log.info("%s", json.dumps(record, sort_keys=True, separators=(",", ":")))
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
@@ -130,7 +146,10 @@ class AdminService(pb_grpc.AdminServicer):
     async def PutCustomer(self, request: pb.PutCustomerRequest, context) -> pb.Customer:
         status = STATUS_NAMES.get(request.status)
         timezone, caps = plans.check_put_customer(request, status)
-        await self.c.limits.put_customer(request.customer_id, status, timezone, caps)
+        result = await self.c.limits.put_customer(request.customer_id, status, timezone, caps)
+        audit("put_customer", request.customer_id,
+              {"status": result.status_before, "caps_minor": result.caps_before},
+              {"status": status, "caps_minor": caps}, decided_at_ms=result.decided_at_ms)
         return pb.Customer(customer_id=request.customer_id, status=request.status,
                            timezone=timezone, caps_minor=caps)
 
@@ -139,12 +158,26 @@ class AdminService(pb_grpc.AdminServicer):
         change = plans.check_set_raise(request)
         result = await self.c.limits.set_raise(change.customer_id, change.node,
                                                change.raise_minor, change.expires_at_ms)
+        audit("set_temporary_raise", change.customer_id,
+              {"raise_minor": result.raise_before_minor,
+               "expires_at_ms": result.raise_before_expires_at_ms},
+              {"raise_minor": result.level.raise_minor,
+               "expires_at_ms": result.level.raise_expires_at_ms},
+              node=change.node, decided_at_ms=result.decided_at_ms)
         return pb.SetTemporaryRaiseResponse(level=levels([result.level])[0],
                                             decided_at_ms=result.decided_at_ms)
 
     async def Repay(self, request: pb.RepayRequest, context) -> pb.RepayResponse:
         result = await self.c.limits.repay(*plans.plan_repay(request, self.c.repayment_order,
                                                              self.c.partitions))
+        # What was owed before is what is owed after plus what this repayment paid off (a
+        # retry answers the first repayment's figures again).
+        audit("repay", request.customer_id,
+              {"outstanding_minor": result.outstanding_minor + result.repaid_minor},
+              {"outstanding_minor": result.outstanding_minor},
+              amount_minor=request.amount_minor, repaid_minor=result.repaid_minor,
+              overpaid_minor=result.overpaid_minor, idempotency_key=request.idempotency_key,
+              decided_at_ms=result.decided_at_ms)
         return pb.RepayResponse(
             customer_id=request.customer_id,
             repaid_minor=result.repaid_minor,

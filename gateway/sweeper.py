@@ -4,7 +4,8 @@ Each partition's due set names its customers with open holds at their earliest e
 SWEEP_INTERVAL_S the sweeper asks the limit layer which customers are due by Redis' clock (one
 `due` script call per partition, all in one round trip) and runs the expire script for each.
 Several gateways may sweep at once: the script releases a hold only while it is open, in the
-same atomic step that closes it, so each hold is released once.
+same atomic step that closes it, so each hold is released once. The `expired` events it
+causes name the caller SWEEPER.
 """
 
 from __future__ import annotations
@@ -12,14 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from creditgate.limits.client import LimitsClient
+from creditgate.limits.client import CALLER, LimitsClient
 from creditgate.limits.constants import SWEEP_CUSTOMERS_PER_PARTITION_MAX, SWEEP_INTERVAL_S
 
 log = logging.getLogger("creditgate.sweeper")
 
+# The caller name of the sweeper's own calls: every change records who made it.
+SWEEPER = "sweeper"
+
 
 async def sweep_once(limits: LimitsClient) -> int:
     """One pass over every partition; returns the number of holds released."""
+    token = CALLER.set((SWEEPER, ""))
+    try:
+        return await _sweep(limits)
+    finally:
+        CALLER.reset(token)
+
+
+async def _sweep(limits: LimitsClient) -> int:
     due = await asyncio.gather(*(limits.due(partition, SWEEP_CUSTOMERS_PER_PARTITION_MAX)
                                  for partition in range(limits.partitions)))
     customers = [customer for members in due for customer in members]

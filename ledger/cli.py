@@ -64,15 +64,29 @@ async def _offline(args) -> int:
                       f"total {bill.total_minor} {bill.currency} (minor units)")
             print(f"bills close {args.cycle}: {len(closed)} bills")
             return 0
-        query = ("SELECT e.event_id, e.type, e.hold_id, l.account, l.debit_minor, "
-                 "l.credit_minor FROM journal_lines l JOIN ledger_events e "
-                 "ON e.event_id = l.event_id WHERE ($1 = '' OR e.customer_id = $1) "
-                 "ORDER BY e.posted_at_ms DESC, e.event_id, l.line_no LIMIT $2")
-        for event_id, kind, hold_id, account, debit, credit in await store.fetch(
-                query, args.customer, args.limit * 4):
-            side = f"Dr {debit:>12}" if debit else f"Cr {credit:>12}"
-            print(f"{event_id:<28} {kind:<10} hold {hold_id or '-':<21} {account:<44} {side}")
+        for line in await journal(store, args.customer, args.limit):
+            print(line)
         return 0
     finally:
         await redis.aclose()
         await store.close()
+
+
+# The journal, newest first: every event's lines, and the events that book none (a limit
+# raised, a customer put), so that it shows who made each change.
+JOURNAL = ("SELECT e.event_id, e.type, e.hold_id, e.caller, l.account, l.debit_minor, "
+           "l.credit_minor FROM ledger_events e LEFT JOIN journal_lines l "
+           "ON l.event_id = e.event_id WHERE ($1 = '' OR e.customer_id = $1) "
+           "ORDER BY e.posted_at_ms DESC, e.event_id, l.line_no LIMIT $2")
+
+
+async def journal(store, customer_id: str, limit: int) -> list[str]:
+    """The journal's lines as `creditgate journal` prints them: event, type, hold, the caller
+    that made the change ('-': none recorded), account and amount."""
+    lines = []
+    for event_id, kind, hold_id, caller, account, debit, credit in await store.fetch(
+            JOURNAL, customer_id, limit * 4):
+        side = f"Dr {debit:>12}" if debit else f"Cr {credit:>12}" if credit else ""
+        lines.append(f"{event_id:<28} {kind:<14} hold {hold_id or '-':<21} "
+                     f"by {caller or '-':<16} {account or '-':<44} {side}".rstrip())
+    return lines

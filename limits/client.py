@@ -25,6 +25,7 @@ from creditgate.limits.replies import (
     CustomerState,
     ForceCaptureResult,
     IncrementResult,
+    PutCustomerResult,
     RaiseResult,
     RefundResult,
     RepayResult,
@@ -38,6 +39,12 @@ Args = Sequence[str]
 # The deadline of the call being served, in ms by the scripts' clock (0: none). The gateway
 # sets it for each call's task; every script the task runs receives it (contracts.CALL_HEADER).
 DEADLINE_MS: contextvars.ContextVar[int] = contextvars.ContextVar("deadline_ms", default=0)
+# Who the call being served is: (caller name, merchant scope). The gateway sets it for each
+# call's task as it sets DEADLINE_MS; every event a script writes carries the name, and the
+# scripts acting on a hold see only holds of the scope's merchants ("" = any merchant). The
+# default ("", "") is a direct library call outside the gateway.
+CALLER: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "caller", default=("", ""))
 
 
 class Runner(Protocol):
@@ -52,7 +59,7 @@ class LimitsClient:
         self.clock_offset_ms = clock_offset_ms
 
     def _call(self, script: contracts.Script, keys_: Keys, args: Args) -> Awaitable:
-        header = contracts.call_header(self.clock_offset_ms, DEADLINE_MS.get())
+        header = contracts.call_header(self.clock_offset_ms, DEADLINE_MS.get(), *CALLER.get())
         return self.runner.call(script.name, keys_, [*header, *args])
 
     def reserve(self, keys_: Keys, args: Args) -> Awaitable:
@@ -99,8 +106,9 @@ class LimitsClient:
         return replies.decode_repay(await self._call(contracts.REPAY, keys_, args))
 
     async def put_customer(self, customer_id: str, status: str, timezone: str,
-                           caps: dict[str, int]) -> int:
-        """Create or replace the customer; returns the Redis time of the change (ms)."""
+                           caps: dict[str, int]) -> PutCustomerResult:
+        """Create or replace the customer; returns the Redis time of the change (ms) and the
+        status and caps the customer had before it."""
         base = keys.customer_base(customer_id, self.partitions)
         # The schedule starts two days before this host's time: a skew of seconds is harmless.
         start_s = int(time.time()) + self.clock_offset_ms // 1000

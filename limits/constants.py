@@ -143,3 +143,16 @@ assert ADMISSION_LIMIT_MAX <= GRPC_CONCURRENT_RPCS_MAX
 # How often a gateway samples Redis' TIME for the offset that moves callers' deadlines to the
 # scripts' clock (limits/clock.py).
 CLOCK_SAMPLE_INTERVAL_S = 1.0
+
+# Callers (gateway/callers.py): the callers file's bounds. A caller's quota is a token bucket
+# per gateway process (a caller's connection is served by one process).
+CALLERS_MAX = 100_000
+CALLER_NAME_LENGTH_MAX = 64
+# A caller's merchants travel in the header of every script call it makes, so a switch with
+# many merchants lists their common prefixes ("ACQ-*") rather than every id.
+CALLER_MERCHANTS_MAX = 64
+CALLER_PRODUCTS_MAX = 64
+CALLER_RATE_PER_S_MAX = 1_000_000.0
+CALLER_BURST_MAX = 1_000_000
+# A caller's name travels into every event it causes, like an id.
+assert CALLER_NAME_LENGTH_MAX <= ID_LENGTH_MAX

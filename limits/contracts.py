@@ -15,10 +15,14 @@ position of its own:
 
 Every script the client runs starts its ARGV with the call header (CALL_HEADER, added by
 limits/client.py): ARGV[1] the clock offset in ms (0 outside tests, where it moves Redis'
-time) and ARGV[2] the caller's deadline in ms by the scripts' clock (0: none). A script that
-changes state refuses, before anything else, a call whose deadline has passed
-(DEADLINE_PASSED): a late call leaves nothing. A declaration's `args` follow the header; they
-are what a planner builds. Replies are text: `OK|<fields>` or `ERR|code|detail|at_ms`.
+time), ARGV[2] the caller's deadline in ms by the scripts' clock (0: none), ARGV[3] the
+caller's name (every outbox event the call writes carries it) and ARGV[4] the caller's
+merchant scope (limits.keys.merchant_scope; "" for any merchant): a script acting on an
+existing hold answers HOLD_NOT_FOUND, and writes nothing, for a hold of a merchant outside
+it. A script that changes state refuses, before anything else, a call whose deadline has
+passed (DEADLINE_PASSED): a late call leaves nothing. A declaration's `args` follow the
+header; they are what a planner builds. Replies are text: `OK|<fields>` or
+`ERR|code|detail|at_ms`.
 """
 
 from __future__ import annotations
@@ -87,12 +91,15 @@ class Fields:
             setattr(self, name, value)
 
 
-CALL_HEADER = ("clock_offset_ms", "deadline_ms")
+CALL_HEADER = ("clock_offset_ms", "deadline_ms", "caller", "merchant_scope")
 
 
-def call_header(clock_offset_ms: int = 0, deadline_ms: int = 0) -> list[str]:
-    """The first ARGV of every script the client runs (CALL_HEADER)."""
-    return [str(clock_offset_ms), str(deadline_ms)]
+def call_header(clock_offset_ms: int = 0, deadline_ms: int = 0, caller: str = "",
+                merchant_scope: str = "") -> list[str]:
+    """The first ARGV of every script the client runs (CALL_HEADER). `caller` is the name
+    every event of the call carries; `merchant_scope` (limits.keys.merchant_scope, "" for any
+    merchant) bounds the holds the call may act on."""
+    return [str(clock_offset_ms), str(deadline_ms), caller, merchant_scope]
 
 
 class Script:
@@ -134,7 +141,7 @@ class Script:
 
     def lua_constants(self) -> dict[str, str]:
         """KEY_<NAME> and ARG_<NAME> as Lua indices (ARG_<FIRST OF REST> where a repeated
-        tail starts; the call header's ARG_CLOCK_OFFSET_MS and ARG_DEADLINE_MS first), for
+        tail starts; the call header's ARG_CLOCK_OFFSET_MS to ARG_MERCHANT_SCOPE first), for
         limits/lua_source.py to write into this script."""
         values = {f"ARG_{name.upper()}": str(index + 1)
                   for index, name in enumerate(self.header)}
@@ -222,13 +229,14 @@ SET_RAISE = Script(
     "set_raise",
     keys=Layout("customer", "outbox"),
     args=Layout("customer_id", "node", "raise_minor", "expires_at_ms"),
-    reply=Layout("cap_minor", "raise_minor", "held_minor", "used_minor", "decided_at_ms"))
+    reply=Layout("cap_minor", "raise_minor", "held_minor", "used_minor", "decided_at_ms",
+                 "raise_before_minor", "raise_before_expires_at_ms"))
 
 PUT_CUSTOMER = Script(
     "put_customer",
     keys=Layout("customer", "outbox", "timezones"),
     args=Layout("customer_id", "status", "timezone", "schedule", rest=("node", "cap_minor")),
-    reply=Layout("decided_at_ms"))
+    reply=Layout("decided_at_ms", "status_before", "caps_before"))
 
 # Housekeeping and reads, which take no deadline. Their replies are not "OK|...": expire
 # answers "released|now", credit a list of the Redis time and the customer hash's fields and

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Sequence
 
 from creditgate.limits.constants import HOLD_TOKEN_LENGTH, IDEMPOTENCY_TTL_S, PARTITIONS_MAX
 
@@ -59,6 +60,14 @@ KEY_OUTBOX = "outbox"
 KEY_DEAD_LETTER = "outbox:dead"  # events the ledger could not book, with the reason
 # Separates the scope from the idempotency key; ids may not contain it.
 SCOPE_SEPARATOR = "|"
+# A caller's merchant scope as the scripts receive it (merchant_scope): "" for any merchant,
+# else entries separated by one space, each an exact id after "=" or a prefix after "^".
+MERCHANT_EXACT = "="
+MERCHANT_PREFIX = "^"
+MERCHANT_SCOPE_SEPARATOR = " "
+# The scope of a caller that lists no merchant: one exact entry naming the empty id, which no
+# hold has (deny by default: "" would be every merchant).
+MERCHANT_SCOPE_NONE = MERCHANT_EXACT
 
 # Fields of the customer hash.
 FIELD_STATUS = "st"
@@ -130,6 +139,9 @@ LUA_CONSTANTS: dict[str, str] = {
     "F_BALANCE": FIELD_BALANCE,
     "F_CREDIT_BALANCE": FIELD_CREDIT_BALANCE,
     "TOMBSTONE": TOMBSTONE,
+    "MERCHANT_EXACT": MERCHANT_EXACT,
+    "MERCHANT_PREFIX": MERCHANT_PREFIX,
+    "MERCHANT_SCOPE_SEPARATOR": MERCHANT_SCOPE_SEPARATOR,
     **{f"H_{name}": field for name, field in HOLD_FIELDS.items()},
 }
 
@@ -230,6 +242,40 @@ def idempotency_force_capture(partition_base: str, customer_id: str, key: str) -
 
 def idempotency_repay(partition_base: str, customer_id: str, key: str) -> str:
     return partition_base + KIND_IDEMPOTENCY_REPAY + customer_id + SCOPE_SEPARATOR + key
+
+
+def merchant_scope(entries: Sequence[str]) -> str:
+    """The merchant scope the scripts receive for a callers file's list of merchants: ids
+    ("M-1"), prefixes ("ACQ-*": every id starting with "ACQ-") or "*" (every merchant, "").
+    An empty list is a scope no merchant is in. A malformed entry raises ValueError."""
+    if "*" in entries:
+        return ""
+    if not entries:
+        return MERCHANT_SCOPE_NONE
+    parts = []
+    for entry in entries:
+        is_prefix = entry.endswith("*")
+        merchant = entry[:-1] if is_prefix else entry
+        if not merchant or any(character.isspace() for character in merchant):
+            raise ValueError(f"merchant scope entry {entry[:80]!r}: a merchant id, "
+                             "'PREFIX*' or '*' expected")
+        parts.append((MERCHANT_PREFIX if is_prefix else MERCHANT_EXACT) + merchant)
+    return MERCHANT_SCOPE_SEPARATOR.join(dict.fromkeys(parts))
+
+
+def in_merchant_scope(scope: str, merchant_id: str | None) -> bool:
+    """Whether a hold of `merchant_id` (None: the hold names none) is within `scope`: what
+    in_scope of limits/lua/_lib.lua answers."""
+    if scope == "":
+        return True
+    if not merchant_id:
+        return False
+    for entry in scope.split(MERCHANT_SCOPE_SEPARATOR):
+        if entry == MERCHANT_EXACT + merchant_id:
+            return True
+        if entry.startswith(MERCHANT_PREFIX) and merchant_id.startswith(entry[1:]):
+            return True
+    return False
 
 
 def hold_id(partition: int, token: str) -> str:

@@ -252,6 +252,8 @@ class Model:
     def __init__(self, clock: Callable[[], int]):
         self.clock = clock
         self.state: dict[str, object] = {}
+        # The call header's caller and merchant scope of the call running (ARGV in the Lua).
+        self.caller, self.scope = "", ""
 
     # -- Redis primitives over the picture ------------------------------------------------
     def _hash(self, key: str) -> dict[str, str]:
@@ -273,7 +275,9 @@ class Model:
                 del self.state[key]
 
     def _xadd(self, key: str, **fields: str) -> None:
-        self.state.setdefault(key, []).append(fields)  # type: ignore[union-attr]
+        """Appends an event: every event carries the caller of the call that wrote it."""
+        self.state.setdefault(key, []).append(  # type: ignore[union-attr]
+            {**fields, "caller": self.caller})
 
     # -- the prelude (limits/lua/_lib.lua) --------------------------------------------------
     def _update_due(self, holds_key: str, due_key: str, customer_id: str) -> None:
@@ -393,14 +397,23 @@ class Model:
             self._expire_hold(base, customer_id, hold_id, outbox_key, now)
             self._forget_open_hold(base, customer_id, hold_id, due_key)
 
-    def _open_hold(self, hold_key: str, base: str, hold_id: str, due_key: str,
-                   outbox_key: str, now: int) -> tuple[dict[str, str] | None, str | None]:
-        """open_hold of limits/lua/_lib.lua: (the hold, None) if it is open after releasing
-        what had expired, else (None, the refusal)."""
-        hold: dict[str, str] | None = self.state.get(hold_key)  # type: ignore[assignment]
-        if hold is None:
+    def _hold_owner(self, hold_key: str, now: int) -> tuple[str | None, str | None]:
+        """hold_owner of limits/lua/_lib.lua: (the hold's customer or None, None); or (None,
+        HOLD_NOT_FOUND) if the hold is of a merchant outside the caller's scope, or gone and
+        the caller is bound to merchants: as for a hold that never existed."""
+        hold: dict[str, str] = self.state.get(hold_key) or {}  # type: ignore[assignment]
+        if self.scope and not keys.in_merchant_scope(self.scope, hold.get(_MERCHANT)):
             return None, _err(E.HOLD_NOT_FOUND, "", now)
-        customer_id = hold[_CUSTOMER]
+        return hold.get(_CUSTOMER), None
+
+    def _open_hold(self, hold_key: str, customer_id: str | None, base: str, hold_id: str,
+                   due_key: str, outbox_key: str,
+                   now: int) -> tuple[dict[str, str] | None, str | None]:
+        """open_hold of limits/lua/_lib.lua, for the hold of `customer_id` (_hold_owner's
+        answer): (the hold, None) if it is open after releasing what had expired, else (None,
+        the refusal)."""
+        if customer_id is None:
+            return None, _err(E.HOLD_NOT_FOUND, "", now)
         self._release_expired(base, customer_id, due_key, outbox_key, now)
         self._release_if_due(base, customer_id, hold_id, due_key, outbox_key, now)
         h: dict[str, str] = self.state[hold_key]  # type: ignore[assignment]
@@ -433,7 +446,7 @@ class Model:
         gets KEYS, the rest of ARGV (its contract's `args`) and that time."""
         script = contracts.SCRIPTS[name]
         assert script.clock, name
-        offset, deadline, *script_args = args
+        offset, deadline, self.caller, self.scope, *script_args = args
         now = self.clock() + int(offset)
         if script.deadline and 0 < int(deadline) <= now:
             return _err(E.DEADLINE_PASSED, deadline, now)
@@ -564,11 +577,14 @@ class Model:
         increment = _int_arg(a.amount_minor, 1, constants.AMOUNT_MINOR_MAX)
         if increment is None:
             return _err(E.BAD_ARGUMENT, "increment", now)
+        owner, hidden = self._hold_owner(k.hold, now)
+        if hidden is not None:
+            return hidden
         replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
         # Refusals (nothing is remembered): the hold is unknown, closed, or not incremental.
-        h, refusal = self._open_hold(k.hold, a.base, a.hold_id, k.due, k.outbox, now)
+        h, refusal = self._open_hold(k.hold, owner, a.base, a.hold_id, k.due, k.outbox, now)
         if refusal is not None:
             return refusal
         path = self._hold_nodes(a.base, h[_NODES])
@@ -665,6 +681,8 @@ class Model:
             return _err(E.RAISE_EXPIRES_IN_PAST, str(now), now)
         if raise_minor > 0 and expires > now + RAISE_DURATION_MS_MAX:
             return _err(E.RAISE_TOO_LONG, str(now + RAISE_DURATION_MS_MAX), now)
+        # The raise stored before, lapsed or not, for the audit log.
+        before_raise, _, before_expires = c.get(keys.FIELD_RAISE + a.node, "0:0").partition(":")
 
         # After this point the change must succeed.
         seq = self._hincrby(k.customer, keys.FIELD_EVENT_SEQ, 1)
@@ -678,7 +696,8 @@ class Model:
                    expires_at_ms=str(expires), at_ms=str(now))
         return _ok(contracts.SET_RAISE.reply, cap_minor=c.get(keys.FIELD_CAP + a.node, "0"),
                    raise_minor=raise_minor, held_minor=c.get(keys.FIELD_HELD + a.node, "0"),
-                   used_minor=c.get(keys.FIELD_USED + a.node, "0"), decided_at_ms=now)
+                   used_minor=c.get(keys.FIELD_USED + a.node, "0"), decided_at_ms=now,
+                   raise_before_minor=before_raise, raise_before_expires_at_ms=before_expires)
 
     # capture.lua
     def capture(self, keys_: list[str], args: list[str], now: int) -> str:
@@ -689,10 +708,15 @@ class Model:
         final = _int_arg(a.final, 0, 1)
         if amount is None or final is None:
             return _err(E.BAD_ARGUMENT, "capture", now)
+        # A hold of a merchant outside the caller's scope is answered as one that does not
+        # exist.
+        owner, hidden = self._hold_owner(k.hold, now)
+        if hidden is not None:
+            return hidden
         replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
-        h, refusal = self._open_hold(k.hold, a.base, a.hold_id, k.due, k.outbox, now)
+        h, refusal = self._open_hold(k.hold, owner, a.base, a.hold_id, k.due, k.outbox, now)
         if refusal is not None:
             return refusal
         path = self._hold_nodes(a.base, h[_NODES])
@@ -751,10 +775,13 @@ class Model:
         """Cancels an open hold: what it still holds is released at every level it drew on;
         what was captured stays used."""
         k, a = contracts.VOID.keys.bind(keys_), contracts.VOID.args.bind(args)
+        owner, hidden = self._hold_owner(k.hold, now)
+        if hidden is not None:
+            return hidden
         replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
-        h, refusal = self._open_hold(k.hold, a.base, a.hold_id, k.due, k.outbox, now)
+        h, refusal = self._open_hold(k.hold, owner, a.base, a.hold_id, k.due, k.outbox, now)
         if refusal is not None:
             return refusal
         path = self._hold_nodes(a.base, h[_NODES])
@@ -784,6 +811,9 @@ class Model:
         amount = _int_arg(a.amount_minor, 1, constants.AMOUNT_MINOR_MAX)
         if amount is None:
             return _err(E.BAD_ARGUMENT, "refund", now)
+        _, hidden = self._hold_owner(k.hold, now)
+        if hidden is not None:
+            return hidden
         replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
@@ -826,11 +856,18 @@ class Model:
         it made is released; an original never seen is tombstoned, so it is declined REVERSED
         when it arrives. The first answer is the answer to every repeat."""
         k, a = contracts.REVERSE.keys.bind(keys_), contracts.REVERSE.args.bind(args)
+        # What an original never seen answers; to a caller bound to merchants, also what an
+        # original of another merchant answers, with nothing written: a tombstone or a record
+        # here would answer that merchant's own calls.
+        unseen = _ok(contracts.REVERSE.reply, outcome="tombstoned", hold_id="",
+                     released_minor=0, decided_at_ms=now)
         replay = self._replay(k.reversal, _REVERSAL, now)
         if replay is not None:
-            return replay
+            return replay if self._may_see(a.base, replay) else unseen
         original: str | None = self.state.get(k.original_idempotency)  # type: ignore[assignment]
         outcome, hold_id, h = self._reverse_outcome(k, a, original, now)
+        if outcome is None:
+            return unseen
 
         # After this point the reversal must succeed.
         if outcome == "tombstoned" and original is None:
@@ -853,18 +890,32 @@ class Model:
             contracts.REVERSE.reply, outcome=outcome, hold_id=hold_id,
             released_minor=event["released_minor"], decided_at_ms=now))
 
+    def _may_see(self, base: str, reply: str) -> bool:
+        """Whether the caller may see a reversal's stored answer: one that names a hold only
+        if the hold is within the caller's merchant scope."""
+        fields = reply.split("|")
+        if not self.scope or fields[0] != "OK" or not fields[2]:
+            return True
+        hold: dict[str, str] = self.state.get(keys.hold(base, fields[2])) or {}  # type: ignore
+        return keys.in_merchant_scope(self.scope, hold.get(_MERCHANT))
+
     def _reverse_outcome(self, k: Fields, a: Fields, original: str | None,
-                         now: int) -> tuple[str, str, dict[str, str] | None]:
+                         now: int) -> tuple[str | None, str, dict[str, str] | None]:
         """(outcome, hold id, the open hold to release): original_declined if the original's
         record is a decline's (only declines keep one); released (or already_closed) if it
-        was approved; else tombstoned (also when an earlier reversal's tombstone is there)."""
+        was approved, or None if its hold is of a merchant outside the caller's scope; else
+        tombstoned (also when an earlier reversal's tombstone is there)."""
         approved_id, approval_exists = self._approval_hold(a.base, k.original_idempotency, now)
         if original is not None and not original.startswith(keys.TOMBSTONE + "\n"):
             return "original_declined", "", None
         if original is None and approval_exists:
+            hold_key = keys.hold(a.base, approved_id)
+            owner, hidden = self._hold_owner(hold_key, now)
+            if hidden is not None:
+                return None, "", None
             # Releases what had expired first; a closed hold is refused.
-            h, refusal = self._open_hold(keys.hold(a.base, approved_id), a.base, approved_id,
-                                         k.due, k.outbox, now)
+            h, refusal = self._open_hold(hold_key, owner, a.base, approved_id, k.due, k.outbox,
+                                         now)
             return ("already_closed" if refusal else "released"), approved_id, h
         return "tombstoned", "", None
 
@@ -904,6 +955,10 @@ class Model:
         self._release_expired(a.base, a.customer_id, k.due, k.outbox, now)
         original: dict[str, str] = (  # type: ignore[assignment]
             (self.state.get(k.original_hold) or {}) if a.original_hold_id else {})
+        if not keys.in_merchant_scope(self.scope, original.get(_MERCHANT)):
+            # An original of a merchant outside the caller's scope is treated as one that is
+            # gone: neither released, checked nor marked.
+            original = {}
         owner = original.get(_CUSTOMER)
         if owner == a.customer_id:
             self._release_if_due(a.base, a.customer_id, a.original_hold_id, k.due, k.outbox,
@@ -1036,6 +1091,13 @@ class Model:
             new_caps[keys.FIELD_CAP + node] = str(cap)
             caps_text.append(f"{node}={cap}")
 
+        # The customer before the change, for the audit log.
+        before: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
+        status_before = before.get(keys.FIELD_STATUS, "")
+        caps_before = ",".join(sorted(f"{field[len(keys.FIELD_CAP):]}={value}"
+                                      for field, value in before.items()
+                                      if field.startswith(keys.FIELD_CAP)))
+
         # After this point the change must succeed.
         c = self._hash(k.customer)
         for field in [f for f in c if f.startswith(keys.FIELD_CAP) and f not in new_caps]:
@@ -1046,7 +1108,8 @@ class Model:
         self._xadd(k.outbox, type="customer_put", event_id=f"c:{a.customer_id}:{seq}",
                    customer_id=a.customer_id, status=a.status, timezone=a.timezone,
                    caps=",".join(caps_text), at_ms=str(now))
-        return _ok(contract.reply, decided_at_ms=now)
+        return _ok(contract.reply, decided_at_ms=now, status_before=status_before,
+                   caps_before=caps_before)
 
 
 def _reserve_retry(prior: Mapping[str, str], hold_id: str, ttl_ms: int, levels: _Levels) -> str:

@@ -60,6 +60,16 @@ class IncrementResult(msgspec.Struct, frozen=True):
 class RaiseResult(msgspec.Struct, frozen=True):
     level: Level  # cap_minor is the cap alone; raise_minor the raise now in force
     decided_at_ms: int
+    # The raise stored before the change (0 and 0: none), lapsed or not: for the audit log.
+    raise_before_minor: int = 0
+    raise_before_expires_at_ms: int = 0
+
+
+class PutCustomerResult(msgspec.Struct, frozen=True):
+    decided_at_ms: int
+    # The customer before the change, for the audit log: "" and {} for a new customer.
+    status_before: str
+    caps_before: dict[str, int]
 
 
 class CaptureResult(msgspec.Struct, frozen=True):
@@ -223,7 +233,8 @@ def decode_raise(node: str, expires_at_ms: int, reply: bytes | str) -> RaiseResu
     level = Level(node, f.cap_minor, f.held_minor, f.used_minor,
                   max(0, f.cap_minor + f.raise_minor - f.held_minor - f.used_minor),
                   f.raise_minor, expires_at_ms if f.raise_minor else 0)
-    return RaiseResult(level, f.decided_at_ms)
+    return RaiseResult(level, f.decided_at_ms, f.raise_before_minor,
+                       f.raise_before_expires_at_ms)
 
 
 def decode_capture(reply: bytes | str) -> CaptureResult:
@@ -266,9 +277,13 @@ def decode_repay(reply: bytes | str) -> RepayResult:
                        allocations, int(f.decided_at_ms))
 
 
-def decode_put_customer(reply: bytes | str) -> int:
-    """put_customer's reply: the Redis time of the change (ms)."""
-    return int(contracts.PUT_CUSTOMER.reply.bind(_fields(reply)).decided_at_ms)
+def decode_put_customer(reply: bytes | str) -> PutCustomerResult:
+    """put_customer's reply: the Redis time of the change (ms) and the customer's status and
+    caps before it ("node=cap" joined by ',')."""
+    f = contracts.PUT_CUSTOMER.reply.bind(_fields(reply))
+    caps = dict(pair.split("=") for pair in f.caps_before.split(",") if pair)
+    return PutCustomerResult(int(f.decided_at_ms), f.status_before,
+                             {node: int(cap) for node, cap in caps.items()})
 
 
 def decode_expire(reply: bytes | str) -> int:

@@ -20,6 +20,8 @@ REDIS_DIR=$VAR_DIR/redis
 REDIS_PIDFILE=$REDIS_DIR/redis.pid
 GATEWAY_LOG=$VAR_DIR/gateway.log
 GATEWAY_PIDFILE=$VAR_DIR/gateway.pid
+TLS_DIR=$VAR_DIR/tls
+CALLERS=$VAR_DIR/callers.toml
 
 redis_started=0
 gateway_pid=""
@@ -109,10 +111,16 @@ else
 fi
 export REDIS_URL
 
-log "starting the gateway on 127.0.0.1:$PORT (log: $GATEWAY_LOG)"
+# A private development CA, the gateway's certificate, the demo callers' certificates and the
+# callers file naming them; files from an earlier run are kept.
+log "development certificates in $TLS_DIR, callers in $CALLERS"
+"$VENV/bin/creditgate" certs init --dir "$TLS_DIR" --callers "$CALLERS"
+
+log "starting the gateway with mutual TLS on 127.0.0.1:$PORT (log: $GATEWAY_LOG)"
 : >"$GATEWAY_LOG"
 "$VENV/bin/creditgate" serve --port "$PORT" --redis-url "$REDIS_URL" --catalog "$CATALOG" \
-    >>"$GATEWAY_LOG" 2>&1 &
+    --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key" --tls-ca "$TLS_DIR/ca.pem" \
+    --callers "$CALLERS" >>"$GATEWAY_LOG" 2>&1 &
 gateway_pid=$!
 echo "$gateway_pid" >"$GATEWAY_PIDFILE"
 
@@ -126,10 +134,11 @@ start_ledger_worker() {
 }
 start_ledger_worker
 
-# The demo waits for health SERVING by itself and exits non-zero on any failure.
-log "running the demo client against 127.0.0.1:$PORT"
+# The demo waits for health SERVING by itself and exits non-zero on any failure, a refused
+# call that succeeds included. It calls as the terminal, back-office and billing callers.
+log "running the demo client against 127.0.0.1:$PORT as the callers of $CALLERS"
 demo_status=0
-"$VENV/bin/creditgate" demo --target "127.0.0.1:$PORT" || demo_status=$?
+"$VENV/bin/creditgate" demo --target "127.0.0.1:$PORT" --tls-dir "$TLS_DIR" || demo_status=$?
 if [[ $demo_status != 0 ]]; then
     echo "error: the demo failed (exit $demo_status); last lines of $GATEWAY_LOG:" >&2
     tail -n 40 "$GATEWAY_LOG" >&2 || true
@@ -160,7 +169,8 @@ if [[ $RUN_ONCE == 1 ]]; then
     exit 0
 fi
 
-echo "gateway listening on 127.0.0.1:$PORT, ledger worker posting into ${LEDGER_DSN%%\?*}; Ctrl-C stops both"
+echo "gateway listening with mutual TLS on 127.0.0.1:$PORT (client certificates in $TLS_DIR," \
+     "e.g. creditgate customer show ID), ledger worker posting into ${LEDGER_DSN%%\?*}; Ctrl-C stops both"
 gateway_status=0
 wait "$gateway_pid" || gateway_status=$?
 gateway_pid=""

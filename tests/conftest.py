@@ -8,6 +8,7 @@ per-test fixtures may FLUSHALL it before each test.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import socket
 import subprocess
@@ -168,6 +169,40 @@ CUSTOMER_CAPS = {
 PARTITIONS = 16  # few partitions: tests put several customers in one
 
 
+# Every log line the suite's processes wrote, scanned at the end for secrets.
+class _KeepLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))  # with the traceback, if any
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secrets_in_logs():
+    """After the whole suite: no line logged in this process holds an API key the tests
+    used (tests/support.py SECRETS) or private key material. A failure here is an error of
+    the session, naming the line."""
+    from tests.support import SECRETS
+
+    handler = _KeepLines()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield handler
+    root.removeHandler(handler)
+    for line in handler.lines:
+        assert "PRIVATE KEY" not in line, f"private key material logged: {line[:200]}"
+        for secret in SECRETS:
+            assert secret not in line, f"an API key was logged: {line[:200]}"
+
+
+# The suite's plaintext caller: everything the tests do (tests/callers-suite.toml).
+SUITE_CALLERS = Path(__file__).with_name("callers-suite.toml")
+SUITE_CALLER = "suite"  # its one caller: the name every event of the suite's calls carries
+
+
 @contextlib.asynccontextmanager
 async def served_gateway(redis_server, **config):
     """A gateway served in the running event loop on a free port, against the private Redis.
@@ -178,7 +213,8 @@ async def served_gateway(redis_server, **config):
     from creditgate.gateway.server import Config, Gateway
 
     served = Gateway(Config(**{"port": 0, "redis_url": redis_server.url,
-                               "partitions": PARTITIONS, "sweep": False, **config}))
+                               "partitions": PARTITIONS, "sweep": False, "insecure": True,
+                               "callers_path": str(SUITE_CALLERS), **config}))
     await served.start()
     try:
         yield served

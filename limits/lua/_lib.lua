@@ -3,7 +3,9 @@
 -- K_* key kinds, F_* customer-hash fields, H_* hold-hash fields (keys.HOLD_FIELDS), R_* decline
 -- reasons, E_* script errors, and bounds (generated from limits/keys.py, limits/reasons.py and
 -- limits/constants.py), and the script's own KEYS and ARGV indices by name (limits/contracts.py).
--- limits/model.py is the pure-Python reading of every function here.
+-- limits/model.py is the pure-Python reading of every function here. A function that appends
+-- an event reads the caller's name from the call header (limits/contracts.py): every event names
+-- who made the change, and every script that can run such a function has the header.
 
 -- Redis reads a script's globals through its protected global table, a metamethod call per
 -- read (bench/script_cost.py measures what it costs): the globals every call uses are taken
@@ -216,6 +218,15 @@ local function levels_read(nodes, values, leading, caps, held_texts)
   return table.concat(parts)
 end
 
+local function bytes_less(a, b)
+  -- Byte order, as Python sorts ASCII: Lua's `<` follows the server's collation locale.
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
 local function add_balance(customer_key, path, amount)
   -- The balance drawn on one path (captured, not refunded or repaid); a zero balance goes.
   if amount == 0 then return end
@@ -259,7 +270,8 @@ end
 
 local function expire_hold(base, customer_id, hold_id, outbox_key, now)
   -- Release one open hold whose TTL has passed: what it still holds leaves every level it
-  -- drew on, it closes, and its `expired` event is appended. 1 if released, else 0.
+  -- drew on, it closes, and its `expired` event is appended. 1 if released, else 0. The
+  -- event names the caller of the call that found the hold due (the sweeper's, for expire).
   local customer_key = base .. K_CUSTOMER .. customer_id
   local hold_key = base .. K_HOLD .. hold_id
   local h = redis.call('HMGET', hold_key, H_STATE, H_AMOUNT, H_CAPTURED, H_NODES, H_SEQ,
@@ -275,7 +287,8 @@ local function expire_hold(base, customer_id, hold_id, outbox_key, now)
   redis.call('XADD', outbox_key, '*', 'type', 'expired', 'event_id', hold_event_id(hold_id, h[9], seq),
     'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
     'merchant_id', h[7], 'currency', h[8], 'nodes', h[4],
-    'released_minor', fmt(released), 'captured_total_minor', h[3], 'at_ms', fmt(now))
+    'released_minor', fmt(released), 'captured_total_minor', h[3], 'at_ms', fmt(now),
+    'caller', ARGV[ARG_CALLER])
   return 1
 end
 
@@ -344,10 +357,44 @@ local function remember(record_key, fingerprint, reply)
   return reply
 end
 
-local function open_hold(hold_key, base, hold_id, due_key, outbox_key, now)
-  -- Capture's and Void's common start: (customer id, the hold's fields) of an open hold,
-  -- after releasing what had expired; or (nil, nil, refusal).
-  local customer_id = redis.call('HGET', hold_key, H_CUSTOMER)
+local function in_scope(scope, merchant)
+  -- Whether a hold of `merchant` (false: it names none) is within a caller's merchant scope
+  -- (limits/keys.merchant_scope): "" is every merchant; else "=<id>" and "^<prefix>"
+  -- entries separated by one space. One plain find answers an exact entry.
+  if scope == '' then return true end
+  if not merchant or merchant == '' then return false end
+  local spaced = MERCHANT_SCOPE_SEPARATOR .. scope .. MERCHANT_SCOPE_SEPARATOR
+  if string.find(spaced, MERCHANT_SCOPE_SEPARATOR .. MERCHANT_EXACT .. merchant
+      .. MERCHANT_SCOPE_SEPARATOR, 1, true) then
+    return true
+  end
+  if not string.find(scope, MERCHANT_PREFIX, 1, true) then return false end
+  for _, entry in ipairs(split(scope, MERCHANT_SCOPE_SEPARATOR)) do
+    if string.sub(entry, 1, 1) == MERCHANT_PREFIX
+        and string.sub(merchant, 1, #entry - 1) == string.sub(entry, 2) then
+      return true
+    end
+  end
+  return false
+end
+
+local function hold_owner(hold_key, scope, now)
+  -- The customer of the hold a call names (nil if there is none), read before the call's
+  -- idempotent replay; or (nil, HOLD_NOT_FOUND) if the hold is of a merchant outside the
+  -- caller's scope, or gone and the caller is bound to merchants. Such a caller cannot tell
+  -- another merchant's hold from one that never existed: the same answer, nothing replayed,
+  -- nothing written.
+  local h = redis.call('HMGET', hold_key, H_CUSTOMER, H_MERCHANT)
+  if scope ~= '' and not in_scope(scope, h[2]) then
+    return nil, err(E_HOLD_NOT_FOUND, '', now)
+  end
+  return h[1], nil
+end
+
+local function open_hold(hold_key, customer_id, base, hold_id, due_key, outbox_key, now)
+  -- Capture's and Void's common start, for the hold of `customer_id` (hold_owner's answer):
+  -- (customer id, the hold's fields) of an open hold, after releasing what had expired; or
+  -- (nil, nil, refusal).
   if not customer_id then return nil, nil, err(E_HOLD_NOT_FOUND, '', now) end
   release_expired(base, customer_id, due_key, outbox_key, now)
   release_if_due(base, customer_id, hold_id, due_key, outbox_key, now)

@@ -10,11 +10,13 @@
 -- KEYS[4] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
 -- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
--- ARGV[3] base              the partition key base "cg:{p:NNN}:"
--- ARGV[4] hold_id           the hold id
--- ARGV[5] fingerprint       the request fingerprint
--- ARGV[6] amount_minor      the amount to capture, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[7] final             1 to release what stays held, else 0
+-- ARGV[3] caller            the caller's name, carried by every event the call writes
+-- ARGV[4] merchant_scope    the caller's merchants ("": all); others' holds are not found
+-- ARGV[5] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[6] hold_id           the hold id
+-- ARGV[7] fingerprint       the request fingerprint
+-- ARGV[8] amount_minor      the amount to capture, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[9] final             1 to release what stays held, else 0
 -- Reply: OK|state|captured_minor|captured_total_minor|released_minor|held_minor|over_captured_minor|decided_at_ms,
 --   or ERR|code|detail|at_ms (held_minor: what the hold still holds after the call).
 local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
@@ -24,11 +26,15 @@ local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 local final = int_arg(ARGV[ARG_FINAL], 0, 1)
 if not (amount and final) then return err(E_BAD_ARGUMENT, 'capture', now) end
 
+-- A hold of a merchant outside the caller's scope is answered as one that does not exist.
+local owner, hidden = hold_owner(KEYS[KEY_HOLD], ARGV[ARG_MERCHANT_SCOPE], now)
+if hidden then return hidden end
+
 local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 
-local customer_id, h, refusal = open_hold(KEYS[KEY_HOLD], base, hold_id, KEYS[KEY_DUE],
-  KEYS[KEY_OUTBOX], now)
+local customer_id, h, refusal = open_hold(KEYS[KEY_HOLD], owner, base, hold_id,
+  KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
 if refusal then return refusal end
 local authorized, captured_before = tonumber(h[2]), tonumber(h[3])
 local held = authorized - captured_before
@@ -74,7 +80,8 @@ redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'captured', 'event_id', hold_e
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
   'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(amount),
   'released_minor', fmt(released), 'excess_minor', fmt(excess),
-  'captured_total_minor', fmt(captured_total), 'final', fmt(final), 'at_ms', fmt(now))
+  'captured_total_minor', fmt(captured_total), 'final', fmt(final), 'at_ms', fmt(now),
+  'caller', ARGV[ARG_CALLER])
 return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, 'OK|' .. state .. '|' .. fmt(amount) .. '|'
   .. fmt(captured_total) .. '|' .. fmt(released) .. '|' .. fmt(held_after) .. '|'
   .. fmt(excess) .. '|' .. fmt(now))

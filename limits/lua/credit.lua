@@ -5,8 +5,10 @@
 -- KEYS[3] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
 -- ARGV[2] deadline_ms       ignored: a read (the expired holds it releases, any later call would)
--- ARGV[3] base              the partition key base "cg:{p:NNN}:"
--- ARGV[4] customer_id       the customer id
+-- ARGV[3] caller            the caller's name, carried by every event the call writes
+-- ARGV[4] merchant_scope    ignored: no hold is named
+-- ARGV[5] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[6] customer_id       the customer id
 -- Reply: {now_ms, field, value, ...} (the customer hash, then F_TZ_SCHEDULE and the schedule
 --   of the customer's zone from the partition's shared `tz` hash), or {now_ms} if the
 --   customer is unknown.

@@ -8,8 +8,10 @@
 -- KEYS[3] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
 -- ARGV[2] deadline_ms       the caller's deadline (ignored: no caller waits on this script)
--- ARGV[3] base              the partition key base "cg:{p:NNN}:"
--- ARGV[4] customer_id       the customer id
+-- ARGV[3] caller            the caller's name, carried by every event the call writes
+-- ARGV[4] merchant_scope    ignored: no hold is named
+-- ARGV[5] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[6] customer_id       the customer id
 -- Reply: released|now_ms (released: how many holds were released)
 local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
 local released = release_expired(ARGV[ARG_BASE], ARGV[ARG_CUSTOMER_ID], KEYS[KEY_DUE],

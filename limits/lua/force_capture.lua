@@ -17,18 +17,20 @@
 -- KEYS[7] due               the partition's due set
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
 -- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
--- ARGV[3] base              the partition key base "cg:{p:NNN}:"
--- ARGV[4] customer_id       the customer id
--- ARGV[5] hold_id           the new hold's id
--- ARGV[6] fingerprint       the request fingerprint
--- ARGV[7] product_id        the product id
--- ARGV[8] amount_minor      the amount, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[9] merchant_id       the merchant id
--- ARGV[10] mcc              the merchant category code
--- ARGV[11] channel          the channel
--- ARGV[12] currency         the currency
--- ARGV[13] original_hold_id the original hold's id ("" if none)
--- ARGV[14..] nodes          the product's limit nodes for the channel, root first
+-- ARGV[3] caller            the caller's name, carried by every event the call writes
+-- ARGV[4] merchant_scope    the caller's merchants ("": all); others' holds are not found
+-- ARGV[5] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[6] customer_id       the customer id
+-- ARGV[7] hold_id           the new hold's id
+-- ARGV[8] fingerprint       the request fingerprint
+-- ARGV[9] product_id        the product id
+-- ARGV[10] amount_minor     the amount, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[11] merchant_id      the merchant id
+-- ARGV[12] mcc              the merchant category code
+-- ARGV[13] channel          the channel
+-- ARGV[14] currency         the currency
+-- ARGV[15] original_hold_id the original hold's id ("" if none)
+-- ARGV[16..] nodes          the product's limit nodes for the channel, root first
 -- Reply: OK|hold_id|over_limit_levels|decided_at_ms{|node|cap_minor|held_minor|used_minor},
 --   or ERR|code|detail|at_ms (over_limit_levels: the over-limit nodes, comma-joined;
 --   cap_minor: the cap plus any live raise).
@@ -52,7 +54,13 @@ if replay then return replay end
 -- the over-limit check sees what is really held. Each release is a complete change of its own.
 local base = ARGV[ARG_BASE]
 release_expired(base, customer_id, KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
-local owner = original_id ~= '' and redis.call('HGET', KEYS[KEY_ORIGINAL_HOLD], H_CUSTOMER)
+-- An original of a merchant outside the caller's scope is treated as one that is gone: it is
+-- neither released, checked nor marked, so the answer does not tell that it exists.
+local owner = false
+if original_id ~= '' then
+  local o = redis.call('HMGET', KEYS[KEY_ORIGINAL_HOLD], H_CUSTOMER, H_MERCHANT)
+  if in_scope(ARGV[ARG_MERCHANT_SCOPE], o[2]) then owner = o[1] end
+end
 if owner == customer_id then
   release_if_due(base, customer_id, original_id, KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
 end
@@ -105,6 +113,6 @@ redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'force_captured', 'event_id', 
   'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', ARGV[ARG_CHANNEL],
   'currency', ARGV[ARG_CURRENCY],
   'nodes', node_list, 'amount_minor', fmt(amount), 'over_limit', over_list,
-  'original_hold_id', original_id, 'at_ms', fmt(now))
+  'original_hold_id', original_id, 'at_ms', fmt(now), 'caller', ARGV[ARG_CALLER])
 return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, 'OK|' .. hold_id .. '|' .. over_list
   .. '|' .. fmt(now) .. table.concat(levels))

@@ -10,10 +10,12 @@
 -- KEYS[4] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
 -- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
--- ARGV[3] base              the partition key base "cg:{p:NNN}:"
--- ARGV[4] hold_id           the hold id
--- ARGV[5] fingerprint       the request fingerprint
--- ARGV[6] amount_minor      the increment, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[3] caller            the caller's name, carried by every event the call writes
+-- ARGV[4] merchant_scope    the caller's merchants ("": all); others' holds are not found
+-- ARGV[5] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[6] hold_id           the hold id
+-- ARGV[7] fingerprint       the request fingerprint
+-- ARGV[8] amount_minor      the increment, minor units (1..AMOUNT_MINOR_MAX)
 -- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}|hold_held_minor, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua, with approved_amount_minor = the hold's amount
 --   after the call, then hold_held_minor = what the hold still holds). A decline carries a
@@ -24,12 +26,16 @@ local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_F
 local increment = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 if not increment then return err(E_BAD_ARGUMENT, 'increment', now) end
 
+-- A hold of a merchant outside the caller's scope is answered as one that does not exist.
+local owner, hidden = hold_owner(KEYS[KEY_HOLD], ARGV[ARG_MERCHANT_SCOPE], now)
+if hidden then return hidden end
+
 local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 
 -- Refusals (nothing is remembered): the hold is unknown, closed, or not incremental.
-local customer_id, h, refusal = open_hold(KEYS[KEY_HOLD], base, hold_id, KEYS[KEY_DUE],
-  KEYS[KEY_OUTBOX], now)
+local customer_id, h, refusal = open_hold(KEYS[KEY_HOLD], owner, base, hold_id,
+  KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
 if refusal then return refusal end
 local hold = redis.call('HMGET', KEYS[KEY_HOLD], H_INCREMENT_MAX, H_VELOCITY_MAX, H_PLAN, H_EXPIRES)
 if not hold[1] then return err(E_INCREMENT_NOT_ALLOWED, '', now) end
@@ -112,7 +118,7 @@ redis.call('HSETNX', KEYS[KEY_HOLD], H_FIRST_AMOUNT, fmt(amount))
 local event = {'type', 'incremented', 'event_id', hold_event_id(hold_id, hold[4], seq),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
   'merchant_id', h[7], 'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(increment),
-  'amount_total_minor', fmt(total), 'at_ms', fmt(now)}
+  'amount_total_minor', fmt(total), 'at_ms', fmt(now), 'caller', ARGV[ARG_CALLER]}
 if plan ~= '' then
   -- The plan is recomputed for the new principal, with the same term and fee.
   local old = split(plan, ':')

@@ -9,10 +9,12 @@
 -- KEYS[3] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
 -- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
--- ARGV[3] base              the partition key base "cg:{p:NNN}:"
--- ARGV[4] hold_id           the hold id
--- ARGV[5] fingerprint       the request fingerprint
--- ARGV[6] amount_minor      the amount to refund, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[3] caller            the caller's name, carried by every event the call writes
+-- ARGV[4] merchant_scope    the caller's merchants ("": all); others' holds are not found
+-- ARGV[5] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[6] hold_id           the hold id
+-- ARGV[7] fingerprint       the request fingerprint
+-- ARGV[8] amount_minor      the amount to refund, minor units (1..AMOUNT_MINOR_MAX)
 -- Reply: OK|refunded_minor|refunded_total_minor|refundable_minor|restored_minor|decided_at_ms,
 --   or ERR|code|detail|at_ms (refundable_minor: what may still be refunded after the call).
 local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
@@ -20,6 +22,10 @@ if late then return late end
 local base, hold_id, fingerprint = ARGV[ARG_BASE], ARGV[ARG_HOLD_ID], ARGV[ARG_FINGERPRINT]
 local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 if not amount then return err(E_BAD_ARGUMENT, 'refund', now) end
+
+-- A hold of a merchant outside the caller's scope is answered as one that does not exist.
+local _, hidden = hold_owner(KEYS[KEY_HOLD], ARGV[ARG_MERCHANT_SCOPE], now)
+if hidden then return hidden end
 
 local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
@@ -50,7 +56,8 @@ redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'refunded', 'event_id', hold_e
   'customer_id', h[1], 'hold_id', hold_id, 'product_id', h[6], 'merchant_id', h[7],
   'currency', h[8], 'nodes', h[4], 'amount_minor', fmt(amount),
   'restored_minor', fmt(restored), 'overpaid_minor', fmt(overpaid),
-  'refunded_total_minor', fmt(refunded + amount), 'at_ms', fmt(now))
+  'refunded_total_minor', fmt(refunded + amount), 'at_ms', fmt(now),
+  'caller', ARGV[ARG_CALLER])
 return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, 'OK|' .. fmt(amount) .. '|'
   .. fmt(refunded + amount) .. '|' .. fmt(refundable - amount) .. '|' .. fmt(restored) .. '|'
   .. fmt(now))

@@ -11,11 +11,13 @@
 -- KEYS[3] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
 -- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
--- ARGV[3] base              the partition key base "cg:{p:NNN}:"
--- ARGV[4] customer_id       the customer id
--- ARGV[5] fingerprint       the request fingerprint
--- ARGV[6] amount_minor      the amount repaid, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[7..] paths           the allocation order: at most REPAY_PATHS_MAX paths (nodes root
+-- ARGV[3] caller            the caller's name, carried by every event the call writes
+-- ARGV[4] merchant_scope    ignored: no hold is named
+-- ARGV[5] base              the partition key base "cg:{p:NNN}:"
+-- ARGV[6] customer_id       the customer id
+-- ARGV[7] fingerprint       the request fingerprint
+-- ARGV[8] amount_minor      the amount repaid, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[9..] paths           the allocation order: at most REPAY_PATHS_MAX paths (nodes root
 --                           first, joined by ',')
 -- Reply: OK|repaid_minor|overpaid_minor|outstanding_minor|decided_at_ms{|path|amount_minor},
 --   or ERR|code|detail|at_ms (repaid + overpaid is the amount; outstanding_minor: the sum of
@@ -33,15 +35,6 @@ if replay then return replay end
 
 local fields = redis.call('HGETALL', KEYS[KEY_CUSTOMER])
 if #fields == 0 then return err(E_CUSTOMER_UNKNOWN, '', now) end
-
-local function bytes_less(a, b)
-  -- Byte order, as Python sorts ASCII: Lua's `<` follows the server's collation locale.
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
 
 local balances, outstanding = {}, 0
 for i = 1, #fields, 2 do
@@ -80,7 +73,7 @@ local function event(kind, nodes, value)
   local seq = redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_EVENT_SEQ, 1)
   redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', kind,
     'event_id', 'c:' .. customer_id .. ':' .. fmt(seq), 'customer_id', customer_id,
-    'nodes', nodes, 'amount_minor', fmt(value), 'at_ms', fmt(now))
+    'nodes', nodes, 'amount_minor', fmt(value), 'at_ms', fmt(now), 'caller', ARGV[ARG_CALLER])
 end
 local reply = {}
 for _, allocation in ipairs(allocations) do

@@ -13,30 +13,32 @@
 --                                  (derived_hold_id: same partition, so the same slot).
 -- ARGV[1] clock_offset_ms          ms added to Redis' TIME (0 outside tests)
 -- ARGV[2] deadline_ms              the caller's deadline, ms, this clock (0: none): refused past it
--- ARGV[3] base                     the partition key base "cg:{p:NNN}:"
--- ARGV[4] customer_id              the customer id
--- ARGV[5] fingerprint              the request fingerprint
--- ARGV[6] product_id               the product id
--- ARGV[7] amount_minor             the amount, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[8] hold_ttl_ms              the hold's TTL, ms
--- ARGV[9] rule_decline             product-rule decline reason decided by the hot path (0: none)
--- ARGV[10] merchant_id             the merchant id
--- ARGV[11] mcc                     the merchant category code
--- ARGV[12] channel                 the channel
--- ARGV[13] currency                the currency
--- ARGV[14] day_amount_max_minor    day amount max, minor units (0: no limit)
--- ARGV[15] day_count_max           day count max (0: no limit)
--- ARGV[16] month_amount_max_minor  month amount max, minor units (0: no limit)
--- ARGV[17] month_count_max         month count max (0: no limit)
--- ARGV[18] amount_min_minor        the product's amount min, minor units
--- ARGV[19] amount_max_minor        the product's amount max, minor units
--- ARGV[20] partial_approval        1 if the product allows it and the request asked for it
--- ARGV[21] capture_tolerance_bps   the product's capture tolerance, bps
+-- ARGV[3] caller                   the caller's name, carried by every event the call writes
+-- ARGV[4] merchant_scope           ignored: no hold is named
+-- ARGV[5] base                     the partition key base "cg:{p:NNN}:"
+-- ARGV[6] customer_id              the customer id
+-- ARGV[7] fingerprint              the request fingerprint
+-- ARGV[8] product_id               the product id
+-- ARGV[9] amount_minor             the amount, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[10] hold_ttl_ms             the hold's TTL, ms
+-- ARGV[11] rule_decline            product-rule decline reason decided by the hot path (0: none)
+-- ARGV[12] merchant_id             the merchant id
+-- ARGV[13] mcc                     the merchant category code
+-- ARGV[14] channel                 the channel
+-- ARGV[15] currency                the currency
+-- ARGV[16] day_amount_max_minor    day amount max, minor units (0: no limit)
+-- ARGV[17] day_count_max           day count max (0: no limit)
+-- ARGV[18] month_amount_max_minor  month amount max, minor units (0: no limit)
+-- ARGV[19] month_count_max         month count max (0: no limit)
+-- ARGV[20] amount_min_minor        the product's amount min, minor units
+-- ARGV[21] amount_max_minor        the product's amount max, minor units
+-- ARGV[22] partial_approval        1 if the product allows it and the request asked for it
+-- ARGV[23] capture_tolerance_bps   the product's capture tolerance, bps
 --                                  (0..CAPTURE_TOLERANCE_BPS_MAX)
--- ARGV[22] incremental             1 if the product allows incremental authorization
--- ARGV[23] installment_months      installment months (0: pay in full)
--- ARGV[24] installment_fee_bps     the product's monthly installment fee, bps
--- ARGV[25..] nodes                 the product's limit nodes for this channel, root first
+-- ARGV[24] incremental             1 if the product allows incremental authorization
+-- ARGV[25] installment_months      installment months (0: pay in full)
+-- ARGV[26] installment_fee_bps     the product's monthly installment fee, bps
+-- ARGV[27..] nodes                 the product's limit nodes for this channel, root first
 -- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live
 --   raise). A retry of an approval answers its first decision with the levels as they stand
@@ -217,7 +219,7 @@ local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, expires,
   'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', ARGV[ARG_CHANNEL],
   'currency', ARGV[ARG_CURRENCY],
   'nodes', node_list, 'amount_minor', approved_text, 'expires_at_ms', expires,
-  'at_ms', now_text}
+  'at_ms', now_text, 'caller', ARGV[ARG_CALLER]}
 if partial == 1 then
   event[#event + 1] = 'requested_minor'
   event[#event + 1] = fmt(amount)

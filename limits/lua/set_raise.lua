@@ -7,14 +7,17 @@
 -- KEYS[2] outbox            the partition's outbox (stream)
 -- ARGV[1] clock_offset_ms   ms added to Redis' TIME (0 outside tests)
 -- ARGV[2] deadline_ms       the caller's deadline, ms, this clock (0: none): refused past it
--- ARGV[3] customer_id       the customer id
--- ARGV[4] node              the level to raise
--- ARGV[5] raise_minor       the raise, minor units (0..CAP_MINOR_MAX; 0 removes the raise)
--- ARGV[6] expires_at_ms     when the raise ends (Unix ms; after now and at most
+-- ARGV[3] caller            the caller's name, carried by every event the call writes
+-- ARGV[4] merchant_scope    ignored: no hold is named
+-- ARGV[5] customer_id       the customer id
+-- ARGV[6] node              the level to raise
+-- ARGV[7] raise_minor       the raise, minor units (0..CAP_MINOR_MAX; 0 removes the raise)
+-- ARGV[8] expires_at_ms     when the raise ends (Unix ms; after now and at most
 --                           RAISE_DURATION_MS_MAX ahead; ignored when the raise is 0)
--- Reply: OK|cap_minor|raise_minor|held_minor|used_minor|decided_at_ms (the level after the
---   change), or ERR|code|detail|at_ms: CUSTOMER_UNKNOWN; RAISE_EXPIRES_IN_PAST (detail: now);
---   RAISE_TOO_LONG (detail: the latest expiry allowed).
+-- Reply: OK|cap_minor|raise_minor|held_minor|used_minor|decided_at_ms|raise_before_minor|raise_before_expires_at_ms
+--   (the level after the change, then the raise stored before it, lapsed or not, 0|0 for
+--   none: for the audit log), or ERR|code|detail|at_ms: CUSTOMER_UNKNOWN;
+--   RAISE_EXPIRES_IN_PAST (detail: now); RAISE_TOO_LONG (detail: the latest expiry allowed).
 local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
 if late then return late end
 local customer_id, node = ARGV[ARG_CUSTOMER_ID], ARGV[ARG_NODE]
@@ -29,6 +32,13 @@ if raise > 0 and expires > now + RAISE_DURATION_MS_MAX then
   return err(E_RAISE_TOO_LONG, fmt(now + RAISE_DURATION_MS_MAX), now)
 end
 
+local before = redis.call('HGET', KEYS[KEY_CUSTOMER], F_RAISE .. node)
+local before_raise, before_expires = '0', '0'
+if before then
+  local colon = string.find(before, ':', 1, true)
+  before_raise, before_expires = string.sub(before, 1, colon - 1), string.sub(before, colon + 1)
+end
+
 -- After this point the change must succeed.
 local seq = redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_EVENT_SEQ, 1)
 if raise > 0 then
@@ -39,7 +49,8 @@ else
 end
 redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'limit_raised',
   'event_id', 'c:' .. customer_id .. ':' .. fmt(seq), 'customer_id', customer_id,
-  'node', node, 'raise_minor', fmt(raise), 'expires_at_ms', fmt(expires), 'at_ms', fmt(now))
+  'node', node, 'raise_minor', fmt(raise), 'expires_at_ms', fmt(expires), 'at_ms', fmt(now),
+  'caller', ARGV[ARG_CALLER])
 local v = redis.call('HMGET', KEYS[KEY_CUSTOMER], F_CAP .. node, F_HELD .. node, F_USED .. node)
 return 'OK|' .. (v[1] or '0') .. '|' .. fmt(raise) .. '|' .. (v[2] or '0') .. '|'
-  .. (v[3] or '0') .. '|' .. fmt(now)
+  .. (v[3] or '0') .. '|' .. fmt(now) .. '|' .. before_raise .. '|' .. before_expires

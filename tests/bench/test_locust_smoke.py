@@ -1,5 +1,6 @@
-"""The Locust load test, for real but small: a private Redis, a gateway on a loopback port,
-2,000 customers seeded by bench/seed.py, then `locust --headless` in a subprocess with the
+"""The Locust load test, for real but small: a private Redis, a gateway on a loopback port
+(plaintext, and mutual TLS with the development PKI), 2,000 customers seeded by bench/seed.py,
+then `locust --headless` in a subprocess with the
 midnight-peak shape compressed into 11 seconds. Locust's own CSV output must show every task
 type, no failure, and the shape's quiet and peak user counts; Locust must stop by itself.
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from creditgate.gateway import devpki
 from creditgate.limits import catalog
 from tests.conftest import PARTITIONS, served_gateway
 
@@ -119,20 +121,44 @@ def _locust_env(decisions: Path) -> dict[str, str]:
     return env
 
 
+def _transport(tmp_path: Path, mtls: bool) -> tuple[dict, list[str], list[str]]:
+    """The gateway's TLS settings, then seed.py's and Locust's transport options: plaintext,
+    or mutual TLS with `creditgate certs init`'s files (seed.py as the back-office BO-1,
+    Locust's users as the switch ACQ-1)."""
+    if not mtls:
+        return {}, ["--insecure"], ["--insecure"]
+    folder = tmp_path / "tls"
+    devpki.init(folder, folder / "callers.toml")
+    gateway = {"insecure": False, "tls_cert": str(folder / "server.pem"),
+               "tls_key": str(folder / "server.key"), "tls_ca": str(folder / "ca.pem"),
+               "callers_path": str(folder / "callers.toml")}
+
+    def files(caller: str) -> list[str]:
+        return ["--cert", str(folder / f"{caller}.pem"), "--key", str(folder / f"{caller}.key"),
+                "--ca", str(folder / "ca.pem")]
+
+    return gateway, files("BO-1"), files("ACQ-1")
+
+
 @pytest.mark.slow
-async def test_headless_midnight_peak_against_a_real_gateway(redis, redis_server, tmp_path):
+@pytest.mark.parametrize("mtls", [False, True], ids=["plaintext", "mtls"])
+async def test_headless_midnight_peak_against_a_real_gateway(redis, redis_server, tmp_path,
+                                                             mtls):
     if not LOCUST.exists():
         pytest.fail(f"{LOCUST} is missing: the dev extra installs locust (make venv)")
-    async with served_gateway(redis_server) as gateway:
+    gateway_tls, seed_transport, locust_transport = _transport(tmp_path, mtls)
+    async with served_gateway(redis_server, **gateway_tls) as gateway:
         target = f"127.0.0.1:{gateway.port}"
         rc = await _run([sys.executable, "bench/seed.py", "--count", str(SEEDED),
                          "--redis-url", redis_server.url, "--partitions", str(PARTITIONS),
-                         "--target", target], SEED_TIMEOUT_S, tmp_path / "seed.log")
+                         "--target", target, *seed_transport], SEED_TIMEOUT_S,
+                        tmp_path / "seed.log")
         assert rc == 0, _tail(tmp_path / "seed.log")
 
         decisions_path = tmp_path / "decisions.json"
         rc = await _run([str(LOCUST), "-f", "bench/locustfile.py", "--headless",
-                         "--host", target, "--csv", str(tmp_path / "cg"), "--only-summary"],
+                         "--host", target, *locust_transport, "--csv", str(tmp_path / "cg"),
+                         "--only-summary"],
                         LOCUST_TIMEOUT_S, tmp_path / "locust.log", _locust_env(decisions_path))
     log = _tail(tmp_path / "locust.log")
     assert rc == 0, log  # Locust exits 1 when any request failed

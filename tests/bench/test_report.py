@@ -363,6 +363,36 @@ def test_a_file_of_another_shape_is_reported_not_a_crash(tmp_path, name, data, p
     assert rows(text)[target(HOTPATH).what][2] == "met"  # the rest is still written
 
 
+def mtls_cost(problems: tuple[str, ...] = ()) -> dict:
+    """bench/mtls_cost.py's JSON: one round, every figure of mTLS 10 % worse."""
+    def side(rate: float) -> dict:
+        return {"authorizations_per_s": rate, "gateway_cpu_us_per_authorization": 100.0,
+                "latency_ms_p50": 2.0, "latency_ms_p99": 8.0}
+
+    summary = {mode: {"plaintext": side(rate), "mtls": side(rate * 0.9),
+                      "ratios": {"authorizations_per_s": 0.9,
+                                 "gateway_cpu_us_per_authorization": 1.1,
+                                 "latency_ms_p50": 1.1, "latency_ms_p99": 1.1}}
+               for mode, rate in (("unary", 2000.0), ("batch", 8000.0))}
+    return {"machine": MACHINE, "argv": ["--json", "var/bench/mtls_cost.json"],
+            "args": {"rounds": 1, "duration": 10.0}, "legs": [], "summary": summary,
+            "problems": list(problems)}
+
+
+def test_the_cost_of_mutual_tls_is_summarised_as_ratios(tmp_path):
+    text = summarise(tmp_path, {**every_file(), "mtls_cost.json": mtls_cost()})
+    block = " ".join(text[text.index(report.START_MARKER):].split())
+    assert ("Mutual TLS against plaintext (`bench/mtls_cost.py`, same run, same closed-loop "
+            "load generator, 1 round of 10 s legs, medians): unary Authorize 0.90× the rate "
+            "(1,800/s vs 2,000/s), 1.10× the gateway's CPU per authorization, p99 1.10×; "
+            "AuthorizeBatch 0.90× the rate (7,200/s vs 8,000/s)") in block
+    assert ".venv/bin/python bench/mtls_cost.py --json var/bench/mtls_cost.json" in block
+    (tmp_path / "failed").mkdir()
+    failed = summarise(tmp_path / "failed",
+                       {"mtls_cost.json": mtls_cost(("round 1 batch mTLS: errors",))})
+    assert "Check failed: round 1 batch mTLS: errors." in " ".join(failed.split())
+
+
 # -- the doc ------------------------------------------------------------------------------------
 def test_only_the_marked_block_changes(tmp_path):
     text = summarise(tmp_path, every_file())

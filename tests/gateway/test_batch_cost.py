@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from creditgate.gateway import authorize
+from creditgate.gateway import authorize, callers
 from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
-from tests.conftest import CUSTOMER_CAPS
+from tests.conftest import CUSTOMER_CAPS, SUITE_CALLERS
 from tests.gateway.test_authorize_batch import authorize_request, held, put_customer
 from tests.limits.test_script_runner import Relay, client_for
 from tests.support import PRODUCTS
@@ -61,7 +61,7 @@ async def test_a_cancelled_batch_sends_none_of_its_calls_still_waiting(redis_ser
         client = client_for(relay.port)
         await client.put_customer(CUSTOMER, "active", "Asia/Shanghai", CUSTOMER_CAPS)
         client.runner.in_flight_max = 4  # the batch's first four calls go, the rest wait
-        context = Context(client, PRODUCTS)
+        context = Context(client, PRODUCTS, callers.load(SUITE_CALLERS))
         requests = [authorize_request(f"k-{i}", amount_minor=100 + i) for i in range(12)]
         relay.hold()
         call = asyncio.ensure_future(authorize.authorize_batch(

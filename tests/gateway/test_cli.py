@@ -9,18 +9,19 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from creditgate.gateway import cli_client
 from creditgate.gateway.pb import creditgate_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def cli(gateway, *args: str) -> tuple[int, str, str]:
-    """Run `creditgate COMMAND --target <the gateway> ARGS...` in a subprocess (the option
-    belongs to the command, before its action); this loop keeps serving."""
+    """Run `creditgate COMMAND --target <the gateway> --insecure ARGS...` in a subprocess (the
+    options belong to the command, before its action); this loop keeps serving."""
     command, *rest = args
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "creditgate.gateway.cli", command,
-        "--target", f"127.0.0.1:{gateway.port}", *rest,
+        "--target", f"127.0.0.1:{gateway.port}", "--insecure", *rest,
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
@@ -80,7 +81,10 @@ async def test_demo(gateway, auth):
     customer_id = out.split()[1].rstrip(":")
     credit = await auth.GetCredit(pb.GetCreditRequest(customer_id=customer_id))
     used = {level.node: level.used_minor for level in credit.levels}
-    assert used["consumer.scan_pay.pos"] == 120_000  # the demo's capture
+    # The demo's capture, less what billing repaid of it.
+    assert used["consumer.scan_pay.pos"] == 120_000 - cli_client.DEMO_REPAY_MINOR
+    # Plaintext: one caller for everything, so the terminal's refused call is not tried.
+    assert "SetTemporaryRaise: not tried" in out
 
 
 async def test_bad_cap_exits_non_zero(gateway, admin):

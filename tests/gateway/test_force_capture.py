@@ -11,7 +11,7 @@ import pytest
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog, keys
 from creditgate.limits.reasons import DeclineReason
-from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
+from tests.conftest import CUSTOMER_CAPS, PARTITIONS, SUITE_CALLER, snapshot
 
 CUSTOMER = "c-fc"
 POS_PATH = ("total", "consumer", "consumer.scan_pay", "consumer.scan_pay.pos")
@@ -78,7 +78,7 @@ async def test_a_clearing_for_an_expired_hold_is_posted(admin, auth, redis, gate
         "hold_id": reply.hold_id, "product_id": "scan_pay", "merchant_id": "shop-3",
         "mcc": "5411", "channel": "pos", "currency": "CNY", "nodes": ",".join(POS_PATH),
         "amount_minor": "8000", "over_limit": "", "original_hold_id": expired.hold_id,
-        "at_ms": str(reply.decided_at_ms)}
+        "at_ms": str(reply.decided_at_ms), "caller": SUITE_CALLER}
     # The new hold is closed as captured: it cannot be captured or voided again.
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await auth.Void(pb.VoidRequest(idempotency_key="v1", hold_id=reply.hold_id))

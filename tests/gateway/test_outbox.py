@@ -8,7 +8,7 @@ import pytest
 
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog, keys
-from tests.conftest import CUSTOMER_CAPS, PARTITIONS
+from tests.conftest import CUSTOMER_CAPS, PARTITIONS, SUITE_CALLER
 from tests.support import decision
 
 CUSTOMER = "cust-outbox"
@@ -73,6 +73,7 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         node: str(cap) for node, cap in CUSTOMER_CAPS.items()}
     assert start <= int(put["at_ms"]) <= end
     assert put["event_id"]
+    assert put["caller"] == SUITE_CALLER
 
     # Authorize (approved)
     auth_reply = await auth.Authorize(authorize_request("a1", 40_000))
@@ -84,7 +85,7 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         "hold_id": hold_id, "product_id": "scan_pay", "merchant_id": "shop-77", "mcc": "5812",
         "channel": "qr_scan", "currency": "CNY", "nodes": QR_NODES, "amount_minor": "40000",
         "expires_at_ms": str(auth_reply.hold_expires_at_ms),
-        "at_ms": str(auth_reply.decided_at_ms),
+        "at_ms": str(auth_reply.decided_at_ms), "caller": SUITE_CALLER,
     }
 
     # Capture, partial
@@ -96,7 +97,7 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         "hold_id": hold_id, "product_id": "scan_pay", "merchant_id": "shop-77",
         "currency": "CNY", "nodes": QR_NODES, "amount_minor": "15000", "released_minor": "0",
         "excess_minor": "0", "captured_total_minor": "15000", "final": "0",
-        "at_ms": str(partial.decided_at_ms),
+        "at_ms": str(partial.decided_at_ms), "caller": SUITE_CALLER,
     }
 
     # Capture, final: the remainder is released
@@ -110,7 +111,7 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         "currency": "CNY", "nodes": QR_NODES, "amount_minor": "5000",
         "released_minor": "20000", "excess_minor": "0", "captured_total_minor": "20000",
         "final": "1",
-        "at_ms": str(final.decided_at_ms),
+        "at_ms": str(final.decided_at_ms), "caller": SUITE_CALLER,
     }
 
     # Void of another hold, on another product
@@ -127,6 +128,7 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         "hold_id": online.hold_id, "product_id": "ecommerce", "merchant_id": "web-9",
         "currency": "CNY", "nodes": ONLINE_NODES, "released_minor": "25000",
         "captured_total_minor": "0", "at_ms": str(voided.decided_at_ms),
+        "caller": SUITE_CALLER,
     }
 
     # Expiry of a third hold, partly captured first
@@ -142,7 +144,7 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         "hold_id": third.hold_id, "product_id": "scan_pay", "merchant_id": "shop-77",
         "currency": "CNY", "nodes": ",".join(PRODUCTS["scan_pay"].nodes_for("pos")),
         "released_minor": "8000", "captured_total_minor": "1000",
-        "at_ms": str(credit.as_of_ms),
+        "at_ms": str(credit.as_of_ms), "caller": SUITE_CALLER,  # its GetCredit released it
     }
 
     everything = await read_events(redis)

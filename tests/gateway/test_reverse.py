@@ -13,7 +13,7 @@ import pytest
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog, keys
 from creditgate.limits.reasons import DeclineReason
-from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
+from tests.conftest import CUSTOMER_CAPS, PARTITIONS, SUITE_CALLER, snapshot
 from tests.support import decision
 
 POS_PATH = ("total", "consumer", "consumer.scan_pay", "consumer.scan_pay.pos")
@@ -66,7 +66,8 @@ async def test_an_approved_open_hold_is_released_and_closed(admin, auth, redis):
         "customer_id": "c-rev",
         "hold_id": original.hold_id, "product_id": "scan_pay", "merchant_id": "shop-1",
         "currency": "CNY", "nodes": ",".join(POS_PATH), "outcome": "released",
-        "released_minor": "12000", "at_ms": str(reply.decided_at_ms)}]
+        "released_minor": "12000", "at_ms": str(reply.decided_at_ms),
+        "caller": SUITE_CALLER}]
     # The hold is closed as reversed: a late capture is refused and changes nothing.
     before = await snapshot(redis)
     with pytest.raises(grpc.aio.AioRpcError) as caught:

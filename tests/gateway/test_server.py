@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
-from tests.conftest import CUSTOMER_CAPS
+from tests.conftest import CUSTOMER_CAPS, SUITE_CALLERS
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("creditgate.v1.Authorization", "creditgate.v1.Admin")
@@ -61,11 +61,16 @@ async def test_reflection_lists_the_services(channel):
     assert files  # the contract itself is served, so grpcurl needs no .proto files
 
 
-async def _start_server(redis_server, port: int, *extra: str) -> asyncio.subprocess.Process:
+async def _start_server(redis_server, port: int, *extra: str,
+                        transport: tuple[str, ...] = ("--insecure",)
+                        ) -> asyncio.subprocess.Process:
+    """`creditgate serve` in a subprocess with the suite's callers, plaintext on loopback
+    unless `transport` gives TLS options."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "creditgate.gateway.cli", "serve", "--port", str(port), "--redis-url",
-        redis_server.url, "--partitions", "16", *extra, cwd=ROOT, env=env,
+        redis_server.url, "--partitions", "16", "--callers", str(SUITE_CALLERS), *transport,
+        *extra, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
 
 

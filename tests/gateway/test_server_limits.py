@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2_grpc
 from creditgate.gateway import server
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
-from tests.conftest import CUSTOMER_CAPS, served_gateway
+from tests.conftest import CUSTOMER_CAPS, SUITE_CALLERS, served_gateway
 from tests.gateway.test_server import _start_server, free_port
 
 SERVICES = ("", "creditgate.v1.Authorization", "creditgate.v1.Admin")
@@ -38,7 +38,8 @@ async def evicting(redis):
 
 async def test_start_is_refused_on_an_evicting_redis(evicting, redis_server):
     gateway = server.Gateway(server.Config(port=0, redis_url=redis_server.url, partitions=16,
-                                           sweep=False))
+                                           sweep=False, insecure=True,
+                                           callers_path=str(SUITE_CALLERS)))
     with pytest.raises(server.StartupRefused) as refused:
         await gateway.start()
     message = str(refused.value)

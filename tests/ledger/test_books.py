@@ -23,14 +23,14 @@ CONTRA = "memo:open_holds_contra"
 def fields(kind: str, **extra) -> dict[bytes, bytes]:
     base = {"type": kind, "event_id": "003-H:1", "customer_id": "c1", "hold_id": "003-H",
             "product_id": "scan_pay", "merchant_id": "m9", "currency": "CNY", "nodes": NODES,
-            "at_ms": str(AT)}
+            "at_ms": str(AT), "caller": "T-9"}
     base.update(extra)
     return {k.encode(): v.encode() for k, v in base.items() if v is not None}
 
 
 def event_row(kind: str, event_id: str, amount: int, held: int, used: int) -> tuple:
     return (event_id, ENTRY, kind, "c1", "003-H", "scan_pay", "m9", "CNY", NODES, amount, held,
-            used, AT, POSTED)
+            used, AT, POSTED, "T-9")
 
 
 CASES = {
@@ -82,8 +82,9 @@ def test_customer_put_books_no_lines_and_updates_the_customer():
            b"at_ms": str(AT).encode()}
     booking = books.book(ENTRY, raw, POSTED)
     assert booking.lines == ()
+    # An event written before callers existed names none.
     assert booking.event == ("c:c1:4", ENTRY, "customer_put", "c1", "", "", "", "", "", 0, 0,
-                             0, AT, POSTED)
+                             0, AT, POSTED, "")
     assert booking.customer == ("c:c1:4", "c1", "active", "America/New_York", AT)
 
 

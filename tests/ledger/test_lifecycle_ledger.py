@@ -34,10 +34,10 @@ BANK = "bank:repayments_clearing"
 def fields(kind: str, **extra) -> dict[bytes, bytes]:
     base = {"type": kind, "event_id": "003-H:2", "customer_id": "c1", "hold_id": "003-H",
             "product_id": "scan_pay", "merchant_id": "m9", "currency": "CNY", "nodes": POS,
-            "at_ms": str(AT)}
+            "at_ms": str(AT), "caller": "T-9"}
     if kind in ("repaid", "overpaid", "limit_raised"):  # a customer's event, not a hold's
         base = {"type": kind, "event_id": "c:c1:7", "customer_id": "c1", "nodes": POS,
-                "at_ms": str(AT)}
+                "at_ms": str(AT), "caller": "B-9"}
     base.update(extra)
     return {k.encode(): v.encode() for k, v in base.items() if v is not None}
 
@@ -45,7 +45,7 @@ def fields(kind: str, **extra) -> dict[bytes, bytes]:
 def row(kind: str, amount: int, held: int, used: int, event_id="003-H:2", hold="003-H",
         product="scan_pay", merchant="m9", currency="CNY", nodes=POS) -> tuple:
     return (event_id, ENTRY, kind, "c1", hold, product, merchant, currency, nodes, amount, held,
-            used, AT, POSTED)
+            used, AT, POSTED, "B-9" if event_id.startswith("c:") else "T-9")
 
 
 def customer_row(kind: str, amount: int, used: int, nodes=POS) -> tuple:

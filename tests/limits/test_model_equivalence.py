@@ -1,6 +1,7 @@
 """Random sequences of put/authorize/capture/void/expire/credit run on the Lua scripts (real
 Redis) and on the pure-Python model: every reply and the whole Redis state equal the model's
-after every step. Time moves too, so holds expire lazily and by the sweeper's script.
+after every step. Time moves too, so holds expire lazily and by the sweeper's script. The
+caller changes too, and with it the merchant scope the hold scripts check holds against.
 
 The model runs each step at the time the script reported (every reply carries it), so the two
 agree to the millisecond without a shared clock.
@@ -42,9 +43,12 @@ REPAYMENT_ORDER = repayment_order(PRODUCTS)
 
 # Where the time is in the replies whose length varies (docs/lifecycle.md).
 NOW_INDEX = {"reverse": 4, "force_capture": 3, "repay": 4, "reserve": 5, "increment": 5,
-             "set_raise": 5}
+             "set_raise": 5, "put_customer": 1}
 NODES = ("total", "consumer", "consumer.scan_pay", "consumer.scan_pay.pos",
          "consumer.scan_pay.qr", "consumer.online", "cash")
+MERCHANTS = ("m-1", "m-2", "shop-9")
+# Merchant scopes (limits/keys.merchant_scope): any, exact ids, prefixes, none of ours.
+SCOPES = ("", "=m-1", "=m-2 =shop-9", "^m-", "=m-2 ^shop-", "=zz", keys.MERCHANT_SCOPE_NONE)
 
 
 def reply_now(reply, name: str = "") -> int:
@@ -57,8 +61,6 @@ def reply_now(reply, name: str = "") -> int:
         return int(parts[3])
     if parts[0] == "OK" and name in NOW_INDEX:
         return int(parts[NOW_INDEX[name]])
-    if parts[0] == "OK" and len(parts) == 2:  # put_customer
-        return int(parts[1])
     if parts[0] == "OK" and parts[1] in ("open", "captured", "voided"):  # capture/void
         return int(parts[-1])
     if parts[0] == "OK" and len(parts) == 5:  # refund
@@ -109,6 +111,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         self.tokens = 0
         self.keys_used = 0
         self.over_limit: set[str] = set()  # customers a force capture took over a cap
+        self.caller, self.scope = "", ""
 
     def run(self, coroutine):
         return self.loop.run_until_complete(coroutine)
@@ -119,7 +122,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
 
     def both(self, name: str, keys_, args):
         """Run one script on Redis, then on the model at the time Redis reported."""
-        args = [*call_header(self.offset_ms), *args]
+        args = [*call_header(self.offset_ms, 0, self.caller, self.scope), *args]
         async def call():
             return await self.runner.call(name, keys_, args)
 
@@ -158,15 +161,16 @@ class ScriptsVersusModel(RuleBasedStateMachine):
     @rule(target=holds, customer=st.sampled_from(CUSTOMERS),
           product=st.sampled_from(PRODUCT_CHANNELS),
           amount=st.integers(1, 700_000) | st.sampled_from([100, 10_000, 2_000_000]),
-          reuse_key=st.booleans(), partial=st.booleans(), term=st.integers(0, 4))
-    def authorize(self, customer, product, amount, reuse_key, partial, term):
+          reuse_key=st.booleans(), partial=st.booleans(), term=st.integers(0, 4),
+          merchant=st.sampled_from(MERCHANTS))
+    def authorize(self, customer, product, amount, reuse_key, partial, term, merchant="m-1"):
         product_id, channel, mcc = product
         if not reuse_key or self.keys_used == 0:
             self.keys_used += 1
         terms = [0, *PRODUCTS[product_id].installments.months]  # 0: pay in full
         request = authorize_request(f"k{self.keys_used}", customer, amount,
                                     product_id=product_id, channel=channel, mcc=mcc,
-                                    allow_partial=partial,
+                                    allow_partial=partial, merchant_id=merchant,
                                     installment_months=terms[term % len(terms)])
         keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
         reply = self.both("reserve", keys_, args)
@@ -299,15 +303,16 @@ class ScriptsVersusModel(RuleBasedStateMachine):
     @rule(target=holds, customer=st.sampled_from(CUSTOMERS),
           product=st.sampled_from(PRODUCT_CHANNELS),
           amount=st.integers(1, 700_000) | st.sampled_from([2_000_000]),
-          original=st.none() | holds, key=st.integers(0, 15))
-    def force_capture(self, customer, product, amount, original, key):
+          original=st.none() | holds, key=st.integers(0, 15),
+          merchant=st.sampled_from(MERCHANTS))
+    def force_capture(self, customer, product, amount, original, key, merchant):
         product_id, channel, mcc = product
         partition = keys.partition_of(customer, PARTITIONS)
         if original is not None and keys.partition_of_hold(original, PARTITIONS) != partition:
             original = None  # the gateway refuses another partition's hold itself
         request = pb.ForceCaptureRequest(
             idempotency_key=f"f{key}", customer_id=customer, product_id=product_id,
-            channel=CHANNELS[channel], merchant_id="m-1", mcc=mcc, amount_minor=amount,
+            channel=CHANNELS[channel], merchant_id=merchant, mcc=mcc, amount_minor=amount,
             currency="CNY", original_hold_id=original or "")
         reply = self.both("force_capture", *plan_force_capture(
             request, PRODUCTS, PARTITIONS, self.token())).split("|")
@@ -328,6 +333,12 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         self.both("repay", *plan_repay(pb.RepayRequest(
             idempotency_key=f"p{key}", customer_id=customer,
             amount_minor=max(1, owed * percent // 100)), REPAYMENT_ORDER, PARTITIONS))
+
+    @rule(caller=st.sampled_from(["", "T-0001", "sweeper"]), scope=st.sampled_from(SCOPES))
+    def change_caller(self, caller, scope):
+        # The calls that follow are this caller's: their events name it, and the hold scripts
+        # see only the holds of its merchants.
+        self.caller, self.scope = caller, scope
 
     @rule(ms=st.sampled_from([1, 1_000, 3_600_000, DAY_MS, 7 * DAY_MS, 15 * DAY_MS]))
     def advance_time(self, ms):

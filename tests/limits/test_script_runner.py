@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from creditgate.gateway.errors import status_of
 from creditgate.limits import keys
 from creditgate.limits.client import LimitsClient
+from creditgate.limits.contracts import call_header
 from creditgate.limits.lua_source import scripts
 from creditgate.limits.replies import Refused
 from creditgate.limits.transport import ScriptRunner, _Call, encode_calls
@@ -128,9 +129,9 @@ async def test_a_bad_argument_fails_only_its_own_call(redis):
     client = LimitsClient(ScriptRunner(redis), PARTITIONS)
     await put(client, "c1")
     runner = client.runner
-    good = runner.call("credit", ["x", "y", "z"], ["0", "0", "b", "c1"])
-    bad = runner.call("credit", ["x", "y", "z"], ["0", "0", object(), "c1"])
-    surrogate = runner.call("credit", ["x", "y", "z"], ["0", "0", "\ud800", "c1"])
+    good = runner.call("credit", ["x", "y", "z"], [*call_header(), "b", "c1"])
+    bad = runner.call("credit", ["x", "y", "z"], [*call_header(), object(), "c1"])
+    surrogate = runner.call("credit", ["x", "y", "z"], [*call_header(), "\ud800", "c1"])
     results = await asyncio.gather(good, bad, surrogate, return_exceptions=True)
     assert isinstance(results[0], list)
     assert isinstance(results[1], DataError)
