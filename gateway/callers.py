@@ -20,6 +20,8 @@ import hmac
 import ipaddress
 import pathlib
 import re
+import secrets
+import sys
 import time
 from collections.abc import Callable
 from typing import Literal, get_args
@@ -400,6 +402,35 @@ def credentials(context) -> tuple[list[str], bool, str | None]:
 def api_key_hash(api_key: str) -> str:
     """What the callers file stores for a key: its SHA-256 in hex."""
     return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def new_api_key(name: str) -> str:
+    """A new key for caller `name`: "<name>.<secret>", 256 random bits in the secret."""
+    if not CALLER_NAME.match(name) or len(name) > CALLER_NAME_LENGTH_MAX:
+        raise ValueError(f"a caller's name is letters, digits, '_' and '-', at most "
+                         f"{CALLER_NAME_LENGTH_MAX} characters")
+    return f"{name}.{secrets.token_urlsafe(32)}"
+
+
+def command(args) -> int:
+    """`creditgate callers key NAME` and `creditgate callers check FILE`."""
+    if args.action == "check":
+        try:
+            found = load(args.file)
+        except CallersError as error:
+            print(f"creditgate: bad callers file: {error}", file=sys.stderr)
+            return 2
+        print(f"{args.file}: {len(found.by_name)} callers, valid")
+        return 0
+    try:
+        key = new_api_key(args.name)
+    except ValueError as error:
+        print(f"creditgate callers key: {error}", file=sys.stderr)
+        return 2
+    # The key goes to the caller once; the gateway keeps only its hash.
+    print(f"key (give it to {args.name}, then forget it): {key}")
+    print(f"api_key_sha256 = \"{api_key_hash(key)}\"")
+    return 0
 
 
 def is_loopback(host: str) -> bool:

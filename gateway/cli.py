@@ -14,6 +14,8 @@
     creditgate journal [--limit N] [--customer ID]
     creditgate certs init [--dir var/tls]                      a development CA and callers
     creditgate certs issue NAME --uri URI [--dir var/tls]      one more client certificate
+    creditgate callers key NAME                                a new API key and its hash
+    creditgate callers check FILE                              validate a callers file
 Client commands take --target HOST:PORT (default 127.0.0.1:50051, or $CREDITGATE_TARGET) and
 mutual TLS with make run's certificates under var/tls (--cert/--key/--ca name others), or
 --insecure for a plaintext gateway.
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     _serve_command(commands)
     _client_commands(commands)
     _certs_command(commands)
+    _callers_command(commands)
     _ledger_commands(commands)
     return parser
 
@@ -152,6 +155,18 @@ def _certs_command(commands) -> None:
     issue.add_argument("--dir", default=DEFAULT_TLS_DIR)
 
 
+def _callers_command(commands) -> None:
+    """The callers file's helpers (gateway/callers.py)."""
+    callers_ = commands.add_parser("callers", help="API keys and the callers file")
+    actions = callers_.add_subparsers(dest="action", required=True)
+    key = actions.add_parser("key", help="a new API key for a caller: the key, shown once, "
+                             "and the api_key_sha256 line its entry keeps")
+    key.add_argument("name", help="the caller's name in the callers file")
+    check = actions.add_parser("check", help="validate a callers file without starting "
+                               "anything")
+    check.add_argument("file")
+
+
 def _ledger_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--redis-url",
                      default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -210,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         except callers.CallersError as error:
             print(f"creditgate: bad callers file: {error}", file=sys.stderr)
             return 2
+    if args.command == "callers":
+        from creditgate.gateway import callers
+
+        return callers.command(args)
     if args.command == "certs":
         from creditgate.gateway import devpki
 

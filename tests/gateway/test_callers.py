@@ -14,7 +14,7 @@ from creditgate.gateway.callers import (
     Unauthenticated,
 )
 from creditgate.gateway.pb import creditgate_pb2 as pb
-from tests.support import api_key
+from tests.support import SECRETS, api_key
 
 TERMINAL_URI = "spiffe://acquirer.example/terminal/T-0001"
 KEY = api_key("BILL-1", "s3cret-s3cret")
@@ -305,3 +305,31 @@ def test_plaintext_without_a_key_is_the_loopback_caller_and_tls_without_one_is_n
     ("::", False)])
 def test_loopback_addresses(host, loopback):
     assert callers.is_loopback(host) is loopback
+
+
+# -- the CLI's helpers ------------------------------------------------------------------------
+def test_a_new_api_key_identifies_its_caller_by_the_hash_printed(capsys):
+    import argparse
+
+    assert callers.command(argparse.Namespace(action="key", name="SHOP-9")) == 0
+    printed = capsys.readouterr().out.splitlines()
+    key = printed[0].rpartition(": ")[2]
+    SECRETS.add(key.partition(".")[2])  # never logged either
+    entry = printed[1]
+    assert key.startswith("SHOP-9.") and len(key.partition(".")[2]) >= 43
+    known = callers.parse(f"[callers.SHOP-9]\nrole = 'observer'\n{entry}\n")
+    assert known.identify([], True, key).name == "SHOP-9"
+    with pytest.raises(Unauthenticated):
+        known.identify([], True, callers.new_api_key("SHOP-9"))  # another key, same name
+
+
+def test_check_names_what_is_wrong_in_a_callers_file(tmp_path, capsys):
+    import argparse
+
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(GOOD)
+    bad.write_text("[callers.A]\nrole = 'admin'\nidentity = 'x'\n")
+    assert callers.command(argparse.Namespace(action="check", file=str(good))) == 0
+    assert "6 callers, valid" in capsys.readouterr().out
+    assert callers.command(argparse.Namespace(action="check", file=str(bad))) == 2
+    assert f"{bad}: caller 'A': field 'role'" in capsys.readouterr().err
