@@ -30,7 +30,7 @@ import msgspec
 
 from creditgate.gateway import tls
 from creditgate.hotpath import CHANNEL_NAMES, InvalidArgument, check_id
-from creditgate.limits import keys
+from creditgate.limits import config_file, keys
 from creditgate.limits.catalog import CHANNELS, Channel
 from creditgate.limits.constants import (
     CALLER_BURST_MAX,
@@ -105,15 +105,12 @@ class QuotaExceeded(Exception):
         self.caller, self.retry_after_ms = caller, retry_after_ms
 
 
-class CallersError(ValueError):
-    def __init__(self, path: str, caller: str | None, field: str | None, message: str):
-        where = path
-        if caller:
-            where += f": caller {caller!r}"
-        if field:
-            where += f": field {field!r}"
-        super().__init__(f"{where}: {message}")
-        self.path, self.caller, self.field = path, caller, field
+class CallersError(config_file.ConfigFileError):
+    KIND = "caller"
+
+    @property
+    def caller(self) -> str | None:
+        return self.name
 
 
 # -- the file ----------------------------------------------------------------------------------
@@ -139,56 +136,28 @@ class File(msgspec.Struct, forbid_unknown_fields=True):
     roles: dict[Role, Quota] = {}
 
 
-_ERROR_AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
-
-
 def load(path: str | pathlib.Path, clock: Callable[[], float] = time.monotonic) -> Callers:
     """Read and validate a callers file; raise CallersError naming file, caller and field."""
-    path = pathlib.Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CallersError(str(path), None, None, f"cannot read: {error.strerror}") from None
-    return parse(data, str(path), clock)
+    return parse(config_file.read(path, CallersError), str(path), clock)
 
 
 def parse(data: bytes | str, path: str = "<callers>",
           clock: Callable[[], float] = time.monotonic) -> Callers:
-    try:
-        document = msgspec.toml.decode(data)
-    except msgspec.DecodeError as error:
-        raise CallersError(path, None, None, f"not valid TOML: {error}") from None
-    except UnicodeDecodeError:
-        raise CallersError(path, None, None, "not valid TOML: the file is not UTF-8") from None
-    unknown = sorted(set(document) - {"callers", "roles"})
-    if unknown:
-        raise CallersError(path, None, unknown[0], "unknown top-level table or key")
+    document = config_file.decode(data, path, CallersError, frozenset({"callers", "roles"}))
     tables = document.get("callers")
     if not isinstance(tables, dict) or not tables:
         raise CallersError(path, None, "callers", "the file defines no [callers.<name>]")
     if len(tables) > CALLERS_MAX:
         raise CallersError(path, None, "callers", f"at most {CALLERS_MAX:,} callers")
-    roles = _convert(path, None, {"roles": document.get("roles", {}), "callers": {}}, File).roles
+    hint = f"roles are {', '.join(ROLES)}, channels {', '.join(CHANNELS)}"
+    roles = config_file.convert({"roles": document.get("roles", {}), "callers": {}}, File,
+                                path, None, CallersError, hint).roles
     for role, quota in roles.items():
         _check_quota(path, None, f"roles.{role}", quota.rate_per_s, quota.burst)
-    entries = {name: _convert(path, name, table, Entry) for name, table in tables.items()}
+    entries = {name: config_file.convert(table, Entry, path, name, CallersError, hint)
+               for name, table in tables.items()}
     callers = [_caller(path, name, entry, roles, clock) for name, entry in entries.items()]
-    return Callers(callers)
-
-
-def _convert(path: str, caller: str | None, table, type_):
-    """One caller's table at a time, so that an error names the caller (msgspec's error
-    paths do not carry dict keys)."""
-    try:
-        return msgspec.convert(table, type_)
-    except msgspec.ValidationError as error:
-        match = _ERROR_AT.match(str(error))
-        message, field = (match.group(1), match.group(2)) if match else (str(error), None)
-        if not field and ("missing required field" in message or "unknown field" in message):
-            field = message.split("`")[1]
-        if "Invalid enum value" in message:
-            message += f"; roles are {', '.join(ROLES)}, channels {', '.join(CHANNELS)}"
-        raise CallersError(path, caller, field or None, message) from None
+    return Callers(callers, path)
 
 
 def _check_quota(path: str, caller: str | None, field: str, rate_per_s: float,
@@ -268,14 +237,11 @@ class Caller:
             self.rpcs |= {"AuthorizeBatch"}
         self.scoped = bool(SCOPED_ROLES & set(roles))
         everything = not self.scoped or "*" in entry.merchants
-        self.merchants = None if everything else frozenset(
-            merchant for merchant in entry.merchants if not merchant.endswith("*"))
-        self.prefixes = () if everything else tuple(
-            merchant[:-1] for merchant in entry.merchants if merchant.endswith("*"))
+        # What the scripts check holds against ("" = any merchant), and the gateway the
+        # merchant of a new purchase.
+        self.merchant_scope = "" if everything else keys.merchant_scope(entry.merchants)
         self.channels = frozenset(_CHANNEL_NUMBERS[channel] for channel in entry.channels)
         self.products = frozenset(entry.products)
-        # What the scripts check holds against ("" = any merchant).
-        self.merchant_scope = "" if everything else keys.merchant_scope(entry.merchants)
 
     def permit(self, rpc: str) -> None:
         """PermissionDenied unless one of the caller's roles allows `rpc`."""
@@ -295,9 +261,8 @@ class Caller:
             raise QuotaExceeded(self.name, max(1, round(wait_s * 1000)))
 
     def allows_merchant(self, merchant_id: str) -> bool:
-        if self.merchants is None or merchant_id in self.merchants:
-            return True
-        return any(merchant_id.startswith(prefix) for prefix in self.prefixes)
+        # The scripts' own rule for holds (limits/keys.py, in_scope in limits/lua/_lib.lua).
+        return keys.in_merchant_scope(self.merchant_scope, merchant_id)
 
     def check(self, rpc: str, request) -> None:
         """PermissionDenied unless the request's merchant, channel and product are within
@@ -343,29 +308,47 @@ def _caller(path: str, name: str, entry: Entry, role_quotas: dict[str, Quota],
 class Callers:
     """Every caller, found by certificate SAN, API key or the loopback identity."""
 
-    def __init__(self, callers: list[Caller]):
+    def __init__(self, callers: list[Caller], path: str = "<callers>"):
         self.by_name = {caller.name: caller for caller in callers}
-        self.by_identity: dict[str, Caller] = {}
+        # Identities by kind: a URI SAN names a caller whose identity is a URI, a DNS SAN one
+        # whose identity is a DNS name; the loopback identity is never a SAN.
+        self.by_uri: dict[str, Caller] = {}
+        self.by_dns: dict[str, Caller] = {}
+        self.loopback: Caller | None = None
         for caller in callers:
-            if caller.identity:
-                if caller.identity in self.by_identity:
-                    raise CallersError("<callers>", caller.name, "identity",
-                                       f"also the identity of caller "
-                                       f"{self.by_identity[caller.identity].name}")
-                self.by_identity[caller.identity] = caller
-        self.loopback = self.by_identity.get(LOOPBACK_IDENTITY)
+            if not caller.identity:
+                continue
+            if caller.identity == LOOPBACK_IDENTITY:
+                table = None
+            else:
+                table = self.by_uri if "://" in caller.identity else self.by_dns
+            known = self.loopback if table is None else table.get(caller.identity)
+            if known is not None:
+                raise CallersError(path, caller.name, "identity",
+                                   f"also the identity of caller {known.name}")
+            if table is None:
+                self.loopback = caller
+            else:
+                table[caller.identity] = caller
 
-    def identify(self, sans: list[str], secure: bool, api_key: str | None) -> Caller:
+    def identify(self, peer: tls.Peer, api_key: str | None) -> Caller:
         """The caller of a call: by a certificate SAN the file knows, else by API key, else,
-        for a plaintext call, the loopback identity. Unauthenticated otherwise."""
-        for san in sans:
-            caller = self.by_identity.get(san)
-            if caller is not None:
-                return caller
+        for a plaintext call, the loopback identity. Unauthenticated otherwise, and for a
+        certificate whose SANs name more than one caller."""
+        found = {caller.name: caller for caller in (
+            *(self.by_uri.get(uri) for uri in peer.uris),
+            *(self.by_dns.get(name) for name in peer.dns_names)) if caller is not None}
+        if len(found) > 1:
+            raise Unauthenticated("AMBIGUOUS_IDENTITY",
+                                  f"the client certificate names {len(found)} callers "
+                                  f"({', '.join(sorted(found))}); it must name one")
+        if found:
+            return next(iter(found.values()))
         if api_key is not None:
             return self._by_api_key(api_key)
-        if not secure and self.loopback is not None:
+        if not peer.secure and self.loopback is not None:
             return self.loopback
+        sans = (*peer.uris, *peer.dns_names)
         if sans:
             # The SAN is an id from a certificate our CA signed, not a secret.
             raise Unauthenticated("UNKNOWN_IDENTITY",
@@ -387,16 +370,18 @@ class Callers:
         raise Unauthenticated("BAD_API_KEY", f"the {API_KEY_METADATA} is not a valid key")
 
 
-def credentials(context) -> tuple[list[str], bool, str | None]:
-    """What a call presents: its verified client certificate's SANs (URI and DNS), whether
-    it came over TLS, and its API key (None without one)."""
-    sans, secure = tls.verified_sans(context.auth_context())
+def credentials(context) -> tuple[tls.Peer, str | None]:
+    """What a call presents: its TLS peer (verified SANs) and its API key (None without
+    one). More than one key, or a binary one, is refused: which of them would count?"""
     api_key = None
     for key, value in context.invocation_metadata() or ():
-        if key == API_KEY_METADATA:
-            api_key = value if isinstance(value, str) else value.decode("utf-8", "replace")
-            break
-    return sans, secure, api_key
+        if not key.startswith(API_KEY_METADATA):
+            continue
+        if key != API_KEY_METADATA or api_key is not None:
+            raise Unauthenticated("BAD_API_KEY", f"one {API_KEY_METADATA} metadata entry, "
+                                  "in text, is accepted")
+        api_key = value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return tls.peer(context), api_key
 
 
 def api_key_hash(api_key: str) -> str:

@@ -242,11 +242,11 @@ def from_bytes(method, parse: Callable[[bytes], Message]):
 
 def identify(callers: callers_.Callers, rpc: str,
              context: grpc.aio.ServicerContext) -> callers_.Caller:
-    """Who calls, before anything else: known (Unauthenticated), allowed to call `rpc`
-    (PermissionDenied), within its rate (QuotaExceeded). No parse, no Redis."""
+    """Who calls, before anything else: known (Unauthenticated), within its rate
+    (QuotaExceeded), allowed to call `rpc` (PermissionDenied). No parse, no Redis."""
     caller = callers.identify(*callers_.credentials(context))
+    caller.take()  # first: a caller looping on a method it may not call is limited too
     caller.permit(rpc)
-    caller.take()
     return caller
 
 
@@ -369,26 +369,40 @@ LOGGED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
                      grpc.StatusCode.PERMISSION_DENIED})
 
 
+def _who(error: BaseException) -> str:
+    """A failure's kind as the log names it: its type, and for a refused caller its name and
+    rule, or why no caller was found (ids from the callers file; never a key)."""
+    kind = type(error).__name__
+    if isinstance(error, PermissionDenied):
+        return f"{kind}, caller {error.caller}, {error.rule}"
+    if isinstance(error, QuotaExceeded):
+        return f"{kind}, caller {error.caller}"
+    if isinstance(error, Unauthenticated):
+        return f"{kind}, {error.reason}"
+    return kind
+
+
 class FailureLog:
     """Logs each failure kind (rpc, status, error type) once per interval, with a count.
 
     The first failure of a kind is logged at once; its repeats within the interval are
     counted and summed in one line when the interval ends (at the kind's next failure, or the
     flush the event loop runs then). A kind that stays quiet for an interval is forgotten, so
-    its next failure is logged at once again. Lines name the rpc, status and error type, never
-    a request's values.
+    its next failure is logged at once again. Lines name the rpc, status and error type, and
+    a refused caller's name and rule, never a request's values.
     """
 
     def __init__(self, logger: logging.Logger, interval_s: float = FAILURE_LOG_INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic):
         self.logger, self.interval_s, self.clock = logger, interval_s, clock
-        # Bounded by the kinds there are: rpcs x logged statuses x error types.
+        # Bounded by the kinds there are: rpcs x logged statuses x error types (x callers, for
+        # refused callers); a kind quiet for an interval is forgotten.
         self._windows: dict[tuple[str, str, str], list] = {}  # kind: [started_s, repeats]
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def failed(self, rpc: str, code: grpc.StatusCode, error: BaseException) -> None:
-        kind = (rpc, code.name, type(error).__name__)
+        kind = (rpc, code.name, _who(error))
         now = self.clock()
         window = self._windows.get(kind)
         if window is not None and now - window[0] >= self.interval_s:

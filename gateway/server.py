@@ -37,6 +37,7 @@ from creditgate.limits import catalog
 from creditgate.limits.client import LimitsClient
 from creditgate.limits.clock import RedisClock
 from creditgate.limits.constants import (
+    CALLERS_CHECK_INTERVAL_S,
     CLOCK_SAMPLE_INTERVAL_S,
     DRAIN_GRACE_S,
     EVICTION_CHECK_INTERVAL_S,
@@ -154,6 +155,15 @@ class Config(msgspec.Struct, kw_only=True):
     insecure: bool = False  # plaintext, on a loopback address only
 
 
+def _file_stamp(path: str) -> tuple[int, ...] | None:
+    """What changes when a file is replaced or rewritten (None while it cannot be read)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def load_callers(config: Config) -> callers.Callers:
     """The callers file, validated (CallersError names file, caller and field)."""
     if not config.callers_path:
@@ -212,7 +222,8 @@ class Gateway:
         self.port = 0
         self._sweeper: asyncio.Task | None = None
         self._eviction_watch: asyncio.Task | None = None
-        self._watches: list[asyncio.Task] = []  # admission's loop lag, the clock's samples
+        # Admission's loop lag, the callers file, the clock's samples.
+        self._watches: list[asyncio.Task] = []
 
     async def start(self) -> int:
         try:
@@ -236,6 +247,7 @@ class Gateway:
             self._sweeper = asyncio.create_task(sweeper.sweep_forever(self.limits))
         self._eviction_watch = asyncio.create_task(self._watch_eviction_policy())
         self._watches = [asyncio.create_task(context.admission.watch_loop_lag()),
+                         asyncio.create_task(self._watch_callers_file()),
                          asyncio.create_task(self._sample_clock(context.redis_clock))]
         return self.port
 
@@ -257,6 +269,28 @@ class Gateway:
             log.info("serving TLS on %s:%d, client certificates %s; %s", self.config.host,
                      port, self.config.client_auth, self.tls.current.summary)
         return port
+
+    async def _watch_callers_file(self) -> None:
+        """Reload the callers file when it changes, so a caller is added, changed or revoked
+        without a restart: the next call of every connection, open ones included, is judged by
+        the new file. A file that does not validate is refused and the old one stays in force;
+        one log line per change either way, none per check."""
+        path = self.config.callers_path
+        seen = _file_stamp(path)
+        while True:
+            await asyncio.sleep(CALLERS_CHECK_INTERVAL_S)
+            stamp = _file_stamp(path)
+            if stamp == seen:
+                continue
+            seen = stamp
+            try:
+                found = callers.load(path)
+            except callers.CallersError as error:
+                log.error("callers file NOT reloaded, the previous one stays in force: %s",
+                          error)
+                continue
+            self.context.callers = found
+            log.warning("callers file reloaded: %d callers", len(found.by_name))
 
     async def _sample_clock(self, clock: RedisClock) -> None:
         """Keep the offset to Redis' clock fresh; a failed sample keeps the last ones."""
@@ -351,15 +385,18 @@ def run(config: Config, parent_pid: int | None = None) -> int:
     import uvloop
 
     try:
+        # The configuration first, once (a bad catalog or callers file, TLS files that cannot
+        # be used, plaintext not on loopback): its message is the one a user needs, whatever
+        # else is wrong.
+        catalog.load(config.catalog_path)
+        load_callers(config)
+        transport(config)
         if parent_pid is None:
             refuse_port_in_use(config.host, config.port)
         if config.processes <= 1:
             return uvloop.run(serve(config, parent_pid))
         if config.port == 0:
             raise ValueError("--processes needs a fixed --port")
-        catalog.load(config.catalog_path)  # a bad catalog stops start-up here, once
-        load_callers(config)  # and a bad or missing callers file
-        transport(config)  # and TLS files that cannot be used, or plaintext not on loopback
         uvloop.run(_refuse_evicting_redis_at(config.redis_url))  # and an evicting Redis
         return Supervisor(config).run()
     except StartupRefused as error:

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from creditgate.limits import keys
 from creditgate.limits.client import CALLER, LimitsClient
 from creditgate.limits.constants import SWEEP_CUSTOMERS_PER_PARTITION_MAX, SWEEP_INTERVAL_S
 
 log = logging.getLogger("creditgate.sweeper")
 
-# The caller name of the sweeper's own calls: every change records who made it.
-SWEEPER = "sweeper"
+# The caller name of the sweeper's own calls, and of every `expired` event (whichever call
+# found the hold due): every change records who made it.
+SWEEPER = keys.EXPIRY_CALLER
 
 
 async def sweep_once(limits: LimitsClient) -> int:

@@ -11,7 +11,7 @@ used (half written, a key of another certificate) is logged once and the previou
 docs/operations.md describes the rotation steps.
 
 client_auth "required" is mutual TLS: a caller must present a certificate that the CA file's
-certificates verify, and its URI and DNS SANs are its identity (`peer_sans`). "none" asks for
+certificates verify, and its URI and DNS SANs are its identity (`peer`). "none" asks for
 no client certificate: callers then identify with an API key.
 """
 
@@ -184,14 +184,6 @@ class CertificateFiles:
         return self.configuration(tls_set)
 
 
-def server_credentials(files: TlsFiles, client_auth: str = "required"
-                       ) -> tuple[grpc.ServerCredentials, CertificateFiles]:
-    """The gRPC server credentials of `files`, and the watcher that reloads them; raises
-    TlsFilesError for files that cannot be used now."""
-    watched = CertificateFiles(files, client_auth)
-    return watched.credentials(), watched
-
-
 def channel_credentials(cert: str = "", key: str = "", ca: str = "") -> grpc.ChannelCredentials:
     """A client's credentials: the CA file that verifies the server (the system's roots
     when empty), and the client certificate and key that identify it (none when empty)."""
@@ -203,34 +195,30 @@ def channel_credentials(cert: str = "", key: str = "", ca: str = "") -> grpc.Cha
         certificate_chain=_read(cert) if cert else None)
 
 
-def verified_sans(properties: dict) -> tuple[list[str], bool]:
-    """From a call's auth context (`context.auth_context()`, which gRPC builds anew on every
-    read: read it once per call): the URI and DNS SANs of the client certificate its handshake
-    verified ([] over plaintext or TLS without a client certificate), and whether the call
-    came over TLS. The server only ever requires and verifies a certificate or requests none,
-    so every SAN here was verified by the CA file. (gRPC's x509_subject_alternative_name would
-    add IP and e-mail SANs.)"""
+class Peer(NamedTuple):
+    """What a call's TLS handshake established: whether it came over TLS, and the URI and DNS
+    SANs of the client certificate it verified (none over plaintext or TLS without a client
+    certificate). The server only ever requires and verifies a certificate or requests none,
+    so every SAN here was verified by the CA file."""
+
+    secure: bool
+    uris: tuple[str, ...] = ()
+    dns_names: tuple[str, ...] = ()
+
+
+def peer_of(properties: dict) -> Peer:
+    """The Peer of a call's auth context (`context.auth_context()`, which gRPC builds anew on
+    every read: read it once per call). gRPC's x509_subject_alternative_name would add IP and
+    e-mail SANs, which are never identities."""
     if properties.get("transport_security_type") != [b"ssl"]:
-        return [], False
-    return [value.decode("utf-8", "replace") for name in ("peer_uri", "peer_dns")
-            for value in properties.get(name, ())], True
+        return Peer(False)
+    return Peer(True, *(tuple(value.decode("utf-8", "replace")
+                              for value in properties.get(name, ()))
+                        for name in ("peer_uri", "peer_dns")))
 
 
-def peer(context: grpc.aio.ServicerContext) -> tuple[bool, list[str]]:
-    """Whether the call came over TLS, and its verified client certificate's URI and DNS
-    SANs (`verified_sans`)."""
-    sans, secure = verified_sans(context.auth_context())
-    return secure, sans
-
-
-def is_secure(context: grpc.aio.ServicerContext) -> bool:
-    """Whether the call came over TLS (with or without a client certificate)."""
-    return peer(context)[0]
-
-
-def peer_sans(context: grpc.aio.ServicerContext) -> list[str]:
-    """The URI and DNS SANs of the call's verified client certificate (see `peer`)."""
-    return peer(context)[1]
+def peer(context: grpc.aio.ServicerContext) -> Peer:
+    return peer_of(context.auth_context())
 
 
 def files_exist(*paths: str | os.PathLike) -> bool:

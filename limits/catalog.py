@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 import msgspec
 
+from creditgate.limits import config_file
 from creditgate.limits.constants import (
     AMOUNT_MINOR_MAX,
     CAPTURE_TOLERANCE_BPS_MAX,
@@ -88,28 +89,17 @@ class Product(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return tuple(self.nodes) + ((extra,) if extra else ())
 
 
-class CatalogError(ValueError):
-    def __init__(self, path: str, product: str | None, field: str | None, message: str):
-        where = path
-        if product:
-            where += f": product {product!r}"
-        if field:
-            where += f": field {field!r}"
-        super().__init__(f"{where}: {message}")
-        self.path, self.product, self.field = path, product, field
+class CatalogError(config_file.ConfigFileError):
+    KIND = "product"
 
-
-_ERROR_AT = re.compile(r"^(.*) - at `(?:key` in `)?\$\.?(.*)`$")
+    @property
+    def product(self) -> str | None:
+        return self.name
 
 
 def load(path: str | pathlib.Path = DEFAULT_CATALOG) -> dict[str, Product]:
     """Read and validate a catalog file; raise CatalogError naming file, product and field."""
-    path = pathlib.Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CatalogError(str(path), None, None, f"cannot read: {error.strerror}") from None
-    return parse(data, str(path))
+    return parse(config_file.read(path, CatalogError), str(path))
 
 
 def _check_tree(path: str, products: dict[str, Product]) -> None:
@@ -139,32 +129,14 @@ def _check_tree(path: str, products: dict[str, Product]) -> None:
 
 
 def parse(data: bytes | str, path: str = "<catalog>") -> dict[str, Product]:
-    try:
-        document = msgspec.toml.decode(data)
-    except msgspec.DecodeError as error:
-        raise CatalogError(path, None, None, f"not valid TOML: {error}") from None
-    except UnicodeDecodeError:
-        raise CatalogError(path, None, None, "not valid TOML: the file is not UTF-8") from None
-    unknown = sorted(set(document) - {"products"})
-    if unknown:
-        raise CatalogError(path, None, unknown[0], "unknown top-level table or key")
+    document = config_file.decode(data, path, CatalogError, frozenset({"products"}))
     tables = document.get("products")
     if not isinstance(tables, dict) or not tables:
         raise CatalogError(path, None, "products", "the catalog defines no [products.<id>]")
     products: dict[str, Product] = {}
     for product_id, table in tables.items():
-        # One product at a time, so that an error names the product (msgspec's error paths
-        # do not carry dict keys).
-        try:
-            product = msgspec.convert(table, Product)
-        except msgspec.ValidationError as error:
-            match = _ERROR_AT.match(str(error))
-            message, field = (match.group(1), match.group(2)) if match else (str(error), None)
-            if not field and ("missing required field" in message or "unknown field" in message):
-                field = message.split("`")[1]
-            if "Invalid enum value" in message:
-                message += f"; channels are {', '.join(CHANNELS)}"
-            raise CatalogError(path, product_id, field or None, message) from None
+        product = config_file.convert(table, Product, path, product_id, CatalogError,
+                                      f"channels are {', '.join(CHANNELS)}")
         product.id = product_id
         _check(path, product)
         products[product_id] = product

@@ -154,5 +154,8 @@ CALLER_MERCHANTS_MAX = 64
 CALLER_PRODUCTS_MAX = 64
 CALLER_RATE_PER_S_MAX = 1_000_000.0
 CALLER_BURST_MAX = 1_000_000
+# How often each gateway process looks whether its callers file changed (a revoked caller is
+# refused within this long).
+CALLERS_CHECK_INTERVAL_S = 1.0
 # A caller's name travels into every event it causes, like an id.
 assert CALLER_NAME_LENGTH_MAX <= ID_LENGTH_MAX

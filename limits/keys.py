@@ -117,6 +117,9 @@ assert len(set(HOLD_FIELDS.values())) == len(HOLD_FIELDS)
 # The stored fingerprint of a reversal's tombstone: an idempotency record whose reply (a
 # REVERSED decline) answers any request with that key, whatever its payload.
 TOMBSTONE = "reversed"
+# The caller an `expired` event names: a hold's TTL released it, whichever call (the sweeper's
+# pass, or a call that touched the customer) happened to find it due.
+EXPIRY_CALLER = "sweeper"
 
 # Everything the Lua prelude receives as a constant.
 LUA_CONSTANTS: dict[str, str] = {
@@ -139,6 +142,7 @@ LUA_CONSTANTS: dict[str, str] = {
     "F_BALANCE": FIELD_BALANCE,
     "F_CREDIT_BALANCE": FIELD_CREDIT_BALANCE,
     "TOMBSTONE": TOMBSTONE,
+    "EXPIRY_CALLER": EXPIRY_CALLER,
     "MERCHANT_EXACT": MERCHANT_EXACT,
     "MERCHANT_PREFIX": MERCHANT_PREFIX,
     "MERCHANT_SCOPE_SEPARATOR": MERCHANT_SCOPE_SEPARATOR,

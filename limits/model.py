@@ -277,7 +277,7 @@ class Model:
     def _xadd(self, key: str, **fields: str) -> None:
         """Appends an event: every event carries the caller of the call that wrote it."""
         self.state.setdefault(key, []).append(  # type: ignore[union-attr]
-            {**fields, "caller": self.caller})
+            {"caller": self.caller, **fields})
 
     # -- the prelude (limits/lua/_lib.lua) --------------------------------------------------
     def _update_due(self, holds_key: str, due_key: str, customer_id: str) -> None:
@@ -369,7 +369,7 @@ class Model:
                    customer_id=customer_id, hold_id=hold_id, product_id=h[_PRODUCT],
                    merchant_id=h[_MERCHANT], currency=h[_CURRENCY], nodes=path,
                    released_minor=str(released), captured_total_minor=h[_CAPTURED],
-                   at_ms=str(now))
+                   at_ms=str(now), caller=keys.EXPIRY_CALLER)
         return 1
 
     def _release_expired(self, base: str, customer_id: str, due_key: str, outbox_key: str,

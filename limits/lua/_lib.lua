@@ -271,7 +271,8 @@ end
 local function expire_hold(base, customer_id, hold_id, outbox_key, now)
   -- Release one open hold whose TTL has passed: what it still holds leaves every level it
   -- drew on, it closes, and its `expired` event is appended. 1 if released, else 0. The
-  -- event names the caller of the call that found the hold due (the sweeper's, for expire).
+  -- event names EXPIRY_CALLER, not the call that happened to find the hold due: the TTL
+  -- made this change.
   local customer_key = base .. K_CUSTOMER .. customer_id
   local hold_key = base .. K_HOLD .. hold_id
   local h = redis.call('HMGET', hold_key, H_STATE, H_AMOUNT, H_CAPTURED, H_NODES, H_SEQ,
@@ -288,7 +289,7 @@ local function expire_hold(base, customer_id, hold_id, outbox_key, now)
     'customer_id', customer_id, 'hold_id', hold_id, 'product_id', h[6],
     'merchant_id', h[7], 'currency', h[8], 'nodes', h[4],
     'released_minor', fmt(released), 'captured_total_minor', h[3], 'at_ms', fmt(now),
-    'caller', ARGV[ARG_CALLER])
+    'caller', EXPIRY_CALLER)
   return 1
 end
 

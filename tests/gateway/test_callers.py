@@ -14,6 +14,7 @@ from creditgate.gateway.callers import (
     Unauthenticated,
 )
 from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.gateway.tls import Peer
 from tests.support import SECRETS, api_key
 
 TERMINAL_URI = "spiffe://acquirer.example/terminal/T-0001"
@@ -108,7 +109,13 @@ BAD = [
      "callers.toml: field 'roles.terminal.burst': must be within 1.."),
     ("one identity twice", "[callers.A]\nrole = 'observer'\nidentity = 'x'\n"
      "[callers.B]\nrole = 'observer'\nidentity = 'x'\n",
-     "caller 'B': field 'identity': also the identity of caller A"),
+     "callers.toml: caller 'B': field 'identity': also the identity of caller A"),
+    ("unknown role's quota", "[roles.bogus]\nrate_per_s = 1.0\nburst = 1\n"
+     "[callers.A]\nrole = 'observer'\nidentity = 'x'\n",
+     "callers.toml: field 'roles': Invalid enum value 'bogus'; roles are terminal, acquirer"),
+    ("too many merchants", "[callers.T]\nrole = 'terminal'\nidentity = 'x'\nmerchants = ["
+     + ", ".join(f"'M-{i}'" for i in range(65)) + "]\n",
+     "callers.toml: caller 'T': field 'merchants': at most 64: they travel with every call"),
 ]
 
 
@@ -263,40 +270,40 @@ def test_quotas_default_per_role_and_the_entry_overrides(known):
 
 
 # -- identities -------------------------------------------------------------------------------
-def test_a_certificate_san_names_its_caller(known):
-    assert known.identify([TERMINAL_URI], True, None).name == "T-0001"
-    assert known.identify(["other.example", "observer.issuer.example"], True,
+def test_a_certificate_san_names_its_caller_by_kind(known):
+    assert known.identify(Peer(True, (TERMINAL_URI,)), None).name == "T-0001"
+    assert known.identify(Peer(True, (), ("other.example", "observer.issuer.example")),
                           None).name == "OBS-1"
 
 
 def test_an_unknown_san_is_unauthenticated_even_on_loopback(known):
     with pytest.raises(Unauthenticated) as caught:
-        known.identify(["spiffe://elsewhere/x"], True, None)
+        known.identify(Peer(True, ("spiffe://elsewhere/x",)), None)
     assert caught.value.reason == "UNKNOWN_IDENTITY"
 
 
 def test_an_api_key_names_its_caller_and_a_bad_one_is_refused(known):
-    assert known.identify([], True, KEY).name == "BILL-1"
+    assert known.identify(Peer(True), KEY).name == "BILL-1"
     for bad in ("BILL-1.wrong", "NOBODY.s3cret-s3cret", "", "no-dot", "T-0001.x"):
         with pytest.raises(Unauthenticated) as caught:
-            known.identify([], True, bad)
+            known.identify(Peer(True), bad)
         assert caught.value.reason == "BAD_API_KEY"
         assert bad not in str(caught.value) or not bad  # the key is never echoed
 
 
 def test_a_bad_api_key_is_not_saved_by_the_loopback_identity(known):
     with pytest.raises(Unauthenticated):
-        known.identify([], False, "BILL-1.wrong")
+        known.identify(Peer(False), "BILL-1.wrong")
 
 
 def test_plaintext_without_a_key_is_the_loopback_caller_and_tls_without_one_is_nobody(known):
-    assert known.identify([], False, None).name == "OPS"
+    assert known.identify(Peer(False), None).name == "OPS"
     with pytest.raises(Unauthenticated) as caught:
-        known.identify([], True, None)
+        known.identify(Peer(True), None)
     assert caught.value.reason == "NO_IDENTITY"
     alone = callers.parse("[callers.A]\nrole = 'observer'\nidentity = 'x'\n")
     with pytest.raises(Unauthenticated):
-        alone.identify([], False, None)  # no loopback caller: deny by default
+        alone.identify(Peer(False), None)  # no loopback caller: deny by default
 
 
 @pytest.mark.parametrize(("host", "loopback"), [
@@ -318,9 +325,9 @@ def test_a_new_api_key_identifies_its_caller_by_the_hash_printed(capsys):
     entry = printed[1]
     assert key.startswith("SHOP-9.") and len(key.partition(".")[2]) >= 43
     known = callers.parse(f"[callers.SHOP-9]\nrole = 'observer'\n{entry}\n")
-    assert known.identify([], True, key).name == "SHOP-9"
+    assert known.identify(Peer(True), key).name == "SHOP-9"
     with pytest.raises(Unauthenticated):
-        known.identify([], True, callers.new_api_key("SHOP-9"))  # another key, same name
+        known.identify(Peer(True), callers.new_api_key("SHOP-9"))  # another key, same name
 
 
 def test_check_names_what_is_wrong_in_a_callers_file(tmp_path, capsys):
@@ -333,3 +340,48 @@ def test_check_names_what_is_wrong_in_a_callers_file(tmp_path, capsys):
     assert "6 callers, valid" in capsys.readouterr().out
     assert callers.command(argparse.Namespace(action="check", file=str(bad))) == 2
     assert f"{bad}: caller 'A': field 'role'" in capsys.readouterr().err
+
+
+def test_a_san_of_the_other_kind_names_no_caller(known):
+    """A DNS SAN spelling a caller's URI identity is not that identity."""
+    with pytest.raises(Unauthenticated):
+        known.identify(Peer(True, (), (TERMINAL_URI,)), None)
+
+
+def test_a_certificate_naming_two_callers_is_refused(known):
+    with pytest.raises(Unauthenticated) as caught:
+        known.identify(Peer(True, (TERMINAL_URI, "spiffe://acquirer.example/switch")), None)
+    assert caught.value.reason == "AMBIGUOUS_IDENTITY"
+    assert "ACQ-1, T-0001" in str(caught.value)
+    # The same caller twice is one caller.
+    assert known.identify(Peer(True, (TERMINAL_URI, TERMINAL_URI)), None).name == "T-0001"
+
+
+def test_the_loopback_identity_is_never_a_certificate_san(known):
+    with pytest.raises(Unauthenticated) as caught:
+        known.identify(Peer(True, ("insecure:loopback",), ("insecure:loopback",)), None)
+    assert caught.value.reason == "UNKNOWN_IDENTITY"
+
+
+class Metadata:
+    def __init__(self, *entries):
+        self.entries = entries
+
+    def invocation_metadata(self):
+        return self.entries
+
+    def auth_context(self):
+        return {"transport_security_type": [b"insecure"]}
+
+
+@pytest.mark.parametrize("entries", [
+    (("x-api-key", KEY), ("x-api-key", "BILL-1.wrong")),
+    (("x-api-key", "BILL-1.wrong"), ("x-api-key", KEY)),
+    (("x-api-key-bin", KEY.encode()),),
+    (("x-api-key-bin", b"BILL-1.wrong"),),
+], ids=["good-then-bad", "bad-then-good", "binary-good", "binary-bad"])
+def test_one_text_api_key_or_none(entries):
+    with pytest.raises(Unauthenticated) as caught:
+        callers.credentials(Metadata(("user-agent", "x"), *entries))
+    assert caught.value.reason == "BAD_API_KEY"
+    assert callers.credentials(Metadata(("x-api-key", KEY))) == (Peer(False), KEY)

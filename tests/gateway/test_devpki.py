@@ -60,7 +60,7 @@ def test_init_makes_the_ca_the_server_the_callers_and_their_file(tmp_path):
         cert.verify_directly_issued_by(ca)
         assert usages(cert) == [ExtendedKeyUsageOID.CLIENT_AUTH]
         assert sans(cert) == [f"spiffe://creditgate.dev/{caller.role}/{caller.name}"]
-        assert known.by_identity[sans(cert)[0]].name == caller.name
+        assert known.by_uri[sans(cert)[0]].name == caller.name
         # Each pair is one the gateway's checks accept.
         tls.load_set(tls.TlsFiles(str(folder / f"{caller.name}.pem"),
                                   str(folder / f"{caller.name}.key"), str(folder / "ca.pem")))

@@ -144,7 +144,8 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         "hold_id": third.hold_id, "product_id": "scan_pay", "merchant_id": "shop-77",
         "currency": "CNY", "nodes": ",".join(PRODUCTS["scan_pay"].nodes_for("pos")),
         "released_minor": "8000", "captured_total_minor": "1000",
-        "at_ms": str(credit.as_of_ms), "caller": SUITE_CALLER,  # its GetCredit released it
+        # Its GetCredit found it due; the event names the expiry, not that call.
+        "at_ms": str(credit.as_of_ms), "caller": keys.EXPIRY_CALLER,
     }
 
     everything = await read_events(redis)

@@ -69,7 +69,7 @@ async def timed(call) -> tuple[float, object]:
 
 
 async def test_a_caller_over_its_rate_is_refused_fast_and_another_is_unaffected(
-        keyed_gateway, redis):
+        keyed_gateway, redis, caplog):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{keyed_gateway.port}") as channel:
         admin, auth = pb_grpc.AdminStub(channel), pb_grpc.AuthorizationStub(channel)
         for customer in ("noisy-c", "calm-c"):
@@ -121,6 +121,10 @@ async def test_a_caller_over_its_rate_is_refused_fast_and_another_is_unaffected(
     # product allows 50 a day).
     for _, answer in alone + storm:
         assert not isinstance(answer, grpc.aio.AioRpcError) and answer.approved, answer
+    # The refusals are one log line (for the interval) that names the caller.
+    said = [record.getMessage() for record in caplog.records if "QuotaExceeded" in
+            record.getMessage()]
+    assert said == ["Authorize failed: RESOURCE_EXHAUSTED (QuotaExceeded, caller NOISY)"]
     median = sorted(took for took, _ in alone)[len(alone) // 2]
     storm_median = sorted(took for took, _ in storm)[len(storm) // 2]
     refused_median = sorted(took for took, _ in refused)[len(refused) // 2]

@@ -1,7 +1,7 @@
 """TLS on the gateway's port, over real handshakes against real Redis: mutual TLS refuses a
 caller without a certificate, with one from another CA, or with an expired or not yet valid
 one; a good certificate gets through; plaintext is refused off loopback; the certificate and
-the CA rotate while calls keep flowing on open connections; peer_sans reads the verified SANs.
+the CA rotate while calls keep flowing on open connections; tls.peer reads the verified SANs.
 
 Every certificate comes from gateway/devpki.py, made in the test's temporary folder."""
 
@@ -208,18 +208,23 @@ async def test_serve_over_mutual_tls_with_two_processes(redis, redis_server, pki
         redis_server, port, "--processes", "2", "--callers", files["callers_path"],
         transport=("--tls-cert", files["tls_cert"], "--tls-key", files["tls_key"],
                    "--tls-ca", files["tls_ca"]))
+    said: list[str] = []
     try:
-        deadline = asyncio.get_running_loop().time() + 20
-        while await handshake(port, pki.ca.cert_pem, pki.caller("BO-1")) != grpc.StatusCode.OK:
-            assert process.returncode is None and asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.2)
+        # Both processes say they serve TLS (the second may start a moment after the first).
+        async def read_until_both_serve() -> None:
+            while sum("serving TLS on 127.0.0.1" in line for line in said) < 2:
+                line = await process.stderr.readline()
+                assert line, "".join(said)
+                said.append(line.decode())
+
+        await asyncio.wait_for(read_until_both_serve(), timeout=20)
+        assert await handshake(port, pki.ca.cert_pem, pki.caller("BO-1")) == grpc.StatusCode.OK
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plaintext:
             assert await health_status(plaintext) == grpc.StatusCode.UNAVAILABLE
     finally:
         process.terminate()
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
-    assert process.returncode == 0, stderr.decode()
-    assert stderr.decode().count("serving TLS on 127.0.0.1") == 2
+    assert process.returncode == 0, "".join(said) + stderr.decode()
 
 
 async def test_plaintext_start_is_said_in_the_log(redis, redis_server, caplog):
@@ -357,11 +362,10 @@ class Identity(health_pb2_grpc.HealthServicer):
     """A health service that records what tls.py reads from each call's context."""
 
     def __init__(self) -> None:
-        self.seen: list[tuple[bool, list[str]]] = []
+        self.seen: list[tls.Peer] = []
 
     async def Check(self, request, context):
-        self.seen.append((tls.is_secure(context), tls.peer_sans(context)))
-        assert tls.peer(context) == self.seen[-1]
+        self.seen.append(tls.peer(context))
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
@@ -391,8 +395,8 @@ async def test_peer_sans_are_the_verified_certificates_uri_and_dns_names(pki):
         assert await handshake(port, pki.ca.cert_pem, pki.caller("T-0001")) == \
             grpc.StatusCode.OK
     assert servicer.seen == [
-        (True, ["spiffe://creditgate.dev/acquirer/ACQ-9", "switch.acquirer.example"]),
-        (True, [TERMINAL_URI])]
+        tls.Peer(True, ("spiffe://creditgate.dev/acquirer/ACQ-9",), ("switch.acquirer.example",)),
+        tls.Peer(True, (TERMINAL_URI,))]
 
 
 def test_only_uri_and_dns_sans_are_identities():
@@ -403,9 +407,9 @@ def test_only_uri_and_dns_sans_are_identities():
                                                     b"host.example"],
                   "peer_uri": [b"spiffe://t/x"], "peer_dns": [b"host.example"],
                   "peer_ip": [b"10.0.0.1"], "peer_email": [b"a@b.example"]}
-    assert tls.verified_sans(properties) == (["spiffe://t/x", "host.example"], True)
-    assert tls.verified_sans({"transport_security_type": [b"insecure"],
-                              "peer_uri": [b"spiffe://t/x"]}) == ([], False)
+    assert tls.peer_of(properties) == tls.Peer(True, ("spiffe://t/x",), ("host.example",))
+    assert tls.peer_of({"transport_security_type": [b"insecure"],
+                        "peer_uri": [b"spiffe://t/x"]}) == tls.Peer(False)
 
 
 async def test_no_sans_without_a_client_certificate_or_without_tls(pki):
@@ -414,11 +418,11 @@ async def test_no_sans_without_a_client_certificate_or_without_tls(pki):
         assert await handshake(port, pki.ca.cert_pem, pki.caller("T-0001")) == \
             grpc.StatusCode.OK
         assert await handshake(port, pki.ca.cert_pem) == grpc.StatusCode.OK
-    assert servicer.seen == [(True, []), (True, [])]
+    assert servicer.seen == [tls.Peer(True), tls.Peer(True)]
     async with identity_server(None) as (servicer, port), \
             grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         assert await health_status(channel) == grpc.StatusCode.OK
-    assert servicer.seen == [(False, [])]
+    assert servicer.seen == [tls.Peer(False)]
 
 
 # -- the CLI over mutual TLS ------------------------------------------------------------------
