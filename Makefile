@@ -8,17 +8,21 @@ PY ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo p
 VENV := .venv
 PORT ?= 50051
 REDIS_PORT ?= 6399
+METRICS_PORT ?= 9464
+LEDGER_METRICS_PORT ?= 9465
 
 VENV_STAMP := $(VENV)/.installed
 BUILD_STAMP := build/.hotpath-ext.stamp
 
-.PHONY: help venv build redis-server postgres-check run test lint proto bench bench-tools clean distclean
+.PHONY: promtool help venv build redis-server postgres-check run test lint proto bench bench-tools clean distclean
 
 help:
 	@echo "creditgate make targets:"
 	@echo "  make run        venv + build, private redis under ./var (unless REDIS_URL is set),"
 	@echo "                  a development CA and certificates under ./var/tls, gateway with mutual"
 	@echo "                  TLS on 127.0.0.1:$(PORT), demo client as its callers; Ctrl-C stops."
+	@echo "                  Metrics: http://127.0.0.1:$(METRICS_PORT)/metrics (gateway) and"
+	@echo "                  http://127.0.0.1:$(LEDGER_METRICS_PORT)/metrics (ledger worker); logs as text."
 	@echo "                  RUN_ONCE=1 exits after the demo with its status."
 	@echo "  make test       ruff, the pytest suite, then tests/hotpath again without extensions"
 	@echo "  make venv       create $(VENV) and install the project with its dev extra"
@@ -33,6 +37,7 @@ help:
 	@echo "  make clean      remove build artefacts, hotpath/*.so and var/ (keeps $(VENV))"
 	@echo "  make distclean  clean, and remove $(VENV)"
 	@echo "Variables: PY=$(PY) PORT=$(PORT) REDIS_PORT=$(REDIS_PORT) REDIS_URL=$(REDIS_URL)"
+	@echo "           METRICS_PORT=$(METRICS_PORT) LEDGER_METRICS_PORT=$(LEDGER_METRICS_PORT)"
 
 venv: $(VENV_STAMP)
 
@@ -78,7 +83,8 @@ redis-server:
 
 # The redis-server binary is needed only for the private server started when REDIS_URL is unset.
 run: build $(if $(REDIS_URL),,redis-server)
-	VENV=$(VENV) PORT=$(PORT) REDIS_PORT=$(REDIS_PORT) scripts/run.sh
+	VENV=$(VENV) PORT=$(PORT) REDIS_PORT=$(REDIS_PORT) METRICS_PORT=$(METRICS_PORT) \
+	  LEDGER_METRICS_PORT=$(LEDGER_METRICS_PORT) scripts/run.sh
 
 # The ledger's PostgreSQL tests use CREDITGATE_TEST_PG_DSN; without a server they are skipped,
 # except under CI=true, where they fail.
@@ -98,6 +104,8 @@ postgres-check: venv
 test: build redis-server postgres-check
 	@$(MAKE) --no-print-directory bench-tools || \
 	  echo "note: h2load is missing; tests/bench/test_maxrate.py will be skipped (CI=true fails them)"
+	@$(MAKE) --no-print-directory promtool || \
+	  echo "note: promtool is missing; tests/deploy check the alert rules' structure only"
 	$(VENV)/bin/ruff check .
 	CREDITGATE_EXPECT_EXTENSIONS=1 $(VENV)/bin/python -m pytest
 	@if [ -d tests/hotpath ]; then \
@@ -133,6 +141,7 @@ bench: build redis-server bench-tools
 	  "$(VENV)/bin/python bench/openloop.py --maxrate-json $(BENCH_DIR)/maxrate.json --json $(BENCH_DIR)/openloop.json --plot $(BENCH_DIR)/openloop.png" \
 	  "$(VENV)/bin/python bench/batch_rate.py --json $(BENCH_DIR)/batch_rate.json" \
 	  "$(VENV)/bin/python bench/mtls_cost.py --json $(BENCH_DIR)/mtls_cost.json" \
+	  "$(VENV)/bin/python bench/metrics_cost.py --json $(BENCH_DIR)/metrics_cost.json" \
 	  "$(VENV)/bin/python bench/overload.py --json $(BENCH_DIR)/overload.json --plot $(BENCH_DIR)/overload.png" \
 	  "$(VENV)/bin/python bench/script_cost.py --json $(BENCH_DIR)/script_cost.json" \
 	  "$(VENV)/bin/python bench/script_cost.py --callgrind --segments --json $(BENCH_DIR)/script_cost_callgrind.json"; \
@@ -171,6 +180,21 @@ bench-tools:
 	else \
 	  echo "error: h2load is not installed, and installing it needs root. Install it with:" >&2; \
 	  echo "    sudo apt-get install nghttp2-client" >&2; \
+	  exit 1; \
+	fi
+
+# promtool (Debian's prometheus package, without its recommends) checks deploy/'s alert rules
+# and Prometheus configuration in tests/deploy; without it those tests check the structure.
+promtool:
+	@if command -v promtool >/dev/null 2>&1; then \
+	  echo "promtool: $$(command -v promtool)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "promtool not found; installing it: apt-get install -y --no-install-recommends prometheus"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus || \
+	    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }; \
+	else \
+	  echo "promtool is not installed; to check the alert rules with it:" >&2; \
+	  echo "    sudo apt-get install --no-install-recommends prometheus" >&2; \
 	  exit 1; \
 	fi
 

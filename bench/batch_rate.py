@@ -3,7 +3,8 @@ each process spends on them.
 
     .venv/bin/python bench/batch_rate.py [--processes 2] [--clients 1] [--concurrency 8]
         [--connections 8] [--batch-min 16] [--batch-max 64] [--duration 10] [--warmup 2]
-        [--customers 20000] [--unary] [--mtls] [--redis-py] [--profile DIR [--native]]
+        [--customers 20000] [--unary] [--mtls] [--metrics] [--redis-py]
+        [--profile DIR [--native]]
         [--json var/bench/batch_rate.json]
 
 Starts a private redis-server (free port, temporary folder, no RDB, no AOF) and the gateway as
@@ -19,6 +20,10 @@ Authorize calls instead (`--concurrency` calls in flight each).
 With --mtls the gateway serves mutual TLS with a private CA made for the run, and the load
 generators present a client certificate (bench/common.py serve_options); bench/mtls_cost.py
 compares the two.
+
+With --metrics the gateway serves its Prometheus metrics (`--metrics-port`, a free port; the
+supervisor's sum of its processes), and the run reads them once at the end (the calls they
+counted); bench/metrics_cost.py compares runs with and without.
 
 With --redis-py the gateway runs with CREDITGATE_REDIS_PIPELINE=redis-py: its script runner
 sends the batches through redis-py's pipelines instead of its own connection (the way before
@@ -54,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +81,10 @@ from common import (  # noqa: E402
 from creditgate.gateway.pb import creditgate_pb2 as pb  # noqa: E402
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc  # noqa: E402
 from creditgate.limits import keys  # noqa: E402
-from creditgate.limits.constants import AUTHORIZE_BATCH_SIZE_MAX  # noqa: E402
+from creditgate.limits.constants import (  # noqa: E402
+    AUTHORIZE_BATCH_SIZE_MAX,
+    METRICS_FLUSH_INTERVAL_S,
+)
 
 PARTITIONS = 256
 CAPS = {"total": 10**12, "consumer": 10**12, "consumer.scan_pay": 10**12,
@@ -100,6 +109,9 @@ def start_gateway(args, redis_port: int, folder: Path) -> tuple[subprocess.Popen
     log = (folder / "gateway.log").open("wb")
     options, transport = serve_options(folder, args.mtls)
     args.transport = tuple(transport)
+    args.metrics_port = free_port() if args.metrics else 0
+    if args.metrics:
+        options += ["--metrics-port", str(args.metrics_port)]
     process = subprocess.Popen(
         [sys.executable, "-m", "creditgate.gateway.cli", "serve", "--port", str(port),
          "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--partitions", str(PARTITIONS),
@@ -190,6 +202,21 @@ def reset_stats(redis_port: int) -> None:
     client = redis.Redis(port=redis_port)
     client.config_resetstat()
     client.close()
+
+
+def metrics_calls(port: int) -> float | None:
+    """The calls the gateway's metrics counted (creditgate_calls_total, every method and
+    status), once they have reached its metrics port; None if it could not be read."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    time.sleep(METRICS_FLUSH_INTERVAL_S + 0.5)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == "creditgate_calls_total")
 
 
 def outbox_length(redis_port: int) -> int:
@@ -382,6 +409,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mtls", action="store_true",
                         help="the gateway serves mutual TLS (a private CA made for the run), "
                         "and the load generators present a client certificate")
+    parser.add_argument("--metrics", action="store_true",
+                        help="the gateway serves its Prometheus metrics (--metrics-port)")
     parser.add_argument("--redis-py", action="store_true",
                         help="the gateway sends its batches through redis-py's pipelines "
                              "(CREDITGATE_REDIS_PIPELINE=redis-py) instead of its own connection")
@@ -447,6 +476,7 @@ def main(argv=None) -> int:
         for _, _, process in profiles:
             process.wait(timeout=60)
         events = outbox_length(redis_port) - events_before
+        counted = metrics_calls(args.metrics_port) if args.metrics else None
     finally:
         if gateway is not None:
             stop(gateway)
@@ -467,6 +497,7 @@ def main(argv=None) -> int:
         f"AuthorizeBatch of {args.batch_min}-{args.batch_max}")
     kind += " (redis-py pipelines)" if args.redis_py else ""
     kind += ", mutual TLS" if args.mtls else ""
+    kind += ", metrics on" if args.metrics else ""
     print(f"{kind}: {args.processes} gateway process(es), {args.clients} load generator(s) x "
           f"{args.concurrency} calls in flight on {args.connections} connections, "
           f"{args.customers} customers "
@@ -499,11 +530,14 @@ def main(argv=None) -> int:
     for _, path, _ in profiles:
         print(summarise_profile(path))
     consistent = events == approved
+    if args.metrics:
+        print(f"metrics: {counted if counted is not None else 'unreadable'} calls counted "
+              f"(creditgate_calls_total, warm-up included)")
     print(f"outbox check: {events:,} authorized events for {approved:,} approvals: "
           f"{'ok' if consistent else 'MISMATCH'}")
     result = {
         "mode": "unary" if args.unary else "batch", "redis_py": args.redis_py,
-        "mtls": args.mtls,
+        "mtls": args.mtls, "metrics": args.metrics, "metrics_calls": counted,
         "processes": args.processes, "duration_s": args.duration,
         "authorizations_per_s": rate, "answered": answered, "approved": approved,
         "declined": dict(declined), "errors": dict(errors), "events": events,

@@ -16,12 +16,16 @@ its SAN on every call). h2load (bench/maxrate.py) cannot present a client certif
 has no part here. Connections are opened once per leg, so the figures are those of a steady
 load (encryption and the per-call identity), not of handshakes.
 
-The legs alternate plaintext and mTLS, round after round (--rounds), so that a drift of the
-machine's other load falls on both alike; a kind's figures are the medians over its rounds.
+The legs alternate plaintext and mTLS, round after round (--rounds; plaintext first in odd
+rounds, mTLS first in even ones), so that a drift of the machine's other load falls on both
+alike; a kind's figures are the medians over its rounds.
 Printed, and written to --json, as ratios mTLS / plaintext: authorizations per second, the
 gateway's CPU per authorization, and the p50 and p99 latency of a call.
 
 Exit status 1 if a leg failed (a leg's errors or its outbox check), else 0.
+
+The same machinery compares other options of bench/batch_rate.py off and on (Variant):
+bench/metrics_cost.py measures the cost of the gateway's metrics with it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import common  # noqa: F401  bench/common.py: puts the repository on sys.path
 from common import VAR_BENCH, format_machine, machine
@@ -45,10 +51,30 @@ FIGURES = ("authorizations_per_s", "gateway_cpu_us_per_authorization", "latency_
            "latency_ms_p99")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+class Variant(NamedTuple):
+    """An option of bench/batch_rate.py measured off and on, in alternating legs."""
+
+    key: str  # the leg's field that says whether it was on
+    flag: str  # bench/batch_rate.py's option
+    off: str  # the two sides' names in the summary
+    on: str
+    ratio: str  # how a ratio is named in the printed summary
+    title: str  # the printed legs' and problems' name of the option
+    json: str  # the figures file's default name, under var/bench
+    runner: str  # the script's name, for its temporary folders and messages
+    # The problems of a leg's bench/batch_rate.py figures beyond errors and the outbox check.
+    check: Callable[[dict], list[str]] | None = None
+
+
+MTLS = Variant("mtls", "--mtls", "plaintext", "mtls", "mTLS/plaintext", "mTLS",
+               "mtls_cost.json", "mtls_cost")
+
+
+def parse_args(argv: list[str] | None, variant: Variant = MTLS,
+               description: str = __doc__) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=1,
-                        help="plaintext and mTLS legs of each kind, alternating")
+                        help=f"{variant.off} and {variant.on} legs of each kind, alternating")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds a leg")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--processes", type=int, default=2, help="gateway processes")
@@ -62,15 +88,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-min", type=int, default=16)
     parser.add_argument("--batch-max", type=int, default=64)
     parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--json", type=Path, default=VAR_BENCH / "mtls_cost.json")
+    parser.add_argument("--json", type=Path, default=VAR_BENCH / variant.json)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0:
         parser.error("--rounds must be >= 1 and --duration > 0")
     return args
 
 
-def leg_argv(args: argparse.Namespace, mode: str, mtls: bool, json_path: Path) -> list[str]:
-    """The bench/batch_rate.py command of one leg."""
+def leg_argv(args: argparse.Namespace, mode: str, on: bool, json_path: Path,
+             variant: Variant = MTLS) -> list[str]:
+    """The bench/batch_rate.py command of one leg, with the variant's option `on` or not."""
     argv = [sys.executable, str(BENCH / "batch_rate.py"), "--processes", str(args.processes),
             "--clients", str(args.clients), "--connections", str(args.connections),
             "--duration", str(args.duration), "--warmup", str(args.warmup),
@@ -80,17 +107,19 @@ def leg_argv(args: argparse.Namespace, mode: str, mtls: bool, json_path: Path) -
         argv += ["--unary", "--concurrency", str(args.unary_concurrency)]
     else:
         argv += ["--concurrency", str(args.batch_concurrency)]
-    return argv + (["--mtls"] if mtls else [])
+    return argv + ([variant.flag] if on else [])
 
 
-def run_leg(args: argparse.Namespace, mode: str, mtls: bool, round_: int) -> dict:
+def run_leg(args: argparse.Namespace, mode: str, on: bool, round_: int,
+            variant: Variant = MTLS) -> dict:
     """One leg: its figures, and the problems it reported."""
-    with tempfile.TemporaryDirectory(prefix="creditgate-mtls-cost-") as folder:
+    prefix = f"creditgate-{variant.runner.replace('_', '-')}-"
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         path = Path(folder) / "leg.json"
-        run = subprocess.run(leg_argv(args, mode, mtls, path), capture_output=True, text=True,
-                             timeout=LEG_TIMEOUT_S_BASE + args.warmup + args.duration)
+        run = subprocess.run(leg_argv(args, mode, on, path, variant), capture_output=True,
+                             text=True, timeout=LEG_TIMEOUT_S_BASE + args.warmup + args.duration)
         result = json.loads(path.read_text()) if path.exists() else None
-    leg = {"mode": mode, "mtls": mtls, "round": round_, "exit_code": run.returncode}
+    leg = {"mode": mode, variant.key: on, "round": round_, "exit_code": run.returncode}
     if result is None:
         leg["problems"] = [f"no figures (exit {run.returncode}): {run.stderr.strip()[-500:]}"]
         return leg
@@ -100,39 +129,40 @@ def run_leg(args: argparse.Namespace, mode: str, mtls: bool, round_: int) -> dic
         "latency_ms_p50": result["latency_ms_p50"], "latency_ms_p99": result["latency_ms_p99"],
         "errors": result["errors"], "outbox_consistent": result["outbox_consistent"],
         "problems": ([f"errors {result['errors']}"] if result["errors"] else [])
-        + ([] if result["outbox_consistent"] else ["outbox mismatch"])})
+        + ([] if result["outbox_consistent"] else ["outbox mismatch"])
+        + (variant.check(result) if variant.check else [])})
     return leg
 
 
-def summarise(legs: list[dict]) -> dict:
-    """Per kind: the medians of plaintext and of mTLS legs, and their ratios (mTLS over
-    plaintext; None where a side has no figure)."""
+def summarise(legs: list[dict], variant: Variant = MTLS) -> dict:
+    """Per kind: the medians of the legs off and on, and their ratios (on over off; None
+    where a side has no figure)."""
     summary = {}
     for mode in MODES:
         sides = {}
-        for name, mtls in (("plaintext", False), ("mtls", True)):
-            measured = [leg for leg in legs if leg["mode"] == mode and leg["mtls"] == mtls
+        for name, on in ((variant.off, False), (variant.on, True)):
+            measured = [leg for leg in legs if leg["mode"] == mode and leg[variant.key] == on
                         and not leg["problems"]]
             sides[name] = {figure: statistics.median(leg[figure] for leg in measured)
                            if measured and all(leg[figure] is not None for leg in measured)
                            else None for figure in FIGURES}
-        sides["ratios"] = {figure: sides["mtls"][figure] / sides["plaintext"][figure]
-                           if sides["mtls"][figure] and sides["plaintext"][figure] else None
+        sides["ratios"] = {figure: sides[variant.on][figure] / sides[variant.off][figure]
+                           if sides[variant.on][figure] and sides[variant.off][figure] else None
                            for figure in FIGURES}
         summary[mode] = sides
     return summary
 
 
-def format_summary(summary: dict) -> list[str]:
+def format_summary(summary: dict, variant: Variant = MTLS) -> list[str]:
     lines = []
     for mode, sides in summary.items():
-        plain, mtls, ratios = sides["plaintext"], sides["mtls"], sides["ratios"]
+        plain, mtls, ratios = sides[variant.off], sides[variant.on], sides["ratios"]
         if ratios["authorizations_per_s"] is None:
             lines.append(f"{mode}: not measured on both sides")
             continue
         what = "unary Authorize" if mode == "unary" else "AuthorizeBatch"
         lines.append(
-            f"{what}: mTLS/plaintext {ratios['authorizations_per_s']:.3f}x the rate "
+            f"{what}: {variant.ratio} {ratios['authorizations_per_s']:.3f}x the rate "
             f"({mtls['authorizations_per_s']:,.0f}/s vs {plain['authorizations_per_s']:,.0f}/s), "
             f"{_ratio(ratios['gateway_cpu_us_per_authorization'])} the gateway's CPU per "
             f"authorization ({_us(mtls['gateway_cpu_us_per_authorization'])} vs "
@@ -151,34 +181,29 @@ def _us(value: float | None) -> str:
     return "?" if value is None else f"{value:.0f} µs"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def compare(argv: list[str] | None, variant: Variant, description: str, heading: str) -> int:
+    """Run the legs of `variant` off and on, alternating, and write their summary."""
+    args = parse_args(argv, variant, description)
     facts = machine()
-    print(f"mTLS cost: {args.rounds} round(s) of unary Authorize and AuthorizeBatch, plaintext "
-          f"then mTLS, {args.duration:g} s each; gateway {args.processes} processes\n"
-          f"{format_machine(facts)}", flush=True)
+    print(f"{heading}: {args.rounds} round(s) of unary Authorize and AuthorizeBatch, "
+          f"{variant.off} then {variant.on}, {args.duration:g} s each; gateway "
+          f"{args.processes} processes\n{format_machine(facts)}", flush=True)
     legs = []
     try:
         for round_ in range(1, args.rounds + 1):
             for mode in MODES:
-                for mtls in (False, True):
-                    leg = run_leg(args, mode, mtls, round_)
+                for on in leg_order(round_):
+                    leg = run_leg(args, mode, on, round_, variant)
                     legs.append(leg)
-                    rate = leg.get("authorizations_per_s")
-                    print(f"  round {round_} {mode:5s} {'mTLS     ' if mtls else 'plaintext'} "
-                          + (f"{rate:,.0f} authorizations/s, gateway "
-                             f"{_us(leg['gateway_cpu_us_per_authorization'])} per "
-                             f"authorization, p50 {leg['latency_ms_p50']:.1f} ms, p99 "
-                             f"{leg['latency_ms_p99']:.1f} ms" if rate is not None else "")
-                          + (f"  PROBLEMS: {'; '.join(leg['problems'])}"
-                             if leg["problems"] else ""), flush=True)
+                    print_leg(leg, variant)
     except KeyboardInterrupt:
-        print("mtls_cost: interrupted", file=sys.stderr)
+        print(f"{variant.runner}: interrupted", file=sys.stderr)
         return 130
-    summary = summarise(legs)
-    print("\n".join(format_summary(summary)))
-    problems = [f"round {leg['round']} {leg['mode']} {'mTLS' if leg['mtls'] else 'plaintext'}: "
-                f"{problem}" for leg in legs for problem in leg["problems"]]
+    summary = summarise(legs, variant)
+    print("\n".join(format_summary(summary, variant)))
+    problems = [f"round {leg['round']} {leg['mode']} "
+                f"{variant.title if leg[variant.key] else variant.off}: {problem}"
+                for leg in legs for problem in leg["problems"]]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "machine": facts, "argv": sys.argv[1:] if argv is None else list(argv),
@@ -187,8 +212,31 @@ def main(argv: list[str] | None = None) -> int:
         "legs": legs, "summary": summary, "problems": problems}, indent=2) + "\n")
     print(f"figures written to {args.json}")
     for problem in problems:
-        print(f"mtls_cost: {problem}", file=sys.stderr)
+        print(f"{variant.runner}: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def leg_order(round_: int) -> tuple[bool, bool]:
+    """Off then on in odd rounds, on then off in even ones: a drift of the machine's other load
+    during a run falls on both sides alike instead of always on the second."""
+    return (False, True) if round_ % 2 else (True, False)
+
+
+def print_leg(leg: dict, variant: Variant) -> None:
+    side = variant.title if leg[variant.key] else variant.off
+    width = max(len(variant.title), len(variant.off))
+    rate = leg.get("authorizations_per_s")
+    print(f"  round {leg['round']} {leg['mode']:5s} {side:{width}s} "
+          + (f"{rate:,.0f} authorizations/s, gateway "
+             f"{_us(leg['gateway_cpu_us_per_authorization'])} per "
+             f"authorization, p50 {leg['latency_ms_p50']:.1f} ms, p99 "
+             f"{leg['latency_ms_p99']:.1f} ms" if rate is not None else "")
+          + (f"  PROBLEMS: {'; '.join(leg['problems'])}" if leg["problems"] else ""),
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return compare(argv, MTLS, __doc__, "mTLS cost")
 
 
 if __name__ == "__main__":

@@ -244,6 +244,7 @@ RUNNERS: tuple[tuple[str, str], ...] = (
     ("openloop.json", "bench/openloop.py"),
     ("batch_rate.json", "bench/batch_rate.py"),
     ("mtls_cost.json", "bench/mtls_cost.py"),
+    ("metrics_cost.json", "bench/metrics_cost.py"),
     ("overload.json", "bench/overload.py"),
     ("script_cost.json", "bench/script_cost.py"),
     ("script_cost_callgrind.json", "bench/script_cost.py"),
@@ -469,26 +470,49 @@ def mtls_lines(files: dict[str, dict]) -> list[str]:
     data = files.get("mtls_cost.json")
     if not data:
         return []
+    return [wrap(f"Mutual TLS against plaintext (`bench/mtls_cost.py`, same run, same "
+                 f"closed-loop load generator, {_rounds(data)}): "
+                 + "; ".join(_cost_kinds(data, "plaintext", "mtls")) + "."
+                 + _check_failed(data))]
+
+
+def metrics_cost_lines(files: dict[str, dict]) -> list[str]:
+    """The cost of the gateway's metrics (bench/metrics_cost.py): each kind's ratios, metrics
+    on over off, measured in the same run with the same load generator (target: under 3 %)."""
+    data = files.get("metrics_cost.json")
+    if not data:
+        return []
+    return [wrap(f"Metrics on against off (`bench/metrics_cost.py`, same run, same closed-loop "
+                 f"load generator, {_rounds(data)}; target: under 3 % of the rate): "
+                 + "; ".join(_cost_kinds(data, "off", "on")) + "." + _check_failed(data))]
+
+
+def _rounds(data: dict) -> str:
+    rounds = data["args"]["rounds"]
+    return (f"{rounds} round{'s' if rounds > 1 else ''} of {data['args']['duration']:g} s "
+            f"legs, medians")
+
+
+def _check_failed(data: dict) -> str:
+    return " Check failed: " + "; ".join(data["problems"]) + "." if data.get("problems") else ""
+
+
+def _cost_kinds(data: dict, off: str, on: str) -> list[str]:
+    """Each kind's ratios, `on` over `off`, from a cost runner's summary."""
     kinds = []
     for mode, what in (("unary", "unary Authorize"), ("batch", "AuthorizeBatch")):
         sides = data["summary"][mode]
-        ratios, mtls, plain = sides["ratios"], sides["mtls"], sides["plaintext"]
+        ratios, with_, without = sides["ratios"], sides[on], sides[off]
         if ratios["authorizations_per_s"] is None:
             kinds.append(f"{what}: {NOT_MEASURED}")
             continue
         cpu = ratios["gateway_cpu_us_per_authorization"]
         kinds.append(
             f"{what} {ratios['authorizations_per_s']:.2f}× the rate "
-            f"({mtls['authorizations_per_s']:,.0f}/s vs {plain['authorizations_per_s']:,.0f}/s)"
+            f"({with_['authorizations_per_s']:,.0f}/s vs {without['authorizations_per_s']:,.0f}/s)"
             + (f", {cpu:.2f}× the gateway's CPU per authorization" if cpu else "")
             + f", p99 {ratios['latency_ms_p99']:.2f}×")
-    rounds = data["args"]["rounds"]
-    text = (f"Mutual TLS against plaintext (`bench/mtls_cost.py`, same run, same closed-loop "
-            f"load generator, {rounds} round{'s' if rounds > 1 else ''} of "
-            f"{data['args']['duration']:g} s legs, medians): " + "; ".join(kinds) + ".")
-    if data.get("problems"):
-        text += " Check failed: " + "; ".join(data["problems"]) + "."
-    return [wrap(text)]
+    return kinds
 
 
 def cpu_text(report: dict) -> str:
@@ -556,6 +580,7 @@ def render(files: dict[str, dict], figures: list[tuple[Target, Figure]],
         *part("the CPU lines", lambda: cpu_lines(files)),
         *part("the script's cost", lambda: script_cost_lines(files)),
         *part("the cost of mutual TLS", lambda: mtls_lines(files)),
+        *part("the cost of metrics", lambda: metrics_cost_lines(files)),
     ])
 
 

@@ -48,9 +48,11 @@ def reserve(c: Context, request: pb.AuthorizeRequest) -> Awaitable:
 def answer(c: Context, request: pb.AuthorizeRequest, reply,
            response: pb.AuthorizeResponse | None = None) -> pb.AuthorizeResponse:
     """The second half: the response of the reserve script's reply (Refused if it refused),
-    written into `response` if given."""
-    return authorization_response(decode_authorization(reply),
-                                  c.products.get(request.product_id), response)
+    written into `response` if given, and the decision counted (gateway/metrics.py adds it to
+    the process's tally, by reason, product and channel: no write per item)."""
+    result = decode_authorization(reply)
+    c.metrics.decisions.decided(result, request)
+    return authorization_response(result, c.products.get(request.product_id), response)
 
 
 async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeResponse:

@@ -149,7 +149,7 @@ def parse(data: bytes | str, path: str = "<callers>",
         raise CallersError(path, None, "callers", "the file defines no [callers.<name>]")
     if len(tables) > CALLERS_MAX:
         raise CallersError(path, None, "callers", f"at most {CALLERS_MAX:,} callers")
-    hint = f"roles are {', '.join(ROLES)}, channels {', '.join(CHANNELS)}"
+    hint = f"roles are {', '.join(ROLES)}; channels are {', '.join(CHANNELS)}"
     roles = config_file.convert({"roles": document.get("roles", {}), "callers": {}}, File,
                                 path, None, CallersError, hint).roles
     for role, quota in roles.items():
@@ -215,15 +215,15 @@ class TokenBucket:
         self.rate_per_s, self.burst, self.clock = rate_per_s, burst, clock
         self.tokens, self.updated_s = float(burst), clock()
 
-    def take(self) -> float:
-        """Take a token: 0.0, or the seconds until one is there (nothing taken)."""
+    def take(self, count: int = 1) -> float:
+        """Take `count` tokens: 0.0, or the seconds until they are there (nothing taken)."""
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.updated_s) * self.rate_per_s)
         self.updated_s = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= count:
+            self.tokens -= count
             return 0.0
-        return (1.0 - self.tokens) / self.rate_per_s
+        return (count - self.tokens) / self.rate_per_s
 
 
 class Caller:
@@ -254,9 +254,9 @@ class Caller:
                                f"caller {self.name} (role {roles}) may not call {rpc}{hint}; "
                                "nothing was changed")
 
-    def take(self) -> None:
-        """QuotaExceeded if the caller is over its rate."""
-        wait_s = self.bucket.take()
+    def take(self, count: int = 1) -> None:
+        """QuotaExceeded if the caller is over its rate (`count` authorizations at once)."""
+        wait_s = self.bucket.take(count)
         if wait_s:
             raise QuotaExceeded(self.name, max(1, round(wait_s * 1000)))
 
@@ -266,7 +266,12 @@ class Caller:
 
     def check(self, rpc: str, request) -> None:
         """PermissionDenied unless the request's merchant, channel and product are within
-        the caller's lists (the fields only some requests carry)."""
+        the caller's lists (the fields only some requests carry); QuotaExceeded for a batch
+        beyond the caller's rate."""
+        # A batch is as many authorizations as it has items: its first was paid for when the
+        # call was admitted, the others are paid for now, before any Redis work.
+        if rpc == "AuthorizeBatch" and len(request.requests) > 1:
+            self.take(len(request.requests) - 1)
         if not self.scoped:
             return
         if rpc in ("Authorize", "ForceCapture"):
@@ -315,7 +320,14 @@ class Callers:
         self.by_uri: dict[str, Caller] = {}
         self.by_dns: dict[str, Caller] = {}
         self.loopback: Caller | None = None
+        hashes: dict[str, str] = {}
         for caller in callers:
+            if caller.api_key_sha256:
+                if caller.api_key_sha256 in hashes:
+                    raise CallersError(path, caller.name, "api_key_sha256",
+                                       f"also the key of caller {hashes[caller.api_key_sha256]}:"
+                                       " a key names one caller")
+                hashes[caller.api_key_sha256] = caller.name
             if not caller.identity:
                 continue
             if caller.identity == LOOPBACK_IDENTITY:
@@ -355,7 +367,8 @@ class Callers:
                                   f"unknown caller identity {sans[0][:200]!r}: not in the "
                                   "callers file")
         raise Unauthenticated("NO_IDENTITY", "no caller identity: present a client "
-                              f"certificate or an {API_KEY_METADATA} metadata entry")
+                              "certificate with a URI or DNS SAN that the callers file names, "
+                              f"or an {API_KEY_METADATA} metadata entry")
 
     def _by_api_key(self, api_key: str) -> Caller:
         name = api_key.partition(".")[0]

@@ -2,6 +2,7 @@
 
     creditgate serve [--host H] [--port P] [--redis-url URL] [--catalog PATH]
                      [--partitions N] [--processes N] [--callers FILE]
+                     [--metrics-port N [--metrics-host 127.0.0.1]]
                      (--tls-cert PEM --tls-key PEM --tls-ca PEM [--client-auth none]
                       | --insecure)
     creditgate customer put ID --cap NODE=AMOUNT_MINOR ... [--status active] [--timezone TZ]
@@ -9,26 +10,28 @@
     creditgate credit ID [--product PRODUCT]
     creditgate demo
     creditgate ledger [--redis-url URL] [--ledger-dsn DSN]     the posting worker
-    creditgate reconcile                                       Redis against the ledger
+                      [--metrics-port N]
+    creditgate reconcile [--pushgateway URL] [--textfile PATH] Redis against the ledger
     creditgate bills close --cycle YYYY-MM
     creditgate journal [--limit N] [--customer ID]
     creditgate certs init [--dir var/tls]                      a development CA and callers
     creditgate certs issue NAME --uri URI [--dir var/tls]      one more client certificate
     creditgate callers key NAME                                a new API key and its hash
     creditgate callers check FILE                              validate a callers file
-Client commands take --target HOST:PORT (default 127.0.0.1:50051, or $CREDITGATE_TARGET) and
-mutual TLS with make run's certificates under var/tls (--cert/--key/--ca name others), or
---insecure for a plaintext gateway.
+serve, ledger, reconcile, bills and journal take --log-format json|text (default json, or
+$CREDITGATE_LOG_FORMAT). Client commands take --target HOST:PORT (default 127.0.0.1:50051,
+or $CREDITGATE_TARGET) and mutual TLS with make run's certificates under var/tls
+(--cert/--key/--ca name others), or --insecure for a plaintext gateway.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
+from creditgate.gateway import logs
 from creditgate.limits import catalog
 from creditgate.limits.constants import PARTITIONS_DEFAULT
 
@@ -65,6 +68,14 @@ def _serve_command(commands) -> None:
                        help="do not release expired holds from this process")
     serve.add_argument("--callers", default=os.environ.get("CREDITGATE_CALLERS", ""),
                        help="the callers file (TOML): who may call what; required")
+    serve.add_argument("--metrics-port", type=int,
+                       default=int(os.environ.get("CREDITGATE_METRICS_PORT", 0)),
+                       help="serve Prometheus metrics on this port, /metrics (0: off; "
+                       "with --processes N the sum over the processes)")
+    serve.add_argument("--metrics-host",
+                       default=os.environ.get("CREDITGATE_METRICS_HOST", "127.0.0.1"),
+                       help="the metrics port's address: a loopback address only (plain HTTP)")
+    _log_format_option(serve)
     tls = serve.add_argument_group("TLS", "the port's certificates (docs/operations.md); "
                                    "the files are re-read when they change")
     tls.add_argument("--tls-cert", default=os.environ.get("CREDITGATE_TLS_CERT", ""),
@@ -167,6 +178,13 @@ def _callers_command(commands) -> None:
     check.add_argument("file")
 
 
+def _log_format_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--log-format", choices=logs.FORMATS,
+                     default=os.environ.get(logs.FORMAT_ENV, "") or logs.FORMAT_DEFAULT,
+                     help="json: one JSON object per line; text: for a human (default "
+                     f"${logs.FORMAT_ENV}, else {logs.FORMAT_DEFAULT})")
+
+
 def _ledger_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--redis-url",
                      default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -176,6 +194,7 @@ def _ledger_options(sub: argparse.ArgumentParser) -> None:
                      help="PostgreSQL schema")
     sub.add_argument("--partitions", type=int,
                      default=int(os.environ.get("CREDITGATE_PARTITIONS", PARTITIONS_DEFAULT)))
+    _log_format_option(sub)
 
 
 def _ledger_commands(commands) -> None:
@@ -187,10 +206,20 @@ def _ledger_commands(commands) -> None:
                         " give each worker on one host its own)")
     ledger.add_argument("--claim-idle-ms", type=int, default=30_000)
     ledger.add_argument("--deliveries-max", type=int, default=5)
+    ledger.add_argument("--metrics-port", type=int,
+                        default=int(os.environ.get("CREDITGATE_LEDGER_METRICS_PORT", 0)),
+                        help="serve the worker's Prometheus metrics on this port (0: off)")
+    ledger.add_argument("--metrics-host", default="127.0.0.1",
+                        help="a loopback address (metrics carry no TLS here)")
 
     reconcile = commands.add_parser(
         "reconcile", help="compare Redis with the ledger per customer and level")
     _ledger_options(reconcile)
+    reconcile.add_argument("--pushgateway", default="", metavar="URL",
+                           help="push the result (drifts, when it ran) to this Pushgateway")
+    reconcile.add_argument("--textfile", default="", metavar="PATH",
+                           help="write the result for node_exporter's textfile collector "
+                           "(a .prom file in its directory)")
 
     bills = commands.add_parser("bills", help="consolidated monthly statements")
     _ledger_options(bills)
@@ -206,9 +235,16 @@ def _ledger_commands(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Client commands talk to a person: their few lines are text unless asked otherwise.
+    try:
+        logs.setup(getattr(args, "log_format", "") or os.environ.get(logs.FORMAT_ENV, "")
+                   or "text")
+    except ValueError as error:  # $CREDITGATE_LOG_FORMAT names no format
+        print(f"creditgate: {error}", file=sys.stderr)
+        return 2
     if args.command == "serve":
+        # gRPC core logs every refused TLS handshake at INFO: a peer could fill the log.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         from creditgate.gateway import callers, server
 
         config = server.Config(host=args.host, port=args.port, redis_url=args.redis_url,
@@ -216,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
                                processes=args.processes, sweep=not args.no_sweeper,
                                callers_path=args.callers, tls_cert=args.tls_cert,
                                tls_key=args.tls_key, tls_ca=args.tls_ca,
-                               client_auth=args.client_auth, insecure=args.insecure)
+                               client_auth=args.client_auth, insecure=args.insecure,
+                               metrics_port=args.metrics_port,
+                               metrics_host=args.metrics_host,
+                               log_format=args.log_format)
         try:
             return server.run(config)
         except catalog.CatalogError as error:

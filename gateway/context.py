@@ -1,5 +1,5 @@
 """What the services share: the limit client, the catalog and its compiled rules, the callers,
-and the injected randomness."""
+the metrics, and the injected randomness."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from creditgate import hotpath
+from creditgate.gateway import metrics as metrics_
 from creditgate.gateway.admission import Admission
 from creditgate.gateway.callers import Callers
 from creditgate.hotpath import plans
@@ -26,8 +27,10 @@ class Context:
     """What the services share: the limit client, the catalog and the injected randomness."""
 
     def __init__(self, limits: LimitsClient, products: dict[str, catalog.Product],
-                 callers: Callers, token_source: Callable[[], str] = random_token):
+                 callers: Callers, token_source: Callable[[], str] = random_token,
+                 metrics: metrics_.GatewayMetrics | metrics_.NoMetrics = metrics_.NO_METRICS):
         self.limits = limits
+        self.metrics = metrics  # gateway/metrics.py; NO_METRICS records nothing
         self.callers = callers  # who may call what (gateway/callers.py)
         self.products = products
         self.rules = hotpath.compile_products(products)

@@ -15,13 +15,24 @@ INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION and ALREADY_EXISTS car
 google.rpc error details (`grpc-status-details-bin`) that a program reads instead of the
 message. Failures on our side (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL) are logged once per
 interval and kind with a count, never once per call.
+
+Every call is named: its request id (the caller's `x-request-id` when it is valid, else one made
+here) and the trace id of a valid W3C `traceparent` are set in gateway.logs' REQUEST_ID and
+TRACE_ID for the call, so every log line it causes names them, and the request id is sent back
+as `x-request-id` in the trailing metadata of every answer and refusal alike. Trailing, not
+initial: initial metadata sent by the handler costs gRPC a batch of its own per call, the
+trailing metadata travels with the status (docs/operations.md). Each call is counted by method
+and status, and timed (gateway/metrics.py), refusals included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
+import os
+import re
 import time
 from collections.abc import Callable
 
@@ -35,10 +46,13 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.gateway import callers as callers_
+from creditgate.gateway import metrics
 from creditgate.gateway.admission import Overloaded
 from creditgate.gateway.callers import PermissionDenied, QuotaExceeded, Unauthenticated
+from creditgate.gateway.logs import REQUEST_ID, TRACE_ID
 from creditgate.hotpath import InvalidArgument
 from creditgate.limits.client import CALLER, DEADLINE_MS
+from creditgate.limits.constants import REQUEST_ID_LENGTH_MAX
 from creditgate.limits.reasons import ScriptError
 from creditgate.limits.replies import Refused
 
@@ -163,12 +177,55 @@ assert {error for error, (code, _) in [*_REFUSALS.items(),
         if code == grpc.StatusCode.FAILED_PRECONDITION} <= set(_PRECONDITION_TYPES)
 
 
+# The metadata that names a call, in and out.
+REQUEST_ID_KEY = "x-request-id"
+TRACEPARENT_KEY = "traceparent"
+# A caller's request id: visible ASCII, no space (it goes into log lines and exemplars as is).
+_REQUEST_ID = re.compile(rf"[!-~]{{1,{REQUEST_ID_LENGTH_MAX}}}")
+# W3C Trace Context: version-traceid-parentid-flags in lower-case hex; version ff is invalid,
+# a later version may add fields after the flags, and all-zero ids are invalid.
+_TRACEPARENT = re.compile(r"([0-9a-e][0-9a-f]|f[0-9a-e])-([0-9a-f]{32})-([0-9a-f]{16})-"
+                          r"[0-9a-f]{2}(-.*)?")
+_ZERO_TRACE, _ZERO_PARENT = "0" * 32, "0" * 16
+# Made request ids: this process's random tag and a count, unique across processes and
+# restarts without a system call per call.
+_PROCESS_TAG = os.urandom(6).hex()
+_made = itertools.count(1)
+
+
+def name_call(metadata) -> tuple[str, str]:
+    """A call's (request id, trace id) from its invocation metadata: the caller's
+    `x-request-id` if valid, else a new one; the trace id of a valid `traceparent`, else ""."""
+    request_id = traceparent = ""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY:
+            request_id = value
+        elif key == TRACEPARENT_KEY:
+            traceparent = value
+    if not (request_id and _REQUEST_ID.fullmatch(request_id)):
+        request_id = f"{_PROCESS_TAG}-{next(_made):x}"
+    return request_id, trace_id(traceparent) if traceparent else ""
+
+
+def trace_id(traceparent: str) -> str:
+    """The trace id of a W3C traceparent header, or "" if it is not a valid one."""
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if match is None or (match[1] == "00" and match[4] is not None) or \
+            match[2] == _ZERO_TRACE or match[3] == _ZERO_PARENT:
+        return ""
+    return match[2]
+
+
 class NotFound(Exception):
     """A read found nothing: NOT_FOUND with a message naming the field."""
 
 
 class Late(Exception):
     """The call's deadline passed before it started: nothing was done."""
+
+
+# The refusals that shed a call before any work, by the cause creditgate_shed_calls_total names.
+SHED_CAUSES: dict[type, str] = {Overloaded: "admission", QuotaExceeded: "quota", Late: "late"}
 
 
 def status_of(error: BaseException, rpc: str = "") -> tuple[grpc.StatusCode, str]:
@@ -213,28 +270,42 @@ def from_bytes(method, parse: Callable[[bytes], Message]):
     pay for parsing (admission) goes first in `handle`.
     """
     servicer, rpc = method.__self__, method.__name__
+    calls = servicer.c.metrics.method(rpc)
 
     async def handle(data: bytes, context: grpc.aio.ServicerContext):
+        entered_s = time.perf_counter()
+        request_id, trace = name_call(context.invocation_metadata())
+        named = REQUEST_ID.set(request_id), TRACE_ID.set(trace)
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         c = servicer.c
         try:
-            caller = identify(c.callers, rpc, context)
-            started_s, deadline_ms = admit(c, rpc, context)
-        except (Unauthenticated, PermissionDenied, QuotaExceeded, Overloaded, Late) as error:
-            await refuse(context, rpc, error)
-        request = None
-        token = DEADLINE_MS.set(deadline_ms)
-        caller_token = CALLER.set((caller.name, caller.merchant_scope))
-        try:
-            request = parse(data)
-            caller.check(rpc, request)
-            response = await method(request, context)
-        except Exception as error:  # noqa: BLE001 - this is the one place that maps them all
-            await refuse(context, rpc, error, request)
+            try:
+                caller = identify(c.callers, rpc, context)
+                started_s, deadline_ms = admit(c, rpc, context)
+            except (Unauthenticated, PermissionDenied, QuotaExceeded, Overloaded, Late) as error:
+                await refuse(context, rpc, error, None, calls, entered_s)
+            request = None
+            token = DEADLINE_MS.set(deadline_ms)
+            caller_token = CALLER.set((caller.name, caller.merchant_scope))
+            try:
+                request = parse(data)
+                caller.check(rpc, request)
+                response = await method(request, context)
+            except Exception as error:  # noqa: BLE001 - the one place that maps them all
+                await refuse(context, rpc, error, request, calls, entered_s)
+            finally:
+                CALLER.reset(caller_token)
+                DEADLINE_MS.reset(token)
+                c.admission.done(started_s)
+        except asyncio.CancelledError:  # the caller went away: the call ends unanswered
+            calls.ended(grpc.StatusCode.CANCELLED.name, time.perf_counter() - entered_s,
+                        request_id, trace)
+            raise
         finally:
-            CALLER.reset(caller_token)
-            DEADLINE_MS.reset(token)
-            c.admission.done(started_s)
+            REQUEST_ID.reset(named[0])
+            TRACE_ID.reset(named[1])
         counts["OK"] += 1
+        calls.answered(time.perf_counter() - entered_s, request_id, trace)
         return response
 
     return handle
@@ -262,18 +333,27 @@ def admit(c, rpc: str, context: grpc.aio.ServicerContext) -> tuple[float, int]:
 
 
 async def refuse(context: grpc.aio.ServicerContext, rpc: str, error: BaseException,
-                 request: Message | None = None) -> None:
-    """End the call with the status of `error`: counted, logged when the fault is ours, and
-    with error details for the codes that carry them. Never returns."""
+                 request: Message | None = None, calls=metrics.NOTHING,
+                 entered_s: float | None = None) -> None:
+    """End the call with the status of `error`: counted (in `calls`, timed from `entered_s`),
+    logged when the fault is ours, with error details for the codes that carry them and the
+    request id in the trailing metadata. Never returns."""
     code, message = status_of(error, rpc)
     counts[code.name] += 1
+    cause = SHED_CAUSES.get(type(error))
+    if cause is not None:
+        calls.shed(cause)
+    request_id = REQUEST_ID.get()
+    calls.ended(code.name, 0.0 if entered_s is None else time.perf_counter() - entered_s,
+                request_id, TRACE_ID.get())
     if code in LOGGED:
         failures.failed(rpc, code, error)
+    trailing = ((REQUEST_ID_KEY, request_id),) if request_id else ()
     status = rich_status(code, message, error, request)
     if status is None:
-        await context.abort(code, message)
+        await context.abort(code, message, trailing)
     else:
-        await context.abort_with_status(status)
+        await context.abort(status.code, status.details, trailing + status.trailing_metadata)
 
 
 def rich_status(code: grpc.StatusCode, message: str, error: BaseException | None = None,
@@ -362,11 +442,18 @@ _DETAILS = {
     grpc.StatusCode.FAILED_PRECONDITION: _precondition_failure,
     grpc.StatusCode.ALREADY_EXISTS: _already_exists,
 }
-# The statuses logged (once per interval and kind): something wrong on our side, or a caller
-# knocking at a door it may not open. The others are the caller's own business.
+# The statuses logged (once per interval and kind): something wrong on our side, a caller
+# knocking at a door it may not open, or bad input (so that the caller sending it can be found;
+# at INFO: it harms no one else). The others are the caller's own business.
 LOGGED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
                      grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED,
-                     grpc.StatusCode.PERMISSION_DENIED})
+                     grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT})
+# The level of a logged status's lines; WARNING for the others.
+_LOG_LEVELS = {grpc.StatusCode.INTERNAL.name: logging.ERROR,
+               grpc.StatusCode.INVALID_ARGUMENT.name: logging.INFO}
+
+
+_INDEX = re.compile(r"\[\d+\]")  # "requests[3].amount_minor": an item of a batch
 
 
 def _who(error: BaseException) -> str:
@@ -379,6 +466,11 @@ def _who(error: BaseException) -> str:
         return f"{kind}, caller {error.caller}"
     if isinstance(error, Unauthenticated):
         return f"{kind}, {error.reason}"
+    if isinstance(error, InvalidArgument):
+        # The field, never its value; a batch item's index is dropped (kinds stay bounded).
+        return f"{kind}, field {_INDEX.sub('[]', error.field)}"
+    if isinstance(error, Refused):
+        return f"{kind}, {error.code.name}"
     return kind
 
 
@@ -416,7 +508,8 @@ class FailureLog:
             # Script errors name the script and line; requests' values are not logged.
             self.logger.error("%s failed: %s", rpc, str(error)[:300], exc_info=error)
         else:
-            self.logger.warning("%s failed: %s (%s)", rpc, code.name, kind[2])
+            self.logger.log(_LOG_LEVELS.get(code.name, logging.WARNING), "%s failed: %s (%s)",
+                            rpc, code.name, kind[2])
         self._schedule_flush(now)
 
     def flush(self) -> None:
@@ -432,9 +525,11 @@ class FailureLog:
         if not repeats:
             del self._windows[kind]
             return None
-        level = logging.ERROR if kind[1] == grpc.StatusCode.INTERNAL.name else logging.WARNING
-        self.logger.log(level, "%s failed %d more times in %.1f s: %s (%s)", kind[0], repeats,
-                        now - started_s, kind[1], kind[2])
+        # A sum of many calls names none of them, even when one call's failure ends it.
+        self.logger.log(_LOG_LEVELS.get(kind[1], logging.WARNING),
+                        "%s failed %d more times in %.1f s: %s (%s)", kind[0], repeats,
+                        now - started_s, kind[1], kind[2],
+                        extra={"request_id": "", "trace_id": ""})
         window[0], window[1] = now, 0
         return window
 
@@ -458,3 +553,38 @@ class FailureLog:
 
 
 failures = FailureLog(log)
+
+
+class RedactUndecodableMetadata(logging.Filter):
+    """gRPC's Python layer logs, with a traceback, every metadata value it cannot decode as
+    UTF-8, value included: an API key with one bad byte would be written to the log, once per
+    call a peer cares to send. This filter (on the `grpc._cython.cygrpc` logger) withholds
+    the value and lets one such line through per interval, with the count of the others."""
+
+    def __init__(self, interval_s: float = FAILURE_LOG_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.interval_s, self.clock = interval_s, clock
+        self._last_s: float | None = None
+        self._withheld = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "encoding" not in str(record.msg):
+            return True
+        now = self.clock()
+        if self._last_s is not None and now - self._last_s < self.interval_s:
+            self._withheld += 1
+            return False
+        more = f" ({self._withheld} more in the last interval)" if self._withheld else ""
+        record.msg = ("a call's metadata held a value that is not valid UTF-8; the call was "
+                      "refused, the value is withheld from the log" + more)
+        record.args, record.exc_info, record.exc_text, record.stack_info = (), None, None, None
+        self._last_s, self._withheld = now, 0
+        return True
+
+
+def redact_grpc_metadata_logs() -> None:
+    """Install RedactUndecodableMetadata once (every gateway in this process shares it)."""
+    grpc_log = logging.getLogger("grpc._cython.cygrpc")
+    if not any(isinstance(f, RedactUndecodableMetadata) for f in grpc_log.filters):
+        grpc_log.addFilter(RedactUndecodableMetadata())

@@ -3,20 +3,28 @@
 SIGTERM drains: health answers NOT_SERVING at once, the server stops accepting calls, calls in
 flight finish (up to DRAIN_GRACE_S), then the process exits 0.
 
-Start-up is refused while Redis may evict keys (maxmemory-policy other than noeviction), and
-readiness follows the policy afterwards. It is refused too without TLS files (gateway/tls.py,
-re-read when they change) unless `insecure` asks for plaintext on a loopback address.
+Start-up is refused while Redis may evict keys (maxmemory-policy other than noeviction). It
+is refused too without TLS files (gateway/tls.py, re-read when they change) unless `insecure`
+asks for plaintext on a loopback address.
+
+Readiness (the health service's "" and the two services) answers NOT_SERVING while Redis may
+evict keys or cannot be reached, SERVING once neither holds; liveness (the "liveness" service
+name) answers SERVING as long as the process serves. Metrics: gateway/metrics.py, on
+`metrics_port` (a loopback address only: they carry no TLS), and under `--processes N` from
+the supervisor, summed over its server processes.
 `--processes N` replaces a server process that dies (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 import socket
 import sys
@@ -28,9 +36,20 @@ import msgspec
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from creditgate.gateway import callers, registration, service, sweeper, tls
+from creditgate.gateway import (
+    callers,
+    errors,
+    logs,
+    metrics,
+    registration,
+    service,
+    sweeper,
+    tls,
+)
 from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog
@@ -46,6 +65,7 @@ from creditgate.limits.constants import (
     GRPC_CONNECTION_AGE_GRACE_MS,
     GRPC_CONNECTION_AGE_MS,
     GRPC_CONNECTION_IDLE_MS,
+    GRPC_HANDSHAKE_TIMEOUT_MS,
     GRPC_KEEPALIVE_TIME_MS,
     GRPC_KEEPALIVE_TIMEOUT_MS,
     GRPC_MESSAGE_BYTES_MAX,
@@ -54,6 +74,9 @@ from creditgate.limits.constants import (
     GRPC_STREAMS_PER_CONNECTION_MAX,
     PARTITIONS_MAX,
     REDIS_CONNECTIONS_MAX,
+    REDIS_PING_FAILURES_MAX,
+    REDIS_PING_INTERVAL_S,
+    REDIS_PING_TIMEOUT_S,
     REDIS_WAIT_S,
     RESTART_DELAY_S_MAX,
     RESTART_DELAY_S_MIN,
@@ -72,6 +95,11 @@ SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Authorization"].full_name,
     pb.DESCRIPTOR.services_by_name["Admin"].full_name,
 )
+# The health service name of liveness: SERVING while the process serves, whatever Redis does
+# (readiness is "" and SERVICE_NAMES).
+LIVENESS = "liveness"
+# Why readiness is NOT_SERVING.
+EVICTING, UNREACHABLE = "Redis may evict keys", "Redis unreachable"
 
 
 class StartupRefused(RuntimeError):
@@ -89,7 +117,10 @@ def server_options() -> list[tuple[str, int]]:
         ("grpc.max_concurrent_streams", GRPC_STREAMS_PER_CONNECTION_MAX),
         ("grpc.server.max_pending_requests", GRPC_PENDING_CALLS_MAX),
         ("grpc.server.max_pending_requests_hard_limit", GRPC_PENDING_CALLS_MAX),
-        # Idle, dead and never-finished connections are closed, each within a bound.
+        # Idle, dead and never-finished connections are closed, each within a bound: a
+        # connection that never completes its handshake holds a file descriptor, and a few
+        # thousand of them would keep every new terminal out.
+        ("grpc.server_handshake_timeout_ms", GRPC_HANDSHAKE_TIMEOUT_MS),
         ("grpc.max_connection_idle_ms", GRPC_CONNECTION_IDLE_MS),
         ("grpc.max_connection_age_ms", GRPC_CONNECTION_AGE_MS),
         ("grpc.max_connection_age_grace_ms", GRPC_CONNECTION_AGE_GRACE_MS),
@@ -153,6 +184,10 @@ class Config(msgspec.Struct, kw_only=True):
     tls_ca: str = ""
     client_auth: str = "required"  # "required": mutual TLS; "none": callers use API keys
     insecure: bool = False  # plaintext, on a loopback address only
+    # Prometheus metrics (gateway/metrics.py) on this port, 0 for none; a loopback host only.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    log_format: str = "json"  # of the processes of `--processes N` (gateway/logs.py)
 
 
 def _file_stamp(path: str) -> tuple[int, ...] | None:
@@ -162,6 +197,35 @@ def _file_stamp(path: str) -> tuple[int, ...] | None:
     except OSError:
         return None
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def check_metrics(config: Config) -> None:
+    """Metrics are served over plain HTTP, so on a loopback address only, as plaintext gRPC."""
+    if not 0 <= config.metrics_port <= 65535:
+        raise StartupRefused(f"--metrics-port must be within 0..65535, not {config.metrics_port}")
+    if config.metrics_port and not callers.is_loopback(config.metrics_host):
+        raise StartupRefused(f"--metrics-host {config.metrics_host} is not a loopback address: "
+                             "metrics are served without TLS, on a loopback address only "
+                             "(scrape them through a local agent or proxy)")
+
+
+def serve_metrics(start, host: str, port: int):
+    """Start serving metrics (`start(host, port)`); a port that cannot be bound refuses
+    start-up with the reason."""
+    try:
+        return start(host, port)
+    except OSError as error:
+        raise StartupRefused(f"cannot serve metrics on {host}:{port}: "
+                             f"{error.strerror or error}") from None
+
+
+def redis_server_name(url: str) -> str:
+    """The Redis server of a URL as the metrics' `redis` label names it: host:port, or the
+    Unix socket's path (never credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
 
 def load_callers(config: Config) -> callers.Callers:
@@ -197,13 +261,23 @@ def transport(config: Config) -> tls.CertificateFiles | None:
 class Gateway:
     """A started gateway: its gRPC server, Redis client, health servicer and sweeper."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, serve_metrics: bool = True):
+        """`serve_metrics`: serve this process's metrics on the metrics port; a server
+        process of `--processes N` records them for its supervisor to serve instead."""
         if not 1 <= config.partitions <= PARTITIONS_MAX:
             raise ValueError(f"partitions must be within 1..{PARTITIONS_MAX}")
         self.config = config
+        check_metrics(config)
+        self.metrics = metrics.GatewayMetrics() if config.metrics_port else metrics.NO_METRICS
+        self._serve_metrics = serve_metrics
+        self.metrics_port = 0
+        errors.redact_grpc_metadata_logs()
         # A bad catalog or callers file stops start-up before anything listens; without a
         # callers file every call would be refused, which is no way to start.
         self.products = catalog.load(config.catalog_path)
+        log.info("catalog loaded: %d products from %s", len(self.products),
+                 config.catalog_path, extra={"products": len(self.products),
+                                             "catalog": config.catalog_path})
         self.callers = load_callers(config)
         self.tls = transport(config)  # files that cannot be used stop start-up too
         # A bounded pool that waits for a free connection rather than failing the batch.
@@ -211,10 +285,17 @@ class Gateway:
             config.redis_url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_WAIT_S,
             socket_timeout=REDIS_WAIT_S, socket_connect_timeout=REDIS_WAIT_S)
         self.redis = aioredis.Redis(connection_pool=pool)
+        self.redis_server = redis_server_name(config.redis_url)
+        # Readiness PINGs on a connection of its own, with a short timeout and no retries.
+        self._ping = aioredis.Redis.from_url(
+            config.redis_url, socket_timeout=REDIS_PING_TIMEOUT_S,
+            socket_connect_timeout=REDIS_PING_TIMEOUT_S, retry=Retry(NoBackoff(), 0),
+            single_connection_client=True)
         # The runner's own pipelined connection unless CREDITGATE_REDIS_PIPELINE=redis-py asks
         # for redis-py's pipelines (the way before it; bench/batch_rate.py --redis-py compares).
         self.runner = ScriptRunner(
-            self.redis, raw=False if os.environ.get(REDIS_PIPELINE_ENV) == "redis-py" else None)
+            self.redis, raw=False if os.environ.get(REDIS_PIPELINE_ENV) == "redis-py" else None,
+            observer=self.metrics.redis(self.redis_server))
         self.limits = LimitsClient(self.runner, config.partitions, config.clock_offset_ms)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX,
@@ -222,18 +303,23 @@ class Gateway:
         self.port = 0
         self._sweeper: asyncio.Task | None = None
         self._eviction_watch: asyncio.Task | None = None
-        # Admission's loop lag, the callers file, the clock's samples.
+        # Admission's loop lag, the callers file, the clock's samples, Redis's reachability,
+        # the metrics' flush.
         self._watches: list[asyncio.Task] = []
+        self._not_ready: set[str] = set()  # why readiness is NOT_SERVING (EVICTING, ...)
 
     async def start(self) -> int:
         try:
             await refuse_evicting_redis(self.redis)
         except StartupRefused:
             await self.redis.aclose()
+            await self._ping.aclose()
             raise
         await self.runner.load()
-        context = self.context = Context(self.limits, self.products, self.callers)
+        context = self.context = Context(self.limits, self.products, self.callers,
+                                         metrics=self.metrics)
         await context.redis_clock.sample(self.redis.time)  # deadlines travel from the start
+        self._start_metrics()
         registration.add_services(self.server, service.AuthorizationService(context),
                                   service.AdminService(context))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -241,20 +327,35 @@ class Gateway:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         self.port = self._listen()
         await self.server.start()
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *SERVICE_NAMES, LIVENESS):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.config.sweep:
-            self._sweeper = asyncio.create_task(sweeper.sweep_forever(self.limits))
+            self._sweeper = asyncio.create_task(sweeper.sweep_forever(
+                self.limits, counter=self.metrics.sweeper_released))
         self._eviction_watch = asyncio.create_task(self._watch_eviction_policy())
         self._watches = [asyncio.create_task(context.admission.watch_loop_lag()),
                          asyncio.create_task(self._watch_callers_file()),
-                         asyncio.create_task(self._sample_clock(context.redis_clock))]
+                         asyncio.create_task(self._sample_clock(context.redis_clock)),
+                         asyncio.create_task(self._watch_redis()),
+                         asyncio.create_task(self.metrics.flush_forever(context.admission))]
         return self.port
+
+    def _start_metrics(self) -> None:
+        """The facts metrics show from the start, and their port (before the gRPC port: a
+        metrics port that cannot be bound stops start-up before any call is taken)."""
+        self.metrics.catalog(metrics.catalog_version(self.config.catalog_path))
+        self.metrics.redis_up(self.redis_server, True)  # start() just reached it
+        if self._serve_metrics:
+            self.metrics_port = serve_metrics(self.metrics.serve, self.config.metrics_host,
+                                              self.config.metrics_port)
+            if self.metrics_port:
+                log.info("metrics on http://%s:%d/metrics", _bracketed(self.config.metrics_host),
+                         self.metrics_port)
 
     def _listen(self) -> int:
         """Bind the port: TLS with the configured files, or plaintext (`insecure`, loopback
         only), saying which in the log."""
-        address = f"{self.config.host}:{self.config.port}"
+        address = f"{_bracketed(self.config.host)}:{self.config.port}"
         if self.tls is None:
             port = self.server.add_insecure_port(address)
         else:
@@ -322,12 +423,56 @@ class Gateway:
             evicting = policy != NOEVICTION
             if evicting:
                 log.error("NOT_SERVING: %s", eviction_refusal(policy))
-                status = health_pb2.HealthCheckResponse.NOT_SERVING
-            else:
+                await self._set_ready(EVICTING, False)
+            elif await self._set_ready(EVICTING, True):
                 log.warning("SERVING again: Redis maxmemory-policy is %s", NOEVICTION)
-                status = health_pb2.HealthCheckResponse.SERVING
+            else:
+                log.warning("Redis maxmemory-policy is %s again; still NOT_SERVING: %s",
+                            NOEVICTION, ", ".join(sorted(self._not_ready)))
+
+    async def _watch_redis(self) -> None:
+        """Readiness follows Redis's reachability: a PING every REDIS_PING_INTERVAL_S, given up
+        after REDIS_PING_TIMEOUT_S; NOT_SERVING after REDIS_PING_FAILURES_MAX failures in a
+        row, SERVING again after one success (creditgate_redis_up shows the same). One log
+        line per change, none per check or per failed call."""
+        failures = 0
+        while True:
+            await asyncio.sleep(REDIS_PING_INTERVAL_S)
+            try:
+                await asyncio.wait_for(self._ping.ping(), 2 * REDIS_PING_TIMEOUT_S)
+            except (RedisError, OSError, TimeoutError) as error:
+                failures += 1
+                if failures == REDIS_PING_FAILURES_MAX:
+                    log.error("NOT_SERVING: Redis at %s unreachable, %d PINGs failed in a row "
+                              "(%s)", self.redis_server, failures, type(error).__name__)
+                    self.metrics.redis_up(self.redis_server, False)
+                    await self._set_ready(UNREACHABLE, False)
+                continue
+            if failures >= REDIS_PING_FAILURES_MAX:
+                self.metrics.redis_up(self.redis_server, True)
+                if await self._set_ready(UNREACHABLE, True):
+                    log.warning("SERVING again: Redis at %s answers", self.redis_server)
+                else:
+                    log.warning("Redis at %s answers again; still NOT_SERVING: %s",
+                                self.redis_server, ", ".join(sorted(self._not_ready)))
+            failures = 0
+
+    async def _set_ready(self, reason: str, ready: bool) -> bool:
+        """Readiness is SERVING while no reason holds (EVICTING, UNREACHABLE): a watch says
+        whether its reason holds, the health service changes when the outcome does, and the
+        outcome is returned (True: SERVING)."""
+        before = not self._not_ready
+        if ready:
+            self._not_ready.discard(reason)
+        else:
+            self._not_ready.add(reason)
+        after = not self._not_ready
+        if after != before:
+            status = health_pb2.HealthCheckResponse.SERVING if after else \
+                health_pb2.HealthCheckResponse.NOT_SERVING
             for name in ("", *SERVICE_NAMES):
                 await self.health.set(name, status)
+        return after
 
     async def stop(self, grace_s: float = DRAIN_GRACE_S) -> None:
         """Drain: NOT_SERVING first, then finish the calls in flight, then close."""
@@ -339,6 +484,9 @@ class Gateway:
         await self.server.stop(grace_s)
         await self.runner.close()
         await self.redis.aclose()
+        await self._ping.aclose()
+        self.metrics.flush(self.context.admission)
+        self.metrics.close()
 
 
 async def _stop_when_orphaned(parent_pid: int, stopping: asyncio.Event) -> None:
@@ -349,41 +497,61 @@ async def _stop_when_orphaned(parent_pid: int, stopping: asyncio.Event) -> None:
     stopping.set()
 
 
+def _hangup_ignored() -> None:
+    """SIGHUP (a closed terminal, or an operator's habit) neither stops nor restarts the
+    gateway: the TLS files and the callers file are reloaded when they change, by themselves."""
+    log.warning("SIGHUP ignored: TLS and callers files are reloaded when they change; "
+                "SIGTERM drains")
+
+
+def raise_open_files_limit() -> None:
+    """Every connection holds a file descriptor: allow as many as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(config: Config, parent_pid: int | None = None) -> int:
-    gateway = Gateway(config)
+    # A server process of `--processes N` leaves serving metrics to its supervisor.
+    gateway = Gateway(config, serve_metrics=parent_pid is None)
     # Handlers first: a SIGTERM that arrives while the gateway starts drains it once started.
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, _hangup_ignored)
     port = await gateway.start()
     log.info("creditgate listening on %s:%d (redis %s, %d partitions, catalog %s)",
-             config.host, port, _redacted(config.redis_url), config.partitions,
-             config.catalog_path)
+             config.host, port, logs.redacted_url(config.redis_url), config.partitions,
+             config.catalog_path, extra=_configuration(config, port))
     if parent_pid is not None:
         orphan_watch = asyncio.create_task(_stop_when_orphaned(parent_pid, stopping))
     await stopping.wait()
     if parent_pid is not None:
         orphan_watch.cancel()
-    log.info("draining")
+    log.info("draining: health NOT_SERVING, calls in flight get up to %.0f s",
+             DRAIN_GRACE_S)
     await gateway.stop()
     log.info("stopped")
     return 0
 
 
-def _redacted(url: str) -> str:
-    """The Redis URL without credentials or query, for logs."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{'***@' if parts.username or parts.password else ''}{host}{port}" \
-        f"{parts.path}"
+def _configuration(config: Config, port: int) -> dict[str, object]:
+    """The start line's fields: what a reader of the log needs to know this process by. No
+    URL keeps its credentials, and no file's content is named (paths only)."""
+    return {"host": config.host, "port": port, "redis": logs.redacted_url(config.redis_url),
+            "partitions": config.partitions, "processes": config.processes,
+            "catalog": config.catalog_path, "callers": config.callers_path,
+            "tls": "off" if config.insecure else f"client certificates {config.client_auth}",
+            "sweeper": config.sweep}
 
 
 def run(config: Config, parent_pid: int | None = None) -> int:
     """Run in this process, or in `processes` processes sharing the port (SO_REUSEPORT)."""
     import uvloop
 
+    raise_open_files_limit()
     try:
         # The configuration first, once (a bad catalog or callers file, TLS files that cannot
         # be used, plaintext not on loopback): its message is the one a user needs, whatever
@@ -391,6 +559,7 @@ def run(config: Config, parent_pid: int | None = None) -> int:
         catalog.load(config.catalog_path)
         load_callers(config)
         transport(config)
+        check_metrics(config)
         if parent_pid is None:
             refuse_port_in_use(config.host, config.port)
         if config.processes <= 1:
@@ -403,9 +572,16 @@ def run(config: Config, parent_pid: int | None = None) -> int:
         print(f"creditgate: start-up refused: {error}", file=sys.stderr)
         return EXIT_REFUSED
     except RedisError as error:  # unreachable, or the user may not read what start-up needs
-        print(f"creditgate: start-up refused: cannot use Redis at {_redacted(config.redis_url)}"
-              f": {type(error).__name__}: {str(error)[:200]}", file=sys.stderr)
+        print(f"creditgate: start-up refused: cannot use Redis at "
+              f"{logs.redacted_url(config.redis_url)}: {type(error).__name__}: "
+              f"{str(error)[:200]}", file=sys.stderr)
         return EXIT_REFUSED
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address as gRPC's "host:port" needs it ([::1])."""
+    bare = host.strip("[]")
+    return f"[{bare}]" if ":" in bare else host
 
 
 def refuse_port_in_use(host: str, port: int) -> None:
@@ -415,6 +591,7 @@ def refuse_port_in_use(host: str, port: int) -> None:
     listener on the port refuses."""
     if port == 0:
         return
+    host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT only
@@ -472,16 +649,27 @@ class Supervisor:
         self._slots = [_Slot() for _ in range(config.processes)]
         self._stopping = False
         self._exit_codes: list[int] = []
+        self._metrics: metrics.MultiprocessView | metrics.NoView = metrics.NoView()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        for slot in self._slots:
-            self._start(slot)
-        while any(slot.process or slot.restart_at is not None for slot in self._slots):
-            self._wait()
-            self._reap()
-            self._restart_due()
+        signal.signal(signal.SIGHUP, lambda signum, frame: _hangup_ignored())
+        # Before any server process starts: they inherit where to write their metrics.
+        host, port = self._config["metrics_host"], self._config["metrics_port"]
+        self._metrics = serve_metrics(metrics.multiprocess_view, host, port)
+        if port:
+            log.info("metrics of the %d server processes on http://%s:%d/metrics",
+                     len(self._slots), _bracketed(host), self._metrics.port)
+        try:
+            for slot in self._slots:
+                self._start(slot)
+            while any(slot.process or slot.restart_at is not None for slot in self._slots):
+                self._wait()
+                self._reap()
+                self._restart_due()
+        finally:
+            self._metrics.close()
         return max(self._exit_codes, default=0)
 
     def _stop(self, _signum, _frame) -> None:
@@ -512,6 +700,7 @@ class Supervisor:
                 continue
             process, slot.process = slot.process, None
             code = process.exitcode
+            self._metrics.process_ended(process.pid)
             if self._stopping:
                 # Our SIGTERM can reach a process before it handles signals: it had nothing
                 # to drain, so it stopped as asked.
@@ -543,5 +732,5 @@ def _ending(exit_code: int) -> str:
 
 
 def _child(config: dict) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+    logs.setup(config["log_format"])
     sys.exit(run(Config(**{**config, "processes": 1}), parent_pid=os.getppid()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from creditgate.gateway import metrics
 from creditgate.limits import keys
 from creditgate.limits.client import CALLER, LimitsClient
 from creditgate.limits.constants import SWEEP_CUSTOMERS_PER_PARTITION_MAX, SWEEP_INTERVAL_S
@@ -43,11 +44,15 @@ async def _sweep(limits: LimitsClient) -> int:
     return sum(released)
 
 
-async def sweep_forever(limits: LimitsClient, interval_s: float = SWEEP_INTERVAL_S) -> None:
+async def sweep_forever(limits: LimitsClient, interval_s: float = SWEEP_INTERVAL_S,
+                        counter=metrics.NOTHING) -> None:
+    """Sweep every `interval_s`; `counter` (creditgate_sweeper_released_holds_total) counts
+    the holds released."""
     while True:
         try:
             released = await sweep_once(limits)
             if released:
+                counter.inc(released)
                 log.info("sweeper released %d expired holds", released)
         except asyncio.CancelledError:
             raise

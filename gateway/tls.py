@@ -17,6 +17,7 @@ no client certificate: callers then identify with an API key.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import os
@@ -81,6 +82,28 @@ def _public_der(key) -> bytes:
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def _check_valid_now(path: str, certificate: x509.Certificate) -> None:
+    """A certificate outside its validity window would fail every handshake: refuse it
+    rather than serve it."""
+    now = datetime.datetime.now(datetime.UTC)
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+        raise TlsFilesError(f"the certificate in {path} is valid from {start:%Y-%m-%d %H:%M} "
+                            f"to {end:%Y-%m-%d %H:%M} UTC, not now")
+
+
+def _check_authority(path: str, certificate: x509.Certificate) -> None:
+    """Every certificate of the CA file must be a CA's (basicConstraints CA:TRUE): a leaf
+    there would trust exactly one certificate, which is not what a CA file is for."""
+    try:
+        is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise TlsFilesError(f"{path} holds a certificate that is not a CA's "
+                            f"({certificate.subject.rfc4514_string()}): a CA file lists CAs")
+
+
 def load_set(files: TlsFiles) -> TlsSet:
     """Read and check the three files; TlsFilesError names the first one that is not usable."""
     cert_pem, key_pem = _read(files.cert), _read(files.key)
@@ -93,7 +116,10 @@ def load_set(files: TlsFiles) -> TlsSet:
         raise TlsFilesError(f"{files.key} holds no unencrypted PEM private key") from None
     if _public_der(key.public_key()) != _public_der(leaf.public_key()):
         raise TlsFilesError(f"{files.key} is not the key of the certificate in {files.cert}")
+    _check_valid_now(files.cert, leaf)
     authorities = _certificates(files.ca, ca_pem) if files.ca else []
+    for authority in authorities:
+        _check_authority(files.ca, authority)
     summary = (f"certificate {leaf.subject.rfc4514_string()} (serial {leaf.serial_number:x}, "
                f"valid until {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC) from {files.cert}")
     if files.ca:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import pathlib
 import sys
 
 import redis.asyncio as aioredis
 
-from creditgate.ledger import bills, reconcile, worker
+from creditgate.gateway.logs import redacted_url
+from creditgate.ledger import bills, metrics, reconcile, worker
 from creditgate.ledger.store import open_store
+
+log = logging.getLogger("creditgate.ledger")
+# `reconcile` exits with this code when it could not push or write its result.
+EXIT_NOT_EXPORTED = 4
 
 
 def command(args) -> int:
@@ -19,10 +25,17 @@ def command(args) -> int:
     if args.command == "ledger":
         import uvloop
 
+        from creditgate.gateway.callers import is_loopback
+
+        if args.metrics_port and not is_loopback(args.metrics_host):
+            print(f"creditgate ledger: --metrics-host must be a loopback address (metrics "
+                  f"carry no TLS here), not {args.metrics_host}", file=sys.stderr)
+            return 2
         return uvloop.run(worker.serve(worker.WorkerConfig(
             redis_url=args.redis_url, ledger_dsn=args.ledger_dsn, schema=args.schema,
             partitions=args.partitions, consumer=args.consumer,
-            claim_idle_ms=args.claim_idle_ms, deliveries_max=args.deliveries_max)))
+            claim_idle_ms=args.claim_idle_ms, deliveries_max=args.deliveries_max,
+            metrics_host=args.metrics_host, metrics_port=args.metrics_port)))
     try:
         return asyncio.run(_offline(args))
     except (OSError, aioredis.RedisError) as error:
@@ -37,20 +50,7 @@ async def _offline(args) -> int:
     try:
         await store.migrate()
         if args.command == "reconcile":
-            report = await reconcile.reconcile(redis, store, args.partitions)
-            for stream in report.undrained:
-                print(f"not drained: {stream} has pending or unread events; run the ledger "
-                      "worker until it catches up")
-            for stream, length in report.dead.items():
-                print(f"dead letters: {stream} holds {length} events the ledger could not book")
-            for drift in report.drifts:
-                print(drift)
-            print(f"reconcile: {report.customers} customers, {report.levels} levels, "
-                  f"{len(report.drifts)} drifts" + ("" if report.ok else " — FAILED"))
-            # 1: Redis and the ledger disagree; 3: they cannot be compared yet.
-            if report.drifts or report.dead:
-                return 1
-            return 3 if report.undrained else 0
+            return await _reconcile(args, redis, store)
         if args.command == "bills":
             try:
                 closed = await bills.close(store, args.cycle)
@@ -70,6 +70,39 @@ async def _offline(args) -> int:
     finally:
         await redis.aclose()
         await store.close()
+
+
+async def _reconcile(args, redis: aioredis.Redis, store) -> int:
+    """Compare, print what differs, export the result (--pushgateway, --textfile)."""
+    report = await reconcile.reconcile(redis, store, args.partitions)
+    for stream in report.undrained:
+        print(f"not drained: {stream} has pending or unread events; run the ledger "
+              "worker until it catches up")
+    for stream, length in report.dead.items():
+        print(f"dead letters: {stream} holds {length} events the ledger could not book")
+    for drift in report.drifts:
+        print(drift)
+    print(f"reconcile: {report.customers} customers, {report.levels} levels, "
+          f"{len(report.drifts)} drifts" + ("" if report.ok else " — FAILED"))
+    log.info("reconcile: %d customers, %d drifts, %d streams not drained, %d dead-letter "
+             "streams", report.customers, len(report.drifts), len(report.undrained),
+             len(report.dead), extra={"customers": report.customers,
+                                      "drifts": len(report.drifts),
+                                      "undrained_streams": len(report.undrained)})
+    # 1: Redis and the ledger disagree; 3: they cannot be compared yet.
+    code = 1 if report.drifts or report.dead else 3 if report.undrained else 0
+    if args.pushgateway or args.textfile:
+        result = metrics.reconcile_registry(len(report.drifts), len(report.undrained))
+        try:
+            metrics.export_reconcile(result, args.pushgateway, args.textfile)
+        except OSError as error:
+            log.error("reconcile result not exported (pushgateway %s, textfile %s): %s",
+                      redacted_url(args.pushgateway) or "-", args.textfile or "-",
+                      type(error).__name__)
+            print(f"creditgate reconcile: result not exported: {type(error).__name__}: "
+                  f"{str(error)[:200]}", file=sys.stderr)
+            return code or EXIT_NOT_EXPORTED
+    return code
 
 
 # The journal, newest first: every event's lines, and the events that book none (a limit

@@ -28,11 +28,14 @@ import time
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
+from creditgate.gateway.logs import redacted_url
 from creditgate.ledger import books
-from creditgate.ledger.store import open_store
+from creditgate.ledger.metrics import LedgerMetrics
+from creditgate.ledger.store import EVENT_COLUMNS, open_store
 from creditgate.limits import keys, lua_source
+from creditgate.limits.constants import LEDGER_BACKLOG_POLL_INTERVAL_S
 
 log = logging.getLogger("creditgate.ledger")
 
@@ -47,6 +50,7 @@ TRIM_INTERVAL_S = 10.0
 # Test-only fault injection: the worker kills itself (SIGKILL) at this point of its first
 # non-empty batch, so the tests can prove nothing is lost or posted twice.
 FAULT_ENV = "CREDITGATE_LEDGER_FAULT"
+_TYPE = EVENT_COLUMNS.index("type")
 
 
 class WorkerConfig(msgspec.Struct, kw_only=True):
@@ -61,6 +65,8 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     deliveries_max: int = 5  # an event that failed this many deliveries is dead-lettered
     claim_interval_s: float = CLAIM_INTERVAL_S
     trim_interval_s: float = TRIM_INTERVAL_S
+    metrics_host: str = "127.0.0.1"  # loopback only: metrics carry no TLS here
+    metrics_port: int = 0  # 0: no metrics served
 
 
 class Entry(msgspec.Struct):
@@ -70,7 +76,8 @@ class Entry(msgspec.Struct):
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig, redis: aioredis.Redis | None = None, store=None):
+    def __init__(self, config: WorkerConfig, redis: aioredis.Redis | None = None, store=None,
+                 metrics: LedgerMetrics | None = None):
         assert 0 < config.batch_size_max <= 10_000 and config.deliveries_max >= 1
         self.config = config
         # A stable name: a restarted worker is the same consumer and re-reads what it left
@@ -89,6 +96,7 @@ class Worker:
         self.posted = 0
         self.duplicates = 0
         self.dead_lettered = 0
+        self.metrics = metrics or LedgerMetrics()
         self._fault = os.environ.get(FAULT_ENV, "")
 
     async def start(self) -> None:
@@ -157,6 +165,7 @@ class Worker:
         poisoned ones. If the database is unavailable (not refusing one event's data), nothing
         is acknowledged or counted against the events: they stay pending, `stalled` is set,
         and the loop retries them after a back-off."""
+        started_s = time.perf_counter()
         if bookings:
             try:
                 await self._post([booking for _, booking in bookings])
@@ -182,6 +191,8 @@ class Worker:
         self.stalled = False
         self._fault_point("after_commit")
         await self._ack([entry for entry, _ in bookings])
+        if bookings:
+            self.metrics.batch_duration.observe(time.perf_counter() - started_s)
         if poisoned:
             await self._handle_poison(poisoned)
 
@@ -192,6 +203,7 @@ class Worker:
         self._fault_point("before_commit")
         posted = await self.store.post(events, lines, customers)
         self.posted += len(posted)
+        self.metrics.posted(event[_TYPE] for event in events if event[0] in posted)
         self.duplicates += len(events) - len(posted)
 
     async def _ack(self, entries: list[Entry]) -> None:
@@ -227,6 +239,7 @@ class Worker:
             if not moved:
                 continue
             self.dead_lettered += 1
+            self.metrics.dead_letters.inc()
             log.error("event %s %s dead-lettered after %d deliveries: %s", entry.stream,
                       entry.entry_id, deliveries, reason)
 
@@ -256,6 +269,50 @@ class Worker:
                 # MINID keeps `floor` itself: the last delivered entry, or the oldest pending.
                 removed += await self.redis.xtrim(stream, minid=floor, approximate=False)
         return removed
+
+    # -- backlog --------------------------------------------------------------------------
+    async def backlog(self) -> tuple[int, int]:
+        """(lag, pending) of this group over every partition's outbox: entries not yet
+        delivered, and entries delivered but not acknowledged. One pipelined round trip of
+        XINFO GROUPS, plus XLEN for a stream whose lag Redis cannot tell (after an XDEL): its
+        length less its pending entries then stands in, which may count entries acknowledged
+        and not yet trimmed (an upper bound)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_groups(stream)
+        lag = pending = 0
+        unknown: list[tuple[str, int]] = []
+        for stream, groups in zip(self.streams, await pipe.execute(raise_on_error=False),
+                                  strict=True):
+            if isinstance(groups, Exception):
+                continue  # no such stream yet: nothing in it
+            for group in groups:
+                if group["name"] in (GROUP, GROUP.encode()):
+                    pending += group["pending"]
+                    if group.get("lag") is None:
+                        unknown.append((stream, group["pending"]))
+                    else:
+                        lag += group["lag"]
+        if unknown:
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, _ in unknown:
+                pipe.xlen(stream)
+            lengths = await pipe.execute()
+            lag += sum(max(0, length - waiting)
+                       for (_, waiting), length in zip(unknown, lengths, strict=True))
+        return lag, pending
+
+    async def watch_backlog(self, stopping: asyncio.Event,
+                            interval_s: float = LEDGER_BACKLOG_POLL_INTERVAL_S) -> None:
+        """Set the backlog metrics now and every `interval_s` until `stopping`. A Redis that
+        cannot be reached leaves the last values (the worker's own loop reports it)."""
+        while not stopping.is_set():
+            try:
+                self.metrics.set_backlog(*await self.backlog())
+            except (RedisError, OSError) as error:
+                log.debug("outbox backlog not read: %s", type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval_s)
 
     # -- running --------------------------------------------------------------------------
     async def drain(self) -> None:
@@ -375,18 +432,44 @@ def entry_order(entry_id) -> tuple[int, int]:
     return int(milliseconds), int(sequence or 0)
 
 
+def _drain(stopping: asyncio.Event, signum: int) -> None:
+    if not stopping.is_set():
+        log.info("ledger worker draining (%s): the batch in hand is committed and "
+                 "acknowledged, then it stops", signal.Signals(signum).name)
+    stopping.set()
+
+
 async def serve(config: WorkerConfig) -> int:
     worker = Worker(config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    log.info("ledger worker %s: %d partitions into %s", worker.consumer, config.partitions,
-             config.ledger_dsn.split("@")[-1])
+        loop.add_signal_handler(signum, _drain, stopping, signum)
+    metrics_server = watch = None
+    if config.metrics_port:
+        metrics_server = worker.metrics.serve(config.metrics_host, config.metrics_port)
+        watch = asyncio.create_task(worker.watch_backlog(stopping))
+    log.info("ledger worker %s started: %d partitions from %s into %s (schema %s); metrics %s",
+             worker.consumer, config.partitions, redacted_url(config.redis_url),
+             redacted_url(config.ledger_dsn), config.schema,
+             f"on http://{config.metrics_host}:{metrics_server.server_port}/metrics"
+             if metrics_server else "off",
+             extra={"consumer": worker.consumer, "partitions": config.partitions,
+                    "batch_size_max": config.batch_size_max,
+                    "deliveries_max": config.deliveries_max,
+                    "claim_idle_ms": config.claim_idle_ms,
+                    "metrics_port": config.metrics_port})
     try:
         await worker.run(stopping)
     finally:
+        stopping.set()
+        if watch:
+            await asyncio.gather(watch, return_exceptions=True)
+        if metrics_server:
+            metrics_server.shutdown()
         await worker.close()
     log.info("ledger worker stopped: %d posted, %d duplicates skipped, %d dead-lettered",
-             worker.posted, worker.duplicates, worker.dead_lettered)
+             worker.posted, worker.duplicates, worker.dead_lettered,
+             extra={"posted": worker.posted, "duplicates": worker.duplicates,
+                    "dead_lettered": worker.dead_lettered})
     return 0

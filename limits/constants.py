@@ -75,6 +75,9 @@ GRPC_KEEPALIVE_TIMEOUT_MS = 10_000
 # Clients may ping this often without sending calls; faster pingers are sent GOAWAY.
 GRPC_CLIENT_PING_INTERVAL_MS_MIN = 10_000
 GRPC_CONNECTION_IDLE_MS = 10 * 60_000  # a connection with no call this long is closed (GOAWAY)
+# A connection must finish its TLS (or plaintext HTTP/2) handshake within this long, or it is
+# closed: connections that never do would hold the file descriptors new terminals need.
+GRPC_HANDSHAKE_TIMEOUT_MS = 5_000
 # Every connection is closed after this long (gRPC adds jitter), so clients rebalance over new
 # processes and a stream that never finishes sending is dropped; calls in flight at that moment
 # get the grace to finish.
@@ -82,6 +85,16 @@ GRPC_CONNECTION_AGE_MS = 30 * 60_000
 GRPC_CONNECTION_AGE_GRACE_MS = 30_000
 # Readiness re-reads Redis's maxmemory-policy this often (NOT_SERVING while it may evict).
 EVICTION_CHECK_INTERVAL_S = 5.0
+# Readiness follows Redis's reachability too: a PING this often, given up after the timeout;
+# after this many failures in a row health answers NOT_SERVING, after one success SERVING.
+REDIS_PING_INTERVAL_S = 0.5
+REDIS_PING_TIMEOUT_S = 0.25
+REDIS_PING_FAILURES_MAX = 3
+# Metrics (gateway/metrics.py): what a process counted reaches prometheus_client this often.
+METRICS_FLUSH_INTERVAL_S = 1.0
+# A caller's x-request-id is kept when it is 1 to this many visible ASCII characters; any other
+# is replaced by one the gateway makes.
+REQUEST_ID_LENGTH_MAX = 64
 # `serve --processes N`: a server process that dies is replaced at once the first time, then
 # after a delay doubling from the minimum to the maximum while its replacements keep dying; a
 # process that lived this long resets the delay.
@@ -126,6 +139,11 @@ assert GRPC_CONNECTION_IDLE_MS <= GRPC_CONNECTION_AGE_MS
 # Calls on an aged connection get at least the drain grace of a stopping process.
 assert DRAIN_GRACE_S * 1000 <= GRPC_CONNECTION_AGE_GRACE_MS
 assert 0 < RESTART_DELAY_S_MIN <= RESTART_DELAY_S_MAX < RESTART_RESET_AFTER_S
+# A PING is given up before the next is due, so checks never pile up.
+assert 0 < REDIS_PING_TIMEOUT_S < REDIS_PING_INTERVAL_S
+assert REDIS_PING_FAILURES_MAX >= 1
+# A request id, with its label name and a trace id's, fits an OpenMetrics exemplar (128).
+assert len("request_id") + REQUEST_ID_LENGTH_MAX + len("trace_id") + 32 <= 128
 
 # Admission control (gateway/admission.py): a concurrency limit per process that follows
 # latency. The target is well inside the deadlines terminals give (a few hundred ms), so an
@@ -159,3 +177,10 @@ CALLER_BURST_MAX = 1_000_000
 CALLERS_CHECK_INTERVAL_S = 1.0
 # A caller's name travels into every event it causes, like an id.
 assert CALLER_NAME_LENGTH_MAX <= ID_LENGTH_MAX
+
+# The ledger's metrics (ledger/metrics.py): the worker reads its consumer group's lag and
+# pending count on every partition's outbox stream this often, in one pipelined round trip;
+# reconcile gives a Pushgateway this long to take its result.
+LEDGER_BACKLOG_POLL_INTERVAL_S = 5.0
+METRICS_PUSH_TIMEOUT_S = 10.0
+assert 0 < LEDGER_BACKLOG_POLL_INTERVAL_S <= 60.0

@@ -16,14 +16,17 @@ from typing import NamedTuple
 import hiredis
 import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
+    BusyLoadingError,
     DataError,
     InvalidResponse,
     NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.limits import constants
@@ -49,6 +52,45 @@ def _settle(call: _Call, result) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+class Observer:
+    """What a ScriptRunner tells about its traffic, for metrics (gateway/metrics.py counts it).
+    This one notes nothing. Each method is called once per batch, or once per failure (a
+    connection's, for all the calls it carried; an error reply's, for its call): a reply that
+    is an answer costs nothing here."""
+
+    def sent(self, calls: Sequence[_Call]) -> None:
+        """A batch was written: its calls, each naming its script (`call.script.name`)."""
+
+    def answered(self, round_trip_s: float) -> None:
+        """A batch's last reply arrived, `round_trip_s` after the batch was written."""
+
+    def failed(self, kind: str, calls: int) -> None:
+        """`calls` script calls met a Redis error of `kind` (error_kind)."""
+
+
+def error_kind(error: BaseException) -> str:
+    """A Redis failure's kind, from a bounded set: connection, timeout, loading, readonly,
+    out_of_memory, noscript (Redis lost its scripts; they are loaded and sent again), reply
+    (any other error reply, such as a script's runtime error), other."""
+    if isinstance(error, NoScriptError):
+        return "noscript"
+    # redis-py raises OutOfMemoryError for Redis' OOM (and strips "OOM" from the message).
+    if isinstance(error, OutOfMemoryError) or (
+            isinstance(error, ResponseError) and str(error).startswith("OOM")):
+        return "out_of_memory"
+    if isinstance(error, BusyLoadingError):  # a ConnectionError in redis-py
+        return "loading"
+    if isinstance(error, ReadOnlyError):
+        return "readonly"
+    if isinstance(error, RedisTimeoutError):
+        return "timeout"
+    if isinstance(error, (RedisConnectionError, OSError)):
+        return "connection"
+    if isinstance(error, ResponseError):
+        return "reply"
+    return "other"
 
 
 def _pack(call: _Call) -> bytes:
@@ -121,6 +163,10 @@ class _Connection(asyncio.Protocol):
         self.waiting: collections.deque[_Call] = collections.deque()
         self.error: Exception | None = None  # why it was aborted
         self.progress_at = 0.0  # loop time of the last reply, or of a write after none waited
+        # The batches on the connection, as (their last call, when written), for their round
+        # trips; `batch_end` is the oldest one's last call.
+        self.batches: collections.deque[tuple[_Call, float]] = collections.deque()
+        self.batch_end: _Call | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -128,30 +174,44 @@ class _Connection(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def write(self, batch: list[_Call], data: bytes, now: float) -> None:
+    def write(self, batch: list[_Call], data: bytes, now: float, timed: bool = True) -> None:
+        """Write one batch of calls (`timed`: a batch of scripts, whose round trip counts)."""
         if not self.waiting:
             self.progress_at = now
         self.waiting.extend(batch)
+        if timed:
+            self.batches.append((batch[-1], now))
+            if self.batch_end is None:
+                self.batch_end = batch[-1]
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         waiting = self.waiting
+        runner = self.runner
+        now = runner._loop.time()
         try:
             reply = self.reader.gets()
             while reply is not False:
                 call = waiting.popleft()
-                if call.script is not None and isinstance(reply, NoScriptError):
-                    self.runner._reload_later(call, reply)
+                if isinstance(reply, Exception):
+                    runner._replied_error(call, reply)
                 else:
                     _settle(call, reply)
+                if call is self.batch_end:
+                    self._batch_answered(now)
                 reply = self.reader.gets()
         except (InvalidResponse, IndexError) as error:  # not Redis' protocol: give up on it
-            self.abort(RedisConnectionError(f"bad reply from Redis at {self.runner._address}: "
+            self.abort(RedisConnectionError(f"bad reply from Redis at {runner._address}: "
                                             f"{error!r}"))
             return
-        self.progress_at = self.runner._loop.time()
-        self.runner._pump()
+        self.progress_at = now
+        runner._pump()
+
+    def _batch_answered(self, now: float) -> None:
+        _, written_at = self.batches.popleft()
+        self.batch_end = self.batches[0][0] if self.batches else None
+        self.runner.observer.answered(now - written_at)
 
     def abort(self, error: Exception) -> None:
         self.error = error
@@ -165,8 +225,9 @@ class _Connection(asyncio.Protocol):
             + (f": {exc}" if exc else ""))
         calls = list(self.waiting)
         self.waiting.clear()
-        for call in calls:
-            _settle(call, error)
+        self.batches.clear()
+        self.batch_end = None
+        self.runner._fail(calls, error)
         self.runner._lost(self)
 
 
@@ -190,12 +251,15 @@ class ScriptRunner:
     With TLS (or `raw=False`) the batches go through redis-py pipelines from its pool instead.
     Either way a failed connection fails every call it carried (the gateway answers UNAVAILABLE,
     and a retry with the same idempotency key is safe); a script's own error fails only its call.
+    The `observer` (the gateway's metrics) hears of each batch written and answered, and of each
+    failure with its kind.
     """
 
     def __init__(self, redis: aioredis.Redis, batch_size_max: int = constants.BATCH_SIZE_MAX,
-                 raw: bool | None = None):
+                 raw: bool | None = None, observer: Observer | None = None):
         assert 0 < batch_size_max <= constants.BATCH_SIZE_MAX
         self.redis = redis
+        self.observer = observer if observer is not None else Observer()
         self.batch_size_max = batch_size_max
         self.scripts = scripts()
         self._address = _Address.of(redis) if raw is not False else None
@@ -283,6 +347,7 @@ class ScriptRunner:
             data, sent = encode_calls(live)
             if sent:
                 connection.write(sent, data, now)
+                self.observer.sent(sent)
                 self.batches_sent += 1
                 self.calls_sent += len(sent)
                 room -= len(sent)
@@ -314,10 +379,8 @@ class ScriptRunner:
         elif connection is not None:
             while self._backlog and now >= self._backlog[0][0] + self.wait_s:
                 _, calls = self._backlog.popleft()
-                error = RedisConnectionError(
-                    f"Redis at {self._address} did not take the call within {self.wait_s:g} s")
-                for call in calls:
-                    _settle(call, error)
+                self._fail(calls, RedisConnectionError(
+                    f"Redis at {self._address} did not take the call within {self.wait_s:g} s"))
         self._watch()
 
     async def _connect(self) -> None:
@@ -328,9 +391,7 @@ class ScriptRunner:
                 f"cannot connect to Redis at {self._address}: {error!r}")
             backlog = list(self._backlog)
             self._backlog.clear()
-            for _, calls in backlog:
-                for call in calls:
-                    _settle(call, failure)
+            self._fail([call for _, calls in backlog for call in calls], failure)
             return
         finally:
             self._connecting = False
@@ -357,7 +418,8 @@ class ScriptRunner:
             futures = []
             for command in handshake:
                 call = _Call(None, (), (), loop.create_future())
-                connection.write([call], hiredis.pack_command(command), loop.time())
+                connection.write([call], hiredis.pack_command(command), loop.time(),
+                                 timed=False)
                 futures.append(call.future)
             for future in futures:
                 await future
@@ -370,6 +432,22 @@ class ScriptRunner:
         if self._connection is connection:
             self._connection = None
         self._pump()  # calls still waiting to be written go on a new connection
+
+    def _fail(self, calls: Sequence[_Call], error: Exception) -> None:
+        """Every call of `calls` failed with `error`: counted once, each answered with it."""
+        if calls:
+            self.observer.failed(error_kind(error), len(calls))
+        for call in calls:
+            _settle(call, error)
+
+    def _replied_error(self, call: _Call, error: Exception) -> None:
+        """Redis answered one call with an error: NOSCRIPT has the script loaded and the call
+        sent again (once); any other is the call's answer."""
+        if call.script is not None and isinstance(error, NoScriptError):
+            self.observer.failed("noscript", 1)
+            self._reload_later(call, error)
+        else:
+            self._fail((call,), error)
 
     def _reload_later(self, call: _Call, error: NoScriptError) -> None:
         if call.retried:
@@ -389,8 +467,7 @@ class ScriptRunner:
         try:
             await self.load()
         except Exception as error:  # noqa: BLE001 - each resent call gets it
-            for call in calls:
-                _settle(call, error)
+            self._fail(calls, error)
             return
         self._backlog.appendleft((self._loop.time(), calls))
         self._pump()
@@ -410,6 +487,7 @@ class ScriptRunner:
                  if isinstance(result, NoScriptError)]
         if retry:
             # As in _reload_and_resend.
+            self.observer.failed("noscript", len(retry))
             try:
                 await self.load()
                 retried = await self._execute([batch[index] for index in retry])
@@ -418,23 +496,31 @@ class ScriptRunner:
             for index, result in zip(retry, retried, strict=True):
                 results[index] = result
         for call, result in zip(batch, results, strict=True):
-            _settle(call, result)
+            if isinstance(result, Exception):
+                self._fail((call,), result)
+            else:
+                _settle(call, result)
 
     async def _execute(self, batch: list[_Call]) -> list:
         """One round trip; a script's own error is returned in its place, not raised."""
         self.batches_sent += 1
         self.calls_sent += len(batch)
+        self.observer.sent(batch)
+        written_at = self._loop.time()
         if len(batch) == 1:
             call = batch[0]
             try:
-                return [await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys,
-                                                 *call.args)]
+                results = [await self.redis.evalsha(call.script.sha, len(call.keys),
+                                                    *call.keys, *call.args)]
             except ResponseError as error:  # NOSCRIPT included: NoScriptError is one
-                return [error]
-        pipe = self.redis.pipeline(transaction=False)
-        for call in batch:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        return await pipe.execute(raise_on_error=False)
+                results = [error]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for call in batch:
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            results = await pipe.execute(raise_on_error=False)
+        self.observer.answered(self._loop.time() - written_at)
+        return results
 
     async def close(self) -> None:
         """Wait for the calls in flight, then close the runner's own connection."""

@@ -4,6 +4,7 @@
 #
 # Called by `make run`, which has already built the venv and the extension. Environment:
 #   VENV (.venv)  PORT (50051)  REDIS_PORT (6399)  REDIS_URL (unset: private redis in ./var)
+#   METRICS_PORT (9464: the gateway's /metrics)  LEDGER_METRICS_PORT (9465: the worker's)
 #   RUN_ONCE (unset: stay in the foreground; 1: exit with the demo's status)
 set -euo pipefail
 
@@ -14,6 +15,10 @@ PORT=${PORT:-50051}
 REDIS_PORT=${REDIS_PORT:-6399}
 RUN_ONCE=${RUN_ONCE:-0}
 CATALOG=${CATALOG:-limits/products.toml}
+METRICS_PORT=${METRICS_PORT:-9464}
+LEDGER_METRICS_PORT=${LEDGER_METRICS_PORT:-9465}
+# Log lines for a person reading var/*.log (production keeps the default, JSON).
+export CREDITGATE_LOG_FORMAT=text
 
 VAR_DIR=var
 REDIS_DIR=$VAR_DIR/redis
@@ -116,23 +121,62 @@ export REDIS_URL
 log "development certificates in $TLS_DIR, callers in $CALLERS"
 "$VENV/bin/creditgate" certs init --dir "$TLS_DIR" --callers "$CALLERS"
 
+# The gateway's metrics, where this build's serve has --metrics-port.
+metrics_options=()
+GATEWAY_METRICS_URL=""
+if "$VENV/bin/creditgate" serve --help | grep -q -- --metrics-port; then
+    metrics_options=(--metrics-port "$METRICS_PORT")
+    GATEWAY_METRICS_URL="http://127.0.0.1:$METRICS_PORT/metrics"
+fi
 log "starting the gateway with mutual TLS on 127.0.0.1:$PORT (log: $GATEWAY_LOG)"
 : >"$GATEWAY_LOG"
 "$VENV/bin/creditgate" serve --port "$PORT" --redis-url "$REDIS_URL" --catalog "$CATALOG" \
     --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key" --tls-ca "$TLS_DIR/ca.pem" \
-    --callers "$CALLERS" >>"$GATEWAY_LOG" 2>&1 &
+    --callers "$CALLERS" --log-format text "${metrics_options[@]}" >>"$GATEWAY_LOG" 2>&1 &
 gateway_pid=$!
 echo "$gateway_pid" >"$GATEWAY_PIDFILE"
 
 LEDGER_DSN=${LEDGER_DSN:-sqlite:///$PWD/$VAR_DIR/ledger.sqlite3}
 export LEDGER_DSN
+LEDGER_METRICS_URL="http://127.0.0.1:$LEDGER_METRICS_PORT/metrics"
 start_ledger_worker() {
     log "starting the ledger worker into ${LEDGER_DSN%%\?*} (log: $VAR_DIR/ledger.log)"
     "$VENV/bin/creditgate" ledger --redis-url "$REDIS_URL" --ledger-dsn "$LEDGER_DSN" \
-        >>"$VAR_DIR/ledger.log" 2>&1 &
+        --metrics-port "$LEDGER_METRICS_PORT" --log-format text >>"$VAR_DIR/ledger.log" 2>&1 &
     worker_pid=$!
 }
 start_ledger_worker
+log "metrics: gateway ${GATEWAY_METRICS_URL:-(not in this build)}, ledger worker $LEDGER_METRICS_URL"
+
+# The demo's calls as the gateway's /metrics counts them: its Authorize calls and decisions
+# (the gateway adds a call to its metrics within a moment of answering it).
+show_demo_metrics() {
+    if [[ -z $GATEWAY_METRICS_URL ]]; then
+        return 0
+    fi
+    for _ in $(seq 50); do
+        if "$VENV/bin/python" - "$GATEWAY_METRICS_URL" >"$VAR_DIR/metrics.out" 2>&1 <<'PY'
+import sys
+import urllib.request
+
+text = urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()
+lines = [line for line in text.splitlines()
+         if line.startswith("creditgate_calls_total{") and 'method="Authorize"' in line
+         or line.startswith("creditgate_decisions_total{")]
+print("\n".join(lines))
+sys.exit(0 if any("creditgate_calls_total" in line for line in lines) else 1)
+PY
+        then
+            log "the demo's calls at $GATEWAY_METRICS_URL:"
+            cat "$VAR_DIR/metrics.out"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "error: $GATEWAY_METRICS_URL does not count the demo's Authorize calls:" >&2
+    cat "$VAR_DIR/metrics.out" >&2 || true
+    exit 1
+}
 
 # The demo waits for health SERVING by itself and exits non-zero on any failure, a refused
 # call that succeeds included. It calls as the terminal, back-office and billing callers.
@@ -163,6 +207,7 @@ if [[ $ledger_status != 0 ]]; then
 fi
 log "the ledger's latest journal lines (double entry, minor units):"
 "$VENV/bin/creditgate" journal --limit 3
+show_demo_metrics
 
 if [[ $RUN_ONCE == 1 ]]; then
     log "demo passed; RUN_ONCE=1, stopping"
@@ -171,6 +216,7 @@ fi
 
 echo "gateway listening with mutual TLS on 127.0.0.1:$PORT (client certificates in $TLS_DIR," \
      "e.g. creditgate customer show ID), ledger worker posting into ${LEDGER_DSN%%\?*}; Ctrl-C stops both"
+echo "metrics: gateway ${GATEWAY_METRICS_URL:-(not in this build)}, ledger worker $LEDGER_METRICS_URL"
 gateway_status=0
 wait "$gateway_pid" || gateway_status=$?
 gateway_pid=""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import socket
 import subprocess
@@ -175,27 +176,72 @@ class _KeepLines(logging.Handler):
         super().__init__(level=logging.DEBUG)
         self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
         self.lines: list[str] = []
+        self.loggers: list[str] = []  # each line's logger
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))  # with the traceback, if any
+        self.loggers.append(record.name)
+
+
+# Personal data: creditgate holds no names, phone numbers, addresses or identity documents;
+# a customer is a pseudonymous id, which is still a person's. The audit log names it by design
+# (who changed which customer); no other line may. Ids shorter than this are not looked for,
+# as they would match ordinary words.
+AUDIT_LOGGER = "creditgate.audit"
+CUSTOMER_ID_LENGTH_MIN = 3
+
+
+@contextlib.contextmanager
+def _customer_ids_created() -> Iterator[set[str]]:
+    """Every customer id the suite creates through the limits client (PutCustomer, the
+    ledger tests' traffic, the benchmarks' seeding in process)."""
+    from creditgate.limits.client import LimitsClient
+
+    created: set[str] = set()
+    put_customer = LimitsClient.put_customer
+
+    async def recording(self, customer_id: str, *args, **kwargs):
+        created.add(customer_id)
+        return await put_customer(self, customer_id, *args, **kwargs)
+
+    LimitsClient.put_customer = recording
+    try:
+        yield created
+    finally:
+        LimitsClient.put_customer = put_customer
+
+
+def _naming_customers(handler: _KeepLines, customer_ids: set[str]) -> list[str]:
+    """The lines outside the audit log that name a customer id of the suite."""
+    ids = sorted((i for i in customer_ids if len(i) >= CUSTOMER_ID_LENGTH_MIN), key=len,
+                 reverse=True)
+    if not ids:
+        return []
+    # An event id ("c:<customer>:2") names its customer too: only a longer word does not.
+    pattern = re.compile(r"(?<![\w.-])(?:" + "|".join(map(re.escape, ids)) + r")(?![\w.-])")
+    return [line for line, logger in zip(handler.lines, handler.loggers, strict=True)
+            if logger != AUDIT_LOGGER and pattern.search(line)]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_secrets_in_logs():
     """After the whole suite: no line logged in this process holds an API key the tests
-    used (tests/support.py SECRETS) or private key material. A failure here is an error of
-    the session, naming the line."""
+    used (tests/support.py SECRETS) or private key material, and no line but the audit log's
+    names a customer. A failure here is an error of the session, naming the line."""
     from tests.support import SECRETS
 
     handler = _KeepLines()
     root = logging.getLogger()
     root.addHandler(handler)
-    yield handler
+    with _customer_ids_created() as customer_ids:
+        yield handler
     root.removeHandler(handler)
     for line in handler.lines:
         assert "PRIVATE KEY" not in line, f"private key material logged: {line[:200]}"
         for secret in SECRETS:
             assert secret not in line, f"an API key was logged: {line[:200]}"
+    naming = _naming_customers(handler, customer_ids)
+    assert naming == [], f"a customer id was logged outside the audit log: {naming[0][:200]}"
 
 
 # The suite's plaintext caller: everything the tests do (tests/callers-suite.toml).

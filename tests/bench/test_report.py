@@ -393,6 +393,25 @@ def test_the_cost_of_mutual_tls_is_summarised_as_ratios(tmp_path):
     assert "Check failed: round 1 batch mTLS: errors." in " ".join(failed.split())
 
 
+def metrics_cost(problems: tuple[str, ...] = ()) -> dict:
+    """bench/metrics_cost.py's JSON: bench/mtls_cost.py's shape with sides off and on."""
+    data = mtls_cost(problems)
+    data["summary"] = {mode: {"off": sides["plaintext"], "on": sides["mtls"],
+                              "ratios": sides["ratios"]}
+                       for mode, sides in data["summary"].items()}
+    data["argv"] = ["--json", "var/bench/metrics_cost.json"]
+    return data
+
+
+def test_the_cost_of_metrics_is_summarised_as_ratios(tmp_path):
+    text = summarise(tmp_path, {**every_file(), "metrics_cost.json": metrics_cost()})
+    block = " ".join(text[text.index(report.START_MARKER):].split())
+    assert ("Metrics on against off (`bench/metrics_cost.py`, same run, same closed-loop load "
+            "generator, 1 round of 10 s legs, medians; target: under 3 % of the rate): unary "
+            "Authorize 0.90× the rate (1,800/s vs 2,000/s)") in block
+    assert ".venv/bin/python bench/metrics_cost.py --json var/bench/metrics_cost.json" in block
+
+
 # -- the doc ------------------------------------------------------------------------------------
 def test_only_the_marked_block_changes(tmp_path):
     text = summarise(tmp_path, every_file())

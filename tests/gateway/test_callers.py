@@ -113,6 +113,9 @@ BAD = [
     ("unknown role's quota", "[roles.bogus]\nrate_per_s = 1.0\nburst = 1\n"
      "[callers.A]\nrole = 'observer'\nidentity = 'x'\n",
      "callers.toml: field 'roles': Invalid enum value 'bogus'; roles are terminal, acquirer"),
+    ("one key twice", f"[callers.A]\nrole = 'observer'\napi_key_sha256 = '{'a' * 64}'\n"
+     f"[callers.B]\nrole = 'observer'\napi_key_sha256 = '{'a' * 64}'\n",
+     "callers.toml: caller 'B': field 'api_key_sha256': also the key of caller A"),
     ("too many merchants", "[callers.T]\nrole = 'terminal'\nidentity = 'x'\nmerchants = ["
      + ", ".join(f"'M-{i}'" for i in range(65)) + "]\n",
      "callers.toml: caller 'T': field 'merchants': at most 64: they travel with every call"),
@@ -385,3 +388,15 @@ def test_one_text_api_key_or_none(entries):
         callers.credentials(Metadata(("user-agent", "x"), *entries))
     assert caught.value.reason == "BAD_API_KEY"
     assert callers.credentials(Metadata(("x-api-key", KEY))) == (Peer(False), KEY)
+
+
+def test_a_batch_costs_a_token_per_item(known, clock):
+    acquirer = callers.parse("[callers.A]\nrole = 'acquirer'\nidentity = 'x'\n"
+                             "merchants = ['*']\nrate_per_s = 10.0\nburst = 10\n",
+                             clock=clock).by_name["A"]
+    batch = pb.AuthorizeBatchRequest(requests=[purchase()] * 6)
+    acquirer.take()  # the call's first, at admission
+    acquirer.check("AuthorizeBatch", batch)  # five more
+    with pytest.raises(QuotaExceeded):
+        acquirer.check("AuthorizeBatch", batch)  # four left: not enough for five
+    acquirer.take(4)

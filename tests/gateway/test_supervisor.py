@@ -1,9 +1,10 @@
-"""`serve --processes N` replaces a server process that dies, with a growing delay, and still
-drains every process on SIGTERM without replacing any."""
+"""`serve --processes N` replaces a server process that dies, with a growing delay, ignores
+SIGHUP, and still drains every process on SIGTERM without replacing any."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -62,6 +63,14 @@ async def _fresh_health_check(port: int) -> int:
         return reply.status
 
 
+def _logged_by(line: str, pid: int) -> bool:
+    """Whether a JSON log line (serve's default format) was written by process `pid`."""
+    try:
+        return json.loads(line).get("process") == pid
+    except ValueError:
+        return False
+
+
 async def _wait_replaced(parent_pid: int, survivors: set[int], killed: int,
                          lines: list[str]) -> int:
     """The new server process's pid, once it runs beside the survivor and listens (the killed
@@ -69,7 +78,7 @@ async def _wait_replaced(parent_pid: int, survivors: set[int], killed: int,
     deadline = time.monotonic() + REPLACED_WITHIN_S
     while time.monotonic() < deadline:
         new = server_children(parent_pid) - survivors - {killed}
-        if new and any(f" {min(new)} " in line and "creditgate listening" in line
+        if new and any(_logged_by(line, min(new)) and "creditgate listening" in line
                        for line in lines):
             return min(new)
         await asyncio.sleep(0.02)
@@ -92,6 +101,16 @@ async def test_a_killed_process_is_replaced_and_sigterm_still_drains(redis, redi
             await asyncio.sleep(0.05)
         first = server_children(process.pid)
         victim = min(first)
+
+        # SIGHUP to the parent and to a server process: both ignore it and say so.
+        process.send_signal(signal.SIGHUP)
+        os.kill(max(first), signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while sum("SIGHUP ignored" in line for line in lines) < 2:
+            assert time.monotonic() < deadline, "".join(lines[-20:])
+            await asyncio.sleep(0.05)
+        assert server_children(process.pid) == first and process.returncode is None
+        assert await _fresh_health_check(port) == health_pb2.HealthCheckResponse.SERVING
 
         os.kill(victim, signal.SIGKILL)
         new = await _wait_replaced(process.pid, first - {victim}, victim, lines)

@@ -174,6 +174,21 @@ def test_start_up_refuses_a_key_of_another_certificate(pki):
                                   f"certificate in {pki.folder / 'server.pem'}")
 
 
+def test_start_up_refuses_an_expired_certificate_and_a_leaf_as_ca(pki):
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
+    pki.ca.issue_server(valid_days=1, not_before=past).write(pki.folder, "expired")
+    files = {**pki.files, "tls_cert": str(pki.folder / "expired.pem"),
+             "tls_key": str(pki.folder / "expired.key")}
+    with pytest.raises(server.StartupRefused) as refused:
+        server.Gateway(config(**files))
+    assert f"the certificate in {pki.folder / 'expired.pem'} is valid from " in \
+        str(refused.value) and str(refused.value).endswith("UTC, not now")
+    leaf_as_ca = {**pki.files, "tls_ca": str(pki.folder / "server.pem")}
+    with pytest.raises(server.StartupRefused) as refused:
+        server.Gateway(config(**leaf_as_ca))
+    assert "holds a certificate that is not a CA's (CN=127.0.0.1)" in str(refused.value)
+
+
 def test_insecure_on_loopback_names_is_allowed():
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         assert server.transport(config(insecure=True, host=host)) is None
