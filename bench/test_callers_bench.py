@@ -78,10 +78,11 @@ def test_identify_and_check_an_authorize(benchmark, case):
     context = CASES[case]
 
     def ask() -> None:
-        caller = errors.identify(CALLERS, "Authorize", context)
+        caller = errors.identify(CALLERS, "Authorize", context, context.invocation_metadata())
         caller.check("Authorize", REQUEST)
 
     benchmark.group = "who calls, per Authorize"
     # Rounds of 50 calls, so the timer's own cost is spread thin.
     benchmark.pedantic(ask, rounds=2_000, iterations=50, warmup_rounds=100)
-    assert errors.identify(CALLERS, "Authorize", context).name in ("T-0001", "SHOP-1", "LOCAL")
+    assert errors.identify(CALLERS, "Authorize", context, context.metadata).name in (
+        "T-0001", "SHOP-1", "LOCAL")

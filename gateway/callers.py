@@ -383,11 +383,12 @@ class Callers:
         raise Unauthenticated("BAD_API_KEY", f"the {API_KEY_METADATA} is not a valid key")
 
 
-def credentials(context) -> tuple[tls.Peer, str | None]:
-    """What a call presents: its TLS peer (verified SANs) and its API key (None without
-    one). More than one key, or a binary one, is refused: which of them would count?"""
+def credentials(context, metadata) -> tuple[tls.Peer, str | None]:
+    """What a call presents: its TLS peer (verified SANs) and, from its invocation metadata
+    (read once per call by the caller of this), its API key (None without one). More than one
+    key, or a binary one, is refused: which of them would count?"""
     api_key = None
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata or ():
         if not key.startswith(API_KEY_METADATA):
             continue
         if key != API_KEY_METADATA or api_key is not None:

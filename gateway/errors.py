@@ -274,13 +274,14 @@ def from_bytes(method, parse: Callable[[bytes], Message]):
 
     async def handle(data: bytes, context: grpc.aio.ServicerContext):
         entered_s = time.perf_counter()
-        request_id, trace = name_call(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        request_id, trace = name_call(metadata)
         named = REQUEST_ID.set(request_id), TRACE_ID.set(trace)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         c = servicer.c
         try:
             try:
-                caller = identify(c.callers, rpc, context)
+                caller = identify(c.callers, rpc, context, metadata)
                 started_s, deadline_ms = admit(c, rpc, context)
             except (Unauthenticated, PermissionDenied, QuotaExceeded, Overloaded, Late) as error:
                 await refuse(context, rpc, error, None, calls, entered_s)
@@ -311,11 +312,11 @@ def from_bytes(method, parse: Callable[[bytes], Message]):
     return handle
 
 
-def identify(callers: callers_.Callers, rpc: str,
-             context: grpc.aio.ServicerContext) -> callers_.Caller:
+def identify(callers: callers_.Callers, rpc: str, context: grpc.aio.ServicerContext,
+             metadata) -> callers_.Caller:
     """Who calls, before anything else: known (Unauthenticated), within its rate
     (QuotaExceeded), allowed to call `rpc` (PermissionDenied). No parse, no Redis."""
-    caller = callers.identify(*callers_.credentials(context))
+    caller = callers.identify(*callers_.credentials(context, metadata))
     caller.take()  # first: a caller looping on a method it may not call is limited too
     caller.permit(rpc)
     return caller

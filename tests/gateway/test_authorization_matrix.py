@@ -22,7 +22,7 @@ import pytest_asyncio
 from creditgate.gateway import callers, devpki
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
-from tests.conftest import CUSTOMER_CAPS, served_gateway
+from tests.conftest import CUSTOMER_CAPS, served_gateway, snapshot
 from tests.support import api_key, authorize_request
 
 DOMAIN = "spiffe://matrix.example"
@@ -231,11 +231,6 @@ async def request_for(rpc: str, setup: Setup, cell: str):
                                            raise_minor=1_000, expires_at_ms=in_a_week_ms)
     assert rpc == "Repay"
     return pb.RepayRequest(idempotency_key=key, customer_id=CUSTOMER, amount_minor=100)
-
-
-async def snapshot(redis) -> dict[bytes, bytes]:
-    """Every key's serialized value (outbox streams included): equal snapshots, equal Redis."""
-    return {key: await redis.dump(key) async for key in redis.scan_iter(count=1_000)}
 
 
 async def call(channel: grpc.aio.Channel, rpc: str, request, api_key: str | None):

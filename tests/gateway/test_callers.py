@@ -385,9 +385,11 @@ class Metadata:
 ], ids=["good-then-bad", "bad-then-good", "binary-good", "binary-bad"])
 def test_one_text_api_key_or_none(entries):
     with pytest.raises(Unauthenticated) as caught:
-        callers.credentials(Metadata(("user-agent", "x"), *entries))
+        context = Metadata(("user-agent", "x"), *entries)
+        callers.credentials(context, context.invocation_metadata())
     assert caught.value.reason == "BAD_API_KEY"
-    assert callers.credentials(Metadata(("x-api-key", KEY))) == (Peer(False), KEY)
+    context = Metadata(("x-api-key", KEY))
+    assert callers.credentials(context, context.invocation_metadata()) == (Peer(False), KEY)
 
 
 def test_a_batch_costs_a_token_per_item(known, clock):
