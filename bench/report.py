@@ -173,6 +173,18 @@ def memory_hold(data: dict) -> Figure:
                          f"mean of {data['holds']} holds)")
 
 
+def metrics_instructions(kind: str) -> Callable[[dict], Figure]:
+    """bench/metrics_instructions.py: the gateway's instructions per authorization of `kind`
+    (unary or batch), metrics on over off (callgrind, medians of its runs)."""
+    def read(data: dict) -> Figure:
+        counted = data[kind]
+        failed = "; ".join(f for f in data.get("failures", []) if "decided" in f or "counted" in f)
+        return Figure(counted["ratio"], f"**{counted['ratio']:.3f}×** ({counted['on']:,.0f} "
+                      f"instructions on, {counted['off']:,.0f} off; callgrind, median of "
+                      f"{len(data['runs'])} runs)", failed_check=failed)
+    return read
+
+
 def ledger_rate(data: dict) -> Figure:
     """bench/ledger_bench.py: events posted per second, from the first read to the last ack."""
     rate = data["events_per_s"]
@@ -228,6 +240,12 @@ TARGETS: tuple[Target, ...] = (
            "memory.json", memory_customer, "<=", 1024, " bytes"),
     Target("Redis memory: per open hold, idempotency included",
            "memory.json", memory_hold, "<=", 300, " bytes"),
+    Target("metrics on/off, gateway instructions per unary Authorize",
+           "metrics_instructions.json", metrics_instructions("unary"), "<=", 1.03, "×",
+           issue=15),
+    Target("metrics on/off, gateway instructions per AuthorizeBatch item",
+           "metrics_instructions.json", metrics_instructions("batch"), "<=", 1.03, "×",
+           issue=15),
     Target("ledger posting into PostgreSQL, 1 worker", "ledger_1.json", ledger_rate,
            ">=", 20_000, " events/s", issue=3),
     Target("ledger posting into PostgreSQL, 2 workers", "ledger_2.json", ledger_rate,
@@ -245,6 +263,7 @@ RUNNERS: tuple[tuple[str, str], ...] = (
     ("batch_rate.json", "bench/batch_rate.py"),
     ("mtls_cost.json", "bench/mtls_cost.py"),
     ("metrics_cost.json", "bench/metrics_cost.py"),
+    ("metrics_instructions.json", "bench/metrics_instructions.py"),
     ("overload.json", "bench/overload.py"),
     ("script_cost.json", "bench/script_cost.py"),
     ("script_cost_callgrind.json", "bench/script_cost.py"),
