@@ -143,6 +143,7 @@ bench: build redis-server bench-tools
 	  "$(VENV)/bin/python bench/mtls_cost.py --json $(BENCH_DIR)/mtls_cost.json" \
 	  "$(VENV)/bin/python bench/metrics_cost.py --json $(BENCH_DIR)/metrics_cost.json" \
 	  "$(VENV)/bin/python bench/metrics_instructions.py --json $(BENCH_DIR)/metrics_instructions.json" \
+	  "$(VENV)/bin/python bench/call_profile.py --json $(BENCH_DIR)/call_profile.json" \
 	  "$(VENV)/bin/python bench/overload.py --json $(BENCH_DIR)/overload.json --plot $(BENCH_DIR)/overload.png" \
 	  "$(VENV)/bin/python bench/script_cost.py --json $(BENCH_DIR)/script_cost.json" \
 	  "$(VENV)/bin/python bench/script_cost.py --callgrind --segments --json $(BENCH_DIR)/script_cost_callgrind.json"; \

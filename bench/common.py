@@ -319,11 +319,13 @@ class Bench(contextlib.ExitStack):
                      self.transport)
         return port
 
-    def start_noop(self, processes: int) -> int:
-        """bench/noop_server.py with N processes on a free port, SERVING; returns the port."""
+    def start_noop(self, processes: int, redis_url: str = "") -> int:
+        """bench/noop_server.py with N processes on a free port, SERVING (with `redis_url`,
+        one Redis round trip per call: the floor leg); returns the port."""
         port = free_port()
         self.start("noop", [sys.executable, str(REPO / "bench" / "noop_server.py"),
-                            "--port", str(port), "--processes", str(processes)], "noop.log")
+                            "--port", str(port), "--processes", str(processes),
+                            *(["--redis-url", redis_url] if redis_url else [])], "noop.log")
         wait_serving(port, self.processes["noop"], self.dir / "noop.log", processes)
         return port
 

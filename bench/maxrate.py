@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/maxrate.py [--processes 2] [--duration-s 10] [--warm-up-s 2]
         [--connections 8] [--streams 16] [--threads 1] [--customers 1000] [--fresh 2000]
-        [--no-aof] [--json var/bench/maxrate.json]
+        [--no-floor] [--no-aof] [--json var/bench/maxrate.json]
 
 h2load (nghttp2-client; `make bench-tools`) posts one gRPC request body over h2c with
 --streams concurrent streams on each of --connections connections for --duration-s seconds
-after --warm-up-s, first against bench/noop_server.py, then against `creditgate serve`
+after --warm-up-s, first against bench/noop_server.py, then against the same no-op server
+with one Redis round trip per call (the floor: `--redis-url`, a script that only returns, sent
+through the gateway's script runner; --no-floor skips it), then against `creditgate serve`
 (a private redis-server with the append-only file, fsync every second, unless --no-aof; a
 seeded population; the outbox), both with --processes processes sharing the port. It prints
 both rates, their ratio, and the CPU of every process and core while h2load ran (from /proc).
@@ -72,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="customers seeded into the gateway's Redis")
     parser.add_argument("--fresh", type=int, default=2000,
                         help="fresh authorizations after the gateway leg (0: none)")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="skip the floor leg: the no-op server with one Redis round trip "
+                        "per call (bench/noop_server.py --redis-url)")
     parser.add_argument("--no-aof", action="store_true",
                         help="run the private redis-server without the append-only file")
     parser.add_argument("--json", type=Path, default=common.VAR_BENCH / "maxrate.json",
@@ -298,6 +303,29 @@ def noop_leg(args: argparse.Namespace, body: Path, message: bytes, problems: lis
         return figures
 
 
+def floor_leg(args: argparse.Namespace, body: Path, message: bytes, problems: list[str]) -> dict:
+    """The no-op server with one Redis round trip per call (bench/noop_server.py --redis-url):
+    the floor of any gateway that asks Redis once per call with this server core."""
+    with common.Bench("maxrate-floor") as bench:
+        redis_url = bench.start_redis(aof=not args.no_aof)
+        port = bench.start_noop(args.processes, redis_url)
+        pids = common.label_processes({"floor": bench.processes["noop"].pid})
+        response_bytes = check_answer(port, message, "floor before h2load", problems)
+        before: dict = {}
+        figures = run_h2load(bench, args, port, body, pids,
+                             {"redis-server": bench.processes["redis-server"].pid},
+                             lambda: before.update(common.script_stats(redis_url)))
+        check_answer(port, message, "floor after h2load", problems)
+        figures["streams_total"] = args.connections * args.streams
+        figures["response_bytes"] = response_bytes
+        check_h2load(figures, response_bytes, problems, "floor")
+        figures["script"] = common.script_delta(before, common.script_stats(redis_url))
+        if figures["script"]["calls"] < figures["done"]:
+            problems.append(f"floor: {figures['done']} requests done but only "
+                            f"{figures['script']['calls']} script calls in Redis")
+        return figures
+
+
 def gateway_leg(args: argparse.Namespace, body: Path, message: bytes, run_id: str,
                 problems: list[str]) -> dict:
     with common.Bench("maxrate-gateway") as bench:
@@ -356,14 +384,22 @@ def report(args: argparse.Namespace, result: dict) -> list[str]:
         f"{args.processes} server processes each",
         common.format_machine(result["machine"]),
     ]
-    for name, leg in (("no-op server", noop), ("gateway (replays)", gateway)):
+    floor = result.get("floor")
+    legs = [("no-op server", noop), *([("floor (1 Redis call)", floor)] if floor else []),
+            ("gateway (replays)", gateway)]
+    for name, leg in legs:
         lines.append(
             f"  {name:<18} {leg['rate_per_s']:>10,.0f} req/s  "
             f"({leg['rate_per_s'] / args.processes:,.0f} per process; {leg['succeeded']:,} "
             f"succeeded, mean {leg['request_ms_mean']:.2f} ms, max "
             f"{leg['request_ms_max']:.1f} ms; connections per process "
             f"{'/'.join(map(str, leg['connections_per_process'].values())) or '?'})")
-    lines.append(f"  ratio gateway / no-op: {ratio:.2f} (issue 5's target: >= 0.90)")
+    lines.append(f"  ratio gateway / no-op: {ratio:.2f} (target: >= 0.90)")
+    if floor:
+        result["floor_ratio"] = round(floor["rate_per_s"] / noop["rate_per_s"], 3) \
+            if noop["rate_per_s"] else 0.0
+        lines.append(f"  ratio floor / no-op: {result['floor_ratio']:.2f} (no creditgate work; "
+                     f"Redis {floor['script']['usec_per_call']:.1f} us per script call)")
     replay = gateway["replay_script"]
     lines.append(f"  Redis during the gateway leg: {replay['calls'] / max(gateway['done'], 1):.2f}"
                  f" script calls per request, {replay['usec_per_call']:.1f} us per call, "
@@ -374,7 +410,7 @@ def report(args: argparse.Namespace, result: dict) -> list[str]:
                      f"{fresh['approved']:,} approved of {fresh['count']:,}; Redis "
                      f"{fresh['script']['usec_per_call']:.1f} us per script call "
                      f"(a replay: {replay['usec_per_call']:.1f} us)")
-    for name, leg in (("no-op", noop), ("gateway", gateway)):
+    for name, leg in [(name.split(" ")[0], leg) for name, leg in legs]:
         lines.append(f"CPU while h2load drove the {name} ({leg['cpu']['seconds']} s sampled):")
         lines += common.format_cpu(leg["cpu"])
     return lines
@@ -401,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
             body.write_bytes(common.grpc_frame(message))
             print(f"no-op server, {args.processes} processes:", flush=True)
             result["noop"] = noop_leg(args, body, message, problems)
+            if args.floor:
+                print(f"floor (no-op + one Redis call), {args.processes} processes:", flush=True)
+                result["floor"] = floor_leg(args, body, message, problems)
             print(f"gateway, {args.processes} processes:", flush=True)
             result["gateway"] = gateway_leg(args, body, message, run_id, problems)
     except KeyboardInterrupt:

@@ -264,6 +264,7 @@ RUNNERS: tuple[tuple[str, str], ...] = (
     ("mtls_cost.json", "bench/mtls_cost.py"),
     ("metrics_cost.json", "bench/metrics_cost.py"),
     ("metrics_instructions.json", "bench/metrics_instructions.py"),
+    ("call_profile.json", "bench/call_profile.py"),
     ("overload.json", "bench/overload.py"),
     ("script_cost.json", "bench/script_cost.py"),
     ("script_cost_callgrind.json", "bench/script_cost.py"),
@@ -506,6 +507,22 @@ def metrics_cost_lines(files: dict[str, dict]) -> list[str]:
                  + "; ".join(_cost_kinds(data, "off", "on")) + "." + _check_failed(data))]
 
 
+def call_profile_lines(files: dict[str, dict]) -> list[str]:
+    """Where a unary call's instructions go (bench/call_profile.py): each server's main thread
+    per call, and the gateway's largest shares by shared object."""
+    data = files.get("call_profile.json")
+    if not data:
+        return []
+    main = {name: data[name]["main_thread_per_call"] for name in ("noop", "floor", "gateway")}
+    shares = sorted(data["gateway"]["main_thread_by_object_per_call"].items(),
+                    key=lambda item: -item[1])[:5]
+    return [wrap("A unary Authorize's instructions in the server's main thread (`bench/"
+                 f"call_profile.py`, callgrind, calls one after another): no-op server "
+                 f"{main['noop']:,.0f}, floor (no-op + one Redis call) {main['floor']:,.0f}, "
+                 f"gateway {main['gateway']:,.0f}; the gateway's largest shares: "
+                 + ", ".join(f"{obj} {count:,.0f}" for obj, count in shares) + ".")]
+
+
 def _rounds(data: dict) -> str:
     rounds = data["args"]["rounds"]
     return (f"{rounds} round{'s' if rounds > 1 else ''} of {data['args']['duration']:g} s "
@@ -600,6 +617,7 @@ def render(files: dict[str, dict], figures: list[tuple[Target, Figure]],
         *part("the script's cost", lambda: script_cost_lines(files)),
         *part("the cost of mutual TLS", lambda: mtls_lines(files)),
         *part("the cost of metrics", lambda: metrics_cost_lines(files)),
+        *part("the unary call's profile", lambda: call_profile_lines(files)),
     ])
 
 

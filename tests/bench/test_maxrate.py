@@ -37,8 +37,8 @@ def test_tiny_run_reports_both_servers_and_their_ratio(tmp_path):
     assert "ratio gateway / no-op" in run.stdout
     result = json.loads(out.read_text())
     assert result["problems"] == []
-    noop, gateway = result["noop"], result["gateway"]
-    for leg in (noop, gateway):
+    noop, floor, gateway = result["noop"], result["floor"], result["gateway"]
+    for leg in (noop, floor, gateway):
         assert leg["succeeded"] > 0
         assert leg["succeeded"] == leg["done"]
         # Every succeeded request carried a response message: no gRPC error hid in HTTP 200.
@@ -50,6 +50,11 @@ def test_tiny_run_reports_both_servers_and_their_ratio(tmp_path):
         assert "h2load" in leg["cpu"]["processes"]
     assert {"gateway[1]", "gateway[2]", "redis-server"} <= set(gateway["cpu"]["processes"])
     assert {"no-op[1]", "no-op[2]"} <= set(noop["cpu"]["processes"])
+    # The floor: the no-op answer after one script call per request, in its own Redis.
+    assert {"floor[1]", "floor[2]", "redis-server"} <= set(floor["cpu"]["processes"])
+    assert floor["script"]["calls"] >= floor["done"]
+    assert result["floor_ratio"] == pytest.approx(floor["rate_per_s"] / noop["rate_per_s"],
+                                                  abs=0.001)
     assert result["ratio"] == pytest.approx(gateway["rate_per_s"] / noop["rate_per_s"],
                                             abs=0.001)
     # h2load repeats one body: the gateway replayed it, wrote nothing, and every request

@@ -513,3 +513,17 @@ def test_make_bench_runs_the_commands_and_files_the_report_reads():
                              recipe), name
     assert "rm -f var/bench/*.json" in recipe
     assert "bench/report.py --bench-dir var/bench" in recipe
+
+
+def test_the_unary_profile_names_each_server_and_the_gateways_largest_shares():
+    def server(total: float, shares: dict) -> dict:
+        return {"main_thread_per_call": total, "main_thread_by_object_per_call": shares}
+
+    files = {"call_profile.json": {
+        "noop": server(330_000, {}), "floor": server(378_000, {}),
+        "gateway": server(664_000, {"libpython3.11.so.1.0": 455_000, "cygrpc": 69_000})}}
+    [line] = report.call_profile_lines(files)
+    assert "no-op server 330,000, floor (no-op + one Redis call) 378,000, gateway 664,000" in \
+        line.replace("\n", " ")
+    assert line.replace("\n", " ").endswith("libpython3.11.so.1.0 455,000, cygrpc 69,000.")
+    assert report.call_profile_lines({}) == []
