@@ -29,6 +29,7 @@ import grpc
 
 from creditgate import hotpath
 from creditgate.gateway import errors
+from creditgate.gateway.catalogs import LiveCatalog
 from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.responses import authorization_response
@@ -37,30 +38,32 @@ from creditgate.limits.constants import AUTHORIZE_BATCH_SIZE_MAX
 from creditgate.limits.replies import decode_authorization
 
 
-def reserve(c: Context, request: pb.AuthorizeRequest) -> Awaitable:
-    """The first half of an authorization, done at once: the hot path's plan, and its reserve
-    script call queued for this loop tick's round trip. The awaitable resolves to the script's
-    reply, which `answer` turns into the response. Raises InvalidArgument as the hot path does."""
-    keys_, args = hotpath.plan_authorize(request, c.rules, c.partitions)
+def reserve(c: Context, live: LiveCatalog, request: pb.AuthorizeRequest) -> Awaitable:
+    """The first half of an authorization, done at once: the hot path's plan with the
+    catalog the call took when it started, and its reserve script call queued for this loop
+    tick's round trip. The awaitable resolves to the script's reply, which `answer` turns into
+    the response. Raises InvalidArgument as the hot path does."""
+    keys_, args = hotpath.plan_authorize(request, live.rules, c.partitions)
     return c.limits.reserve(keys_, args)
 
 
-def answer(c: Context, request: pb.AuthorizeRequest, reply,
+def answer(c: Context, live: LiveCatalog, request: pb.AuthorizeRequest, reply,
            response: pb.AuthorizeResponse | None = None) -> pb.AuthorizeResponse:
     """The second half: the response of the reserve script's reply (Refused if it refused),
     written into `response` if given, and the decision counted (gateway/metrics.py adds it to
     the process's tally, by reason, product and channel: no write per item)."""
     result = decode_authorization(reply)
     c.metrics.decisions.decided(result, request)
-    return authorization_response(result, c.products.get(request.product_id), response)
+    return authorization_response(result, live.products.get(request.product_id), response)
 
 
 async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeResponse:
     """One authorization: the hot path's plan, one reserve script call (coalesced with the
-    loop tick's other calls into one Redis round trip), the response. Raises as the handlers
-    do (InvalidArgument, Refused, Redis errors); AuthorizeBatch runs the same two halves per
-    item."""
-    return answer(c, request, await reserve(c, request))
+    loop tick's other calls into one Redis round trip), the response, all with the catalog in
+    force when it started. Raises as the handlers do (InvalidArgument, Refused, Redis
+    errors); AuthorizeBatch runs the same two halves per item."""
+    live = c.catalog
+    return answer(c, live, request, await reserve(c, live, request))
 
 
 def check_size(request: pb.AuthorizeBatchRequest) -> None:
@@ -81,9 +84,10 @@ async def authorize_batch(c: Context, request: pb.AuthorizeBatchRequest
     # (a task per item, or a gather of the futures, costs more CPU per authorization:
     # docs/benchmarks.md).
     calls: list[Awaitable | Exception] = []
+    live = c.catalog  # one catalog for every item
     for item in requests:
         try:
-            calls.append(reserve(c, item))
+            calls.append(reserve(c, live, item))
         except Exception as error:  # noqa: BLE001 - the item's own failure (InvalidArgument)
             calls.append(error)
     response = pb.AuthorizeBatchResponse()
@@ -95,7 +99,7 @@ async def authorize_batch(c: Context, request: pb.AuthorizeBatchRequest
             try:
                 if isinstance(call, Exception):
                     raise call
-                answer(c, request_item, await call, item.response)  # in place
+                answer(c, live, request_item, await call, item.response)  # in place
             except Exception as error:  # noqa: BLE001 - each becomes its item's status
                 code, message = errors.status_of(error)
                 errors.counts[code.name] += 1

@@ -2,7 +2,7 @@
 
     creditgate serve [--host H] [--port P] [--redis-url URL] [--catalog PATH]
                      [--partitions N] [--processes N] [--callers FILE]
-                     [--metrics-port N [--metrics-host 127.0.0.1]]
+                     [--metrics-port N [--metrics-host 127.0.0.1]] [--pid-file PATH]
                      (--tls-cert PEM --tls-key PEM --tls-ca PEM [--client-auth none]
                       | --insecure)
     creditgate customer put ID --cap NODE=AMOUNT_MINOR ... [--status active] [--timezone TZ]
@@ -18,6 +18,10 @@
     creditgate certs issue NAME --uri URI [--dir var/tls]      one more client certificate
     creditgate callers key NAME                                a new API key and its hash
     creditgate callers check FILE                              validate a callers file
+    creditgate catalog check FILE                              validate a catalog
+    creditgate catalog diff OLD NEW                            what NEW changes, element by element
+    creditgate catalog reload [--catalog FILE] (--pid-file F | --pid N)
+                                                               validate, then SIGHUP the gateway
 serve, ledger, reconcile, bills and journal take --log-format json|text (default json, or
 $CREDITGATE_LOG_FORMAT). Client commands take --target HOST:PORT (default 127.0.0.1:50051,
 or $CREDITGATE_TARGET) and mutual TLS with make run's certificates under var/tls
@@ -31,7 +35,7 @@ import asyncio
 import os
 import sys
 
-from creditgate.gateway import logs
+from creditgate.gateway import catalogs, logs
 from creditgate.limits import catalog
 from creditgate.limits.constants import PARTITIONS_DEFAULT
 
@@ -47,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     _client_commands(commands)
     _certs_command(commands)
     _callers_command(commands)
+    catalogs.add_command(commands)
     _ledger_commands(commands)
     return parser
 
@@ -66,6 +71,8 @@ def _serve_command(commands) -> None:
                        help="processes sharing the port (SO_REUSEPORT)")
     serve.add_argument("--no-sweeper", action="store_true",
                        help="do not release expired holds from this process")
+    serve.add_argument("--pid-file", default="", help="write the gateway's process id here "
+                       "while it runs (for `creditgate catalog reload --pid-file`)")
     serve.add_argument("--callers", default=os.environ.get("CREDITGATE_CALLERS", ""),
                        help="the callers file (TOML): who may call what; required")
     serve.add_argument("--metrics-port", type=int,
@@ -255,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                                client_auth=args.client_auth, insecure=args.insecure,
                                metrics_port=args.metrics_port,
                                metrics_host=args.metrics_host,
-                               log_format=args.log_format)
+                               log_format=args.log_format, pid_file=args.pid_file)
         try:
             return server.run(config)
         except catalog.CatalogError as error:
@@ -264,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         except callers.CallersError as error:
             print(f"creditgate: bad callers file: {error}", file=sys.stderr)
             return 2
+    if args.command == "catalog":
+        return catalogs.command(args)
     if args.command == "callers":
         from creditgate.gateway import callers
 

@@ -1,5 +1,5 @@
-"""What the services share: the limit client, the catalog and its compiled rules, the callers,
-the metrics, and the injected randomness."""
+"""What the services share: the limit client, the catalog in force (gateway/catalogs.py), the
+callers, the metrics, and the injected randomness."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import base64
 import os
 from collections.abc import Callable
 
-from creditgate import hotpath
 from creditgate.gateway import metrics as metrics_
 from creditgate.gateway.admission import Admission
 from creditgate.gateway.callers import Callers
-from creditgate.hotpath import plans
+from creditgate.gateway.catalogs import LiveCatalog
 from creditgate.limits import catalog
 from creditgate.limits.client import LimitsClient
 from creditgate.limits.clock import RedisClock
@@ -26,17 +25,16 @@ def random_token() -> str:
 class Context:
     """What the services share: the limit client, the catalog and the injected randomness."""
 
-    def __init__(self, limits: LimitsClient, products: dict[str, catalog.Product],
+    def __init__(self, limits: LimitsClient, catalog_: catalog.Catalog,
                  callers: Callers, token_source: Callable[[], str] = random_token,
                  metrics: metrics_.GatewayMetrics | metrics_.NoMetrics = metrics_.NO_METRICS):
         self.limits = limits
         self.metrics = metrics  # gateway/metrics.py; NO_METRICS records nothing
         self.callers = callers  # who may call what (gateway/callers.py)
-        self.products = products
-        self.rules = hotpath.compile_products(products)
+        # Replaced whole by a reload; a call reads it once, when it starts.
+        self.catalog = LiveCatalog(catalog_)
         self.partitions = limits.partitions
         self.token_source = token_source
-        self.repayment_order = plans.repayment_order(products)
         # Admission control of this process, and its view of the scripts' clock (the server
         # samples it), so each call's deadline travels into its scripts.
         self.admission = Admission()

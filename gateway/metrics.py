@@ -30,7 +30,6 @@ import asyncio
 import bisect
 import collections
 import contextlib
-import hashlib
 import operator
 import os
 import platform
@@ -332,8 +331,13 @@ class GatewayMetrics:
             "creditgate_sweeper_released_holds_total", "Expired holds the sweeper released.",
             registry=r)
         self.catalog_info = Gauge(
-            "creditgate_catalog_info", "1, labelled with the version of the product catalog "
-            "in use.", ["version"], registry=r, multiprocess_mode="livemax")
+            "creditgate_catalog_info", "Server processes serving each version of the product "
+            "catalog (1 per process; 0 for a version a reload replaced).", ["version"],
+            registry=r, multiprocess_mode="livesum")
+        self.catalog_reloads = Counter(
+            "creditgate_catalog_reloads_total", "Catalog reloads, by result: reloaded, or "
+            "refused (the file did not validate; the version in force stays).", ["result"],
+            registry=r)
         self.build_info = Gauge(
             "creditgate_build_info", "1, labelled with creditgate's, Python's and gRPC's "
             "versions.", ["version", "python", "grpc"], registry=r, multiprocess_mode="livemax")
@@ -352,8 +356,14 @@ class GatewayMetrics:
     def redis_up(self, server: str, up: bool) -> None:
         self.redis_up_gauge.labels(server).set(1 if up else 0)
 
-    def catalog(self, version: str) -> None:
+    def catalog(self, version: str, previous: str | None = None) -> None:
+        """The catalog version this process serves (after `previous`, on a reload)."""
+        if previous is not None and previous != version:
+            self.catalog_info.labels(previous).set(0)
         self.catalog_info.labels(version).set(1)
+
+    def catalog_reload(self, result: str) -> None:
+        self.catalog_reloads.labels(result).inc()
 
     def flush(self, admission=None) -> None:
         """Move what the process counted into prometheus_client, and sample admission."""
@@ -398,7 +408,10 @@ class NoMetrics:
     def redis_up(self, server: str, up: bool) -> None:
         return None
 
-    def catalog(self, version: str) -> None:
+    def catalog(self, version: str, previous: str | None = None) -> None:
+        return None
+
+    def catalog_reload(self, result: str) -> None:
         return None
 
     def flush(self, admission=None) -> None:
@@ -415,13 +428,6 @@ class NoMetrics:
 
 
 NO_METRICS = NoMetrics()
-
-
-def catalog_version(path) -> str:
-    """The catalog's version as creditgate_catalog_info shows it: the first 12 hex digits of
-    the file's SHA-256, until catalogs carry versions of their own."""
-    with open(path, "rb") as file:
-        return hashlib.sha256(file.read()).hexdigest()[:12]
 
 
 def _version() -> str:

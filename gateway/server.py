@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pathlib
 import resource
 import signal
 import socket
@@ -42,6 +43,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from creditgate.gateway import (
     callers,
+    catalogs,
     errors,
     logs,
     metrics,
@@ -188,6 +190,9 @@ class Config(msgspec.Struct, kw_only=True):
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     log_format: str = "json"  # of the processes of `--processes N` (gateway/logs.py)
+    # Where the top process (the supervisor under --processes N) writes its pid while it runs:
+    # `creditgate catalog reload --pid-file` signals it. Empty: none.
+    pid_file: str = ""
 
 
 def _file_stamp(path: str) -> tuple[int, ...] | None:
@@ -274,10 +279,11 @@ class Gateway:
         errors.redact_grpc_metadata_logs()
         # A bad catalog or callers file stops start-up before anything listens; without a
         # callers file every call would be refused, which is no way to start.
-        self.products = catalog.load(config.catalog_path)
-        log.info("catalog loaded: %d products from %s", len(self.products),
-                 config.catalog_path, extra={"products": len(self.products),
-                                             "catalog": config.catalog_path})
+        self.catalog = catalog.load_catalog(config.catalog_path)
+        log.info("catalog loaded: version %s, %d products from %s", self.catalog.version,
+                 len(self.catalog.products), config.catalog_path,
+                 extra={"products": len(self.catalog.products), "catalog": config.catalog_path,
+                        "version": self.catalog.version})
         self.callers = load_callers(config)
         self.tls = transport(config)  # files that cannot be used stop start-up too
         # A bounded pool that waits for a free connection rather than failing the batch.
@@ -307,6 +313,7 @@ class Gateway:
         # the metrics' flush.
         self._watches: list[asyncio.Task] = []
         self._not_ready: set[str] = set()  # why readiness is NOT_SERVING (EVICTING, ...)
+        self.context: Context | None = None  # once started
 
     async def start(self) -> int:
         try:
@@ -316,7 +323,7 @@ class Gateway:
             await self._ping.aclose()
             raise
         await self.runner.load()
-        context = self.context = Context(self.limits, self.products, self.callers,
+        context = self.context = Context(self.limits, self.catalog, self.callers,
                                          metrics=self.metrics)
         await context.redis_clock.sample(self.redis.time)  # deadlines travel from the start
         self._start_metrics()
@@ -340,10 +347,25 @@ class Gateway:
                          asyncio.create_task(self.metrics.flush_forever(context.admission))]
         return self.port
 
+    def reload_catalog(self) -> None:
+        """SIGHUP: load the catalog file again (gateway/catalogs.py). The calls that start
+        after this take the new version; a file that does not validate leaves the old one."""
+        if self.context is None:
+            log.warning("SIGHUP before the gateway started: the catalog is read at start")
+            return
+        current = self.context.catalog
+        live = catalogs.reload(self.config.catalog_path, current)
+        if live is current:
+            self.metrics.catalog_reload("refused")
+            return
+        self.context.catalog = live
+        self.metrics.catalog(live.version, current.version)
+        self.metrics.catalog_reload("reloaded")
+
     def _start_metrics(self) -> None:
         """The facts metrics show from the start, and their port (before the gRPC port: a
         metrics port that cannot be bound stops start-up before any call is taken)."""
-        self.metrics.catalog(metrics.catalog_version(self.config.catalog_path))
+        self.metrics.catalog(self.catalog.version)
         self.metrics.redis_up(self.redis_server, True)  # start() just reached it
         if self._serve_metrics:
             self.metrics_port = serve_metrics(self.metrics.serve, self.config.metrics_host,
@@ -497,11 +519,20 @@ async def _stop_when_orphaned(parent_pid: int, stopping: asyncio.Event) -> None:
     stopping.set()
 
 
-def _hangup_ignored() -> None:
-    """SIGHUP (a closed terminal, or an operator's habit) neither stops nor restarts the
-    gateway: the TLS files and the callers file are reloaded when they change, by themselves."""
-    log.warning("SIGHUP ignored: TLS and callers files are reloaded when they change; "
-                "SIGTERM drains")
+@contextlib.contextmanager
+def pid_file(path: str):
+    """This process's pid in `path` while it runs (nothing for an empty path)."""
+    if not path:
+        yield
+        return
+    written = pathlib.Path(path)
+    written.write_text(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if written.read_text().split() == [str(os.getpid())]:
+                written.unlink()
 
 
 def raise_open_files_limit() -> None:
@@ -520,7 +551,9 @@ async def serve(config: Config, parent_pid: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, _hangup_ignored)
+    # SIGHUP reloads the catalog; it never stops the gateway (TLS and callers files are
+    # reloaded when they change, by themselves).
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_catalog)
     port = await gateway.start()
     log.info("creditgate listening on %s:%d (redis %s, %d partitions, catalog %s)",
              config.host, port, logs.redacted_url(config.redis_url), config.partitions,
@@ -562,12 +595,13 @@ def run(config: Config, parent_pid: int | None = None) -> int:
         check_metrics(config)
         if parent_pid is None:
             refuse_port_in_use(config.host, config.port)
-        if config.processes <= 1:
-            return uvloop.run(serve(config, parent_pid))
-        if config.port == 0:
-            raise ValueError("--processes needs a fixed --port")
-        uvloop.run(_refuse_evicting_redis_at(config.redis_url))  # and an evicting Redis
-        return Supervisor(config).run()
+        with pid_file(config.pid_file if parent_pid is None else ""):
+            if config.processes <= 1:
+                return uvloop.run(serve(config, parent_pid))
+            if config.port == 0:
+                raise ValueError("--processes needs a fixed --port")
+            uvloop.run(_refuse_evicting_redis_at(config.redis_url))  # and an evicting Redis
+            return Supervisor(config).run()
     except StartupRefused as error:
         print(f"creditgate: start-up refused: {error}", file=sys.stderr)
         return EXIT_REFUSED
@@ -654,7 +688,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGHUP, lambda signum, frame: _hangup_ignored())
+        signal.signal(signal.SIGHUP, self._hangup)
         # Before any server process starts: they inherit where to write their metrics.
         host, port = self._config["metrics_host"], self._config["metrics_port"]
         self._metrics = serve_metrics(metrics.multiprocess_view, host, port)
@@ -671,6 +705,16 @@ class Supervisor:
         finally:
             self._metrics.close()
         return max(self._exit_codes, default=0)
+
+    def _hangup(self, _signum, _frame) -> None:
+        """SIGHUP: every server process reloads the catalog (a process started later reads
+        the file anyway)."""
+        live = [slot.process for slot in self._slots
+                if slot.process is not None and slot.process.is_alive()]
+        for process in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGHUP)
+        log.info("SIGHUP passed to %d server processes: each reloads the catalog", len(live))
 
     def _stop(self, _signum, _frame) -> None:
         self._stopping = True

@@ -99,7 +99,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
     async def ForceCapture(self, request: pb.ForceCaptureRequest,
                            context) -> pb.ForceCaptureResponse:
         result = await self.c.limits.force_capture(*plans.plan_force_capture(
-            request, self.c.products, self.c.partitions, self.c.token_source()))
+            request, self.c.catalog.products, self.c.partitions, self.c.token_source()))
         return pb.ForceCaptureResponse(
             hold_id=result.hold_id,
             over_limit=bool(result.over_limit_levels),
@@ -129,14 +129,15 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
 
     async def GetCredit(self, request: pb.GetCreditRequest, context) -> pb.GetCreditResponse:
         hotpath.check_id("customer_id", request.customer_id)
+        products = self.c.catalog.products
         product = None
         if request.product_id:
-            product = self.c.products.get(request.product_id)
+            product = products.get(request.product_id)
             if product is None:
                 raise hotpath.InvalidArgument("product_id",
                                               f"unknown product {request.product_id!r}")
         state = await _customer(self.c.limits, request.customer_id)
-        return credit_response(state, self.c.products, product)
+        return credit_response(state, products, product)
 
 
 class AdminService(pb_grpc.AdminServicer):
@@ -168,8 +169,8 @@ class AdminService(pb_grpc.AdminServicer):
                                             decided_at_ms=result.decided_at_ms)
 
     async def Repay(self, request: pb.RepayRequest, context) -> pb.RepayResponse:
-        result = await self.c.limits.repay(*plans.plan_repay(request, self.c.repayment_order,
-                                                             self.c.partitions))
+        result = await self.c.limits.repay(*plans.plan_repay(
+            request, self.c.catalog.repayment_order, self.c.partitions))
         # What was owed before is what is owed after plus what this repayment paid off (a
         # retry answers the first repayment's figures again).
         audit("repay", request.customer_id,

@@ -1,20 +1,25 @@
 """The product factory: products are defined in TOML, decoded and validated with msgspec.
 
 A product names the limit nodes it draws on (root first, e.g. total -> consumer -> scan_pay),
-optionally one more node per channel, its per-transaction bounds, channels, MCC lists,
-velocity windows and hold TTL. A bad catalog stops start-up with a CatalogError that names the
-file, the product and the field.
+optionally one more node per channel, its per-transaction bounds (and per channel), channels,
+MCC and merchant lists, velocity windows, hold TTL, the hours of the customer's day it may be
+used, a first-purchase maximum, and when it takes and leaves effect. Products are assembled
+from `[templates.<name>]` (limits/assembly.py). The catalog carries a version (`[catalog]
+version`, else the first 12 hex digits of the file's SHA-256). A bad catalog stops start-up,
+or a reload, with a CatalogError that names the file, the product and the field.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import pathlib
 import re
 from typing import Literal, get_args
 
 import msgspec
 
-from creditgate.limits import config_file
+from creditgate.limits import assembly, config_file
 from creditgate.limits.constants import (
     AMOUNT_MINOR_MAX,
     CAPTURE_TOLERANCE_BPS_MAX,
@@ -38,6 +43,11 @@ CURRENCIES = frozenset({"CNY"})  # ISO 4217 codes this deployment books
 NODE_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\Z")
 PRODUCT_ID = re.compile(r"[a-z][a-z0-9_]*\Z")
 MCC = re.compile(r"[0-9]{4}\Z")
+MERCHANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*\*?\Z")  # an id, or a prefix ending in '*'
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}\Z")
+HOURS = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])\Z")
+MERCHANTS_LISTED_MAX = 256
+HOUR_RANGES_MAX = 4
 
 DEFAULT_CATALOG = pathlib.Path(__file__).with_name("products.toml")
 
@@ -63,6 +73,13 @@ class Installments(msgspec.Struct, forbid_unknown_fields=True):
     monthly_fee_bps: int = 0
 
 
+class ChannelBounds(msgspec.Struct, forbid_unknown_fields=True):
+    """A channel's own per-transaction bounds, within the product's (0: the product's)."""
+
+    amount_min_minor: int = 0
+    amount_max_minor: int = 0
+
+
 class Product(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     nodes: list[str]  # root first
@@ -82,6 +99,18 @@ class Product(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     installments: Installments = msgspec.field(default_factory=Installments)
     # Repayments pay the balances of products with a lower number first (then by id).
     repayment_priority: int = 100
+    channel_bounds: dict[Channel, ChannelBounds] = {}
+    merchants_allow: list[str] = []  # ids or prefixes ("mer-310115-*"); empty: every one
+    merchants_deny: list[str] = []
+    # Ranges of the customer's local time ("08:00-22:00"; "22:00-02:00" crosses midnight);
+    # empty: any time.
+    allowed_hours: list[str] = []
+    # A customer's first approved purchase of the product may be at most this (0: no limit).
+    first_purchase_max_minor: int = 0
+    # The product answers only from effective_from (inclusive) until effective_until
+    # (exclusive); absent: always. TOML datetimes with an offset.
+    effective_from: datetime.datetime | None = None
+    effective_until: datetime.datetime | None = None
     id: str = ""  # set from the table's key
 
     def nodes_for(self, channel: str) -> tuple[str, ...]:
@@ -97,9 +126,31 @@ class CatalogError(config_file.ConfigFileError):
         return self.name
 
 
+class TemplateError(CatalogError):
+    """An error in a [templates.<name>] table (limits/assembly.py)."""
+
+    KIND = "template"
+
+
+class Catalog(msgspec.Struct, frozen=True):
+    """A validated catalog: its version and its products by id."""
+
+    version: str
+    products: dict[str, Product]
+
+
+class CatalogHeader(msgspec.Struct, forbid_unknown_fields=True):
+    version: str = ""
+
+
 def load(path: str | pathlib.Path = DEFAULT_CATALOG) -> dict[str, Product]:
     """Read and validate a catalog file; raise CatalogError naming file, product and field."""
-    return parse(config_file.read(path, CatalogError), str(path))
+    return load_catalog(path).products
+
+
+def load_catalog(path: str | pathlib.Path = DEFAULT_CATALOG) -> Catalog:
+    """load(), with the catalog's version."""
+    return parse_catalog(config_file.read(path, CatalogError), str(path))
 
 
 def _check_tree(path: str, products: dict[str, Product]) -> None:
@@ -129,16 +180,35 @@ def _check_tree(path: str, products: dict[str, Product]) -> None:
 
 
 def parse(data: bytes | str, path: str = "<catalog>") -> dict[str, Product]:
-    document = config_file.decode(data, path, CatalogError, frozenset({"products"}))
+    return parse_catalog(data, path).products
+
+
+def parse_catalog(data: bytes | str, path: str = "<catalog>") -> Catalog:
+    document = config_file.decode(data, path, CatalogError,
+                                  frozenset({"catalog", "templates", "products"}))
+    header = config_file.convert(document.get("catalog", {}), CatalogHeader, path, None,
+                                 CatalogError)
+    if header.version and not VERSION.match(header.version):
+        raise CatalogError(path, None, "catalog.version", "letters, digits and . _ : + -, "
+                           "starting with a letter or digit, at most 64 characters")
     tables = document.get("products")
     if not isinstance(tables, dict) or not tables:
         raise CatalogError(path, None, "products", "the catalog defines no [products.<id>]")
+    tables = assembly.assemble(path, document.get("templates", {}), tables, CatalogError,
+                               TemplateError)
+    raw = data.encode() if isinstance(data, str) else data
+    version = header.version or hashlib.sha256(raw).hexdigest()[:12]
+    return Catalog(version, _products(path, tables))
+
+
+def _products(path: str, tables: dict) -> dict[str, Product]:
     products: dict[str, Product] = {}
     for product_id, table in tables.items():
         product = config_file.convert(table, Product, path, product_id, CatalogError,
                                       f"channels are {', '.join(CHANNELS)}")
         product.id = product_id
         _check(path, product)
+        _check_elements(path, product)
         products[product_id] = product
     _check_tree(path, products)
     _check_paths(path, products)
@@ -153,6 +223,78 @@ def _check_paths(path: str, products: dict[str, Product]) -> None:
     if len(paths) > REPAY_PATHS_MAX:
         raise CatalogError(path, None, "products", f"{len(paths)} distinct limit paths; a "
                            f"repayment walks at most {REPAY_PATHS_MAX}")
+
+
+def hour_ranges(product: Product) -> list[tuple[int, int]]:
+    """allowed_hours as (first minute, end minute) of the day, the end exclusive; a range
+    that crosses midnight ends after 1440."""
+    ranges = []
+    for text in product.allowed_hours:
+        match = HOURS.match(text)
+        assert match, text  # checked at load
+        h1, m1, h2, m2 = map(int, match.groups())
+        start, end = h1 * 60 + m1, h2 * 60 + m2
+        ranges.append((start, end if end > start else end + 1440))
+    return ranges
+
+
+def _check_elements(path: str, product: Product) -> None:
+    """The elements products are assembled from beyond the basic bounds."""
+    def fail(field: str, message: str) -> None:
+        raise CatalogError(path, product.id, field, message)
+
+    for channel, bounds in product.channel_bounds.items():
+        field = f"channel_bounds.{channel}"
+        if channel not in product.channels:
+            fail(field, f"channel {channel!r} is not among the product's channels")
+        low = bounds.amount_min_minor or product.amount_min_minor
+        high = bounds.amount_max_minor or product.amount_max_minor
+        if not product.amount_min_minor <= low <= high <= product.amount_max_minor:
+            fail(field, "need amount_min_minor <= amount_max_minor, both within the "
+                 "product's bounds (0: the product's)")
+    for field in ("merchants_allow", "merchants_deny"):
+        merchants = getattr(product, field)
+        if len(merchants) > MERCHANTS_LISTED_MAX:
+            fail(field, f"at most {MERCHANTS_LISTED_MAX} merchants")
+        for merchant in merchants:
+            if len(merchant) > ID_LENGTH_MAX or not MERCHANT.match(merchant):
+                fail(field, f"bad merchant {merchant!r}: an id, or a prefix ending in '*'")
+    if set(product.merchants_allow) & set(product.merchants_deny):
+        fail("merchants_deny", "a merchant is both allowed and denied")
+    if len(product.allowed_hours) > HOUR_RANGES_MAX:
+        fail("allowed_hours", f"at most {HOUR_RANGES_MAX} ranges")
+    for text in product.allowed_hours:
+        match = HOURS.match(text)
+        if not match or text[:5] == text[6:] or (match.group(3) == "24" and match.group(4) != "00"):
+            fail("allowed_hours", f"bad range {text!r}: \"HH:MM-HH:MM\" of the customer's "
+                 "day, start and end different (\"22:00-02:00\" crosses midnight)")
+    if not 0 <= product.first_purchase_max_minor <= product.amount_max_minor:
+        fail("first_purchase_max_minor", "must be within 0..amount_max_minor (0: no limit)")
+    for field in ("effective_from", "effective_until"):
+        moment = getattr(product, field)
+        if moment is not None and moment.utcoffset() is None:
+            fail(field, "a datetime with a UTC offset (e.g. 2026-12-12T00:00:00+08:00)")
+    if product.effective_from and product.effective_until and \
+            product.effective_until <= product.effective_from:
+        fail("effective_until", "must come after effective_from")
+    for field in NOT_ENFORCED:
+        if getattr(product, field) != getattr(_DEFAULTS, field):
+            fail(field, "valid, but this release does not enforce it at authorization yet: "
+                 "remove it rather than rely on it")
+
+
+# Elements the catalog validates that authorization does not apply yet: a catalog that sets
+# one is refused, so that no product believes itself bounded by a rule nobody checks.
+NOT_ENFORCED = ("channel_bounds", "merchants_allow", "merchants_deny", "allowed_hours",
+                "first_purchase_max_minor", "effective_from", "effective_until")
+_DEFAULTS = Product(name="", nodes=[], channels=[], amount_min_minor=0, amount_max_minor=0,
+                    hold_ttl_s=0)
+
+
+def effective_ms(product: Product) -> tuple[int, int]:
+    """(from, until) in ms since the epoch; 0 for an end that is absent."""
+    return tuple(int(moment.timestamp() * 1000) if moment else 0  # type: ignore[return-value]
+                 for moment in (product.effective_from, product.effective_until))
 
 
 def _check(path: str, product: Product) -> None:
@@ -212,3 +354,40 @@ def _check(path: str, product: Product) -> None:
                  f"must be within 0..{VELOCITY_AMOUNT_MINOR_MAX} (0: no limit)")
         if not 0 <= window.count_max <= VELOCITY_COUNT_MAX:
             fail(f"velocity.{period}.count_max", f"must be within 0..{VELOCITY_COUNT_MAX}")
+
+
+def _flat(value, prefix: str = "") -> dict[str, object]:
+    """A product's fields as {dotted path: value}, tables flattened (lists kept whole)."""
+    if isinstance(value, dict):
+        flat: dict[str, object] = {}
+        for key, item in value.items():
+            flat.update(_flat(item, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): value}
+
+
+def diff(old: Catalog, new: Catalog) -> list[str]:
+    """What `new` changes from `old`, product by product and element by element: one line a
+    product added or removed, one line a changed element (`field: old -> new`)."""
+    lines = [f"catalog {old.version} -> {new.version}"]
+    for product_id in sorted(old.products.keys() | new.products.keys()):
+        if product_id not in new.products:
+            lines.append(f"- product {product_id}: removed")
+            continue
+        if product_id not in old.products:
+            lines.append(f"+ product {product_id}: added ({new.products[product_id].name})")
+            continue
+        before, after = (_flat(msgspec.to_builtins(catalog.products[product_id]))
+                         for catalog in (old, new))
+        changed = [f"    {field}: {_shown(before.get(field))} -> {_shown(after.get(field))}"
+                   for field in sorted(before.keys() | after.keys())
+                   if before.get(field) != after.get(field)]
+        if changed:
+            lines += [f"~ product {product_id}:", *changed]
+    if len(lines) == 1:
+        lines.append("  no product changes")
+    return lines
+
+
+def _shown(value) -> str:
+    return "(none)" if value is None else repr(value) if isinstance(value, str) else str(value)

@@ -24,6 +24,7 @@ COUNTERS = {
     "creditgate_redis_errors_total": {"redis", "kind"},
     "creditgate_shed_calls_total": {"method", "cause"},
     "creditgate_sweeper_released_holds_total": set(),
+    "creditgate_catalog_reloads_total": {"result"},
     "creditgate_ledger_events_posted_total": {"type"},
     "creditgate_ledger_dead_letters_total": set(),
 }

@@ -87,7 +87,7 @@ def test_the_panels_answer_the_peaks_questions(dashboard):
         "Ledger posting rate by type": {"creditgate_ledger_events_posted_total"},
         "Dead letters in the range": {"creditgate_ledger_dead_letters_total"},
         "Reconcile drifts": {"creditgate_reconcile_drifts"},
-        "Catalog version in use": {"creditgate_catalog_info"},
+        "Catalog version in use": {"creditgate_catalog_info", "creditgate_catalog_reloads_total"},
         "Build": {"creditgate_build_info"},
     }
     for title, metrics in questions.items():

@@ -5,12 +5,14 @@ while its calls wait sends none of those not yet written to Redis."""
 from __future__ import annotations
 
 import asyncio
+import types
 
 import pytest
 
 from creditgate.gateway import authorize, callers
 from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
+from creditgate.limits.catalog import Catalog
 from tests.conftest import CUSTOMER_CAPS, SUITE_CALLERS
 from tests.gateway.test_authorize_batch import authorize_request, held, put_customer
 from tests.limits.test_script_runner import Relay, client_for
@@ -61,7 +63,7 @@ async def test_a_cancelled_batch_sends_none_of_its_calls_still_waiting(redis_ser
         client = client_for(relay.port)
         await client.put_customer(CUSTOMER, "active", "Asia/Shanghai", CUSTOMER_CAPS)
         client.runner.in_flight_max = 4  # the batch's first four calls go, the rest wait
-        context = Context(client, PRODUCTS, callers.load(SUITE_CALLERS))
+        context = Context(client, Catalog("test", PRODUCTS), callers.load(SUITE_CALLERS))
         requests = [authorize_request(f"k-{i}", amount_minor=100 + i) for i in range(12)]
         relay.hold()
         call = asyncio.ensure_future(authorize.authorize_batch(
@@ -108,8 +110,9 @@ async def test_a_cancelled_batch_leaves_no_failed_item_unretrieved(monkeypatch):
     failed.set_exception(ConnectionError("no reply from Redis in time"))
     assert failed._log_traceback
     futures = [waiting, failed]
-    monkeypatch.setattr(authorize, "reserve", lambda context, item: futures.pop(0))
-    call = asyncio.ensure_future(authorize.authorize_batch(None, pb.AuthorizeBatchRequest(
+    monkeypatch.setattr(authorize, "reserve", lambda context, live, item: futures.pop(0))
+    context = types.SimpleNamespace(catalog=None)  # reserve, replaced, reads nothing else
+    call = asyncio.ensure_future(authorize.authorize_batch(context, pb.AuthorizeBatchRequest(
         requests=[authorize_request("k-0"), authorize_request("k-1")])))
     await asyncio.sleep(0.01)  # the batch awaits item 0
     call.cancel()

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from creditgate.gateway import callers, metrics, server
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
+from creditgate.limits.catalog import load_catalog
 from creditgate.limits.constants import ADMISSION_LIMIT_INITIAL
 from creditgate.limits.transport import Observer
 from tests.conftest import CUSTOMER_CAPS, served_gateway
@@ -162,7 +163,7 @@ async def test_scraped_counters_equal_the_calls(metered):
     assert got.value("creditgate_in_flight_calls") == 0
     assert got.value("creditgate_admission_limit") == ADMISSION_LIMIT_INITIAL
     catalog = got.labels("creditgate_catalog_info")
-    assert catalog == [{"version": metrics.catalog_version(metered.config.catalog_path)}]
+    assert catalog == [{"version": load_catalog(metered.config.catalog_path).version}]
     (build,) = got.labels("creditgate_build_info")
     assert build["python"] and build["grpc"] == grpc.__version__
 
