@@ -39,6 +39,11 @@ from collections.abc import Sequence
 from creditgate.limits.constants import HOLD_TOKEN_LENGTH, IDEMPOTENCY_TTL_S, PARTITIONS_MAX
 
 PREFIX = "cg"
+# The version of the scripts' contract with Redis: their KEYS, ARGV and replies and the data
+# they keep. The scripts are one Redis Functions library named by it (LIBRARY), each function
+# `<script>_v<version>`, so the libraries of two versions can sit side by side in one Redis.
+LAYOUT_VERSION = 2
+LIBRARY = f"creditgate_v{LAYOUT_VERSION}"
 
 # Key kinds, after the partition base.
 KIND_CUSTOMER = "c:"

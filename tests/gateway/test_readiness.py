@@ -134,6 +134,6 @@ async def test_a_redis_outage_under_load(private_redis, caplog):
     assert got.value("creditgate_redis_errors_total", redis=server_label,
                      kind="connection") >= failed
     assert got.value("creditgate_redis_up", redis=server_label) == 1
-    # Redis came back empty and without its scripts: reloaded on the first NOSCRIPT.
+    # Redis came back empty and without its functions: reloaded on the first miss.
     assert got.value("creditgate_redis_errors_total", kind="noscript") >= 1
     assert codes["OK"] > before["OK"]  # answered again after the outage
