@@ -40,13 +40,20 @@ def lua_constant_values() -> dict[str, str]:
         "INSTALLMENT_FEE_BPS_MAX": constants.INSTALLMENT_FEE_BPS_MAX,
         "RAISE_DURATION_MS_MAX": constants.RAISE_DURATION_S_MAX * 1000,
         "SWEEP_CUSTOMERS_PER_PARTITION_MAX": constants.SWEEP_CUSTOMERS_PER_PARTITION_MAX,
+        "PRODUCT_RULES_KEPT_MAX": constants.PRODUCT_RULES_KEPT_MAX,
     }
     values.update((name, str(value)) for name, value in bounds.items())
+    # The fields of reserve's product rules (contracts.PRODUCT_RULES) by their Lua index.
+    values.update((f"RULE_{name.upper()}", str(index + 1))
+                  for index, name in enumerate(contracts.PRODUCT_RULES.names))
+    values["RULE_FIELDS"] = str(len(contracts.PRODUCT_RULES))
+    values["RULES_SEPARATOR"] = _lua_string(contracts.RULES_SEPARATOR)
+    values["NODES_SEPARATOR"] = _lua_string(contracts.NODES_SEPARATOR)
     return values
 
 
 def _lua_string(value: str) -> str:
-    assert all(c.isalnum() or c in ":_|.#=^ " for c in value), value
+    assert all(c.isalnum() or c in ":_|.#=^ ," for c in value), value
     return f"'{value}'"
 
 

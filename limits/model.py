@@ -66,22 +66,25 @@ _STATUS_DECLINES = {"frozen": R.CUSTOMER_FROZEN, "closed": R.CUSTOMER_CLOSED,
 _CLOSED_REFUSALS = {"expired": E.HOLD_EXPIRED, "voided": E.HOLD_VOIDED,
                     "captured": E.HOLD_CAPTURED, "reversed": E.HOLD_REVERSED}
 
-# reserve's numeric ARGV and their bounds (int_arg in limits/lua/_lib.lua).
-_PURCHASE_BOUNDS: dict[str, tuple[int, int]] = {
-    "amount_minor": (1, constants.AMOUNT_MINOR_MAX),
+# The numbers of reserve's product rules (contracts.PRODUCT_RULES) and their bounds (int_arg
+# in limits/lua/_lib.lua product_rules).
+_RULE_BOUNDS: dict[str, tuple[int, int]] = {
     "hold_ttl_ms": (1, HOLD_TTL_MS_MAX),
-    "rule_decline": (0, R.AMOUNT_ABOVE_MAXIMUM),
     "day_amount_max_minor": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
     "day_count_max": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
     "month_amount_max_minor": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
     "month_count_max": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
     "amount_min_minor": (0, constants.AMOUNT_MINOR_MAX),
     "amount_max_minor": (0, constants.AMOUNT_MINOR_MAX),
-    "partial_approval": (0, 1),
     "capture_tolerance_bps": (0, constants.CAPTURE_TOLERANCE_BPS_MAX),
     "incremental": (0, 1),
-    "installment_months": (0, constants.INSTALLMENT_MONTHS_MAX),
     "installment_fee_bps": (0, constants.INSTALLMENT_FEE_BPS_MAX),
+}
+# reserve's own numeric ARGV and their bounds; "0" and "1" of partial_approval only.
+_PURCHASE_BOUNDS: dict[str, tuple[int, int]] = {
+    "amount_minor": (1, constants.AMOUNT_MINOR_MAX),
+    "rule_decline": (0, R.AMOUNT_ABOVE_MAXIMUM),
+    "installment_months": (0, constants.INSTALLMENT_MONTHS_MAX),
 }
 
 
@@ -129,21 +132,26 @@ def authorization_reply(reason: int, level: str, hold_id: str, available: int, n
 # -- what the checks read -----------------------------------------------------------------
 @dataclass(frozen=True)
 class _Purchase:
-    """reserve's numeric ARGV, checked, under the contract's names."""
+    """reserve's numeric ARGV and its product rules (contracts.PRODUCT_RULES), checked, under
+    the contract's names."""
 
     amount_minor: int
-    hold_ttl_ms: int
     rule_decline: int
+    partial_approval: int
+    installment_months: int
+    product_id: str
+    channel: str
+    currency: str
+    nodes: tuple[str, ...]
+    hold_ttl_ms: int
     day_amount_max_minor: int
     day_count_max: int
     month_amount_max_minor: int
     month_count_max: int
     amount_min_minor: int
     amount_max_minor: int
-    partial_approval: int
     capture_tolerance_bps: int
     incremental: int
-    installment_months: int
     installment_fee_bps: int
 
     @property
@@ -153,14 +161,30 @@ class _Purchase:
                     self.month_amount_max_minor, self.month_count_max))
 
 
+def _texts(text: str, separator: str) -> list[str]:
+    """The non-empty parts of `text` between separators (split of limits/lua/_lib.lua)."""
+    return [part for part in text.split(separator) if part]
+
+
 def _purchase(a: Fields) -> _Purchase | None:
-    """reserve's arguments: every number within its bounds, no one-month installment plan, at
-    least one limit node; None if any fails."""
+    """reserve's arguments: every number within its bounds, partial approval "0" or "1", no
+    one-month installment plan, product rules of every field and at least one limit node;
+    None if any fails."""
     numbers = {name: _int_arg(getattr(a, name), low, high)
                for name, (low, high) in _PURCHASE_BOUNDS.items()}
-    if None in numbers.values() or numbers["installment_months"] == 1 or not a.rest:
+    parts = _texts(a.rules, contracts.RULES_SEPARATOR)
+    if len(parts) != len(contracts.PRODUCT_RULES):
         return None
-    return _Purchase(**numbers)  # type: ignore[arg-type]
+    rules = contracts.PRODUCT_RULES.bind(parts)
+    numbers.update((name, _int_arg(getattr(rules, name), low, high))
+                   for name, (low, high) in _RULE_BOUNDS.items())
+    nodes = tuple(_texts(rules.nodes, contracts.NODES_SEPARATOR))
+    if None in numbers.values() or numbers["installment_months"] == 1 or not nodes \
+            or a.partial_approval not in ("0", "1"):
+        return None
+    return _Purchase(partial_approval=int(a.partial_approval), product_id=rules.product_id,
+                     channel=rules.channel, currency=rules.currency, nodes=nodes,
+                     **numbers)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -479,7 +503,7 @@ class Model:
         if status is None:
             return self._remember(k.idempotency, a.fingerprint, authorization_reply(
                 R.CUSTOMER_UNKNOWN, "", "", 0, now, 0, 0, False, 0, "", "", []))
-        levels = _Levels.read(customer, a.rest, now)
+        levels = _Levels.read(customer, r.nodes, now)
         if prior is not None:
             return _reserve_retry(prior, hold_id, r.hold_ttl_ms, levels)
         decision, windows = self._reserve_checks(a, r, status, customer, levels, now)
@@ -504,7 +528,7 @@ class Model:
         windows = None
         amount_reason = R.NONE  # VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either
         if r.has_velocity:
-            windows = self._windows(a.base, customer, a.product_id, now)
+            windows = self._windows(a.base, customer, r.product_id, now)
             if windows.count_exceeded(r.day_count_max, r.month_count_max):
                 return _Decision(R.VELOCITY_COUNT_EXCEEDED), windows
             if windows.amount_exceeded(r.amount_minor, r.day_amount_max_minor,
@@ -523,14 +547,14 @@ class Model:
         becomes due at its expiry, and the `authorized` event is appended."""
         # After this point the reservation must succeed.
         approved = decision.approved
-        node_list = ",".join(a.rest)
+        node_list = ",".join(r.nodes)
         expires = now + r.hold_ttl_ms
         plan = (installment_plan_text(approved, r.installment_months, r.installment_fee_bps)
                 if r.installment_months else "")
-        for node in a.rest:
+        for node in r.nodes:
             self._hincrby(k.customer, keys.FIELD_HELD + node, approved)
         if windows is not None:
-            self._count_in_windows(k.customer, a.product_id, windows, approved, 1)
+            self._count_in_windows(k.customer, r.product_id, windows, approved, 1)
         hold = self._new_hold(a, r, decision, node_list, expires, plan)
         self.state[keys.hold(a.base, hold_id)] = hold
         self._zset(k.customer_holds)[hold_id] = expires
@@ -541,9 +565,9 @@ class Model:
         if plan:
             extra["installment_plan"] = plan
         self._xadd(k.outbox, type="authorized", event_id=hold_event_id(hold_id, hold, 1),
-                   customer_id=a.customer_id, hold_id=hold_id, product_id=a.product_id,
-                   merchant_id=a.merchant_id, mcc=a.mcc, channel=a.channel,
-                   currency=a.currency, nodes=node_list, amount_minor=str(approved),
+                   customer_id=a.customer_id, hold_id=hold_id, product_id=r.product_id,
+                   merchant_id=a.merchant_id, mcc=a.mcc, channel=r.channel,
+                   currency=r.currency, nodes=node_list, amount_minor=str(approved),
                    expires_at_ms=str(expires), at_ms=str(now), **extra)
         # A partial approval names its binding level in the counter-offer level (amount 0).
         return authorization_reply(R.NONE, "", hold_id, levels.available - approved, now,
@@ -554,10 +578,10 @@ class Model:
                   expires: int, plan: str) -> dict[str, str]:
         """An approval's hold. The optional fields are written only when they apply: an open
         hold stays small."""
-        hold = {_STATE: "open", _CUSTOMER: a.customer_id, _PRODUCT: a.product_id,
+        hold = {_STATE: "open", _CUSTOMER: a.customer_id, _PRODUCT: r.product_id,
                 _AMOUNT: str(decision.approved), _CAPTURED: "0",
                 _NODES: self._path_id(a.base, node_list), _EXPIRES: str(expires), _SEQ: "1",
-                _MERCHANT: a.merchant_id, _CURRENCY: a.currency, _FINGERPRINT: a.fingerprint}
+                _MERCHANT: a.merchant_id, _CURRENCY: r.currency, _FINGERPRINT: a.fingerprint}
         if decision.partial:
             hold[_PARTIAL_LEVEL] = decision.offer_level
         if r.capture_tolerance_bps:

@@ -12,6 +12,9 @@
 -- into locals once.
 local redis, math, string, table = redis, math, string, table
 local tonumber, ipairs, unpack = tonumber, ipairs, unpack
+-- The product rules already read (product_rules), by their text, and how many. In a Functions
+-- library they last as long as the library; in a script run by EVAL, one call.
+local rules_kept, rules_kept_count = {}, 0
 
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
@@ -128,10 +131,14 @@ local function approval_hold(base, record_key, now)
   return previous, true
 end
 
-local function path_id(base, node_list)
-  -- The short id a hold stores for its nodes: "#" and 10 hex digits of SHA-1 of the list, kept
-  -- in the partition's `paths` hash. If the id is taken by another list, the list itself.
-  local id = PATH_ID_MARK .. string.sub(redis.sha1hex(node_list), 1, 10)
+local function path_hash(node_list)
+  -- "#" and 10 hex digits of SHA-1 of a node list: the id path_id tries first.
+  return PATH_ID_MARK .. string.sub(redis.sha1hex(node_list), 1, 10)
+end
+
+local function path_id(base, node_list, id)
+  -- The short id a hold stores for its nodes: `id` (path_hash of the list), kept in the
+  -- partition's `paths` hash. If the id is taken by another list, the list itself.
   local known = redis.call('HGET', base .. K_PATHS, id)
   if not known then
     redis.call('HSET', base .. K_PATHS, id, node_list)
@@ -139,6 +146,40 @@ local function path_id(base, node_list)
   end
   if known == node_list then return id end
   return node_list
+end
+
+local function product_rules(text)
+  -- reserve's product rules (limits/contracts.PRODUCT_RULES) read from their text and checked
+  -- (nil if any field is out of bounds), with what every call of them derives: the nodes,
+  -- the field names, the path's id. Read once per text and kept; a kept table never changes.
+  local kept = rules_kept[text]
+  if kept then return kept end
+  local p = split(text, RULES_SEPARATOR)
+  if #p ~= RULE_FIELDS then return nil end
+  local r = {product_id = p[RULE_PRODUCT_ID], channel = p[RULE_CHANNEL],
+    currency = p[RULE_CURRENCY], node_list = p[RULE_NODES],
+    ttl_ms = int_arg(p[RULE_HOLD_TTL_MS], 1, HOLD_TTL_MS_MAX),
+    day_amount_max = int_arg(p[RULE_DAY_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX),
+    day_count_max = int_arg(p[RULE_DAY_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX),
+    month_amount_max = int_arg(p[RULE_MONTH_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX),
+    month_count_max = int_arg(p[RULE_MONTH_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX),
+    amount_min = int_arg(p[RULE_AMOUNT_MIN_MINOR], 0, AMOUNT_MINOR_MAX),
+    amount_max = int_arg(p[RULE_AMOUNT_MAX_MINOR], 0, AMOUNT_MINOR_MAX),
+    tolerance_bps = int_arg(p[RULE_CAPTURE_TOLERANCE_BPS], 0, CAPTURE_TOLERANCE_BPS_MAX),
+    incremental = int_arg(p[RULE_INCREMENTAL], 0, 1),
+    fee_bps = int_arg(p[RULE_INSTALLMENT_FEE_BPS], 0, INSTALLMENT_FEE_BPS_MAX),
+    nodes = split(p[RULE_NODES], NODES_SEPARATOR)}
+  if not (r.ttl_ms and r.day_amount_max and r.day_count_max and r.month_amount_max
+      and r.month_count_max and r.amount_min and r.amount_max and r.tolerance_bps
+      and r.incremental and r.fee_bps and #r.nodes >= 1) then
+    return nil
+  end
+  r.has_velocity = r.day_amount_max + r.day_count_max + r.month_amount_max
+    + r.month_count_max > 0
+  r.path_hash = path_hash(r.node_list)
+  if rules_kept_count >= PRODUCT_RULES_KEPT_MAX then rules_kept, rules_kept_count = {}, 0 end
+  rules_kept[text], rules_kept_count = r, rules_kept_count + 1
+  return r
 end
 
 local function hold_nodes(base, stored)
@@ -331,9 +372,9 @@ end
 local function call_time(offset_text, deadline_text)
   -- Now by Redis' clock (plus the tests' offset), and the refusal of a call whose caller's
   -- deadline passed before the script ran: a late call leaves nothing. Called before
-  -- anything else by every script that changes state.
-  local now = redis_now_ms(tonumber(offset_text))
-  local deadline = tonumber(deadline_text) or 0
+  -- anything else by every script that changes state. "0" is read without a conversion.
+  local now = redis_now_ms(offset_text == '0' and 0 or tonumber(offset_text))
+  local deadline = deadline_text ~= '0' and tonumber(deadline_text) or 0
   if deadline > 0 and now >= deadline then
     return now, err(E_DEADLINE_PASSED, fmt(deadline), now)
   end

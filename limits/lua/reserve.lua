@@ -18,27 +18,19 @@
 -- ARGV[5] base                     the partition key base "cg:{p:NNN}:"
 -- ARGV[6] customer_id              the customer id
 -- ARGV[7] fingerprint              the request fingerprint
--- ARGV[8] product_id               the product id
--- ARGV[9] amount_minor             the amount, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[10] hold_ttl_ms             the hold's TTL, ms
--- ARGV[11] rule_decline            product-rule decline reason decided by the hot path (0: none)
+-- ARGV[8] amount_minor             the amount, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[9] rule_decline             product-rule decline reason decided by the hot path (0: none)
+-- ARGV[10] partial_approval        1 if the product allows it and the request asked for it
+-- ARGV[11] installment_months      installment months (0: pay in full)
 -- ARGV[12] merchant_id             the merchant id
 -- ARGV[13] mcc                     the merchant category code
--- ARGV[14] channel                 the channel
--- ARGV[15] currency                the currency
--- ARGV[16] day_amount_max_minor    day amount max, minor units (0: no limit)
--- ARGV[17] day_count_max           day count max (0: no limit)
--- ARGV[18] month_amount_max_minor  month amount max, minor units (0: no limit)
--- ARGV[19] month_count_max         month count max (0: no limit)
--- ARGV[20] amount_min_minor        the product's amount min, minor units
--- ARGV[21] amount_max_minor        the product's amount max, minor units
--- ARGV[22] partial_approval        1 if the product allows it and the request asked for it
--- ARGV[23] capture_tolerance_bps   the product's capture tolerance, bps
---                                  (0..CAPTURE_TOLERANCE_BPS_MAX)
--- ARGV[24] incremental             1 if the product allows incremental authorization
--- ARGV[25] installment_months      installment months (0: pay in full)
--- ARGV[26] installment_fee_bps     the product's monthly installment fee, bps
--- ARGV[27..] nodes                 the product's limit nodes for this channel, root first
+-- ARGV[14] rules                   the product's rules on the request's channel, one text
+--                                  (limits/contracts.PRODUCT_RULES, '|'-joined): product id,
+--                                  channel, currency, hold TTL ms, day amount max, day count
+--                                  max, month amount max, month count max (minor units or
+--                                  counts, 0: no limit), amount min, amount max, capture
+--                                  tolerance bps, incremental 0/1, installment fee bps, and
+--                                  the limit nodes root first (','-joined)
 -- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live
 --   raise). A retry of an approval answers its first decision with the levels as they stand
@@ -47,28 +39,23 @@ local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
 if late then return late end
 local base, customer_id, fingerprint =
   ARGV[ARG_BASE], ARGV[ARG_CUSTOMER_ID], ARGV[ARG_FINGERPRINT]
-local product_id = ARGV[ARG_PRODUCT_ID]
+-- The product's rules are read once per text and kept (product_rules); the small numbers are
+-- compared as text in their usual value, a conversion costing more than the comparison.
+local rules = product_rules(ARGV[ARG_RULES])
 local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
-local ttl_ms = int_arg(ARGV[ARG_HOLD_TTL_MS], 1, HOLD_TTL_MS_MAX)
-local rule_decline = int_arg(ARGV[ARG_RULE_DECLINE], 0, R_AMOUNT_ABOVE_MAXIMUM)
-local day_amount_max = int_arg(ARGV[ARG_DAY_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local day_count_max = int_arg(ARGV[ARG_DAY_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local month_amount_max = int_arg(ARGV[ARG_MONTH_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local month_count_max = int_arg(ARGV[ARG_MONTH_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local amount_min = int_arg(ARGV[ARG_AMOUNT_MIN_MINOR], 0, AMOUNT_MINOR_MAX)
-local amount_max = int_arg(ARGV[ARG_AMOUNT_MAX_MINOR], 0, AMOUNT_MINOR_MAX)
-local allow_partial = int_arg(ARGV[ARG_PARTIAL_APPROVAL], 0, 1)
-local tolerance_bps = int_arg(ARGV[ARG_CAPTURE_TOLERANCE_BPS], 0, CAPTURE_TOLERANCE_BPS_MAX)
-local incremental = int_arg(ARGV[ARG_INCREMENTAL], 0, 1)
-local months = int_arg(ARGV[ARG_INSTALLMENT_MONTHS], 0, INSTALLMENT_MONTHS_MAX)
-local fee_bps = int_arg(ARGV[ARG_INSTALLMENT_FEE_BPS], 0, INSTALLMENT_FEE_BPS_MAX)
-local nodes = {unpack(ARGV, ARG_NODES)}
-if not (amount and ttl_ms and rule_decline and day_amount_max and day_count_max
-    and month_amount_max and month_count_max and amount_min and amount_max
-    and allow_partial and tolerance_bps and incremental and months and months ~= 1
-    and fee_bps and #nodes >= 1) then
+local rule_decline, allow_partial, months = 0, nil, 0
+if ARGV[ARG_RULE_DECLINE] ~= '0' then
+  rule_decline = int_arg(ARGV[ARG_RULE_DECLINE], 0, R_AMOUNT_ABOVE_MAXIMUM)
+end
+if ARGV[ARG_PARTIAL_APPROVAL] == '0' then allow_partial = 0
+elseif ARGV[ARG_PARTIAL_APPROVAL] == '1' then allow_partial = 1 end
+if ARGV[ARG_INSTALLMENT_MONTHS] ~= '0' then
+  months = int_arg(ARGV[ARG_INSTALLMENT_MONTHS], 0, INSTALLMENT_MONTHS_MAX)
+end
+if not (rules and amount and rule_decline and allow_partial and months and months ~= 1) then
   return err(E_BAD_ARGUMENT, 'reserve', now)
 end
+local nodes, product_id = rules.nodes, rules.product_id
 
 local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
@@ -116,8 +103,8 @@ if retried then
   local partial = 0
   if prior[5] then partial = 1 end
   local expires = tonumber(prior[2])
-  return authorization_reply(0, '', hold_id, available, expires - ttl_ms, expires, approved,
-    partial, 0, prior[5] or '', plan, levels_read(nodes, values, 4, caps))
+  return authorization_reply(0, '', hold_id, available, expires - rules.ttl_ms, expires,
+    approved, partial, 0, prior[5] or '', plan, levels_read(nodes, values, 4, caps))
 end
 
 local function decline(reason, level, offer, offer_level)
@@ -131,7 +118,9 @@ if status == 'overdue' then return decline(R_CUSTOMER_OVERDUE, '', 0, '') end
 if rule_decline > 0 then return decline(rule_decline, '', 0, '') end
 
 local day_window, month_window, day_amount, day_count, month_amount, month_count
-local has_velocity = day_amount_max + day_count_max + month_amount_max + month_count_max > 0
+local day_amount_max, month_amount_max = rules.day_amount_max, rules.month_amount_max
+local day_count_max, month_count_max = rules.day_count_max, rules.month_count_max
+local has_velocity = rules.has_velocity
 local amount_reason = 0  -- VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either applies
 if has_velocity then
   day_window, month_window = window_numbers(zone_schedule(base, values[2]), now)
@@ -156,7 +145,7 @@ if amount_reason > 0 then
   local offer
   offer, offer_level = counter_offer(nodes, frees, day_amount_max, day_amount,
     month_amount_max, month_amount)
-  if offer < math.max(1, amount_min) then offer = 0 end
+  if offer < math.max(1, rules.amount_min) then offer = 0 end
   if allow_partial == 0 or offer == 0 then
     local level = ''
     if amount_reason == R_INSUFFICIENT_CREDIT then level = short_level end
@@ -166,11 +155,11 @@ if amount_reason > 0 then
 end
 
 -- After this point the reservation must succeed.
-local node_list = table.concat(nodes, ',')
-local expires = fmt(now + ttl_ms)
+local node_list = rules.node_list
+local expires = fmt(now + rules.ttl_ms)
 local approved_text, now_text = fmt(approved), fmt(now)
 local plan = ''
-if months > 0 then plan = installment_plan(approved, months, fee_bps) end
+if months > 0 then plan = installment_plan(approved, months, rules.fee_bps) end
 -- One write of the customer hash: every level's held (as read above, plus the approval) and
 -- the velocity windows. The field names are the ones read_levels asked for.
 local customer, held_texts = {}, {}
@@ -190,20 +179,20 @@ end
 redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(customer))
 -- The optional fields are written only when they apply: an open hold stays small.
 local hold = {H_STATE, 'open', H_CUSTOMER, customer_id, H_PRODUCT, product_id,
-  H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path_id(base, node_list),
+  H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path_id(base, node_list, rules.path_hash),
   H_EXPIRES, expires, H_SEQ, '1', H_MERCHANT, ARGV[ARG_MERCHANT_ID],
-  H_CURRENCY, ARGV[ARG_CURRENCY], H_FINGERPRINT, fingerprint}
+  H_CURRENCY, rules.currency, H_FINGERPRINT, fingerprint}
 if partial == 1 then
   hold[#hold + 1] = H_PARTIAL_LEVEL
   hold[#hold + 1] = offer_level
 end
-if tolerance_bps > 0 then
+if rules.tolerance_bps > 0 then
   hold[#hold + 1] = H_TOLERANCE_BPS
-  hold[#hold + 1] = fmt(tolerance_bps)
+  hold[#hold + 1] = fmt(rules.tolerance_bps)
 end
-if incremental == 1 then
+if rules.incremental == 1 then
   hold[#hold + 1] = H_INCREMENT_MAX
-  hold[#hold + 1] = fmt(amount_max)
+  hold[#hold + 1] = fmt(rules.amount_max)
   hold[#hold + 1] = H_VELOCITY_MAX
   hold[#hold + 1] = fmt(day_amount_max) .. ':' .. fmt(month_amount_max)
 end
@@ -216,8 +205,8 @@ redis.call('ZADD', KEYS[KEY_CUSTOMER_HOLDS], expires, hold_id)
 redis.call('ZADD', KEYS[KEY_DUE], 'LT', expires, customer_id)
 local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, expires, 1),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
-  'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', ARGV[ARG_CHANNEL],
-  'currency', ARGV[ARG_CURRENCY],
+  'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', rules.channel,
+  'currency', rules.currency,
   'nodes', node_list, 'amount_minor', approved_text, 'expires_at_ms', expires,
   'at_ms', now_text, 'caller', ARGV[ARG_CALLER]}
 if partial == 1 then

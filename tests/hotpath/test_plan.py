@@ -194,29 +194,18 @@ def test_authorize_plan_layout(impl, rules):
         base,
         "cust-000123",
         fingerprint("scan_pay", "qr_scan", "merchant-42", "5411", "12345", "CNY", "0", "0"),
-        "scan_pay",
         "12345",
-        "604800000",  # hold TTL in ms: 7 days
         "0",  # no product rule broken
+        "0",  # partial approval: the product allows it, the request did not ask
+        "0",  # installment months: pay in full
         "merchant-42",
         "5411",
-        "qr_scan",
-        "CNY",
-        "10000000",  # velocity: day amount, day count, month amount, month count
-        "50",
-        "50000000",
-        "400",
-        "100",  # the product's amount min and max
-        "5000000",
-        "0",  # partial approval: the product allows it, the request did not ask
-        "2000",  # capture tolerance bps
-        "0",  # not incremental
-        "0",  # installment months: pay in full
-        "60",  # monthly installment fee bps
-        "total",  # the product's nodes, root first, then the channel's node
-        "consumer",
-        "consumer.scan_pay",
-        "consumer.scan_pay.qr",
+        # The product's rules on the channel, one text (limits/contracts.PRODUCT_RULES): id,
+        # channel, currency, hold TTL in ms (7 days), velocity (day amount, day count, month
+        # amount, month count), amount min and max, capture tolerance bps, not incremental,
+        # monthly installment fee bps, the nodes root first.
+        "scan_pay|qr_scan|CNY|604800000|10000000|50|50000000|400|100|5000000|2000|0|60|"
+        "total,consumer,consumer.scan_pay,consumer.scan_pay.qr",
     ]
     assert all(type(item) is str for item in keys + args)
 
@@ -241,28 +230,15 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         "cg:{p:000}:",
         "cust-000123",
         fingerprint("ecommerce", "ecommerce", "merchant-42", "5411", "10000000", "CNY", "1", "24"),
-        "ecommerce",
         "10000000",
-        "1209600000",
         "0",
+        "0",  # asked for, but the product has no partial approval
+        "24",
         "merchant-42",
         "5411",
-        "ecommerce",
-        "CNY",
-        "20000000",
-        "100",
-        "0",  # no monthly window
-        "0",
-        "100",
-        "10000000",
-        "0",  # asked for, but the product has no partial approval
-        "0",  # no capture tolerance
-        "1",  # incremental
-        "24",
-        "50",
-        "total",  # no channel node for this product
-        "consumer",
-        "consumer.online",
+        # No monthly window, no capture tolerance, incremental; no channel node.
+        "ecommerce|ecommerce|CNY|1209600000|20000000|100|0|0|100|10000000|0|1|50|"
+        "total,consumer,consumer.online",
     ]
 
 
@@ -288,7 +264,7 @@ def test_authorize_partition_is_crc32_of_customer(impl, rules, partitions):
 )
 def test_authorize_appends_the_channels_nodes(impl, rules, channel, nodes):
     _, args = impl.plan_authorize(authorize_request(channel=channel), rules, PARTITIONS)
-    assert args[len(RESERVE.args):] == nodes  # the repeated `nodes`
+    assert args[RESERVE.args.rules].split("|")[-1] == ",".join(nodes)
 
 
 # plan_authorize: partial approval and installments (their slots: limits/contracts.RESERVE).

@@ -83,12 +83,15 @@ def test_the_lua_plan_equals_the_python_plan(redis_sync, principal, months, fee_
     keys_, args = hotpath.plan_authorize(authorize_request("k", customer_id, 100), RULES,
                                          PARTITIONS)
     a = contracts.RESERVE.args
+    rules = contracts.PRODUCT_RULES.bind(args[a.rules].split(contracts.RULES_SEPARATOR))
+    rules.day_amount_max_minor = rules.day_count_max = "0"
+    rules.month_amount_max_minor = rules.month_count_max = "0"
+    rules.amount_min_minor, rules.amount_max_minor = "1", str(AMOUNT_MINOR_MAX)
+    rules.installment_fee_bps = str(fee_bps)
+    args[a.rules] = contracts.RULES_SEPARATOR.join(
+        getattr(rules, name) for name in contracts.PRODUCT_RULES.names)
     args[a.amount_minor] = str(principal)
-    for no_window in (a.day_amount_max_minor, a.day_count_max, a.month_amount_max_minor,
-                      a.month_count_max):
-        args[no_window] = "0"
-    args[a.amount_min_minor], args[a.amount_max_minor] = "1", str(AMOUNT_MINOR_MAX)
-    args[a.installment_months], args[a.installment_fee_bps] = str(months), str(fee_bps)
+    args[a.installment_months] = str(months)
     reply = redis_sync.fcall(scripts()["reserve"].function, len(keys_), *keys_, *call_header(),
                             *args).decode()
     f = contracts.AUTHORIZATION.bind(reply.split("|")[1:])
