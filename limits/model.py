@@ -196,11 +196,11 @@ class _Levels:
 
     @classmethod
     def read(cls, customer: Mapping[str, str], nodes: Sequence[str], now: int) -> _Levels:
-        return cls([(node,
-                     effective_cap(int(customer.get(keys.FIELD_CAP + node, 0)),
-                                   customer.get(keys.FIELD_RAISE + node), now),
-                     int(customer.get(keys.FIELD_HELD + node, 0)),
-                     int(customer.get(keys.FIELD_USED + node, 0))) for node in nodes])
+        rows = []
+        for node in nodes:
+            level = keys.read_level(customer.get(keys.FIELD_LEVEL + node))
+            rows.append((node, _effective_cap(level, now), level.held, level.used))
+        return cls(rows)
 
     @property
     def nodes(self) -> list[str]:
@@ -250,10 +250,11 @@ class _Windows:
         return bool((day_max and self.day_amount + amount > day_max)
                     or (month_max and self.month_amount + amount > month_max))
 
-    def texts(self, amount: int, purchases: int) -> tuple[str, str]:
-        """The day's and the month's stored text after counting `amount` and `purchases`."""
-        return (f"{self.day}:{self.day_amount + amount}:{self.day_count + purchases}",
-                f"{self.month}:{self.month_amount + amount}:{self.month_count + purchases}")
+    def text(self, amount: int, purchases: int) -> str:
+        """The stored text of both windows after counting `amount` and `purchases`."""
+        return keys.velocity_text(
+            (self.day, self.day_amount + amount, self.day_count + purchases),
+            (self.month, self.month_amount + amount, self.month_count + purchases))
 
 
 @dataclass(frozen=True)
@@ -323,17 +324,54 @@ class Model:
         """The product's velocity windows in the customer's local calendar."""
         day, month = calendar.window_numbers(
             self._zone_schedule(base, customer[keys.FIELD_TIMEZONE]), now)
-        day_amount, day_count = _window_usage(
-            customer.get(keys.FIELD_VELOCITY_DAY + product_id), day)
-        month_amount, month_count = _window_usage(
-            customer.get(keys.FIELD_VELOCITY_MONTH + product_id), month)
-        return _Windows(day, month, day_amount, day_count, month_amount, month_count)
+        return _Windows(day, month, *_windows_usage(
+            customer.get(keys.FIELD_VELOCITY + product_id), day, month))
 
     def _count_in_windows(self, customer_key: str, product_id: str, windows: _Windows,
                           amount: int, purchases: int) -> None:
+        self._hash(customer_key)[keys.FIELD_VELOCITY + product_id] = windows.text(
+            amount, purchases)
+
+    def _change_levels(self, customer_key: str, nodes: Sequence[str], held_by: int = 0,
+                       used_by: int = 0) -> None:
+        """change_levels of limits/lua/_lib.lua: held_by and used_by added to the level of
+        every node listed (a level not kept yet starts with no cap)."""
         customer = self._hash(customer_key)
-        (customer[keys.FIELD_VELOCITY_DAY + product_id],
-         customer[keys.FIELD_VELOCITY_MONTH + product_id]) = windows.texts(amount, purchases)
+        for node in nodes:
+            level = keys.read_level(customer.get(keys.FIELD_LEVEL + node))
+            customer[keys.FIELD_LEVEL + node] = keys.level_text(
+                level.cap, level.held + held_by, level.used + used_by, level.raise_minor,
+                level.raise_expires_ms)
+
+    def _ensure_layout(self, customer_key: str) -> None:
+        """upgrade_customer of limits/lua/_lib.lua, for a customer that layout 1 wrote: its
+        fields of one number each become a field per level and per product's windows."""
+        customer: dict[str, str] | None = self.state.get(customer_key)  # type: ignore
+        if not customer or keys.V1_FIELD_STATUS not in customer:
+            return
+        status = customer[keys.V1_FIELD_STATUS]
+        levels: dict[str, list[str]] = {}
+        windows: dict[str, list[str]] = {}
+        slots = {keys.V1_FIELD_CAP: 0, keys.V1_FIELD_HELD: 1, keys.V1_FIELD_USED: 2,
+                 keys.V1_FIELD_RAISE: 3}
+        for field, value in list(customer.items()):
+            kind, colon, name = field.partition(":")
+            kind += colon
+            if kind in slots:
+                level = levels.setdefault(name, ["", "0", "0", ""])
+                level[slots[kind]] = ":" + value if kind == keys.V1_FIELD_RAISE else value
+            elif kind in (keys.V1_FIELD_VELOCITY_DAY, keys.V1_FIELD_VELOCITY_MONTH):
+                window = windows.setdefault(name, ["0:0:0", "0:0:0"])
+                window[kind == keys.V1_FIELD_VELOCITY_MONTH] = value
+            elif field != keys.V1_FIELD_STATUS:
+                continue
+            del customer[field]
+        customer.update({keys.FIELD_STATUS: status,
+                         keys.FIELD_LAYOUT: str(keys.LAYOUT_VERSION)})
+        customer.update((keys.FIELD_LEVEL + node, f"{cap}:{held}:{used}{raised}")
+                        for node, (cap, held, used, raised) in levels.items())
+        customer.update((keys.FIELD_VELOCITY + product, f"{day}:{month}")
+                        for product, (day, month) in windows.items())
 
     def _approval_hold(self, base: str, record_key: str, now: int) -> tuple[str, bool]:
         """approval_hold of limits/lua/_lib.lua: the approval's hold in this idempotency epoch
@@ -385,8 +423,8 @@ class Model:
             return 0
         path = self._hold_nodes(base, h[_NODES])
         released = int(h[_AMOUNT]) - int(h[_CAPTURED])
-        for node in path.split(","):
-            self._hincrby(keys.customer(base, customer_id), keys.FIELD_HELD + node, -released)
+        self._ensure_layout(keys.customer(base, customer_id))
+        self._change_levels(keys.customer(base, customer_id), path.split(","), -released)
         seq = int(h[_SEQ]) + 1
         self._close_hold(hold_key, "expired", seq, now)
         self._xadd(outbox_key, type="expired", event_id=hold_event_id(hold_id, h, seq),
@@ -498,6 +536,7 @@ class Model:
             # Holds whose TTL has passed are released before the levels are read (a retry
             # changes nothing, so it reads the levels as they stand).
             self._release_expired(a.base, a.customer_id, k.due, k.outbox, now)
+        self._ensure_layout(k.customer)
         customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         status = customer.get(keys.FIELD_STATUS)
         if status is None:
@@ -551,8 +590,7 @@ class Model:
         expires = now + r.hold_ttl_ms
         plan = (installment_plan_text(approved, r.installment_months, r.installment_fee_bps)
                 if r.installment_months else "")
-        for node in r.nodes:
-            self._hincrby(k.customer, keys.FIELD_HELD + node, approved)
+        self._change_levels(k.customer, r.nodes, held_by=approved)
         if windows is not None:
             self._count_in_windows(k.customer, r.product_id, windows, approved, 1)
         hold = self._new_hold(a, r, decision, node_list, expires, plan)
@@ -614,6 +652,7 @@ class Model:
         path = self._hold_nodes(a.base, h[_NODES])
         if _INCREMENT_MAX not in h:
             return _err(E.INCREMENT_NOT_ALLOWED, "", now)
+        self._ensure_layout(keys.customer(a.base, h[_CUSTOMER]))
         customer = self._hash(keys.customer(a.base, h[_CUSTOMER]))
         levels = _Levels.read(customer, path.split(","), now)
         decision, windows = self._increment_checks(a.base, h, customer, levels, increment, now)
@@ -641,8 +680,7 @@ class Model:
         # The windows count the increment's amount (not a purchase) when the product keeps them.
         product_id = h[_PRODUCT]
         day_max, month_max = map(int, h[_VELOCITY_MAX].split(":"))
-        track = (day_max + month_max > 0 or keys.FIELD_VELOCITY_DAY + product_id in customer
-                 or keys.FIELD_VELOCITY_MONTH + product_id in customer)
+        track = day_max + month_max > 0 or keys.FIELD_VELOCITY + product_id in customer
         windows = self._windows(base, customer, product_id, now) if track else None
         amount, amount_max = int(h[_AMOUNT]), int(h[_INCREMENT_MAX])
         if amount + increment > amount_max:
@@ -667,8 +705,7 @@ class Model:
         # After this point the increment must succeed.
         captured, total = int(h[_CAPTURED]), int(h[_AMOUNT]) + increment
         customer_key = keys.customer(a.base, h[_CUSTOMER])
-        for node in levels.nodes:
-            self._hincrby(customer_key, keys.FIELD_HELD + node, increment)
+        self._change_levels(customer_key, levels.nodes, held_by=increment)
         if windows is not None:
             self._count_in_windows(customer_key, h[_PRODUCT], windows, increment, 0)
         seq = int(h[_SEQ]) + 1
@@ -706,21 +743,24 @@ class Model:
         if raise_minor > 0 and expires > now + RAISE_DURATION_MS_MAX:
             return _err(E.RAISE_TOO_LONG, str(now + RAISE_DURATION_MS_MAX), now)
         # The raise stored before, lapsed or not, for the audit log.
-        before_raise, _, before_expires = c.get(keys.FIELD_RAISE + a.node, "0:0").partition(":")
+        self._ensure_layout(k.customer)
+        stored = c.get(keys.FIELD_LEVEL + a.node)
+        level = keys.read_level(stored)
+        before_raise, before_expires = level.raise_minor, level.raise_expires_ms
 
         # After this point the change must succeed.
         seq = self._hincrby(k.customer, keys.FIELD_EVENT_SEQ, 1)
-        if raise_minor > 0:
-            c[keys.FIELD_RAISE + a.node] = f"{raise_minor}:{expires}"
-        else:
+        if raise_minor <= 0:
             expires = 0
-            c.pop(keys.FIELD_RAISE + a.node, None)
+        if raise_minor > 0 or stored is not None:
+            c[keys.FIELD_LEVEL + a.node] = keys.level_text(level.cap, level.held, level.used,
+                                                           raise_minor, expires)
         self._xadd(k.outbox, type="limit_raised", event_id=f"c:{a.customer_id}:{seq}",
                    customer_id=a.customer_id, node=a.node, raise_minor=str(raise_minor),
                    expires_at_ms=str(expires), at_ms=str(now))
-        return _ok(contracts.SET_RAISE.reply, cap_minor=c.get(keys.FIELD_CAP + a.node, "0"),
-                   raise_minor=raise_minor, held_minor=c.get(keys.FIELD_HELD + a.node, "0"),
-                   used_minor=c.get(keys.FIELD_USED + a.node, "0"), decided_at_ms=now,
+        return _ok(contracts.SET_RAISE.reply, cap_minor=level.cap or 0,
+                   raise_minor=raise_minor, held_minor=level.held,
+                   used_minor=level.used, decided_at_ms=now,
                    raise_before_minor=before_raise, raise_before_expires_at_ms=before_expires)
 
     # capture.lua
@@ -753,6 +793,7 @@ class Model:
         # The excess over what is still held is new credit: it adds to held + used and must
         # fit every level.
         excess = max(0, amount - (authorized - captured_before))
+        self._ensure_layout(keys.customer(a.base, h[_CUSTOMER]))
         if excess:
             customer: dict[str, str] = self.state.get(  # type: ignore[assignment]
                 keys.customer(a.base, h[_CUSTOMER])) or {}
@@ -772,9 +813,8 @@ class Model:
         captured_total = int(h[_CAPTURED]) + amount
         customer_id = h[_CUSTOMER]
         customer_key = keys.customer(a.base, customer_id)
-        for node in path.split(","):
-            self._hincrby(customer_key, keys.FIELD_HELD + node, -(amount - excess + released))
-            self._hincrby(customer_key, keys.FIELD_USED + node, amount)
+        self._change_levels(customer_key, path.split(","), -(amount - excess + released),
+                            amount)
         self._add_balance(customer_key, path, amount)
         seq = int(h[_SEQ]) + 1
         state = "open"
@@ -813,8 +853,8 @@ class Model:
         # After this point the void must succeed.
         released = int(h[_AMOUNT]) - int(h[_CAPTURED])
         customer_id = h[_CUSTOMER]
-        for node in path.split(","):
-            self._hincrby(keys.customer(a.base, customer_id), keys.FIELD_HELD + node, -released)
+        self._ensure_layout(keys.customer(a.base, customer_id))
+        self._change_levels(keys.customer(a.base, customer_id), path.split(","), -released)
         seq = int(h[_SEQ]) + 1
         self._close_hold(k.hold, "voided", seq, now)
         self._forget_open_hold(a.base, customer_id, a.hold_id, k.due)
@@ -856,8 +896,8 @@ class Model:
 
         # After this point the refund must succeed.
         if restored:
-            for node in path.split(","):
-                self._hincrby(customer_key, keys.FIELD_USED + node, -restored)
+            self._ensure_layout(customer_key)
+            self._change_levels(customer_key, path.split(","), used_by=-restored)
             self._add_balance(customer_key, path, -restored)
         if overpaid:
             self._hincrby(customer_key, keys.FIELD_CREDIT_BALANCE, overpaid)
@@ -952,8 +992,8 @@ class Model:
                  "merchant_id": h[_MERCHANT], "currency": h[_CURRENCY],
                  "nodes": self._hold_nodes(a.base, h[_NODES])}
         released = int(h[_AMOUNT]) - int(h[_CAPTURED])
-        for node in event["nodes"].split(","):
-            self._hincrby(k.customer, keys.FIELD_HELD + node, -released)
+        self._ensure_layout(k.customer)
+        self._change_levels(k.customer, event["nodes"].split(","), -released)
         self._close_hold(keys.hold(a.base, hold_id), "reversed", seq, now)
         self._zrem(k.customer_holds, hold_id)
         self._update_due(k.customer_holds, k.due, a.customer_id)
@@ -987,6 +1027,7 @@ class Model:
         if owner == a.customer_id:
             self._release_if_due(a.base, a.customer_id, a.original_hold_id, k.due, k.outbox,
                                  now)
+        self._ensure_layout(k.customer)
         customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         refusal = _force_capture_refusal(customer, original, owner, a.customer_id, now)
         if refusal is not None:
@@ -1002,8 +1043,7 @@ class Model:
                         if held + used + amount > cap)
         # After this point the force capture must succeed.
         node_list = ",".join(a.rest)
-        for node in a.rest:
-            self._hincrby(k.customer, keys.FIELD_USED + node, amount)
+        self._change_levels(k.customer, a.rest, used_by=amount)
         self._add_balance(k.customer, node_list, amount)
         hold = {_CUSTOMER: a.customer_id, _PRODUCT: a.product_id, _AMOUNT: str(amount),
                 _CAPTURED: str(amount), _NODES: node_list, _MERCHANT: a.merchant_id,
@@ -1034,6 +1074,7 @@ class Model:
         replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
+        self._ensure_layout(k.customer)
         customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         if not customer:
             return _err(E.CUSTOMER_UNKNOWN, "", now)
@@ -1043,8 +1084,7 @@ class Model:
 
         # After this point the repayment must succeed.
         for path, paid in allocations:
-            for node in path.split(","):
-                self._hincrby(k.customer, keys.FIELD_USED + node, -paid)
+            self._change_levels(k.customer, path.split(","), used_by=-paid)
             self._add_balance(k.customer, path, -paid)
             self._repay_event(k, a.customer_id, "repaid", path, paid, now)
         if left:
@@ -1079,6 +1119,7 @@ class Model:
         if k.customer not in self.state:
             return _wire(contracts.CREDIT.reply, now_ms=now)
         self._release_expired(a.base, a.customer_id, k.due, k.outbox, now)
+        self._ensure_layout(k.customer)
         c: dict[str, str] = self.state[k.customer]  # type: ignore[assignment]
         schedule = self._zone_schedule(a.base, c[keys.FIELD_TIMEZONE])
         return _wire(contracts.CREDIT.reply, [*c.items(), (keys.FIELD_TZ_SCHEDULE, schedule)],
@@ -1106,28 +1147,40 @@ class Model:
         k, a = contract.keys.bind(keys_), contract.args.bind(args)
         if a.status not in ("active", "frozen", "closed", "overdue"):
             return _err(E.BAD_ARGUMENT, "status", now)
-        new_caps: dict[str, str] = {}
+        new_caps: dict[str, int] = {}
         caps_text = []
         for node, value in a.rest:
             cap = _int_arg(value, 0, constants.CAP_MINOR_MAX)
             if cap is None:
                 return _err(E.BAD_ARGUMENT, "caps_minor", now)
-            new_caps[keys.FIELD_CAP + node] = str(cap)
+            new_caps[node] = cap
             caps_text.append(f"{node}={cap}")
 
         # The customer before the change, for the audit log.
+        self._ensure_layout(k.customer)
         before: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         status_before = before.get(keys.FIELD_STATUS, "")
-        caps_before = ",".join(sorted(f"{field[len(keys.FIELD_CAP):]}={value}"
-                                      for field, value in before.items()
-                                      if field.startswith(keys.FIELD_CAP)))
+        levels = {field[len(keys.FIELD_LEVEL):]: keys.read_level(value)
+                  for field, value in before.items() if field.startswith(keys.FIELD_LEVEL)}
+        caps_before = ",".join(sorted(f"{node}={level.cap}" for node, level in levels.items()
+                                      if level.cap is not None))
 
-        # After this point the change must succeed.
+        # After this point the change must succeed. A level keeps its usage and raise under
+        # its new cap; a level left without a cap goes once nothing else is in it.
         c = self._hash(k.customer)
-        for field in [f for f in c if f.startswith(keys.FIELD_CAP) and f not in new_caps]:
-            del c[field]
+        for node, level in levels.items():
+            cap = new_caps.get(node)
+            if cap is None and not (level.held or level.used or level.raise_minor):
+                del c[keys.FIELD_LEVEL + node]
+            else:
+                c[keys.FIELD_LEVEL + node] = keys.level_text(
+                    cap, level.held, level.used, level.raise_minor, level.raise_expires_ms)
+        for node, cap in new_caps.items():
+            if node not in levels:
+                c[keys.FIELD_LEVEL + node] = keys.level_text(cap, 0, 0)
         seq = self._hincrby(k.customer, keys.FIELD_EVENT_SEQ, 1)
-        c.update({keys.FIELD_STATUS: a.status, keys.FIELD_TIMEZONE: a.timezone}, **new_caps)
+        c.update({keys.FIELD_STATUS: a.status, keys.FIELD_TIMEZONE: a.timezone,
+                  keys.FIELD_LAYOUT: str(keys.LAYOUT_VERSION)})
         self._hash(k.timezones)[a.timezone] = a.schedule
         self._xadd(k.outbox, type="customer_put", event_id=f"c:{a.customer_id}:{seq}",
                    customer_id=a.customer_id, status=a.status, timezone=a.timezone,
@@ -1233,14 +1286,21 @@ def counter_offer(candidates: list[tuple[str, int]]) -> tuple[int, str]:
     return offer, next(name for name, value in candidates if value == offer)
 
 
-def _window_usage(stored: str | None, window: int) -> tuple[int, int]:
-    """(amount, count) of a stored "<window>:<amount>:<count>" if it is of this window."""
+def _windows_usage(stored: str | None, day: int, month: int) -> tuple[int, int, int, int]:
+    """(day amount, day count, month amount, month count) of a velocity field (limits/keys.py
+    FIELD_VELOCITY): a window other than the current one counts nothing."""
     if not stored:
-        return 0, 0
-    number, amount, count = stored.split(":")
-    if int(number) != window:
-        return 0, 0
-    return int(amount), int(count)
+        return 0, 0, 0, 0
+    number_d, amount_d, count_d, number_m, amount_m, count_m = map(int, stored.split(":"))
+    day_usage = (amount_d, count_d) if number_d == day else (0, 0)
+    month_usage = (amount_m, count_m) if number_m == month else (0, 0)
+    return (*day_usage, *month_usage)
+
+
+def _effective_cap(level: keys.LevelText, now: int) -> int:
+    """level_cap of limits/lua/_lib.lua: the cap (0 if none) plus a raise that still lasts."""
+    raise_text = f"{level.raise_minor}:{level.raise_expires_ms}" if level.raise_minor else None
+    return effective_cap(level.cap or 0, raise_text, now)
 
 
 class ModelRunner:

@@ -90,12 +90,28 @@ local function zone_schedule(base, zone)
   return redis.call('HGET', base .. K_TIMEZONES, zone) or '0'
 end
 
-local function window_usage(stored, window)
-  -- (amount, count) of a stored "<window>:<amount>:<count>" if it is the current window.
-  if not stored then return 0, 0 end
-  local stored_window, amount, count = string.match(stored, '^(%d+):(%d+):(%d+)$')
-  if tonumber(stored_window) ~= window then return 0, 0 end
-  return tonumber(amount), tonumber(count)
+local function windows_usage(stored, day, month)
+  -- (day amount, day count, month amount, month count) of a velocity field "<day>:<amount>:
+  -- <count>:<month>:<amount>:<count>": a window other than the current one counts nothing.
+  if not stored then return 0, 0, 0, 0 end
+  local d, day_amount, day_count, m, month_amount, month_count =
+    string.match(stored, '^(%d+):(%d+):(%d+):(%d+):(%d+):(%d+)$')
+  if tonumber(d) == day then
+    day_amount, day_count = tonumber(day_amount), tonumber(day_count)
+  else
+    day_amount, day_count = 0, 0
+  end
+  if tonumber(m) == month then
+    month_amount, month_count = tonumber(month_amount), tonumber(month_count)
+  else
+    month_amount, month_count = 0, 0
+  end
+  return day_amount, day_count, month_amount, month_count
+end
+
+local function windows_text(day, day_amount, day_count, month, month_amount, month_count)
+  return fmt(day) .. ':' .. fmt(day_amount) .. ':' .. fmt(day_count) .. ':' .. fmt(month)
+    .. ':' .. fmt(month_amount) .. ':' .. fmt(month_count)
 end
 
 local function update_due(holds_key, due_key, customer_id)
@@ -177,6 +193,12 @@ local function product_rules(text)
   r.has_velocity = r.day_amount_max + r.day_count_max + r.month_amount_max
     + r.month_count_max > 0
   r.path_hash = path_hash(r.node_list)
+  -- The fields reserve reads: status, timezone, the product's windows, then every level.
+  r.read_fields, r.level_fields = {F_STATUS, F_TIMEZONE, F_VELOCITY .. r.product_id}, {}
+  for i, node in ipairs(r.nodes) do
+    r.level_fields[i] = F_LEVEL .. node
+    r.read_fields[3 + i] = r.level_fields[i]
+  end
   if rules_kept_count >= PRODUCT_RULES_KEPT_MAX then rules_kept, rules_kept_count = {}, 0 end
   rules_kept[text], rules_kept_count = r, rules_kept_count + 1
   return r
@@ -188,41 +210,105 @@ local function hold_nodes(base, stored)
   return redis.call('HGET', base .. K_PATHS, stored)
 end
 
-local function effective_cap(cap, raise_text, now)
-  -- A level's cap plus its temporary raise while the raise lasts ("<raise>:<expires ms>").
-  if not raise_text then return cap end
-  local colon = string.find(raise_text, ':', 1, true)
-  if tonumber(string.sub(raise_text, colon + 1)) <= now then return cap end
-  return cap + tonumber(string.sub(raise_text, 1, colon - 1))
+local function level_texts(text)
+  -- The texts of a level field "<cap>:<held>:<used>[:<raise>:<expires ms>]" (limits/keys.py
+  -- FIELD_LEVEL): cap ('' for none), held, used, and the raise part ('' or ":<raise>:<expires
+  -- ms>"). An absent field is a level with nothing in it.
+  if not text then return '', '0', '0', '' end
+  return string.match(text, '^(%d*):(%-?%d+):(%-?%d+)(.*)$')
 end
 
-local function read_levels(customer_key, fields, nodes, amount, now)
-  -- One HMGET of the customer hash: the leading `fields` (the table grows by the rest), then
-  -- each node's cap, raise, held and used. Returns the values and, per node (root first), the
-  -- effective cap (cap plus a live raise), held, used and free credit; the least free credit;
-  -- the first node where `amount` does not fit (nil if it fits everywhere); and the fields.
-  local leading = #fields
-  for i, node in ipairs(nodes) do
-    local at = leading + 4 * (i - 1)
-    fields[at + 1] = F_CAP .. node
-    fields[at + 2] = F_RAISE .. node
-    fields[at + 3] = F_HELD .. node
-    fields[at + 4] = F_USED .. node
+local function level_cap(cap_text, raise, now)
+  -- A level's effective cap: its cap plus its temporary raise while the raise lasts.
+  local cap = tonumber(cap_text) or 0
+  if raise == '' then return cap end
+  local amount, expires = string.match(raise, '^:(%d+):(%d+)$')
+  if tonumber(expires) <= now then return cap end
+  return cap + tonumber(amount)
+end
+
+local function upgrade_customer(customer_key)
+  -- A customer written by layout 1 (its status in V1_STATUS, a field per number) is rewritten
+  -- in this layout by the first script that touches it, before that script reads it: true if
+  -- the customer was one. Balances, the event sequence and the timezone keep their fields.
+  local all = redis.call('HGETALL', customer_key)
+  local status, old, nodes, levels, products, windows = nil, {}, {}, {}, {}, {}
+  local slot = {[V1_CAP] = 1, [V1_HELD] = 2, [V1_USED] = 3, [V1_RAISE] = 4,
+    [V1_VELOCITY_DAY] = 1, [V1_VELOCITY_MONTH] = 2}
+  for i = 1, #all, 2 do
+    local field, value = all[i], all[i + 1]
+    local kind, name = string.match(field, '^(%a+:)(.*)$')
+    if field == V1_STATUS then
+      status, old[#old + 1] = value, field
+    elseif kind == V1_CAP or kind == V1_HELD or kind == V1_USED or kind == V1_RAISE then
+      if not levels[name] then levels[name], nodes[#nodes + 1] = {'', '0', '0', ''}, name end
+      if kind == V1_RAISE then value = ':' .. value end
+      levels[name][slot[kind]], old[#old + 1] = value, field
+    elseif kind == V1_VELOCITY_DAY or kind == V1_VELOCITY_MONTH then
+      if not windows[name] then windows[name], products[#products + 1] = {'0:0:0', '0:0:0'}, name end
+      windows[name][slot[kind]], old[#old + 1] = value, field
+    end
   end
+  if not status then return false end
+  local new = {F_STATUS, status, F_LAYOUT, LAYOUT_VERSION}
+  for _, node in ipairs(nodes) do
+    local l = levels[node]
+    new[#new + 1] = F_LEVEL .. node
+    new[#new + 1] = l[1] .. ':' .. l[2] .. ':' .. l[3] .. l[4]
+  end
+  for _, product in ipairs(products) do
+    local w = windows[product]
+    new[#new + 1] = F_VELOCITY .. product
+    new[#new + 1] = w[1] .. ':' .. w[2]
+  end
+  redis.call('HDEL', customer_key, unpack(old))
+  redis.call('HSET', customer_key, unpack(new))
+  return true
+end
+
+local function ensure_layout(customer_key)
+  -- Every script upgrades a layout-1 customer before it reads or writes its levels.
+  if redis.call('HEXISTS', customer_key, V1_STATUS) == 1 then upgrade_customer(customer_key) end
+end
+
+local function change_levels(customer_key, nodes, held_by, used_by)
+  -- Adds held_by and used_by to the level of every node of `nodes` (a node listed twice, twice):
+  -- one HMGET and one HSET of the customer hash. A level not kept yet starts with no cap.
+  local fields = {}
+  for i, node in ipairs(nodes) do fields[i] = F_LEVEL .. node end
   local values = redis.call('HMGET', customer_key, unpack(fields))
-  local caps, helds, useds, frees, available, short = {}, {}, {}, {}, nil, nil
+  local changed, writes = {}, {}
+  for i, field in ipairs(fields) do
+    local cap, held, used, raise = level_texts(changed[field] or values[i])
+    local text = cap .. ':' .. fmt(tonumber(held) + held_by) .. ':'
+      .. fmt(tonumber(used) + used_by) .. raise
+    changed[field] = text
+    writes[#writes + 1] = field
+    writes[#writes + 1] = text
+  end
+  redis.call('HSET', customer_key, unpack(writes))
+end
+
+local function read_levels(values, leading, nodes, amount, now)
+  -- The levels of `nodes` (root first) from `values`, an HMGET of the customer hash whose
+  -- level fields follow `leading` others. Per node: the effective cap (cap plus a live raise),
+  -- held and free credit as numbers, and the texts of cap, held, used and raise (a reply or
+  -- a write reuses them: a conversion is a large part of a script's own work); the least free
+  -- credit; the first node where `amount` does not fit (nil if it fits everywhere).
+  local caps, helds, frees, available, short = {}, {}, {}, nil, nil
+  local cap_texts, held_texts, used_texts, raises = {}, {}, {}, {}
   for i, node in ipairs(nodes) do
-    local at = leading + 4 * (i - 1)
-    local cap = tonumber(values[at + 1]) or 0
-    if values[at + 2] then cap = effective_cap(cap, values[at + 2], now) end
-    local held, used = tonumber(values[at + 3]) or 0, tonumber(values[at + 4]) or 0
-    local free = cap - held - used
+    local cap_text, held_text, used_text, raise = level_texts(values[leading + i])
+    local cap, held = level_cap(cap_text, raise, now), tonumber(held_text)
+    local free = cap - held - tonumber(used_text)
     if free < 0 then free = 0 end
-    caps[i], helds[i], useds[i], frees[i] = cap, held, used, free
+    caps[i], helds[i], frees[i] = cap, held, free
+    cap_texts[i], held_texts[i], used_texts[i], raises[i] = cap_text, held_text, used_text, raise
     if available == nil or free < available then available = free end
     if short == nil and amount > free then short = node end
   end
-  return values, caps, helds, useds, frees, available, short, fields
+  return {caps = caps, helds = helds, frees = frees, available = available, short = short,
+    cap_texts = cap_texts, held_texts = held_texts, used_texts = used_texts, raises = raises}
 end
 
 local function counter_offer(nodes, frees, day_max, day_amount, month_max, month_amount)
@@ -242,19 +328,15 @@ local function counter_offer(nodes, frees, day_max, day_amount, month_max, month
   return offer, level
 end
 
-local function levels_read(nodes, values, leading, caps, held_texts)
-  -- The replies' "|node|cap + raise|held|used" for every node, from the texts read_levels got
-  -- (`leading` values before the nodes'): a cap without a raise, a held (unless `held_texts`
-  -- has a new one) and a used are sent as stored, with no number-to-text conversion (a large
-  -- part of a script's own work).
+local function levels_reply(nodes, levels, held_texts)
+  -- The replies' "|node|cap + raise|held|used" for every node of `levels` (read_levels): a cap
+  -- without a raise, a held (unless `held_texts` has a new one) and a used are sent as read.
   local parts = {}
   for i, node in ipairs(nodes) do
-    local at = leading + 4 * (i - 1)
-    local cap_text = values[at + 1]
-    if values[at + 2] or not cap_text then cap_text = fmt(caps[i]) end
+    local cap_text = levels.cap_texts[i]
+    if levels.raises[i] ~= '' or cap_text == '' then cap_text = fmt(levels.caps[i]) end
     parts[i] = '|' .. node .. '|' .. cap_text .. '|'
-      .. (held_texts and held_texts[i] or values[at + 3] or '0') .. '|'
-      .. (values[at + 4] or '0')
+      .. (held_texts and held_texts[i] or levels.held_texts[i]) .. '|' .. levels.used_texts[i]
   end
   return table.concat(parts)
 end
@@ -321,9 +403,8 @@ local function expire_hold(base, customer_id, hold_id, outbox_key, now)
   if h[1] ~= 'open' then return 0 end
   h[4] = hold_nodes(base, h[4])
   local released = tonumber(h[2]) - tonumber(h[3])
-  for _, node in ipairs(split(h[4], ',')) do
-    redis.call('HINCRBY', customer_key, F_HELD .. node, -released)
-  end
+  ensure_layout(customer_key)
+  change_levels(customer_key, split(h[4], ','), -released, 0)
   local seq = tonumber(h[5]) + 1
   close_hold(hold_key, 'expired', seq, now)
   redis.call('XADD', outbox_key, '*', 'type', 'expired', 'event_id', hold_event_id(hold_id, h[9], seq),

@@ -46,15 +46,18 @@ local day_max, month_max = tonumber(velocity_max[1]), tonumber(velocity_max[2])
 
 local customer_key = base .. K_CUSTOMER .. customer_id
 local nodes = split(h[4], ',')
--- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
-local values, caps, helds, useds, frees, available, short_level = read_levels(customer_key,
-  {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes,
-  increment, now)
+ensure_layout(customer_key)
+local fields = {F_STATUS, F_TIMEZONE, F_VELOCITY .. product_id}
+for i, node in ipairs(nodes) do fields[3 + i] = F_LEVEL .. node end
+-- read.caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
+local values = redis.call('HMGET', customer_key, unpack(fields))
+local read = read_levels(values, 3, nodes, increment, now)
+local frees, available, short_level = read.frees, read.available, read.short
 local function levels(extra)
-  if extra == 0 then return levels_read(nodes, values, 4, caps) end
+  if extra == 0 then return levels_reply(nodes, read) end
   local held_texts = {}
-  for i = 1, #nodes do held_texts[i] = fmt(helds[i] + extra) end
-  return levels_read(nodes, values, 4, caps, held_texts)
+  for i = 1, #nodes do held_texts[i] = fmt(read.helds[i] + extra) end
+  return levels_reply(nodes, read, held_texts)
 end
 local plan = hold[3] or ''
 
@@ -72,12 +75,12 @@ local status_decline = {frozen = R_CUSTOMER_FROZEN, closed = R_CUSTOMER_CLOSED,
 if status_decline[status] then return decline(status_decline[status], '', 0, '') end
 
 -- The windows count the increment's amount (not a purchase) when the product keeps them.
-local track = day_max + month_max > 0 or values[3] ~= false or values[4] ~= false
+local track = day_max + month_max > 0 or values[3] ~= false
 local day_window, month_window, day_amount, day_count, month_amount, month_count
 if track then
   day_window, month_window = window_numbers(zone_schedule(base, values[2]), now)
-  day_amount, day_count = window_usage(values[3], day_window)
-  month_amount, month_count = window_usage(values[4], month_window)
+  day_amount, day_count, month_amount, month_count =
+    windows_usage(values[3], day_window, month_window)
 end
 local reason = 0
 if amount + increment > amount_max then
@@ -103,14 +106,20 @@ end
 
 -- After this point the increment must succeed.
 local total = amount + increment
-for _, node in ipairs(nodes) do redis.call('HINCRBY', customer_key, F_HELD .. node, increment) end
-if track then
-  redis.call('HSET', customer_key,
-    F_VELOCITY_DAY .. product_id,
-    fmt(day_window) .. ':' .. fmt(day_amount + increment) .. ':' .. fmt(day_count),
-    F_VELOCITY_MONTH .. product_id,
-    fmt(month_window) .. ':' .. fmt(month_amount + increment) .. ':' .. fmt(month_count))
+-- One write of the customer hash: every level with its held (as read above, plus the
+-- increment), and the product's velocity windows.
+local customer = {}
+for i = 1, #nodes do
+  customer[2 * i - 1] = fields[3 + i]
+  customer[2 * i] = read.cap_texts[i] .. ':' .. fmt(read.helds[i] + increment) .. ':'
+    .. read.used_texts[i] .. read.raises[i]
 end
+if track then
+  customer[#customer + 1] = fields[3]
+  customer[#customer + 1] = windows_text(day_window, day_amount + increment, day_count,
+    month_window, month_amount + increment, month_count)
+end
+redis.call('HSET', customer_key, unpack(customer))
 local seq = tonumber(h[5]) + 1
 redis.call('HSET', KEYS[KEY_HOLD], H_AMOUNT, fmt(total), H_SEQ, fmt(seq))
 -- The first approved amount answers a retry of the original authorization.

@@ -74,12 +74,13 @@ else
   release_expired(base, customer_id, KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
 end
 
--- One read of the customer hash: status, timezone, windows, then every level.
--- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
-local values, caps, helds, useds, frees, available, short_level, fields = read_levels(
-  KEYS[KEY_CUSTOMER],
-  {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes,
-  amount, now)
+-- One read of the customer hash: status, timezone, the product's windows, then every level
+-- (the field names come with the product's rules). A customer of layout 1 has no status
+-- field of this layout: it is upgraded and read again.
+local values = redis.call('HMGET', KEYS[KEY_CUSTOMER], unpack(rules.read_fields))
+if not values[1] and upgrade_customer(KEYS[KEY_CUSTOMER]) then
+  values = redis.call('HMGET', KEYS[KEY_CUSTOMER], unpack(rules.read_fields))
+end
 local status = values[1]
 
 -- Checks, in the documented order (limits/reasons.py). Nothing is written before the point
@@ -88,6 +89,9 @@ if not status then
   return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(R_CUSTOMER_UNKNOWN,
     '', '', 0, now, 0, 0, 0, 0, '', '', ''))
 end
+-- levels.caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
+local levels = read_levels(values, 3, nodes, amount, now)
+local available, short_level = levels.available, levels.short
 
 if retried then
   -- A retry of an approval: the first decision (amount before any increment, partial
@@ -104,12 +108,12 @@ if retried then
   if prior[5] then partial = 1 end
   local expires = tonumber(prior[2])
   return authorization_reply(0, '', hold_id, available, expires - rules.ttl_ms, expires,
-    approved, partial, 0, prior[5] or '', plan, levels_read(nodes, values, 4, caps))
+    approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels))
 end
 
 local function decline(reason, level, offer, offer_level)
   return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(reason, level, '',
-    available, now, 0, 0, 0, offer, offer_level, '', levels_read(nodes, values, 4, caps)))
+    available, now, 0, 0, 0, offer, offer_level, '', levels_reply(nodes, levels)))
 end
 
 if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', 0, '') end
@@ -120,12 +124,11 @@ if rule_decline > 0 then return decline(rule_decline, '', 0, '') end
 local day_window, month_window, day_amount, day_count, month_amount, month_count
 local day_amount_max, month_amount_max = rules.day_amount_max, rules.month_amount_max
 local day_count_max, month_count_max = rules.day_count_max, rules.month_count_max
-local has_velocity = rules.has_velocity
 local amount_reason = 0  -- VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either applies
-if has_velocity then
+if rules.has_velocity then
   day_window, month_window = window_numbers(zone_schedule(base, values[2]), now)
-  day_amount, day_count = window_usage(values[3], day_window)
-  month_amount, month_count = window_usage(values[4], month_window)
+  day_amount, day_count, month_amount, month_count =
+    windows_usage(values[3], day_window, month_window)
   if (day_count_max > 0 and day_count + 1 > day_count_max)
       or (month_count_max > 0 and month_count + 1 > month_count_max) then
     return decline(R_VELOCITY_COUNT_EXCEEDED, '', 0, '')
@@ -143,7 +146,7 @@ if amount_reason > 0 then
   -- left in the day's and the month's amount windows; its level is the first candidate that
   -- holds it. Below the product's minimum nothing is offered (the level is still named).
   local offer
-  offer, offer_level = counter_offer(nodes, frees, day_amount_max, day_amount,
+  offer, offer_level = counter_offer(nodes, levels.frees, day_amount_max, day_amount,
     month_amount_max, month_amount)
   if offer < math.max(1, rules.amount_min) then offer = 0 end
   if allow_partial == 0 or offer == 0 then
@@ -160,21 +163,20 @@ local expires = fmt(now + rules.ttl_ms)
 local approved_text, now_text = fmt(approved), fmt(now)
 local plan = ''
 if months > 0 then plan = installment_plan(approved, months, rules.fee_bps) end
--- One write of the customer hash: every level's held (as read above, plus the approval) and
--- the velocity windows. The field names are the ones read_levels asked for.
+-- One write of the customer hash: every level with its held (as read above, plus the
+-- approval), and the product's velocity windows.
 local customer, held_texts = {}, {}
+local level_fields, cap_texts, used_texts, raises =
+  rules.level_fields, levels.cap_texts, levels.used_texts, levels.raises
 for i = 1, #nodes do
-  held_texts[i] = fmt(helds[i] + approved)
-  customer[2 * i - 1] = fields[4 * i + 3]
-  customer[2 * i] = held_texts[i]
+  held_texts[i] = fmt(levels.helds[i] + approved)
+  customer[2 * i - 1] = level_fields[i]
+  customer[2 * i] = cap_texts[i] .. ':' .. held_texts[i] .. ':' .. used_texts[i] .. raises[i]
 end
-if has_velocity then
-  customer[#customer + 1] = fields[3]
-  customer[#customer + 1] = fmt(day_window) .. ':' .. fmt(day_amount + approved) .. ':'
-    .. fmt(day_count + 1)
-  customer[#customer + 1] = fields[4]
-  customer[#customer + 1] = fmt(month_window) .. ':' .. fmt(month_amount + approved) .. ':'
-    .. fmt(month_count + 1)
+if rules.has_velocity then
+  customer[#customer + 1] = rules.read_fields[3]
+  customer[#customer + 1] = windows_text(day_window, day_amount + approved, day_count + 1,
+    month_window, month_amount + approved, month_count + 1)
 end
 redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(customer))
 -- The optional fields are written only when they apply: an open hold stays small.
@@ -224,4 +226,4 @@ redis.call('XADD', KEYS[KEY_OUTBOX], '*', unpack(event))
 -- The reply's levels reuse the texts read (caps without a live raise, used) and written (held).
 return 'OK|0||' .. hold_id .. '|' .. fmt(available - approved) .. '|' .. now_text .. '|'
   .. expires .. '|' .. approved_text .. '|' .. (partial == 1 and '1' or '0') .. '|0|'
-  .. offer_level .. '|' .. plan .. levels_read(nodes, values, 4, caps, held_texts)
+  .. offer_level .. '|' .. plan .. levels_reply(nodes, levels, held_texts)
