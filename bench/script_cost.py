@@ -55,12 +55,14 @@ CALLGRIND_CALLS_DEFAULT = 400
 # the cut goes before). A step that a later change removes is reported as missing.
 SEGMENTS = (
     ("TIME and the deadline", "local now, late = call_time"),
-    ("arguments (14 numbers checked)", "local base, customer_id, fingerprint"),
+    ("arguments (the product's rules kept, 4 small ones)", "local base, customer_id, fingerprint"),
     ("idempotency record (GET)", "local replay = idempotent_replay"),
     ("approval's hold id (SHA-1, EXISTS)", "local hold_id, retried = approval_hold"),
     ("release of expired holds (ZRANGE)", "local prior"),
-    ("read of the levels (HMGET)", "local values, caps, helds"),
-    ("status and product checks", "local status = values[1]"),
+    ("read of the customer (HMGET)", "-- One read of the customer hash"),
+    ("status known", "local status = values[1]"),
+    ("levels parsed (read_levels)", "local levels = read_levels"),
+    ("status and product checks", "local function decline"),
     ("velocity windows", "local day_window, month_window"),
     ("credit checks and counter-offer", "if amount_reason == 0 and short_level"),
     ("customer hash write (HSET)", "-- After this point"),
