@@ -61,7 +61,7 @@ SEGMENTS = (
     ("release of expired holds (ZRANGE)", "local prior"),
     ("read of the customer (HMGET)", "-- One read of the customer hash"),
     ("status known", "local status = values[1]"),
-    ("levels parsed (read_levels)", "local levels = read_levels"),
+    ("levels parsed (read_levels)", "local levels, available, short_level = read_levels"),
     ("status and product checks", "local function decline"),
     ("velocity windows", "local day_window, month_window"),
     ("credit checks and counter-offer", "if amount_reason == 0 and short_level"),

@@ -437,7 +437,12 @@ class Model:
     def _release_expired(self, base: str, customer_id: str, due_key: str, outbox_key: str,
                          now: int) -> int:
         """Releases the customer's holds whose TTL has passed, earliest first, at most
-        EXPIRE_PER_CALL_MAX of them. Returns how many were released."""
+        EXPIRE_PER_CALL_MAX of them. Returns how many were released. A customer the due set
+        holds later than now (or not at all) has none: it holds each at or before its earliest
+        expiry."""
+        due_at = (self.state.get(due_key) or {}).get(customer_id)  # type: ignore[union-attr]
+        if due_at is None or due_at > now:
+            return 0
         holds_key = keys.customer_holds(base, customer_id)
         holds: dict[str, int] = self.state.get(holds_key) or {}  # type: ignore[assignment]
         due = sorted((score, hold_id) for hold_id, score in holds.items() if score <= now)

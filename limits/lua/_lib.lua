@@ -15,6 +15,13 @@ local tonumber, ipairs, unpack = tonumber, ipairs, unpack
 -- The product rules already read (product_rules), by their text, and how many. In a Functions
 -- library they last as long as the library; in a script run by EVAL, one call.
 local rules_kept, rules_kept_count = {}, 0
+-- The levels read_levels fills, seven values per node, root first (at = 7 * (i - 1)): at + 1
+-- the effective cap, at + 2 held, at + 3 free credit (numbers); at + 4 cap, at + 5 held, at + 6
+-- used, at + 7 raise (texts, as level_texts reads them). One table, filled anew by each call
+-- that reads levels (a call's levels never outlive it): no table is built per call.
+local levels_kept = {}
+-- The last local day number window_numbers saw and its month number.
+local month_of_day = {}
 
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
@@ -80,8 +87,11 @@ local function window_numbers(schedule, now_ms)
   -- (local day number, local month number = year * 12 + month - 1).
   local now_s = math.floor(now_ms / 1000)
   local day = math.floor((now_s + utc_offset_s(schedule, now_s)) / 86400)
-  local year, month = civil_from_days(day)
-  return day, year * 12 + month - 1
+  if day ~= month_of_day[1] then
+    local year, month = civil_from_days(day)
+    month_of_day[1], month_of_day[2] = day, year * 12 + month - 1
+  end
+  return day, month_of_day[2]
 end
 
 local function zone_schedule(base, zone)
@@ -291,33 +301,34 @@ end
 
 local function read_levels(values, leading, nodes, amount, now)
   -- The levels of `nodes` (root first) from `values`, an HMGET of the customer hash whose
-  -- level fields follow `leading` others. Per node: the effective cap (cap plus a live raise),
-  -- held and free credit as numbers, and the texts of cap, held, used and raise (a reply or
-  -- a write reuses them: a conversion is a large part of a script's own work); the least free
-  -- credit; the first node where `amount` does not fit (nil if it fits everywhere).
-  local caps, helds, frees, available, short = {}, {}, {}, nil, nil
-  local cap_texts, held_texts, used_texts, raises = {}, {}, {}, {}
+  -- level fields follow `leading` others, into levels_kept (the texts are kept: a reply or a
+  -- write reuses them, a conversion being a large part of a script's own work). Returns
+  -- levels_kept, the least free credit and the first node where `amount` does not fit (nil if
+  -- it fits everywhere).
+  local levels, available, short = levels_kept, nil, nil
   for i, node in ipairs(nodes) do
+    local at = 7 * (i - 1)
     local cap_text, held_text, used_text, raise = level_texts(values[leading + i])
-    local cap, held = level_cap(cap_text, raise, now), tonumber(held_text)
+    local cap, held = tonumber(cap_text) or 0, tonumber(held_text)
+    if raise ~= '' then cap = level_cap(cap_text, raise, now) end
     local free = cap - held - tonumber(used_text)
     if free < 0 then free = 0 end
-    caps[i], helds[i], frees[i] = cap, held, free
-    cap_texts[i], held_texts[i], used_texts[i], raises[i] = cap_text, held_text, used_text, raise
+    levels[at + 1], levels[at + 2], levels[at + 3], levels[at + 4] = cap, held, free, cap_text
+    levels[at + 5], levels[at + 6], levels[at + 7] = held_text, used_text, raise
     if available == nil or free < available then available = free end
     if short == nil and amount > free then short = node end
   end
-  return {caps = caps, helds = helds, frees = frees, available = available, short = short,
-    cap_texts = cap_texts, held_texts = held_texts, used_texts = used_texts, raises = raises}
+  return levels, available, short
 end
 
-local function counter_offer(nodes, frees, day_max, day_amount, month_max, month_amount)
-  -- (offer, its level): the least of every node's free credit (root first), then the room
-  -- left in the day's and the month's amount windows (0: not limited); the level is the first
-  -- candidate that holds the least (limits/model.py counter_offer).
+local function counter_offer(nodes, levels, day_max, day_amount, month_max, month_amount)
+  -- (offer, its level): the least of every node's free credit (root first, from read_levels),
+  -- then the room left in the day's and the month's amount windows (0: not limited); the
+  -- level is the first candidate that holds the least (limits/model.py counter_offer).
   local offer, level = nil, ''
   for i, node in ipairs(nodes) do
-    if offer == nil or frees[i] < offer then offer, level = frees[i], node end
+    local free = levels[7 * i - 4]
+    if offer == nil or free < offer then offer, level = free, node end
   end
   if day_max > 0 and math.max(0, day_max - day_amount) < offer then
     offer, level = math.max(0, day_max - day_amount), 'velocity.day'
@@ -333,10 +344,11 @@ local function levels_reply(nodes, levels, held_texts)
   -- without a raise, a held (unless `held_texts` has a new one) and a used are sent as read.
   local parts = {}
   for i, node in ipairs(nodes) do
-    local cap_text = levels.cap_texts[i]
-    if levels.raises[i] ~= '' or cap_text == '' then cap_text = fmt(levels.caps[i]) end
+    local at = 7 * (i - 1)
+    local cap_text = levels[at + 4]
+    if levels[at + 7] ~= '' or cap_text == '' then cap_text = fmt(levels[at + 1]) end
     parts[i] = '|' .. node .. '|' .. cap_text .. '|'
-      .. (held_texts and held_texts[i] or levels.held_texts[i]) .. '|' .. levels.used_texts[i]
+      .. (held_texts and held_texts[i] or levels[at + 5]) .. '|' .. levels[at + 6]
   end
   return table.concat(parts)
 end
@@ -418,7 +430,11 @@ end
 local function release_expired(base, customer_id, due_key, outbox_key, now)
   -- Release the customer's holds whose TTL has passed, at most EXPIRE_PER_CALL_MAX of them
   -- (the sweeper and later calls release the rest). Each release is a complete change of its
-  -- own with its own event, so it may precede the caller's checks. Returns how many.
+  -- own with its own event, so it may precede the caller's checks. Returns how many. The due
+  -- set holds a customer with open holds at or before its earliest expiry (reserve's ZADD LT,
+  -- update_due): a customer it holds later than now, or not at all, has none to release.
+  local due_at = redis.call('ZSCORE', due_key, customer_id)
+  if not due_at or tonumber(due_at) > now then return 0 end
   local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
   local due = redis.call('ZRANGE', holds_key, '-inf', fmt(now), 'BYSCORE',
     'LIMIT', 0, EXPIRE_PER_CALL_MAX)

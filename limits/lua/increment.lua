@@ -49,14 +49,13 @@ local nodes = split(h[4], ',')
 ensure_layout(customer_key)
 local fields = {F_STATUS, F_TIMEZONE, F_VELOCITY .. product_id}
 for i, node in ipairs(nodes) do fields[3 + i] = F_LEVEL .. node end
--- read.caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
+-- A level's cap is the effective one: the cap plus the node's temporary raise while it lasts.
 local values = redis.call('HMGET', customer_key, unpack(fields))
-local read = read_levels(values, 3, nodes, increment, now)
-local frees, available, short_level = read.frees, read.available, read.short
+local read, available, short_level = read_levels(values, 3, nodes, increment, now)
 local function levels(extra)
   if extra == 0 then return levels_reply(nodes, read) end
   local held_texts = {}
-  for i = 1, #nodes do held_texts[i] = fmt(read.helds[i] + extra) end
+  for i = 1, #nodes do held_texts[i] = fmt(read[7 * i - 5] + extra) end
   return levels_reply(nodes, read, held_texts)
 end
 local plan = hold[3] or ''
@@ -94,7 +93,7 @@ end
 if reason > 0 then
   -- The counter-offer: the least of every node's free credit (root first), the room left in
   -- the day's and the month's amount windows and under the product's maximum.
-  local offer, offer_level = counter_offer(nodes, frees, day_max, day_amount, month_max,
+  local offer, offer_level = counter_offer(nodes, read, day_max, day_amount, month_max,
     month_amount)
   if math.max(0, amount_max - amount) < offer then
     offer, offer_level = math.max(0, amount_max - amount), 'amount_max'
@@ -111,8 +110,9 @@ local total = amount + increment
 local customer = {}
 for i = 1, #nodes do
   customer[2 * i - 1] = fields[3 + i]
-  customer[2 * i] = read.cap_texts[i] .. ':' .. fmt(read.helds[i] + increment) .. ':'
-    .. read.used_texts[i] .. read.raises[i]
+  local at = 7 * (i - 1)
+  customer[2 * i] = read[at + 4] .. ':' .. fmt(read[at + 2] + increment) .. ':'
+    .. read[at + 6] .. read[at + 7]
 end
 if track then
   customer[#customer + 1] = fields[3]

@@ -89,9 +89,8 @@ if not status then
   return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(R_CUSTOMER_UNKNOWN,
     '', '', 0, now, 0, 0, 0, 0, '', '', ''))
 end
--- levels.caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
-local levels = read_levels(values, 3, nodes, amount, now)
-local available, short_level = levels.available, levels.short
+-- A level's cap is the effective one: the cap plus the node's temporary raise while it lasts.
+local levels, available, short_level = read_levels(values, 3, nodes, amount, now)
 
 if retried then
   -- A retry of an approval: the first decision (amount before any increment, partial
@@ -146,7 +145,7 @@ if amount_reason > 0 then
   -- left in the day's and the month's amount windows; its level is the first candidate that
   -- holds it. Below the product's minimum nothing is offered (the level is still named).
   local offer
-  offer, offer_level = counter_offer(nodes, levels.frees, day_amount_max, day_amount,
+  offer, offer_level = counter_offer(nodes, levels, day_amount_max, day_amount,
     month_amount_max, month_amount)
   if offer < math.max(1, rules.amount_min) then offer = 0 end
   if allow_partial == 0 or offer == 0 then
@@ -165,13 +164,13 @@ local plan = ''
 if months > 0 then plan = installment_plan(approved, months, rules.fee_bps) end
 -- One write of the customer hash: every level with its held (as read above, plus the
 -- approval), and the product's velocity windows.
-local customer, held_texts = {}, {}
-local level_fields, cap_texts, used_texts, raises =
-  rules.level_fields, levels.cap_texts, levels.used_texts, levels.raises
+local customer, held_texts, level_fields = {}, {}, rules.level_fields
 for i = 1, #nodes do
-  held_texts[i] = fmt(levels.helds[i] + approved)
+  local at = 7 * (i - 1)
+  held_texts[i] = fmt(levels[at + 2] + approved)
   customer[2 * i - 1] = level_fields[i]
-  customer[2 * i] = cap_texts[i] .. ':' .. held_texts[i] .. ':' .. used_texts[i] .. raises[i]
+  customer[2 * i] = levels[at + 4] .. ':' .. held_texts[i] .. ':' .. levels[at + 6]
+    .. levels[at + 7]
 end
 if rules.has_velocity then
   customer[#customer + 1] = rules.read_fields[3]
