@@ -373,15 +373,22 @@ class Model:
         customer.update((keys.FIELD_VELOCITY + product, f"{day}:{month}")
                         for product, (day, month) in windows.items())
 
-    def _approval_hold(self, base: str, record_key: str, now: int) -> tuple[str, bool]:
+    def _approval_hold(self, base: str, record_key: str, now: int,
+                       planned: str = "") -> tuple[str, bool]:
         """approval_hold of limits/lua/_lib.lua: the approval's hold in this idempotency epoch
-        or the one before, if it exists; else the id a new approval takes now."""
+        or the one before, if it exists; else the id a new approval takes now. The ids are
+        the gateway's `planned` ones (keys.planned_hold_ids) if planned for this epoch."""
         epoch = keys.hold_epoch(now)
-        for candidate in (epoch, epoch - 1):
-            hold_id = keys.derived_hold_id(base, record_key, candidate)
+        parts = planned.split(":")
+        if len(parts) == 3 and parts[0].isdigit() and int(parts[0]) == epoch and all(parts):
+            candidates = parts[1:]
+        else:
+            candidates = [keys.derived_hold_id(base, record_key, epoch),
+                          keys.derived_hold_id(base, record_key, epoch - 1)]
+        for hold_id in candidates:
             if keys.hold(base, hold_id) in self.state:
                 return hold_id, True
-        return keys.derived_hold_id(base, record_key, epoch), False
+        return candidates[0], False
 
     def _path_id(self, base: str, node_list: str) -> str:
         """The short id a hold stores for its nodes, kept in the partition's `paths` hash; the
@@ -532,7 +539,7 @@ class Model:
             return replay
         # An approval keeps no record: its hold, whose id derives from the record's key, holds
         # the fingerprint.
-        hold_id, _ = self._approval_hold(a.base, k.idempotency, now)
+        hold_id, _ = self._approval_hold(a.base, k.idempotency, now, a.hold_ids)
         prior: dict[str, str] | None = self.state.get(  # type: ignore[assignment]
             keys.hold(a.base, hold_id))
         if prior is not None and prior.get(_FINGERPRINT) != a.fingerprint:

@@ -141,14 +141,19 @@ local function derived_hold_id(base, record_key, epoch)
     .. string.sub(redis.sha1hex(record_key .. '|' .. fmt(epoch)), 1, HOLD_TOKEN_LENGTH)
 end
 
-local function approval_hold(base, record_key, now)
+local function approval_hold(base, record_key, now, planned)
   -- The hold an approval with this record key made: its id in this idempotency epoch or the
   -- one before, if that hold exists (a retry finds it for at least IDEMPOTENCY_TTL_S); else
-  -- the id a new approval takes now. Returns (hold id, whether it exists).
+  -- the id a new approval takes now. Returns (hold id, whether it exists). `planned` is the
+  -- gateway's "<epoch>:<id>:<id before>" (limits/keys.planned_hold_ids), taken when its epoch
+  -- is this call's; otherwise (or '') the ids are derived here.
   local epoch = math.floor(now / (IDEMPOTENCY_TTL_S * 1000))
-  local current = derived_hold_id(base, record_key, epoch)
+  local planned_epoch, current, previous = string.match(planned, '^(%d+):([^:]+):([^:]+)$')
+  if tonumber(planned_epoch) ~= epoch then
+    current = derived_hold_id(base, record_key, epoch)
+    previous = derived_hold_id(base, record_key, epoch - 1)
+  end
   local current_key = base .. K_HOLD .. current
-  local previous = derived_hold_id(base, record_key, epoch - 1)
   -- One EXISTS of both keys answers the usual case (a new purchase: neither exists).
   if redis.call('EXISTS', current_key, base .. K_HOLD .. previous) == 0 then
     return current, false
@@ -255,7 +260,9 @@ local function upgrade_customer(customer_key)
       if kind == V1_RAISE then value = ':' .. value end
       levels[name][slot[kind]], old[#old + 1] = value, field
     elseif kind == V1_VELOCITY_DAY or kind == V1_VELOCITY_MONTH then
-      if not windows[name] then windows[name], products[#products + 1] = {'0:0:0', '0:0:0'}, name end
+      if not windows[name] then
+        windows[name], products[#products + 1] = {'0:0:0', '0:0:0'}, name
+      end
       windows[name][slot[kind]], old[#old + 1] = value, field
     end
   end
