@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -379,9 +380,11 @@ class Model:
         or the one before, if it exists; else the id a new approval takes now. The ids are
         the gateway's `planned` ones (keys.planned_hold_ids) if planned for this epoch."""
         epoch = keys.hold_epoch(now)
-        parts = planned.split(":")
-        if len(parts) == 3 and parts[0].isdigit() and int(parts[0]) == epoch and all(parts):
-            candidates = parts[1:]
+        partition = base[len(keys.PREFIX) + 4:len(keys.PREFIX) + 7]
+        shape = re.fullmatch(rf"([0-9]+):({partition}-[0-9A-Za-z]+):({partition}-[0-9A-Za-z]+)",
+                             planned)
+        if shape and int(shape[1]) == epoch:
+            candidates = [shape[2], shape[3]]
         else:
             candidates = [keys.derived_hold_id(base, record_key, epoch),
                           keys.derived_hold_id(base, record_key, epoch - 1)]

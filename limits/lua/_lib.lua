@@ -146,9 +146,11 @@ local function approval_hold(base, record_key, now, planned)
   -- one before, if that hold exists (a retry finds it for at least IDEMPOTENCY_TTL_S); else
   -- the id a new approval takes now. Returns (hold id, whether it exists). `planned` is the
   -- gateway's "<epoch>:<id>:<id before>" (limits/keys.planned_hold_ids), taken when its epoch
-  -- is this call's; otherwise (or '') the ids are derived here.
+  -- is this call's and its ids are of this partition; otherwise (or '') derived here.
   local epoch = math.floor(now / (IDEMPOTENCY_TTL_S * 1000))
-  local planned_epoch, current, previous = string.match(planned, '^(%d+):([^:]+):([^:]+)$')
+  local partition = string.sub(base, PREFIX_LENGTH + 5, PREFIX_LENGTH + 7) .. '%-'
+  local planned_epoch, current, previous =
+    string.match(planned, '^(%d+):(' .. partition .. '%w+):(' .. partition .. '%w+)$')
   if tonumber(planned_epoch) ~= epoch then
     current = derived_hold_id(base, record_key, epoch)
     previous = derived_hold_id(base, record_key, epoch - 1)

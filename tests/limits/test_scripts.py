@@ -171,3 +171,15 @@ async def test_an_approval_takes_the_hold_id_the_script_derives(redis, hold_ids)
         base, keys_[RESERVE.keys.idempotency], keys.hold_epoch(int(fields.decided_at_ms)))
     if hold_ids == "planned":
         assert fields.hold_id == current
+
+
+async def test_planned_hold_ids_of_another_partition_are_not_taken(redis):
+    driver = ScriptDriver(redis_client(redis))
+    await driver.put("ids-2", {"total": 10_000, "consumer": 10_000, "consumer.scan_pay": 10_000,
+                               "consumer.scan_pay.pos": 10_000})
+    keys_, args = hotpath.plan_authorize(authorize_request("k", "ids-2", 500), RULES, PARTITIONS)
+    epoch, current, previous = args[RESERVE.args.hold_ids].split(":")
+    other = f"{(int(current[:3]) + 1) % PARTITIONS:03d}"
+    args[RESERVE.args.hold_ids] = f"{epoch}:{other}{current[3:]}:{other}{previous[3:]}"
+    reply = (await driver.client.runner.call("reserve", keys_, [*call_header(), *args])).decode()
+    assert AUTHORIZATION.bind(reply.split("|")[1:]).hold_id == current
