@@ -22,6 +22,8 @@ local rules_kept, rules_kept_count = {}, 0
 local levels_kept = {}
 -- The last local day number window_numbers saw and its month number.
 local month_of_day = {}
+-- The pattern of planned hold ids (approval_hold) by partition base: at most one per partition.
+local planned_shapes = {}
 
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
@@ -148,9 +150,13 @@ local function approval_hold(base, record_key, now, planned)
   -- gateway's "<epoch>:<id>:<id before>" (limits/keys.planned_hold_ids), taken when its epoch
   -- is this call's and its ids are of this partition; otherwise (or '') derived here.
   local epoch = math.floor(now / (IDEMPOTENCY_TTL_S * 1000))
-  local partition = string.sub(base, PREFIX_LENGTH + 5, PREFIX_LENGTH + 7) .. '%-'
-  local planned_epoch, current, previous =
-    string.match(planned, '^(%d+):(' .. partition .. '%w+):(' .. partition .. '%w+)$')
+  local shape = planned_shapes[base]
+  if not shape then
+    local partition = string.sub(base, PREFIX_LENGTH + 5, PREFIX_LENGTH + 7) .. '%-'
+    shape = '^(%d+):(' .. partition .. '%w+):(' .. partition .. '%w+)$'
+    planned_shapes[base] = shape
+  end
+  local planned_epoch, current, previous = string.match(planned, shape)
   if tonumber(planned_epoch) ~= epoch then
     current = derived_hold_id(base, record_key, epoch)
     previous = derived_hold_id(base, record_key, epoch - 1)
