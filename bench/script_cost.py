@@ -60,7 +60,6 @@ SEGMENTS = (
     ("approval's hold id (SHA-1, EXISTS)", "local hold_id, retried = approval_hold"),
     ("release of expired holds (ZRANGE)", "local prior"),
     ("read of the customer (HMGET)", "-- One read of the customer hash"),
-    ("status known", "local status = values[1]"),
     ("levels parsed (read_levels)", "local levels, available, short_level = read_levels"),
     ("status and product checks", "local function decline"),
     ("velocity windows", "local day_window, month_window"),

@@ -216,6 +216,9 @@ local function product_rules(text)
   r.has_velocity = r.day_amount_max + r.day_count_max + r.month_amount_max
     + r.month_count_max > 0
   r.path_hash = path_hash(r.node_list)
+  -- The texts a hold keeps of the rules (reserve.lua's optional hold fields).
+  r.tolerance_text, r.amount_max_text = fmt(r.tolerance_bps), fmt(r.amount_max)
+  r.velocity_max_text = fmt(r.day_amount_max) .. ':' .. fmt(r.month_amount_max)
   -- The fields reserve reads: status, timezone, the product's windows, then every level.
   r.read_fields, r.level_fields = {F_STATUS, F_TIMEZONE, F_VELOCITY .. r.product_id}, {}
   for i, node in ipairs(r.nodes) do

@@ -192,13 +192,13 @@ if partial == 1 then
 end
 if rules.tolerance_bps > 0 then
   hold[#hold + 1] = H_TOLERANCE_BPS
-  hold[#hold + 1] = fmt(rules.tolerance_bps)
+  hold[#hold + 1] = rules.tolerance_text
 end
 if rules.incremental == 1 then
   hold[#hold + 1] = H_INCREMENT_MAX
-  hold[#hold + 1] = fmt(rules.amount_max)
+  hold[#hold + 1] = rules.amount_max_text
   hold[#hold + 1] = H_VELOCITY_MAX
-  hold[#hold + 1] = fmt(day_amount_max) .. ':' .. fmt(month_amount_max)
+  hold[#hold + 1] = rules.velocity_max_text
 end
 if plan ~= '' then
   hold[#hold + 1] = H_PLAN
