@@ -24,6 +24,10 @@ local levels_kept = {}
 local month_of_day = {}
 -- The pattern of planned hold ids (approval_hold) by partition base: at most one per partition.
 local planned_shapes = {}
+-- What a retry of an approval reads of its hold (reserve.lua); every approval's hold has the
+-- first.
+local prior_fields = {H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT, H_PARTIAL_LEVEL,
+  H_PLAN}
 
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
@@ -143,10 +147,11 @@ local function derived_hold_id(base, record_key, epoch)
     .. string.sub(redis.sha1hex(record_key .. '|' .. fmt(epoch)), 1, HOLD_TOKEN_LENGTH)
 end
 
-local function approval_hold(base, record_key, now, planned)
+local function approval_hold(base, record_key, now, planned, fields)
   -- The hold an approval with this record key made: its id in this idempotency epoch or the
   -- one before, if that hold exists (a retry finds it for at least IDEMPOTENCY_TTL_S); else
-  -- the id a new approval takes now. Returns (hold id, whether it exists). `planned` is the
+  -- the id a new approval takes now. Returns (hold id, whether it exists, and with `fields`,
+  -- whose first every approval's hold has, their values in the hold found). `planned` is the
   -- gateway's "<epoch>:<id>:<id before>" (limits/keys.planned_hold_ids), taken when its epoch
   -- is this call's and its ids are of this partition; otherwise (or '') derived here.
   local epoch = math.floor(now / (IDEMPOTENCY_TTL_S * 1000))
@@ -165,6 +170,11 @@ local function approval_hold(base, record_key, now, planned)
   -- One EXISTS of both keys answers the usual case (a new purchase: neither exists).
   if redis.call('EXISTS', current_key, base .. K_HOLD .. previous) == 0 then
     return current, false
+  end
+  if fields then
+    local values = redis.call('HMGET', current_key, unpack(fields))
+    if values[1] then return current, true, values end
+    return previous, true, redis.call('HMGET', base .. K_HOLD .. previous, unpack(fields))
   end
   if redis.call('EXISTS', current_key) == 1 then return current, true end
   return previous, true

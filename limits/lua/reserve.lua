@@ -64,12 +64,11 @@ local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
 -- fingerprint, so an open hold costs one key.
-local hold_id, retried = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now, ARGV[ARG_HOLD_IDS])
+-- A retry reads its fingerprint, expiry, amounts, partial level and plan (prior_fields).
+local hold_id, retried, prior = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now,
+  ARGV[ARG_HOLD_IDS], prior_fields)
 local hold_key = base .. K_HOLD .. hold_id
-local prior
 if retried then
-  prior = redis.call('HMGET', hold_key, H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT,
-    H_PARTIAL_LEVEL, H_PLAN)
   if prior[1] ~= fingerprint then return err(E_IDEMPOTENCY_MISMATCH, '', now) end
 else
   -- Holds whose TTL has passed are released before the levels are read (a retry changes
