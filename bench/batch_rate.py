@@ -36,7 +36,7 @@ that every approval the clients saw wrote exactly one `authorized` event (the ou
 the seeded customers' `customer_put` events plus the approvals) and exits 1 otherwise.
 
 The figures go to --json (default var/bench/batch_rate.json, read by bench/report.py): the
-rate, the CPU of each process and per authorization, Redis' µs per EVALSHA, and each process's
+rate, the CPU of each process and per authorization, Redis' µs per script call, and each process's
 cores and each core's busy time (sampled from /proc during the window). `--json -`, or a bare
 `--json`, prints them as one JSON line on stdout instead.
 
@@ -182,20 +182,20 @@ async def seed(redis_port: int, count: int) -> None:
 
 
 def script_stats(redis_port: int) -> tuple[int, float, dict[str, tuple[float, float]]]:
-    """Since the last CONFIG RESETSTAT: EVALSHA calls, Redis' own µs per call (the scripts'
-    execution, without reading and writing the connections), and per command the scripts
-    call (redis.call), its calls and µs per EVALSHA. What the commands do not account for is
-    Lua and the redis.call bridge."""
+    """Since the last CONFIG RESETSTAT: script calls (FCALL), Redis' own µs per call (the
+    scripts' execution, without reading and writing the connections), and per command the
+    scripts call (redis.call), its calls and µs per script call. What the commands do not
+    account for is Lua and the redis.call bridge."""
     client = redis.Redis(port=redis_port)
     stats = client.info("commandstats")
     client.close()
-    evalsha = stats.get("cmdstat_evalsha", {})
-    calls = int(evalsha.get("calls", 0))
+    script = stats.get("cmdstat_fcall", {})
+    calls = int(script.get("calls", 0))
     inner = {name.removeprefix("cmdstat_"): (value["calls"] / max(1, calls),
                                              value["usec"] / max(1, calls))
              for name, value in stats.items()
-             if name not in ("cmdstat_evalsha", "cmdstat_info", "cmdstat_config|resetstat")}
-    return calls, float(evalsha.get("usec_per_call", 0.0)), inner
+             if name not in ("cmdstat_fcall", "cmdstat_info", "cmdstat_config|resetstat")}
+    return calls, float(script.get("usec_per_call", 0.0)), inner
 
 
 def reset_stats(redis_port: int) -> None:
@@ -520,11 +520,11 @@ def main(argv=None) -> int:
                                     for name, share in per_item.items()}
         print("CPU per authorization: " + ", ".join(
             f"{name} {us:.1f} µs" for name, us in cpu_us_per_authorization.items()))
-    print(f"redis: {script_calls / args.duration:,.0f} EVALSHA/s, {script_us:.1f} µs per call "
+    print(f"redis: {script_calls / args.duration:,.0f} FCALL/s, {script_us:.1f} µs per call "
           f"inside the script ({script_calls * script_us / 1e4 / args.duration:.1f}% of a core)")
     if inner:
         ranked = sorted(inner.items(), key=lambda item: -item[1][1])
-        print("  of which the commands the script calls, per EVALSHA: " + ", ".join(
+        print("  of which the commands the script calls, per FCALL: " + ", ".join(
             f"{name} {count:.1f}x {us:.1f} µs" for name, (count, us) in ranked[:8])
             + f"; together {sum(us for _, us in inner.values()):.1f} µs")
     for _, path, _ in profiles:

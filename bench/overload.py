@@ -405,7 +405,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict]]:
             bench.processes["gateway"] = bench.processes["noop"]
         else:
             # Without the sweeper unless asked: its `due` scripts would count as
-            # reservations in Redis' EVALSHA counter.
+            # reservations in Redis' FCALL counter.
             port = bench.start_gateway(redis_url, args.processes,
                                        *(() if args.sweeper else ("--no-sweeper",)))
             seeded_s = common.seed_customers(port, args.customers)

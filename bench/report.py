@@ -110,7 +110,7 @@ def batch_rate(data: dict) -> Figure:
     text = (f"**{rate:,.0f} authorizations/s** ({sizes}{data['processes']} processes, "
             f"{data['duration_s']:g} s), {errors} errors; CPU per authorization: "
             + ", ".join(f"{role} {us:.0f} µs" for role, us in per.items())
-            + f"; Redis {redis['usec_per_evalsha']:.0f} µs per EVALSHA, "
+            + f"; Redis {redis['usec_per_evalsha']:.0f} µs per script call, "
               f"{redis['core_percent_in_scripts']:.0f} % of a core inside scripts")
     problems = []
     if errors:
@@ -475,8 +475,8 @@ def script_cost_lines(files: dict[str, dict]) -> list[str]:
             f"{counted['replay_instructions_per_call']:,} per retry of an approval."))
         if counted.get("segments"):
             lines += ["", "| step of reserve.lua | instructions per call |", "| --- | --- |",
-                      f"| EVALSHA of an empty script, same arguments | "
-                      f"{counted['empty_evalsha_instructions']:,} |"]
+                      f"| FCALL of an empty function, same arguments | "
+                      f"{counted['empty_call_instructions']:,} |"]
             lines += [f"| {cell(segment['step'])} | "
                       + ("(step not found)" if segment["instructions"] is None
                          else f"{segment['instructions']:,}") + " |"

@@ -7,9 +7,9 @@ load beside it.
 Starts a private redis-server (no persistence), seeds customers through the real
 put_customer script, builds each call with the gateway's own plan (hotpath.plan_authorize:
 the bench's purchase mix, every call a new purchase that is approved), and sends the calls
-as pipelined EVALSHA, 256 per round trip.
+as pipelined FCALL of the library's reserve function, 256 per round trip.
 
-- Time (default): Redis' own `usec_per_call` of EVALSHA (INFO commandstats), the least of
+- Time (default): Redis' own `usec_per_call` of FCALL (INFO commandstats), the least of
   --runs runs of --calls each, and how much of it the commands the script calls account for
   (the rest is Lua and the bridge between Lua and the commands). Times drift with whatever
   else the machine runs; compare them within one run.
@@ -17,10 +17,10 @@ as pipelined EVALSHA, 256 per round trip.
   instructions per call, counted from a zeroed counter to a dump around the measured calls.
   The count is repeatable (the same script, data and binary give the same count, whatever
   else the machine does), so it measures a change to a script where times cannot.
-- --segments (with --callgrind): the script cut short before each of its steps (the script
-  with `do return end` inserted, loaded under its own SHA), so the difference between two
-  cuts is what that step costs. This is how docs/benchmarks.md's table of reserve.lua's
-  steps was made.
+- --segments (with --callgrind): the script cut short before each of its steps (reserve.lua
+  with `do return end` inserted, loaded as the function of a library of its own), so the
+  difference between two cuts is what that step costs. This is how docs/benchmarks.md's
+  table of reserve.lua's steps was made.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from common import HOST, VAR_BENCH, free_port, machine, start_redis  # noqa: E40
 
 from creditgate import hotpath  # noqa: E402
 from creditgate.limits import catalog, contracts  # noqa: E402
-from creditgate.limits.lua_source import script_source, scripts  # noqa: E402
+from creditgate.limits.lua_source import library_source  # noqa: E402
 
 PIPELINE_CALLS = 256
 START_TIMEOUT_S = 60.0  # redis-server under valgrind starts slowly
@@ -55,12 +55,13 @@ CALLGRIND_CALLS_DEFAULT = 400
 # the cut goes before). A step that a later change removes is reported as missing.
 SEGMENTS = (
     ("TIME and the deadline", "local now, late = call_time"),
-    ("arguments (14 numbers checked)", "local base, customer_id, fingerprint"),
+    ("arguments (the product's rules kept, 4 small ones)", "local base, customer_id, fingerprint"),
     ("idempotency record (GET)", "local replay = idempotent_replay"),
-    ("approval's hold id (SHA-1, EXISTS)", "local hold_id, retried = approval_hold"),
-    ("release of expired holds (ZRANGE)", "local prior"),
-    ("read of the levels (HMGET)", "local values, caps, helds"),
-    ("status and product checks", "local status = values[1]"),
+    ("approval's hold id (planned by the gateway, EXISTS)", "-- A retry reads its fingerprint"),
+    ("release of expired holds (ZSCORE of the due set)", "local hold_key = base"),
+    ("read of the customer (HMGET)", "-- One read of the customer hash"),
+    ("levels parsed (read_levels)", "local levels, available, short_level = read_levels"),
+    ("status and product checks", "local function decline"),
     ("velocity windows", "local day_window, month_window"),
     ("credit checks and counter-offer", "if amount_reason == 0 and short_level"),
     ("customer hash write (HSET)", "-- After this point"),
@@ -115,12 +116,24 @@ class Calls:
         return plans
 
 
-def send(client: redis.Redis, sha: str, plans: list[tuple[list, list]]) -> None:
+def load(client: redis.Redis, body: str, tag: str) -> str:
+    """Load `body` (reserve.lua, or a cut of it) as the only function of a library of its
+    own; the name FCALL calls it by."""
+    client.function_load(library_source({"reserve": body}, library=f"creditgate_cost{tag}",
+                                        suffix=f"_cost{tag}"), replace=True)
+    return f"reserve_cost{tag}"
+
+
+def reserve_body() -> str:
+    return (Path(__file__).resolve().parent.parent / "limits" / "lua" / "reserve.lua").read_text()
+
+
+def send(client: redis.Redis, function: str, plans: list[tuple[list, list]]) -> None:
     """The calls, pipelined; every one must be approved (a retry's answer is its approval)."""
     for start in range(0, len(plans), PIPELINE_CALLS):
         pipe = client.pipeline(transaction=False)
         for keys_, args in plans[start:start + PIPELINE_CALLS]:
-            pipe.evalsha(sha, len(keys_), *keys_, *args)
+            pipe.fcall(function, len(keys_), *keys_, *args)
         replies = pipe.execute()
         refused = [reply for reply in replies if not reply.startswith(b"OK|0|")]
         if refused:  # the figures are for approvals: a decline is a bench bug
@@ -128,22 +141,22 @@ def send(client: redis.Redis, sha: str, plans: list[tuple[list, list]]) -> None:
 
 
 def timed(client: redis.Redis, calls: Calls, args) -> dict:
-    sha = scripts()["reserve"].sha
+    sha = load(client, reserve_body(), "")
     runs = []
     for _ in range(args.runs):
         plans = calls.next(args.calls)
         client.config_resetstat()
         send(client, sha, plans)
         stats = client.info("commandstats")
-        evalsha = stats["cmdstat_evalsha"]
+        evalsha = stats["cmdstat_fcall"]
         inner = {name.removeprefix("cmdstat_"): value["usec"] / evalsha["calls"]
                  for name, value in stats.items()
-                 if name not in ("cmdstat_evalsha", "cmdstat_config|resetstat")}
+                 if name not in ("cmdstat_fcall", "cmdstat_config|resetstat")}
         # The same calls again: retries, answered from the holds they made (what bench/
         # maxrate.py's h2load sends after its first call, as it replays one body).
         client.config_resetstat()
         send(client, sha, plans)
-        replay = client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
+        replay = client.info("commandstats")["cmdstat_fcall"]["usec_per_call"]
         runs.append({"usec_per_call": evalsha["usec_per_call"], "commands_usec": inner,
                      "replay_usec_per_call": replay})
     best = min(runs, key=lambda run: run["usec_per_call"])
@@ -215,34 +228,34 @@ def cut_before(source: str, start: str) -> str | None:
 
 
 def counted(client: redis.Redis, grind: Callgrind, calls: Calls, args) -> dict:
-    def cost(source: str, replays: bool = False) -> float | tuple[float, float]:
-        sha = client.script_load(source)
+    tags = iter(range(1_000))
+
+    def cost(body: str, replays: bool = False) -> float | tuple[float, float]:
+        sha = load(client, body, str(next(tags)))
         plans = calls.next(args.calls)
         first = grind.instructions(lambda: send(client, sha, plans)) / args.calls
         if not replays:
             return first
         return first, grind.instructions(lambda: send(client, sha, plans)) / args.calls
 
-    first, replay = cost(scripts()["reserve"].source, replays=True)
+    body = reserve_body()
+    first, replay = cost(body, replays=True)
     result = {"instructions_per_call": round(first),
               "replay_instructions_per_call": round(replay)}
     if args.segments:
-        body = (Path(__file__).resolve().parent.parent / "limits" / "lua"
-                / "reserve.lua").read_text()
         empty = round(cost("return 'OK|0|empty'"))
         # The cut before a step counts everything before it, so a step costs the cut before
-        # the next step less the cut before its own; the prelude is the first cut less an
-        # empty script's call with the same arguments.
-        steps = [("the prelude (its helper functions built per call)", empty)]
+        # the next step less the cut before its own; the first step is the first cut less an
+        # empty function's call with the same arguments.
+        steps = [("start of the function (the library built the prelude once)", empty)]
         for name, start in SEGMENTS:
             cut = cut_before(body, start)
-            steps.append((name, None if cut is None else
-                          round(cost(script_source("reserve", body=cut)))))
+            steps.append((name, None if cut is None else round(cost(cut))))
         ends = [before for _, before in steps[1:]] + [result["instructions_per_call"]]
         segments = [{"step": name, "instructions":
                      None if before is None or end is None else end - before}
                     for (name, before), end in zip(steps, ends, strict=True)]
-        result.update(empty_evalsha_instructions=empty, segments=segments)
+        result.update(empty_call_instructions=empty, segments=segments)
     return result
 
 
@@ -267,8 +280,8 @@ def main(argv=None) -> int:
                   f"inside redis-server (callgrind, {args.calls} new purchases); "
                   f"{result['replay_instructions_per_call']:,} per retry of an approval")
             if args.segments:
-                print(f"  {'EVALSHA of an empty script with the same arguments':55s} "
-                      f"{result['empty_evalsha_instructions']:>9,}")
+                print(f"  {'FCALL of an empty function with the same arguments':55s} "
+                      f"{result['empty_call_instructions']:>9,}")
                 for segment in result["segments"]:
                     figure = segment["instructions"]
                     print(f"  {segment['step']:55s} "

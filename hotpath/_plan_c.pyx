@@ -13,6 +13,7 @@ functions, the fingerprint is hashlib's BLAKE2b, as in the specification. docs/b
 """
 
 import hashlib
+import time
 
 from creditgate.hotpath import _plan_py
 from creditgate.hotpath._plan_py import CHANNEL_NAMES, InvalidArgument
@@ -52,11 +53,8 @@ assert _ID_CHARACTERS == frozenset([chr(c) for c in range(0x80) if _is_id_charac
 cdef struct _ReserveKeys:
     Py_ssize_t customer, customer_holds, due, outbox, idempotency
 cdef struct _ReserveArgs:
-    Py_ssize_t base, customer_id, fingerprint, product_id, amount_minor, hold_ttl_ms
-    Py_ssize_t rule_decline, merchant_id, mcc, channel, currency
-    Py_ssize_t day_amount_max_minor, day_count_max, month_amount_max_minor, month_count_max
-    Py_ssize_t amount_min_minor, amount_max_minor, partial_approval, capture_tolerance_bps
-    Py_ssize_t incremental, installment_months, installment_fee_bps
+    Py_ssize_t base, customer_id, fingerprint, amount_minor, rule_decline, partial_approval
+    Py_ssize_t installment_months, merchant_id, mcc, rules, hold_ids
 cdef struct _HoldKeys:
     Py_ssize_t hold, idempotency, due, outbox
 cdef struct _CaptureArgs:
@@ -87,12 +85,11 @@ cdef class ProductRules:
     """One catalog product, prepared once at start-up for the per-request checks: the
     specification's ProductRules, held in typed fields."""
 
-    cdef public str product_id, currency, hold_ttl_ms, capture_tolerance_bps
-    cdef public str incremental_flag, installment_fee_bps, installment_terms
+    cdef public str product_id, currency, installment_terms
     cdef public object amount_min_minor, amount_max_minor
     cdef public frozenset channels, mcc_allow, mcc_deny
-    cdef public tuple velocity_args, amount_bound_args, installment_months
-    cdef public dict nodes_by_channel
+    cdef public tuple installment_months
+    cdef public dict nodes_by_channel, rules_by_channel
     cdef public bint partial_approval
     cdef object _product
 
@@ -207,12 +204,13 @@ cdef Py_ssize_t _partition(partition) except -1:
     raise AssertionError(partition)
 
 
-def plan_authorize(request, rules_by_product, partitions):
+def plan_authorize(request, rules_by_product, partitions, now_ms=None):
     """Validate an AuthorizeRequest and build the reserve script's (keys, args).
 
     Raises InvalidArgument for bad input, checking fields in the order of the proto. An
-    approval's hold id is not planned: reserve.lua derives it from the idempotency record's
-    key (limits/keys.derived_hold_id).
+    approval's hold ids derive from the idempotency record's key and the time's epoch
+    (limits/keys.planned_hold_ids, by this host's clock unless `now_ms` is given): the script
+    takes them if the epoch is its own, else derives them itself.
     """
     cdef ProductRules rules
     cdef Py_ssize_t partition
@@ -252,25 +250,17 @@ def plan_authorize(request, rules_by_product, partitions):
     args[RESERVE_ARGS.fingerprint] = _digest("|".join((
         product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
     )))
-    args[RESERVE_ARGS.product_id] = product_id
     args[RESERVE_ARGS.amount_minor] = amount
-    args[RESERVE_ARGS.hold_ttl_ms] = rules.hold_ttl_ms
     args[RESERVE_ARGS.rule_decline] = str(_decline(rules, channel, mcc, amount_minor))
+    args[RESERVE_ARGS.partial_approval] = "1" if rules.partial_approval and allow_partial else "0"
+    args[RESERVE_ARGS.installment_months] = months
     args[RESERVE_ARGS.merchant_id] = merchant_id
     args[RESERVE_ARGS.mcc] = mcc
-    args[RESERVE_ARGS.channel] = channel
-    args[RESERVE_ARGS.currency] = currency
-    (args[RESERVE_ARGS.day_amount_max_minor], args[RESERVE_ARGS.day_count_max],
-     args[RESERVE_ARGS.month_amount_max_minor],
-     args[RESERVE_ARGS.month_count_max]) = rules.velocity_args
-    (args[RESERVE_ARGS.amount_min_minor],
-     args[RESERVE_ARGS.amount_max_minor]) = rules.amount_bound_args
-    args[RESERVE_ARGS.partial_approval] = "1" if rules.partial_approval and allow_partial else "0"
-    args[RESERVE_ARGS.capture_tolerance_bps] = rules.capture_tolerance_bps
-    args[RESERVE_ARGS.incremental] = rules.incremental_flag
-    args[RESERVE_ARGS.installment_months] = months
-    args[RESERVE_ARGS.installment_fee_bps] = rules.installment_fee_bps
-    args += rules.nodes_by_channel[channel]  # the repeated `nodes`, after the named args
+    args[RESERVE_ARGS.rules] = rules.rules_by_channel[channel]
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
+    args[RESERVE_ARGS.hold_ids] = keys.planned_hold_ids(
+        base, keys_[RESERVE_KEYS.idempotency], now_ms)
     return keys_, args
 
 

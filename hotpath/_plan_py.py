@@ -11,6 +11,7 @@ status, and records it for idempotency.
 from __future__ import annotations
 
 import hashlib
+import time
 
 from creditgate.limits import contracts, keys
 from creditgate.limits.catalog import CURRENCIES, Product
@@ -46,25 +47,34 @@ class ProductRules:
         self.channels = frozenset(product.channels)
         self.mcc_allow = frozenset(product.mcc_allow)
         self.mcc_deny = frozenset(product.mcc_deny)
-        self.hold_ttl_ms = str(product.hold_ttl_s * 1000)
-        velocity = product.velocity
-        self.velocity_args = (
-            str(velocity.day.amount_max_minor),
-            str(velocity.day.count_max),
-            str(velocity.month.amount_max_minor),
-            str(velocity.month.count_max),
-        )
         self.nodes_by_channel = {
             channel: product.nodes_for(channel) for channel in CHANNEL_NAMES[1:]
         }
-        # The reserve script's args from the product, as its strings (limits/contracts.RESERVE).
-        self.amount_bound_args = (str(product.amount_min_minor), str(product.amount_max_minor))
         self.partial_approval = bool(product.partial_approval)
-        self.capture_tolerance_bps = str(product.capture_tolerance_bps)
-        self.incremental_flag = "1" if product.incremental else "0"
         self.installment_months = tuple(product.installments.months)
-        self.installment_fee_bps = str(product.installments.monthly_fee_bps)
         self.installment_terms = _terms_text(product.id, self.installment_months)
+        # The reserve script's `rules` on each channel (limits/contracts.PRODUCT_RULES).
+        self.rules_by_channel = {
+            channel: product_rules_text(product, channel, nodes)
+            for channel, nodes in self.nodes_by_channel.items()
+        }
+
+
+def product_rules_text(product: Product, channel: str, nodes) -> str:
+    """A product's rules on one channel as the reserve script takes them in one argument."""
+    velocity = product.velocity
+    return contracts.RULES_SEPARATOR.join(str(value) for value in contracts.PRODUCT_RULES.pack(
+        product_id=product.id, channel=channel, currency=product.currency,
+        hold_ttl_ms=product.hold_ttl_s * 1000,
+        day_amount_max_minor=velocity.day.amount_max_minor,
+        day_count_max=velocity.day.count_max,
+        month_amount_max_minor=velocity.month.amount_max_minor,
+        month_count_max=velocity.month.count_max,
+        amount_min_minor=product.amount_min_minor, amount_max_minor=product.amount_max_minor,
+        capture_tolerance_bps=product.capture_tolerance_bps,
+        incremental=1 if product.incremental else 0,
+        installment_fee_bps=product.installments.monthly_fee_bps,
+        nodes=contracts.NODES_SEPARATOR.join(nodes)))
 
 
 def _terms_text(product_id: str, months: tuple[int, ...]) -> str:
@@ -117,12 +127,14 @@ def fingerprint(*parts: str) -> str:
     return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
 
 
-def plan_authorize(request, rules_by_product: dict, partitions: int):
+def plan_authorize(request, rules_by_product: dict, partitions: int,
+                   now_ms: int | None = None):
     """Validate an AuthorizeRequest and build the reserve script's (keys, args).
 
     Raises InvalidArgument for bad input, checking fields in the order of the proto. An
-    approval's hold id is not planned: reserve.lua derives it from the idempotency record's
-    key (limits/keys.derived_hold_id).
+    approval's hold ids derive from the idempotency record's key and the time's epoch
+    (limits/keys.planned_hold_ids, by this host's clock unless `now_ms` is given): the script
+    takes them if the epoch is its own, else derives them itself.
     """
     idempotency_key = request.idempotency_key
     customer_id = request.customer_id
@@ -158,23 +170,16 @@ def plan_authorize(request, rules_by_product: dict, partitions: int):
     args[a.fingerprint] = fingerprint(
         product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
     )
-    args[a.product_id] = product_id
     args[a.amount_minor] = amount
-    args[a.hold_ttl_ms] = rules.hold_ttl_ms
     args[a.rule_decline] = str(product_decline(rules, channel, mcc, amount_minor))
+    args[a.partial_approval] = "1" if rules.partial_approval and allow_partial else "0"
+    args[a.installment_months] = months
     args[a.merchant_id] = merchant_id
     args[a.mcc] = mcc
-    args[a.channel] = channel
-    args[a.currency] = currency
-    (args[a.day_amount_max_minor], args[a.day_count_max],
-     args[a.month_amount_max_minor], args[a.month_count_max]) = rules.velocity_args
-    args[a.amount_min_minor], args[a.amount_max_minor] = rules.amount_bound_args
-    args[a.partial_approval] = "1" if rules.partial_approval and allow_partial else "0"
-    args[a.capture_tolerance_bps] = rules.capture_tolerance_bps
-    args[a.incremental] = rules.incremental_flag
-    args[a.installment_months] = months
-    args[a.installment_fee_bps] = rules.installment_fee_bps
-    args += rules.nodes_by_channel[channel]  # the repeated `nodes`, after the named args
+    args[a.rules] = rules.rules_by_channel[channel]
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
+    args[a.hold_ids] = keys.planned_hold_ids(base, keys_[RESERVE.keys.idempotency], now_ms)
     return keys_, args
 
 

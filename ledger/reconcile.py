@@ -97,12 +97,12 @@ async def redis_accounts(redis: aioredis.Redis, partitions: int) -> Accounts:
         prefix = keys.customer(keys.base(partition), "")
         async for key in redis.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
             customer_id = key.decode()[len(prefix):]
-            for field, value in (await redis.hgetall(key)).items():
-                name = field.decode()
-                for index, kind in ((0, keys.FIELD_HELD), (1, keys.FIELD_USED)):
-                    if name.startswith(kind):
-                        found.levels.setdefault((customer_id, name[len(kind):]),
-                                                [0, 0])[index] = int(value)
+            fields = {field.decode(): value.decode()
+                      for field, value in (await redis.hgetall(key)).items()}
+            # Either layout: a customer keeps layout 1 until a script touches it.
+            for node, level in keys.levels_of(fields).items():
+                found.levels[customer_id, node] = [level.held, level.used]
+            for name, value in fields.items():
                 if name.startswith(keys.FIELD_BALANCE) and int(value):
                     found.balances[customer_id, name[len(keys.FIELD_BALANCE):]] = int(value)
                 if name == keys.FIELD_CREDIT_BALANCE and int(value):

@@ -42,6 +42,9 @@ HOLD_TOKEN_LENGTH = 16  # random base32 characters after the partition in a hold
 # Work one script call may do: expiring a customer's due holds is bounded per call; the
 # sweeper and later calls release the rest.
 EXPIRE_PER_CALL_MAX = 64
+# Distinct product-rule texts (a product on a channel, per catalog version) the scripts keep
+# parsed between calls; past it they start over, so catalog reloads cannot grow it.
+PRODUCT_RULES_KEPT_MAX = 4096
 
 # Gateway.
 BATCH_SIZE_MAX = 256  # requests coalesced into one Redis round trip

@@ -34,11 +34,17 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from creditgate.limits.constants import HOLD_TOKEN_LENGTH, IDEMPOTENCY_TTL_S, PARTITIONS_MAX
 
 PREFIX = "cg"
+# The version of the scripts' contract with Redis: their KEYS, ARGV and replies and the data
+# they keep. The scripts are one Redis Functions library named by it (LIBRARY), each function
+# `<script>_v<version>`, so the libraries of two versions can sit side by side in one Redis.
+LAYOUT_VERSION = 2
+LIBRARY = f"creditgate_v{LAYOUT_VERSION}"
 
 # Key kinds, after the partition base.
 KIND_CUSTOMER = "c:"
@@ -69,21 +75,86 @@ MERCHANT_SCOPE_SEPARATOR = " "
 # hold has (deny by default: "" would be every merchant).
 MERCHANT_SCOPE_NONE = MERCHANT_EXACT
 
-# Fields of the customer hash.
-FIELD_STATUS = "st"
+# Fields of the customer hash (layout LAYOUT_VERSION; docs/design.md "Redis layout").
+FIELD_STATUS = "s"
+FIELD_LAYOUT = "lv"  # LAYOUT_VERSION: which layout wrote the customer (tools and upgrades read it)
 FIELD_TIMEZONE = "tz"
 # Not stored with the customer (a zone with daylight-saving changes has a ~1.5 KB schedule):
 # the partition's `tz` hash keeps one copy per zone; credit.lua's reply adds it under this name.
 FIELD_TZ_SCHEDULE = "tzs"
 FIELD_EVENT_SEQ = "sq"
-FIELD_CAP = "cap:"  # + node
-FIELD_HELD = "h:"  # + node: sum of open holds
-FIELD_USED = "u:"  # + node: captured and not repaid
-FIELD_VELOCITY_DAY = "vd:"  # + product: "<day number>:<amount>:<count>"
-FIELD_VELOCITY_MONTH = "vm:"  # + product: "<month number>:<amount>:<count>"
-FIELD_RAISE = "tr:"  # + node: "<raise minor>:<expires at ms>", a temporary raise of the cap
+# + node: "<cap>:<held>:<used>", then ":<raise>:<raise expires at ms>" while a temporary raise
+# is set. An empty cap is no cap (a level that keeps usage after its cap was removed).
+FIELD_LEVEL = "l:"
+# + product: "<day number>:<amount>:<count>:<month number>:<amount>:<count>".
+FIELD_VELOCITY = "v:"
 FIELD_BALANCE = "b:"  # + path (nodes root first, comma-joined): captured, not refunded/repaid
 FIELD_CREDIT_BALANCE = "cr"  # overpaid by repayments and late refunds: owed to the customer
+LEVEL_SEPARATOR = ":"
+
+# The customer fields of layout 1, which the scripts upgrade on first touch: a field per
+# number (cap, held, used), the raise and each velocity window apart.
+V1_FIELD_STATUS = "st"
+V1_FIELD_CAP = "cap:"  # + node
+V1_FIELD_HELD = "h:"  # + node
+V1_FIELD_USED = "u:"  # + node
+V1_FIELD_VELOCITY_DAY = "vd:"  # + product: "<day number>:<amount>:<count>"
+V1_FIELD_VELOCITY_MONTH = "vm:"  # + product: "<month number>:<amount>:<count>"
+V1_FIELD_RAISE = "tr:"  # + node: "<raise minor>:<expires at ms>"
+
+
+class LevelText(NamedTuple):
+    """A level field of the customer hash (FIELD_LEVEL), read: cap None if none."""
+
+    cap: int | None
+    held: int
+    used: int
+    raise_minor: int
+    raise_expires_ms: int
+
+
+def level_text(cap: int | None, held: int, used: int, raise_minor: int = 0,
+               raise_expires_ms: int = 0) -> str:
+    """The text of a level field; the raise only while one is set (raise_minor > 0)."""
+    text = f"{'' if cap is None else cap}:{held}:{used}"
+    return f"{text}:{raise_minor}:{raise_expires_ms}" if raise_minor else text
+
+
+def read_level(text: str | None) -> LevelText:
+    """A level field's numbers; an absent field is a level with nothing in it."""
+    if text is None:
+        return LevelText(None, 0, 0, 0, 0)
+    cap, held, used, *raised = text.split(LEVEL_SEPARATOR)
+    raise_minor, expires = (int(raised[0]), int(raised[1])) if raised else (0, 0)
+    return LevelText(int(cap) if cap else None, int(held), int(used), raise_minor, expires)
+
+
+def levels_of(fields: Mapping[str, str]) -> dict[str, LevelText]:
+    """Every level of a customer hash by node, from either layout (a customer keeps layout 1
+    until a script touches it): reconciliation reads customers as they are stored."""
+    if V1_FIELD_STATUS not in fields:
+        return {field[len(FIELD_LEVEL):]: read_level(value) for field, value in fields.items()
+                if field.startswith(FIELD_LEVEL)}
+    numbers: dict[str, dict[str, str]] = {}
+    for field, value in fields.items():
+        for prefix in (V1_FIELD_CAP, V1_FIELD_HELD, V1_FIELD_USED, V1_FIELD_RAISE):
+            if field.startswith(prefix):
+                numbers.setdefault(field[len(prefix):], {})[prefix] = value
+    levels = {}
+    for node, found in numbers.items():
+        raised = found.get(V1_FIELD_RAISE, "0:0").split(LEVEL_SEPARATOR)
+        cap = found.get(V1_FIELD_CAP)
+        levels[node] = LevelText(None if cap is None else int(cap),
+                                 int(found.get(V1_FIELD_HELD, 0)),
+                                 int(found.get(V1_FIELD_USED, 0)), int(raised[0]),
+                                 int(raised[1]))
+    return levels
+
+
+def velocity_text(day: tuple[int, int, int], month: tuple[int, int, int]) -> str:
+    """A velocity field: (number, amount, count) of the day window, then the month's."""
+    return LEVEL_SEPARATOR.join(str(value) for value in (*day, *month))
+
 
 # Fields of a hold hash (`cg:{p:NNN}:h:<hold id>`), by what they hold. Every hold has the
 # first eleven; the rest only when they apply, so an open hold stays small.
@@ -130,17 +201,21 @@ LUA_CONSTANTS: dict[str, str] = {
     "K_PATHS": KEY_PATHS,
     "PATH_ID_MARK": PATH_ID_MARK,
     "F_STATUS": FIELD_STATUS,
+    "F_LAYOUT": FIELD_LAYOUT,
     "F_TIMEZONE": FIELD_TIMEZONE,
     "F_TZ_SCHEDULE": FIELD_TZ_SCHEDULE,
     "F_EVENT_SEQ": FIELD_EVENT_SEQ,
-    "F_CAP": FIELD_CAP,
-    "F_HELD": FIELD_HELD,
-    "F_USED": FIELD_USED,
-    "F_VELOCITY_DAY": FIELD_VELOCITY_DAY,
-    "F_VELOCITY_MONTH": FIELD_VELOCITY_MONTH,
-    "F_RAISE": FIELD_RAISE,
+    "F_LEVEL": FIELD_LEVEL,
+    "F_VELOCITY": FIELD_VELOCITY,
     "F_BALANCE": FIELD_BALANCE,
     "F_CREDIT_BALANCE": FIELD_CREDIT_BALANCE,
+    "V1_STATUS": V1_FIELD_STATUS,
+    "V1_CAP": V1_FIELD_CAP,
+    "V1_HELD": V1_FIELD_HELD,
+    "V1_USED": V1_FIELD_USED,
+    "V1_VELOCITY_DAY": V1_FIELD_VELOCITY_DAY,
+    "V1_VELOCITY_MONTH": V1_FIELD_VELOCITY_MONTH,
+    "V1_RAISE": V1_FIELD_RAISE,
     "TOMBSTONE": TOMBSTONE,
     "EXPIRY_CALLER": EXPIRY_CALLER,
     "MERCHANT_EXACT": MERCHANT_EXACT,
@@ -206,6 +281,16 @@ def derived_hold_id(partition_base: str, record_key: str, epoch: int) -> str:
     assert base(partition) == partition_base
     token = hashlib.sha1(f"{record_key}|{epoch}".encode()).hexdigest()[:HOLD_TOKEN_LENGTH]
     return hold_id(partition, token)
+
+
+def planned_hold_ids(partition_base: str, record_key: str, now_ms: int) -> str:
+    """An approval's hold ids as the gateway plans them for reserve.lua (its `hold_ids`):
+    "<epoch>:<the id in that epoch>:<the id in the epoch before>" (derived_hold_id) by the
+    gateway's clock. The script takes them when the epoch is its own (by Redis' clock) and
+    derives them itself otherwise: SHA-1 costs the gateway less than Redis' single thread."""
+    epoch = hold_epoch(now_ms)
+    return (f"{epoch}:{derived_hold_id(partition_base, record_key, epoch)}:"
+            f"{derived_hold_id(partition_base, record_key, epoch - 1)}")
 
 
 def outbox(partition_base: str) -> str:

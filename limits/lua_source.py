@@ -1,13 +1,14 @@
-"""The Lua scripts as Redis runs them: each file of limits/lua/ after the prelude helpers it
-calls (limits/lua/_lib.lua), with every shared constant and the script's own contract
-(limits/contracts.py: KEY_*, ARG_*) written as its value. Loaded once with SCRIPT LOAD and
-called by SHA; limits/transport.py sends the calls.
+"""The Lua scripts as Redis runs them: one Redis Functions library (keys.LIBRARY, named by the
+layout version) holding the prelude (limits/lua/_lib.lua) once and each file of limits/lua/
+as a function `<name>_v<version>`, with every shared constant and each script's own contract
+(limits/contracts.py: KEY_*, ARG_*) written as its value. Loaded once with FUNCTION LOAD and
+called with FCALL; limits/transport.py sends the calls. `script_source` gives one script as a
+plain EVAL script (the ledger worker's dead_letter, and the tests' probes of the helpers).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.resources
 import re
 
@@ -39,13 +40,21 @@ def lua_constant_values() -> dict[str, str]:
         "INSTALLMENT_FEE_BPS_MAX": constants.INSTALLMENT_FEE_BPS_MAX,
         "RAISE_DURATION_MS_MAX": constants.RAISE_DURATION_S_MAX * 1000,
         "SWEEP_CUSTOMERS_PER_PARTITION_MAX": constants.SWEEP_CUSTOMERS_PER_PARTITION_MAX,
+        "PRODUCT_RULES_KEPT_MAX": constants.PRODUCT_RULES_KEPT_MAX,
     }
     values.update((name, str(value)) for name, value in bounds.items())
+    # The fields of reserve's product rules (contracts.PRODUCT_RULES) by their Lua index.
+    values.update((f"RULE_{name.upper()}", str(index + 1))
+                  for index, name in enumerate(contracts.PRODUCT_RULES.names))
+    values["RULE_FIELDS"] = str(len(contracts.PRODUCT_RULES))
+    values["LAYOUT_VERSION"] = _lua_string(str(keys.LAYOUT_VERSION))
+    values["RULES_SEPARATOR"] = _lua_string(contracts.RULES_SEPARATOR)
+    values["NODES_SEPARATOR"] = _lua_string(contracts.NODES_SEPARATOR)
     return values
 
 
 def _lua_string(value: str) -> str:
-    assert all(c.isalnum() or c in ":_|.#=^ " for c in value), value
+    assert all(c.isalnum() or c in ":_|.#=^ ," for c in value), value
     return f"'{value}'"
 
 
@@ -54,18 +63,22 @@ def _read(name: str) -> str:
 
 
 class LoadedScript:
-    """A script's source as Redis runs it, and its SHA-1 (what EVALSHA names)."""
+    """A script of the library: its name, the function FCALL names, the library's source."""
 
-    __slots__ = ("name", "source", "sha")
+    __slots__ = ("name", "function", "source")
 
-    def __init__(self, name: str, source: str):
+    def __init__(self, name: str, function: str, source: str):
         self.name = name
+        self.function = function
         self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-# A script's source is its prelude (limits/lua/_lib.lua) and its own file, with two changes
-# measured in redis-server by bench/script_cost.py (docs/benchmarks.md):
+def function_name(name: str, version: int = keys.LAYOUT_VERSION) -> str:
+    return f"{name}_v{version}"
+
+
+# A script's source (script_source, for EVAL) is its prelude (limits/lua/_lib.lua) and its own
+# file, with two changes measured in redis-server by bench/script_cost.py (docs/benchmarks.md):
 # - every shared constant is written as its literal value, not as a `local` of the prelude:
 #   a prelude function that reads a local captures it as an upvalue each time the script runs
 #   (Redis runs the whole chunk per call);
@@ -120,6 +133,50 @@ def script_source(name: str, body: str | None = None) -> str:
                              f"limits/lua_source.py\n{prelude}{body}", values)
 
 
+def library_source(bodies: dict[str, str] | None = None, library: str = keys.LIBRARY,
+                   suffix: str = f"_v{keys.LAYOUT_VERSION}") -> str:
+    """The library FUNCTION LOAD takes: the prelude once (its helpers are built when the
+    library loads, not per call), then each script's body as a function registered as
+    `<name><suffix>` (`bodies`: other texts in place of the files, for bench/script_cost.py's
+    cuts). Locals of the library (the prelude's memo tables) live as long as the library."""
+    head, functions = _split_library(_read("_lib.lua"))
+    if bodies is None:
+        bodies = {name: _read(f"{name}.lua") for name in SCRIPT_NAMES}
+    used: set[str] = set()
+    for body in bodies.values():
+        used |= _used_functions(body, functions)
+    assert _GLOBALS_LINES in head, "_lib.lua's head no longer takes the globals it uses"
+    head = head.replace(_GLOBALS_LINES, _LIBRARY_GLOBALS)
+    prelude = head + "".join(text for helper, text in functions.items() if helper in used)
+    constants = lua_constant_values()
+    parts = [f"#!lua name={library}\n-- generated from limits/lua/ by limits/lua_source.py\n",
+             _inline_constants(prelude, constants)]
+    for name, body in bodies.items():
+        values = {**constants, **contracts.SCRIPTS[name].lua_constants()}
+        parts.append(
+            f"\n-- {name}.lua\nlocal function {name}_script(KEYS, ARGV)\n"
+            f"{_inline_constants(body, values)}\nend\n"
+            f"loading_redis.register_function('{name}{suffix}', function(KEYS, ARGV)\n"
+            f"  if not string then {_GLOBAL_NAMES} = standard_globals() end\n"
+            f"  return {name}_script(KEYS, ARGV)\nend)\n")
+    return "".join(parts)
+
+
+# The prelude takes the globals it uses into locals (a global read is a metamethod call per
+# read). While a library loads, its code reaches only a `redis` that can register functions:
+# the library declares the locals, and each function sets them on its first call.
+_GLOBALS_LINES = ("local redis, math, string, table = redis, math, string, table\n"
+                  "local tonumber, ipairs, unpack = tonumber, ipairs, unpack\n")
+_GLOBAL_NAMES = "redis, math, string, table, tonumber, ipairs, unpack"
+_LIBRARY_GLOBALS = (f"local function standard_globals()\n  return {_GLOBAL_NAMES}\nend\n"
+                    f"local loading_redis = redis\nlocal {_GLOBAL_NAMES}\n")
+
+
+@functools.cache
+def library() -> str:
+    return library_source()
+
+
 @functools.cache
 def scripts() -> dict[str, LoadedScript]:
-    return {name: LoadedScript(name, script_source(name)) for name in SCRIPT_NAMES}
+    return {name: LoadedScript(name, function_name(name), library()) for name in SCRIPT_NAMES}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -66,22 +67,25 @@ _STATUS_DECLINES = {"frozen": R.CUSTOMER_FROZEN, "closed": R.CUSTOMER_CLOSED,
 _CLOSED_REFUSALS = {"expired": E.HOLD_EXPIRED, "voided": E.HOLD_VOIDED,
                     "captured": E.HOLD_CAPTURED, "reversed": E.HOLD_REVERSED}
 
-# reserve's numeric ARGV and their bounds (int_arg in limits/lua/_lib.lua).
-_PURCHASE_BOUNDS: dict[str, tuple[int, int]] = {
-    "amount_minor": (1, constants.AMOUNT_MINOR_MAX),
+# The numbers of reserve's product rules (contracts.PRODUCT_RULES) and their bounds (int_arg
+# in limits/lua/_lib.lua product_rules).
+_RULE_BOUNDS: dict[str, tuple[int, int]] = {
     "hold_ttl_ms": (1, HOLD_TTL_MS_MAX),
-    "rule_decline": (0, R.AMOUNT_ABOVE_MAXIMUM),
     "day_amount_max_minor": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
     "day_count_max": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
     "month_amount_max_minor": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
     "month_count_max": (0, constants.VELOCITY_AMOUNT_MINOR_MAX),
     "amount_min_minor": (0, constants.AMOUNT_MINOR_MAX),
     "amount_max_minor": (0, constants.AMOUNT_MINOR_MAX),
-    "partial_approval": (0, 1),
     "capture_tolerance_bps": (0, constants.CAPTURE_TOLERANCE_BPS_MAX),
     "incremental": (0, 1),
-    "installment_months": (0, constants.INSTALLMENT_MONTHS_MAX),
     "installment_fee_bps": (0, constants.INSTALLMENT_FEE_BPS_MAX),
+}
+# reserve's own numeric ARGV and their bounds; "0" and "1" of partial_approval only.
+_PURCHASE_BOUNDS: dict[str, tuple[int, int]] = {
+    "amount_minor": (1, constants.AMOUNT_MINOR_MAX),
+    "rule_decline": (0, R.AMOUNT_ABOVE_MAXIMUM),
+    "installment_months": (0, constants.INSTALLMENT_MONTHS_MAX),
 }
 
 
@@ -129,21 +133,26 @@ def authorization_reply(reason: int, level: str, hold_id: str, available: int, n
 # -- what the checks read -----------------------------------------------------------------
 @dataclass(frozen=True)
 class _Purchase:
-    """reserve's numeric ARGV, checked, under the contract's names."""
+    """reserve's numeric ARGV and its product rules (contracts.PRODUCT_RULES), checked, under
+    the contract's names."""
 
     amount_minor: int
-    hold_ttl_ms: int
     rule_decline: int
+    partial_approval: int
+    installment_months: int
+    product_id: str
+    channel: str
+    currency: str
+    nodes: tuple[str, ...]
+    hold_ttl_ms: int
     day_amount_max_minor: int
     day_count_max: int
     month_amount_max_minor: int
     month_count_max: int
     amount_min_minor: int
     amount_max_minor: int
-    partial_approval: int
     capture_tolerance_bps: int
     incremental: int
-    installment_months: int
     installment_fee_bps: int
 
     @property
@@ -153,14 +162,30 @@ class _Purchase:
                     self.month_amount_max_minor, self.month_count_max))
 
 
+def _texts(text: str, separator: str) -> list[str]:
+    """The non-empty parts of `text` between separators (split of limits/lua/_lib.lua)."""
+    return [part for part in text.split(separator) if part]
+
+
 def _purchase(a: Fields) -> _Purchase | None:
-    """reserve's arguments: every number within its bounds, no one-month installment plan, at
-    least one limit node; None if any fails."""
+    """reserve's arguments: every number within its bounds, partial approval "0" or "1", no
+    one-month installment plan, product rules of every field and at least one limit node;
+    None if any fails."""
     numbers = {name: _int_arg(getattr(a, name), low, high)
                for name, (low, high) in _PURCHASE_BOUNDS.items()}
-    if None in numbers.values() or numbers["installment_months"] == 1 or not a.rest:
+    parts = _texts(a.rules, contracts.RULES_SEPARATOR)
+    if len(parts) != len(contracts.PRODUCT_RULES):
         return None
-    return _Purchase(**numbers)  # type: ignore[arg-type]
+    rules = contracts.PRODUCT_RULES.bind(parts)
+    numbers.update((name, _int_arg(getattr(rules, name), low, high))
+                   for name, (low, high) in _RULE_BOUNDS.items())
+    nodes = tuple(_texts(rules.nodes, contracts.NODES_SEPARATOR))
+    if None in numbers.values() or numbers["installment_months"] == 1 or not nodes \
+            or a.partial_approval not in ("0", "1"):
+        return None
+    return _Purchase(partial_approval=int(a.partial_approval), product_id=rules.product_id,
+                     channel=rules.channel, currency=rules.currency, nodes=nodes,
+                     **numbers)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -172,11 +197,11 @@ class _Levels:
 
     @classmethod
     def read(cls, customer: Mapping[str, str], nodes: Sequence[str], now: int) -> _Levels:
-        return cls([(node,
-                     effective_cap(int(customer.get(keys.FIELD_CAP + node, 0)),
-                                   customer.get(keys.FIELD_RAISE + node), now),
-                     int(customer.get(keys.FIELD_HELD + node, 0)),
-                     int(customer.get(keys.FIELD_USED + node, 0))) for node in nodes])
+        rows = []
+        for node in nodes:
+            level = keys.read_level(customer.get(keys.FIELD_LEVEL + node))
+            rows.append((node, _effective_cap(level, now), level.held, level.used))
+        return cls(rows)
 
     @property
     def nodes(self) -> list[str]:
@@ -226,10 +251,11 @@ class _Windows:
         return bool((day_max and self.day_amount + amount > day_max)
                     or (month_max and self.month_amount + amount > month_max))
 
-    def texts(self, amount: int, purchases: int) -> tuple[str, str]:
-        """The day's and the month's stored text after counting `amount` and `purchases`."""
-        return (f"{self.day}:{self.day_amount + amount}:{self.day_count + purchases}",
-                f"{self.month}:{self.month_amount + amount}:{self.month_count + purchases}")
+    def text(self, amount: int, purchases: int) -> str:
+        """The stored text of both windows after counting `amount` and `purchases`."""
+        return keys.velocity_text(
+            (self.day, self.day_amount + amount, self.day_count + purchases),
+            (self.month, self.month_amount + amount, self.month_count + purchases))
 
 
 @dataclass(frozen=True)
@@ -299,27 +325,73 @@ class Model:
         """The product's velocity windows in the customer's local calendar."""
         day, month = calendar.window_numbers(
             self._zone_schedule(base, customer[keys.FIELD_TIMEZONE]), now)
-        day_amount, day_count = _window_usage(
-            customer.get(keys.FIELD_VELOCITY_DAY + product_id), day)
-        month_amount, month_count = _window_usage(
-            customer.get(keys.FIELD_VELOCITY_MONTH + product_id), month)
-        return _Windows(day, month, day_amount, day_count, month_amount, month_count)
+        return _Windows(day, month, *_windows_usage(
+            customer.get(keys.FIELD_VELOCITY + product_id), day, month))
 
     def _count_in_windows(self, customer_key: str, product_id: str, windows: _Windows,
                           amount: int, purchases: int) -> None:
-        customer = self._hash(customer_key)
-        (customer[keys.FIELD_VELOCITY_DAY + product_id],
-         customer[keys.FIELD_VELOCITY_MONTH + product_id]) = windows.texts(amount, purchases)
+        self._hash(customer_key)[keys.FIELD_VELOCITY + product_id] = windows.text(
+            amount, purchases)
 
-    def _approval_hold(self, base: str, record_key: str, now: int) -> tuple[str, bool]:
+    def _change_levels(self, customer_key: str, nodes: Sequence[str], held_by: int = 0,
+                       used_by: int = 0) -> None:
+        """change_levels of limits/lua/_lib.lua: held_by and used_by added to the level of
+        every node listed (a level not kept yet starts with no cap)."""
+        customer = self._hash(customer_key)
+        for node in nodes:
+            level = keys.read_level(customer.get(keys.FIELD_LEVEL + node))
+            customer[keys.FIELD_LEVEL + node] = keys.level_text(
+                level.cap, level.held + held_by, level.used + used_by, level.raise_minor,
+                level.raise_expires_ms)
+
+    def _ensure_layout(self, customer_key: str) -> None:
+        """upgrade_customer of limits/lua/_lib.lua, for a customer that layout 1 wrote: its
+        fields of one number each become a field per level and per product's windows."""
+        customer: dict[str, str] | None = self.state.get(customer_key)  # type: ignore
+        if not customer or keys.V1_FIELD_STATUS not in customer:
+            return
+        status = customer[keys.V1_FIELD_STATUS]
+        levels: dict[str, list[str]] = {}
+        windows: dict[str, list[str]] = {}
+        slots = {keys.V1_FIELD_CAP: 0, keys.V1_FIELD_HELD: 1, keys.V1_FIELD_USED: 2,
+                 keys.V1_FIELD_RAISE: 3}
+        for field, value in list(customer.items()):
+            kind, colon, name = field.partition(":")
+            kind += colon
+            if kind in slots:
+                level = levels.setdefault(name, ["", "0", "0", ""])
+                level[slots[kind]] = ":" + value if kind == keys.V1_FIELD_RAISE else value
+            elif kind in (keys.V1_FIELD_VELOCITY_DAY, keys.V1_FIELD_VELOCITY_MONTH):
+                window = windows.setdefault(name, ["0:0:0", "0:0:0"])
+                window[kind == keys.V1_FIELD_VELOCITY_MONTH] = value
+            elif field != keys.V1_FIELD_STATUS:
+                continue
+            del customer[field]
+        customer.update({keys.FIELD_STATUS: status,
+                         keys.FIELD_LAYOUT: str(keys.LAYOUT_VERSION)})
+        customer.update((keys.FIELD_LEVEL + node, f"{cap}:{held}:{used}{raised}")
+                        for node, (cap, held, used, raised) in levels.items())
+        customer.update((keys.FIELD_VELOCITY + product, f"{day}:{month}")
+                        for product, (day, month) in windows.items())
+
+    def _approval_hold(self, base: str, record_key: str, now: int,
+                       planned: str = "") -> tuple[str, bool]:
         """approval_hold of limits/lua/_lib.lua: the approval's hold in this idempotency epoch
-        or the one before, if it exists; else the id a new approval takes now."""
+        or the one before, if it exists; else the id a new approval takes now. The ids are
+        the gateway's `planned` ones (keys.planned_hold_ids) if planned for this epoch."""
         epoch = keys.hold_epoch(now)
-        for candidate in (epoch, epoch - 1):
-            hold_id = keys.derived_hold_id(base, record_key, candidate)
+        partition = base[len(keys.PREFIX) + 4:len(keys.PREFIX) + 7]
+        shape = re.fullmatch(rf"([0-9]+):({partition}-[0-9A-Za-z]+):({partition}-[0-9A-Za-z]+)",
+                             planned)
+        if shape and int(shape[1]) == epoch:
+            candidates = [shape[2], shape[3]]
+        else:
+            candidates = [keys.derived_hold_id(base, record_key, epoch),
+                          keys.derived_hold_id(base, record_key, epoch - 1)]
+        for hold_id in candidates:
             if keys.hold(base, hold_id) in self.state:
                 return hold_id, True
-        return keys.derived_hold_id(base, record_key, epoch), False
+        return candidates[0], False
 
     def _path_id(self, base: str, node_list: str) -> str:
         """The short id a hold stores for its nodes, kept in the partition's `paths` hash; the
@@ -361,8 +433,8 @@ class Model:
             return 0
         path = self._hold_nodes(base, h[_NODES])
         released = int(h[_AMOUNT]) - int(h[_CAPTURED])
-        for node in path.split(","):
-            self._hincrby(keys.customer(base, customer_id), keys.FIELD_HELD + node, -released)
+        self._ensure_layout(keys.customer(base, customer_id))
+        self._change_levels(keys.customer(base, customer_id), path.split(","), -released)
         seq = int(h[_SEQ]) + 1
         self._close_hold(hold_key, "expired", seq, now)
         self._xadd(outbox_key, type="expired", event_id=hold_event_id(hold_id, h, seq),
@@ -375,7 +447,12 @@ class Model:
     def _release_expired(self, base: str, customer_id: str, due_key: str, outbox_key: str,
                          now: int) -> int:
         """Releases the customer's holds whose TTL has passed, earliest first, at most
-        EXPIRE_PER_CALL_MAX of them. Returns how many were released."""
+        EXPIRE_PER_CALL_MAX of them. Returns how many were released. A customer the due set
+        holds later than now (or not at all) has none: it holds each at or before its earliest
+        expiry."""
+        due_at = (self.state.get(due_key) or {}).get(customer_id)  # type: ignore[union-attr]
+        if due_at is None or due_at > now:
+            return 0
         holds_key = keys.customer_holds(base, customer_id)
         holds: dict[str, int] = self.state.get(holds_key) or {}  # type: ignore[assignment]
         due = sorted((score, hold_id) for hold_id, score in holds.items() if score <= now)
@@ -465,7 +542,7 @@ class Model:
             return replay
         # An approval keeps no record: its hold, whose id derives from the record's key, holds
         # the fingerprint.
-        hold_id, _ = self._approval_hold(a.base, k.idempotency, now)
+        hold_id, _ = self._approval_hold(a.base, k.idempotency, now, a.hold_ids)
         prior: dict[str, str] | None = self.state.get(  # type: ignore[assignment]
             keys.hold(a.base, hold_id))
         if prior is not None and prior.get(_FINGERPRINT) != a.fingerprint:
@@ -474,12 +551,13 @@ class Model:
             # Holds whose TTL has passed are released before the levels are read (a retry
             # changes nothing, so it reads the levels as they stand).
             self._release_expired(a.base, a.customer_id, k.due, k.outbox, now)
+        self._ensure_layout(k.customer)
         customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         status = customer.get(keys.FIELD_STATUS)
         if status is None:
             return self._remember(k.idempotency, a.fingerprint, authorization_reply(
                 R.CUSTOMER_UNKNOWN, "", "", 0, now, 0, 0, False, 0, "", "", []))
-        levels = _Levels.read(customer, a.rest, now)
+        levels = _Levels.read(customer, r.nodes, now)
         if prior is not None:
             return _reserve_retry(prior, hold_id, r.hold_ttl_ms, levels)
         decision, windows = self._reserve_checks(a, r, status, customer, levels, now)
@@ -504,7 +582,7 @@ class Model:
         windows = None
         amount_reason = R.NONE  # VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either
         if r.has_velocity:
-            windows = self._windows(a.base, customer, a.product_id, now)
+            windows = self._windows(a.base, customer, r.product_id, now)
             if windows.count_exceeded(r.day_count_max, r.month_count_max):
                 return _Decision(R.VELOCITY_COUNT_EXCEEDED), windows
             if windows.amount_exceeded(r.amount_minor, r.day_amount_max_minor,
@@ -523,14 +601,13 @@ class Model:
         becomes due at its expiry, and the `authorized` event is appended."""
         # After this point the reservation must succeed.
         approved = decision.approved
-        node_list = ",".join(a.rest)
+        node_list = ",".join(r.nodes)
         expires = now + r.hold_ttl_ms
         plan = (installment_plan_text(approved, r.installment_months, r.installment_fee_bps)
                 if r.installment_months else "")
-        for node in a.rest:
-            self._hincrby(k.customer, keys.FIELD_HELD + node, approved)
+        self._change_levels(k.customer, r.nodes, held_by=approved)
         if windows is not None:
-            self._count_in_windows(k.customer, a.product_id, windows, approved, 1)
+            self._count_in_windows(k.customer, r.product_id, windows, approved, 1)
         hold = self._new_hold(a, r, decision, node_list, expires, plan)
         self.state[keys.hold(a.base, hold_id)] = hold
         self._zset(k.customer_holds)[hold_id] = expires
@@ -541,9 +618,9 @@ class Model:
         if plan:
             extra["installment_plan"] = plan
         self._xadd(k.outbox, type="authorized", event_id=hold_event_id(hold_id, hold, 1),
-                   customer_id=a.customer_id, hold_id=hold_id, product_id=a.product_id,
-                   merchant_id=a.merchant_id, mcc=a.mcc, channel=a.channel,
-                   currency=a.currency, nodes=node_list, amount_minor=str(approved),
+                   customer_id=a.customer_id, hold_id=hold_id, product_id=r.product_id,
+                   merchant_id=a.merchant_id, mcc=a.mcc, channel=r.channel,
+                   currency=r.currency, nodes=node_list, amount_minor=str(approved),
                    expires_at_ms=str(expires), at_ms=str(now), **extra)
         # A partial approval names its binding level in the counter-offer level (amount 0).
         return authorization_reply(R.NONE, "", hold_id, levels.available - approved, now,
@@ -554,10 +631,10 @@ class Model:
                   expires: int, plan: str) -> dict[str, str]:
         """An approval's hold. The optional fields are written only when they apply: an open
         hold stays small."""
-        hold = {_STATE: "open", _CUSTOMER: a.customer_id, _PRODUCT: a.product_id,
+        hold = {_STATE: "open", _CUSTOMER: a.customer_id, _PRODUCT: r.product_id,
                 _AMOUNT: str(decision.approved), _CAPTURED: "0",
                 _NODES: self._path_id(a.base, node_list), _EXPIRES: str(expires), _SEQ: "1",
-                _MERCHANT: a.merchant_id, _CURRENCY: a.currency, _FINGERPRINT: a.fingerprint}
+                _MERCHANT: a.merchant_id, _CURRENCY: r.currency, _FINGERPRINT: a.fingerprint}
         if decision.partial:
             hold[_PARTIAL_LEVEL] = decision.offer_level
         if r.capture_tolerance_bps:
@@ -590,6 +667,7 @@ class Model:
         path = self._hold_nodes(a.base, h[_NODES])
         if _INCREMENT_MAX not in h:
             return _err(E.INCREMENT_NOT_ALLOWED, "", now)
+        self._ensure_layout(keys.customer(a.base, h[_CUSTOMER]))
         customer = self._hash(keys.customer(a.base, h[_CUSTOMER]))
         levels = _Levels.read(customer, path.split(","), now)
         decision, windows = self._increment_checks(a.base, h, customer, levels, increment, now)
@@ -617,8 +695,7 @@ class Model:
         # The windows count the increment's amount (not a purchase) when the product keeps them.
         product_id = h[_PRODUCT]
         day_max, month_max = map(int, h[_VELOCITY_MAX].split(":"))
-        track = (day_max + month_max > 0 or keys.FIELD_VELOCITY_DAY + product_id in customer
-                 or keys.FIELD_VELOCITY_MONTH + product_id in customer)
+        track = day_max + month_max > 0 or keys.FIELD_VELOCITY + product_id in customer
         windows = self._windows(base, customer, product_id, now) if track else None
         amount, amount_max = int(h[_AMOUNT]), int(h[_INCREMENT_MAX])
         if amount + increment > amount_max:
@@ -643,8 +720,7 @@ class Model:
         # After this point the increment must succeed.
         captured, total = int(h[_CAPTURED]), int(h[_AMOUNT]) + increment
         customer_key = keys.customer(a.base, h[_CUSTOMER])
-        for node in levels.nodes:
-            self._hincrby(customer_key, keys.FIELD_HELD + node, increment)
+        self._change_levels(customer_key, levels.nodes, held_by=increment)
         if windows is not None:
             self._count_in_windows(customer_key, h[_PRODUCT], windows, increment, 0)
         seq = int(h[_SEQ]) + 1
@@ -682,21 +758,24 @@ class Model:
         if raise_minor > 0 and expires > now + RAISE_DURATION_MS_MAX:
             return _err(E.RAISE_TOO_LONG, str(now + RAISE_DURATION_MS_MAX), now)
         # The raise stored before, lapsed or not, for the audit log.
-        before_raise, _, before_expires = c.get(keys.FIELD_RAISE + a.node, "0:0").partition(":")
+        self._ensure_layout(k.customer)
+        stored = c.get(keys.FIELD_LEVEL + a.node)
+        level = keys.read_level(stored)
+        before_raise, before_expires = level.raise_minor, level.raise_expires_ms
 
         # After this point the change must succeed.
         seq = self._hincrby(k.customer, keys.FIELD_EVENT_SEQ, 1)
-        if raise_minor > 0:
-            c[keys.FIELD_RAISE + a.node] = f"{raise_minor}:{expires}"
-        else:
+        if raise_minor <= 0:
             expires = 0
-            c.pop(keys.FIELD_RAISE + a.node, None)
+        if raise_minor > 0 or stored is not None:
+            c[keys.FIELD_LEVEL + a.node] = keys.level_text(level.cap, level.held, level.used,
+                                                           raise_minor, expires)
         self._xadd(k.outbox, type="limit_raised", event_id=f"c:{a.customer_id}:{seq}",
                    customer_id=a.customer_id, node=a.node, raise_minor=str(raise_minor),
                    expires_at_ms=str(expires), at_ms=str(now))
-        return _ok(contracts.SET_RAISE.reply, cap_minor=c.get(keys.FIELD_CAP + a.node, "0"),
-                   raise_minor=raise_minor, held_minor=c.get(keys.FIELD_HELD + a.node, "0"),
-                   used_minor=c.get(keys.FIELD_USED + a.node, "0"), decided_at_ms=now,
+        return _ok(contracts.SET_RAISE.reply, cap_minor=level.cap or 0,
+                   raise_minor=raise_minor, held_minor=level.held,
+                   used_minor=level.used, decided_at_ms=now,
                    raise_before_minor=before_raise, raise_before_expires_at_ms=before_expires)
 
     # capture.lua
@@ -729,6 +808,7 @@ class Model:
         # The excess over what is still held is new credit: it adds to held + used and must
         # fit every level.
         excess = max(0, amount - (authorized - captured_before))
+        self._ensure_layout(keys.customer(a.base, h[_CUSTOMER]))
         if excess:
             customer: dict[str, str] = self.state.get(  # type: ignore[assignment]
                 keys.customer(a.base, h[_CUSTOMER])) or {}
@@ -748,9 +828,8 @@ class Model:
         captured_total = int(h[_CAPTURED]) + amount
         customer_id = h[_CUSTOMER]
         customer_key = keys.customer(a.base, customer_id)
-        for node in path.split(","):
-            self._hincrby(customer_key, keys.FIELD_HELD + node, -(amount - excess + released))
-            self._hincrby(customer_key, keys.FIELD_USED + node, amount)
+        self._change_levels(customer_key, path.split(","), -(amount - excess + released),
+                            amount)
         self._add_balance(customer_key, path, amount)
         seq = int(h[_SEQ]) + 1
         state = "open"
@@ -789,8 +868,8 @@ class Model:
         # After this point the void must succeed.
         released = int(h[_AMOUNT]) - int(h[_CAPTURED])
         customer_id = h[_CUSTOMER]
-        for node in path.split(","):
-            self._hincrby(keys.customer(a.base, customer_id), keys.FIELD_HELD + node, -released)
+        self._ensure_layout(keys.customer(a.base, customer_id))
+        self._change_levels(keys.customer(a.base, customer_id), path.split(","), -released)
         seq = int(h[_SEQ]) + 1
         self._close_hold(k.hold, "voided", seq, now)
         self._forget_open_hold(a.base, customer_id, a.hold_id, k.due)
@@ -832,8 +911,8 @@ class Model:
 
         # After this point the refund must succeed.
         if restored:
-            for node in path.split(","):
-                self._hincrby(customer_key, keys.FIELD_USED + node, -restored)
+            self._ensure_layout(customer_key)
+            self._change_levels(customer_key, path.split(","), used_by=-restored)
             self._add_balance(customer_key, path, -restored)
         if overpaid:
             self._hincrby(customer_key, keys.FIELD_CREDIT_BALANCE, overpaid)
@@ -928,8 +1007,8 @@ class Model:
                  "merchant_id": h[_MERCHANT], "currency": h[_CURRENCY],
                  "nodes": self._hold_nodes(a.base, h[_NODES])}
         released = int(h[_AMOUNT]) - int(h[_CAPTURED])
-        for node in event["nodes"].split(","):
-            self._hincrby(k.customer, keys.FIELD_HELD + node, -released)
+        self._ensure_layout(k.customer)
+        self._change_levels(k.customer, event["nodes"].split(","), -released)
         self._close_hold(keys.hold(a.base, hold_id), "reversed", seq, now)
         self._zrem(k.customer_holds, hold_id)
         self._update_due(k.customer_holds, k.due, a.customer_id)
@@ -963,6 +1042,7 @@ class Model:
         if owner == a.customer_id:
             self._release_if_due(a.base, a.customer_id, a.original_hold_id, k.due, k.outbox,
                                  now)
+        self._ensure_layout(k.customer)
         customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         refusal = _force_capture_refusal(customer, original, owner, a.customer_id, now)
         if refusal is not None:
@@ -978,8 +1058,7 @@ class Model:
                         if held + used + amount > cap)
         # After this point the force capture must succeed.
         node_list = ",".join(a.rest)
-        for node in a.rest:
-            self._hincrby(k.customer, keys.FIELD_USED + node, amount)
+        self._change_levels(k.customer, a.rest, used_by=amount)
         self._add_balance(k.customer, node_list, amount)
         hold = {_CUSTOMER: a.customer_id, _PRODUCT: a.product_id, _AMOUNT: str(amount),
                 _CAPTURED: str(amount), _NODES: node_list, _MERCHANT: a.merchant_id,
@@ -1010,6 +1089,7 @@ class Model:
         replay = self._replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
+        self._ensure_layout(k.customer)
         customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         if not customer:
             return _err(E.CUSTOMER_UNKNOWN, "", now)
@@ -1019,8 +1099,7 @@ class Model:
 
         # After this point the repayment must succeed.
         for path, paid in allocations:
-            for node in path.split(","):
-                self._hincrby(k.customer, keys.FIELD_USED + node, -paid)
+            self._change_levels(k.customer, path.split(","), used_by=-paid)
             self._add_balance(k.customer, path, -paid)
             self._repay_event(k, a.customer_id, "repaid", path, paid, now)
         if left:
@@ -1055,6 +1134,7 @@ class Model:
         if k.customer not in self.state:
             return _wire(contracts.CREDIT.reply, now_ms=now)
         self._release_expired(a.base, a.customer_id, k.due, k.outbox, now)
+        self._ensure_layout(k.customer)
         c: dict[str, str] = self.state[k.customer]  # type: ignore[assignment]
         schedule = self._zone_schedule(a.base, c[keys.FIELD_TIMEZONE])
         return _wire(contracts.CREDIT.reply, [*c.items(), (keys.FIELD_TZ_SCHEDULE, schedule)],
@@ -1082,28 +1162,40 @@ class Model:
         k, a = contract.keys.bind(keys_), contract.args.bind(args)
         if a.status not in ("active", "frozen", "closed", "overdue"):
             return _err(E.BAD_ARGUMENT, "status", now)
-        new_caps: dict[str, str] = {}
+        new_caps: dict[str, int] = {}
         caps_text = []
         for node, value in a.rest:
             cap = _int_arg(value, 0, constants.CAP_MINOR_MAX)
             if cap is None:
                 return _err(E.BAD_ARGUMENT, "caps_minor", now)
-            new_caps[keys.FIELD_CAP + node] = str(cap)
+            new_caps[node] = cap
             caps_text.append(f"{node}={cap}")
 
         # The customer before the change, for the audit log.
+        self._ensure_layout(k.customer)
         before: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         status_before = before.get(keys.FIELD_STATUS, "")
-        caps_before = ",".join(sorted(f"{field[len(keys.FIELD_CAP):]}={value}"
-                                      for field, value in before.items()
-                                      if field.startswith(keys.FIELD_CAP)))
+        levels = {field[len(keys.FIELD_LEVEL):]: keys.read_level(value)
+                  for field, value in before.items() if field.startswith(keys.FIELD_LEVEL)}
+        caps_before = ",".join(sorted(f"{node}={level.cap}" for node, level in levels.items()
+                                      if level.cap is not None))
 
-        # After this point the change must succeed.
+        # After this point the change must succeed. A level keeps its usage and raise under
+        # its new cap; a level left without a cap goes once nothing else is in it.
         c = self._hash(k.customer)
-        for field in [f for f in c if f.startswith(keys.FIELD_CAP) and f not in new_caps]:
-            del c[field]
+        for node, level in levels.items():
+            cap = new_caps.get(node)
+            if cap is None and not (level.held or level.used or level.raise_minor):
+                del c[keys.FIELD_LEVEL + node]
+            else:
+                c[keys.FIELD_LEVEL + node] = keys.level_text(
+                    cap, level.held, level.used, level.raise_minor, level.raise_expires_ms)
+        for node, cap in new_caps.items():
+            if node not in levels:
+                c[keys.FIELD_LEVEL + node] = keys.level_text(cap, 0, 0)
         seq = self._hincrby(k.customer, keys.FIELD_EVENT_SEQ, 1)
-        c.update({keys.FIELD_STATUS: a.status, keys.FIELD_TIMEZONE: a.timezone}, **new_caps)
+        c.update({keys.FIELD_STATUS: a.status, keys.FIELD_TIMEZONE: a.timezone,
+                  keys.FIELD_LAYOUT: str(keys.LAYOUT_VERSION)})
         self._hash(k.timezones)[a.timezone] = a.schedule
         self._xadd(k.outbox, type="customer_put", event_id=f"c:{a.customer_id}:{seq}",
                    customer_id=a.customer_id, status=a.status, timezone=a.timezone,
@@ -1209,14 +1301,21 @@ def counter_offer(candidates: list[tuple[str, int]]) -> tuple[int, str]:
     return offer, next(name for name, value in candidates if value == offer)
 
 
-def _window_usage(stored: str | None, window: int) -> tuple[int, int]:
-    """(amount, count) of a stored "<window>:<amount>:<count>" if it is of this window."""
+def _windows_usage(stored: str | None, day: int, month: int) -> tuple[int, int, int, int]:
+    """(day amount, day count, month amount, month count) of a velocity field (limits/keys.py
+    FIELD_VELOCITY): a window other than the current one counts nothing."""
     if not stored:
-        return 0, 0
-    number, amount, count = stored.split(":")
-    if int(number) != window:
-        return 0, 0
-    return int(amount), int(count)
+        return 0, 0, 0, 0
+    number_d, amount_d, count_d, number_m, amount_m, count_m = map(int, stored.split(":"))
+    day_usage = (amount_d, count_d) if number_d == day else (0, 0)
+    month_usage = (amount_m, count_m) if number_m == month else (0, 0)
+    return (*day_usage, *month_usage)
+
+
+def _effective_cap(level: keys.LevelText, now: int) -> int:
+    """level_cap of limits/lua/_lib.lua: the cap (0 if none) plus a raise that still lasts."""
+    raise_text = f"{level.raise_minor}:{level.raise_expires_ms}" if level.raise_minor else None
+    return effective_cap(level.cap or 0, raise_text, now)
 
 
 class ModelRunner:

@@ -320,21 +320,22 @@ def decode_customer(customer_id: str, fields: dict[str, str], now_ms: int) -> Cu
     schedule = fields.get(keys.FIELD_TZ_SCHEDULE, "0")
     day_number, month_number = calendar.window_numbers(schedule, now_ms)
     day_reset, month_reset = calendar.window_resets_ms(schedule, now_ms)
+    for node, level in keys.levels_of(fields).items():
+        if level.cap is not None:
+            caps[node] = level.cap
+        held[node], used[node] = level.held, level.used
+        if level.raise_minor and level.raise_expires_ms > now_ms:  # a lapsed raise: nothing
+            raises[node] = (level.raise_minor, level.raise_expires_ms)
     for field, value in fields.items():
-        for prefix, into in ((keys.FIELD_CAP, caps), (keys.FIELD_HELD, held),
-                             (keys.FIELD_USED, used), (keys.FIELD_BALANCE, balances)):
-            if field.startswith(prefix):
-                into[field[len(prefix):]] = int(value)
-        if field.startswith(keys.FIELD_RAISE):
-            raise_minor, expires = map(int, value.split(":"))
-            if expires > now_ms:  # a lapsed raise counts nothing now
-                raises[field[len(keys.FIELD_RAISE):]] = (raise_minor, expires)
-        for prefix, into, current in ((keys.FIELD_VELOCITY_DAY, day, day_number),
-                                      (keys.FIELD_VELOCITY_MONTH, month, month_number)):
-            if field.startswith(prefix):
-                number, amount, count = map(int, value.split(":"))
+        if field.startswith(keys.FIELD_BALANCE):
+            balances[field[len(keys.FIELD_BALANCE):]] = int(value)
+        if field.startswith(keys.FIELD_VELOCITY):
+            product = field[len(keys.FIELD_VELOCITY):]
+            numbers = [int(number) for number in value.split(keys.LEVEL_SEPARATOR)]
+            for into, (number, amount, count), current in ((day, numbers[:3], day_number),
+                                                           (month, numbers[3:], month_number)):
                 if number == current:  # an older window counts nothing now
-                    into[field[len(prefix):]] = Window(amount, count)
+                    into[product] = Window(amount, count)
     return CustomerState(customer_id, fields.get(keys.FIELD_STATUS, ""),
                          fields.get(keys.FIELD_TIMEZONE, ""), caps, held, used, day, month,
                          day_reset, month_reset, now_ms, raises, balances,

@@ -1,5 +1,5 @@
 """The transport of script calls: `ScriptRunner` coalesces the calls made in one event-loop
-tick into one pipeline: one Redis round trip per batch, one EVALSHA (one atomic script) per
+tick into one pipeline: one Redis round trip per batch, one FCALL (one atomic script) per
 request, so each request keeps its own outcome and one failing call never fails its
 neighbours. The calls reach Redis in the order they were made. What a script is and what its
 source says live in limits/lua_source.py and limits/contracts.py.
@@ -29,8 +29,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from creditgate.limits import constants
-from creditgate.limits.lua_source import LoadedScript, scripts
+from creditgate.limits import constants, keys
+from creditgate.limits.lua_source import LoadedScript, library, scripts
 
 
 class _Call:
@@ -41,7 +41,8 @@ class _Call:
     def __init__(self, script: LoadedScript | None, keys_: Sequence, args: Sequence,
                  future: asyncio.Future):
         self.script, self.keys, self.args, self.future = script, keys_, args, future
-        self.retried = False  # sent again after NOSCRIPT: a second NOSCRIPT is its answer
+        # Sent again after the library was missing: a second miss is its answer.
+        self.retried = False
 
 
 def _settle(call: _Call, result) -> None:
@@ -70,11 +71,18 @@ class Observer:
         """`calls` script calls met a Redis error of `kind` (error_kind)."""
 
 
+def missing_script(error: BaseException) -> bool:
+    """Whether Redis answered that it lacks the called function (a restart without
+    persistence, a new master, FUNCTION FLUSH): the call ran nothing."""
+    return isinstance(error, NoScriptError) or (
+        isinstance(error, ResponseError) and str(error).startswith("Function not found"))
+
+
 def error_kind(error: BaseException) -> str:
     """A Redis failure's kind, from a bounded set: connection, timeout, loading, readonly,
     out_of_memory, noscript (Redis lost its scripts; they are loaded and sent again), reply
     (any other error reply, such as a script's runtime error), other."""
-    if isinstance(error, NoScriptError):
+    if missing_script(error):
         return "noscript"
     # redis-py raises OutOfMemoryError for Redis' OOM (and strips "OOM" from the message).
     if isinstance(error, OutOfMemoryError) or (
@@ -94,12 +102,12 @@ def error_kind(error: BaseException) -> str:
 
 
 def _pack(call: _Call) -> bytes:
-    return hiredis.pack_command(("EVALSHA", call.script.sha, len(call.keys), *call.keys,
+    return hiredis.pack_command(("FCALL", call.script.function, len(call.keys), *call.keys,
                                  *call.args))
 
 
 def encode_calls(batch: list[_Call]) -> tuple[bytes, list[_Call]]:
-    """The RESP bytes of one EVALSHA per call (packed by hiredis, in C: the same bytes as
+    """The RESP bytes of one FCALL per call (packed by hiredis, in C: the same bytes as
     redis-py's encoder), and the calls they carry: all of them, less any whose arguments
     redis-py would refuse too, each answered at once with its own error."""
     try:
@@ -237,7 +245,7 @@ class ScriptRunner:
     The calls queued in one loop tick are sent together, at most `batch_size_max` per round
     trip, and reach Redis in the order they were queued (AuthorizeBatch relies on it: two items
     with one idempotency key act as sequential calls). The order can break only around a script
-    reload after NOSCRIPT, when the calls that met it are sent again.
+    reload after Redis lost the library, when the calls that met it are sent again.
 
     Two ways to Redis. By default (plain TCP or a Unix socket) the runner keeps one connection
     of its own: it writes each batch as one buffer of commands packed by hiredis, reads the
@@ -285,9 +293,11 @@ class ScriptRunner:
         return self._address is not None
 
     async def load(self) -> None:
-        for script in self.scripts.values():
-            sha = await self.redis.script_load(script.source)
-            assert sha == script.sha, (script.name, sha)
+        """Load the library of this layout version (keys.LIBRARY), replacing one of the same
+        name: a library's name changes with its contract, so every release that loads it
+        sends the same calls."""
+        name = await self.redis.function_load(library(), replace=True)
+        assert name in (keys.LIBRARY, keys.LIBRARY.encode()), name
 
     def call(self, name: str, keys_: Sequence[str], args: Sequence[str]) -> asyncio.Future:
         """Queue one script call; the returned future resolves to its reply."""
@@ -441,15 +451,15 @@ class ScriptRunner:
             _settle(call, error)
 
     def _replied_error(self, call: _Call, error: Exception) -> None:
-        """Redis answered one call with an error: NOSCRIPT has the script loaded and the call
-        sent again (once); any other is the call's answer."""
-        if call.script is not None and isinstance(error, NoScriptError):
+        """Redis answered one call with an error: a missing function has the library loaded
+        and the call sent again (once); any other is the call's answer."""
+        if call.script is not None and missing_script(error):
             self.observer.failed("noscript", 1)
             self._reload_later(call, error)
         else:
             self._fail((call,), error)
 
-    def _reload_later(self, call: _Call, error: NoScriptError) -> None:
+    def _reload_later(self, call: _Call, error: ResponseError) -> None:
         if call.retried:
             _settle(call, error)
             return
@@ -459,10 +469,10 @@ class ScriptRunner:
             self._track(self._reload_and_resend())
 
     async def _reload_and_resend(self) -> None:
-        # Redis lost its script cache (restart, failover, SCRIPT FLUSH): an EVALSHA that
-        # answered NOSCRIPT ran nothing, so loading and sending those again is safe. Only the
-        # resent calls can fail here; their neighbours keep their answers.
-        await asyncio.sleep(0)  # the NOSCRIPT replies of the same read join this reload
+        # Redis lost its functions (restart, failover, FUNCTION FLUSH): an FCALL that
+        # answered "Function not found" ran nothing, so loading and sending those again is
+        # safe. Only the resent calls can fail here; their neighbours keep their answers.
+        await asyncio.sleep(0)  # the misses of the same read join this reload
         calls, self._reload = self._reload, []
         try:
             await self.load()
@@ -484,7 +494,7 @@ class ScriptRunner:
         except Exception as error:  # the connection failed: every call of the batch failed
             results = [error] * len(batch)
         retry = [index for index, result in enumerate(results)
-                 if isinstance(result, NoScriptError)]
+                 if missing_script(result)]
         if retry:
             # As in _reload_and_resend.
             self.observer.failed("noscript", len(retry))
@@ -510,14 +520,14 @@ class ScriptRunner:
         if len(batch) == 1:
             call = batch[0]
             try:
-                results = [await self.redis.evalsha(call.script.sha, len(call.keys),
-                                                    *call.keys, *call.args)]
-            except ResponseError as error:  # NOSCRIPT included: NoScriptError is one
+                results = [await self.redis.fcall(call.script.function, len(call.keys),
+                                                  *call.keys, *call.args)]
+            except ResponseError as error:  # a missing function included
                 results = [error]
         else:
             pipe = self.redis.pipeline(transaction=False)
             for call in batch:
-                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                pipe.fcall(call.script.function, len(call.keys), *call.keys, *call.args)
             results = await pipe.execute(raise_on_error=False)
         self.observer.answered(self._loop.time() - written_at)
         return results

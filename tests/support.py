@@ -143,7 +143,7 @@ def model_client() -> LimitsClient:
 
 
 def redis_client(redis) -> LimitsClient:
-    """Scripts are not loaded up front: the first call of each meets NOSCRIPT and loads."""
+    """The library is not loaded up front: the first call finds no function and loads it."""
     return LimitsClient(ScriptRunner(redis), PARTITIONS)
 
 

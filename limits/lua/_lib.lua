@@ -12,6 +12,22 @@
 -- into locals once.
 local redis, math, string, table = redis, math, string, table
 local tonumber, ipairs, unpack = tonumber, ipairs, unpack
+-- The product rules already read (product_rules), by their text, and how many. In a Functions
+-- library they last as long as the library; in a script run by EVAL, one call.
+local rules_kept, rules_kept_count = {}, 0
+-- The levels read_levels fills, seven values per node, root first (at = 7 * (i - 1)): at + 1
+-- the effective cap, at + 2 held, at + 3 free credit (numbers); at + 4 cap, at + 5 held, at + 6
+-- used, at + 7 raise (texts, as level_texts reads them). One table, filled anew by each call
+-- that reads levels (a call's levels never outlive it): no table is built per call.
+local levels_kept = {}
+-- The last local day number window_numbers saw and its month number.
+local month_of_day = {}
+-- The pattern of planned hold ids (approval_hold) by partition base: at most one per partition.
+local planned_shapes = {}
+-- What a retry of an approval reads of its hold (reserve.lua); every approval's hold has the
+-- first.
+local prior_fields = {H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT, H_PARTIAL_LEVEL,
+  H_PLAN}
 
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
@@ -77,8 +93,11 @@ local function window_numbers(schedule, now_ms)
   -- (local day number, local month number = year * 12 + month - 1).
   local now_s = math.floor(now_ms / 1000)
   local day = math.floor((now_s + utc_offset_s(schedule, now_s)) / 86400)
-  local year, month = civil_from_days(day)
-  return day, year * 12 + month - 1
+  if day ~= month_of_day[1] then
+    local year, month = civil_from_days(day)
+    month_of_day[1], month_of_day[2] = day, year * 12 + month - 1
+  end
+  return day, month_of_day[2]
 end
 
 local function zone_schedule(base, zone)
@@ -87,12 +106,28 @@ local function zone_schedule(base, zone)
   return redis.call('HGET', base .. K_TIMEZONES, zone) or '0'
 end
 
-local function window_usage(stored, window)
-  -- (amount, count) of a stored "<window>:<amount>:<count>" if it is the current window.
-  if not stored then return 0, 0 end
-  local stored_window, amount, count = string.match(stored, '^(%d+):(%d+):(%d+)$')
-  if tonumber(stored_window) ~= window then return 0, 0 end
-  return tonumber(amount), tonumber(count)
+local function windows_usage(stored, day, month)
+  -- (day amount, day count, month amount, month count) of a velocity field "<day>:<amount>:
+  -- <count>:<month>:<amount>:<count>": a window other than the current one counts nothing.
+  if not stored then return 0, 0, 0, 0 end
+  local d, day_amount, day_count, m, month_amount, month_count =
+    string.match(stored, '^(%d+):(%d+):(%d+):(%d+):(%d+):(%d+)$')
+  if tonumber(d) == day then
+    day_amount, day_count = tonumber(day_amount), tonumber(day_count)
+  else
+    day_amount, day_count = 0, 0
+  end
+  if tonumber(m) == month then
+    month_amount, month_count = tonumber(month_amount), tonumber(month_count)
+  else
+    month_amount, month_count = 0, 0
+  end
+  return day_amount, day_count, month_amount, month_count
+end
+
+local function windows_text(day, day_amount, day_count, month, month_amount, month_count)
+  return fmt(day) .. ':' .. fmt(day_amount) .. ':' .. fmt(day_count) .. ':' .. fmt(month)
+    .. ':' .. fmt(month_amount) .. ':' .. fmt(month_count)
 end
 
 local function update_due(holds_key, due_key, customer_id)
@@ -112,26 +147,47 @@ local function derived_hold_id(base, record_key, epoch)
     .. string.sub(redis.sha1hex(record_key .. '|' .. fmt(epoch)), 1, HOLD_TOKEN_LENGTH)
 end
 
-local function approval_hold(base, record_key, now)
+local function approval_hold(base, record_key, now, planned, fields)
   -- The hold an approval with this record key made: its id in this idempotency epoch or the
   -- one before, if that hold exists (a retry finds it for at least IDEMPOTENCY_TTL_S); else
-  -- the id a new approval takes now. Returns (hold id, whether it exists).
+  -- the id a new approval takes now. Returns (hold id, whether it exists, and with `fields`,
+  -- whose first every approval's hold has, their values in the hold found). `planned` is the
+  -- gateway's "<epoch>:<id>:<id before>" (limits/keys.planned_hold_ids), taken when its epoch
+  -- is this call's and its ids are of this partition; otherwise (or '') derived here.
   local epoch = math.floor(now / (IDEMPOTENCY_TTL_S * 1000))
-  local current = derived_hold_id(base, record_key, epoch)
+  local shape = planned_shapes[base]
+  if not shape then
+    local partition = string.sub(base, PREFIX_LENGTH + 5, PREFIX_LENGTH + 7) .. '%-'
+    shape = '^(%d+):(' .. partition .. '%w+):(' .. partition .. '%w+)$'
+    planned_shapes[base] = shape
+  end
+  local planned_epoch, current, previous = string.match(planned, shape)
+  if tonumber(planned_epoch) ~= epoch then
+    current = derived_hold_id(base, record_key, epoch)
+    previous = derived_hold_id(base, record_key, epoch - 1)
+  end
   local current_key = base .. K_HOLD .. current
-  local previous = derived_hold_id(base, record_key, epoch - 1)
   -- One EXISTS of both keys answers the usual case (a new purchase: neither exists).
   if redis.call('EXISTS', current_key, base .. K_HOLD .. previous) == 0 then
     return current, false
+  end
+  if fields then
+    local values = redis.call('HMGET', current_key, unpack(fields))
+    if values[1] then return current, true, values end
+    return previous, true, redis.call('HMGET', base .. K_HOLD .. previous, unpack(fields))
   end
   if redis.call('EXISTS', current_key) == 1 then return current, true end
   return previous, true
 end
 
-local function path_id(base, node_list)
-  -- The short id a hold stores for its nodes: "#" and 10 hex digits of SHA-1 of the list, kept
-  -- in the partition's `paths` hash. If the id is taken by another list, the list itself.
-  local id = PATH_ID_MARK .. string.sub(redis.sha1hex(node_list), 1, 10)
+local function path_hash(node_list)
+  -- "#" and 10 hex digits of SHA-1 of a node list: the id path_id tries first.
+  return PATH_ID_MARK .. string.sub(redis.sha1hex(node_list), 1, 10)
+end
+
+local function path_id(base, node_list, id)
+  -- The short id a hold stores for its nodes: `id` (path_hash of the list), kept in the
+  -- partition's `paths` hash. If the id is taken by another list, the list itself.
   local known = redis.call('HGET', base .. K_PATHS, id)
   if not known then
     redis.call('HSET', base .. K_PATHS, id, node_list)
@@ -141,56 +197,166 @@ local function path_id(base, node_list)
   return node_list
 end
 
+local function product_rules(text)
+  -- reserve's product rules (limits/contracts.PRODUCT_RULES) read from their text and checked
+  -- (nil if any field is out of bounds), with what every call of them derives: the nodes,
+  -- the field names, the path's id. Read once per text and kept; a kept table never changes.
+  local kept = rules_kept[text]
+  if kept then return kept end
+  local p = split(text, RULES_SEPARATOR)
+  if #p ~= RULE_FIELDS then return nil end
+  local r = {product_id = p[RULE_PRODUCT_ID], channel = p[RULE_CHANNEL],
+    currency = p[RULE_CURRENCY], node_list = p[RULE_NODES],
+    ttl_ms = int_arg(p[RULE_HOLD_TTL_MS], 1, HOLD_TTL_MS_MAX),
+    day_amount_max = int_arg(p[RULE_DAY_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX),
+    day_count_max = int_arg(p[RULE_DAY_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX),
+    month_amount_max = int_arg(p[RULE_MONTH_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX),
+    month_count_max = int_arg(p[RULE_MONTH_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX),
+    amount_min = int_arg(p[RULE_AMOUNT_MIN_MINOR], 0, AMOUNT_MINOR_MAX),
+    amount_max = int_arg(p[RULE_AMOUNT_MAX_MINOR], 0, AMOUNT_MINOR_MAX),
+    tolerance_bps = int_arg(p[RULE_CAPTURE_TOLERANCE_BPS], 0, CAPTURE_TOLERANCE_BPS_MAX),
+    incremental = int_arg(p[RULE_INCREMENTAL], 0, 1),
+    fee_bps = int_arg(p[RULE_INSTALLMENT_FEE_BPS], 0, INSTALLMENT_FEE_BPS_MAX),
+    nodes = split(p[RULE_NODES], NODES_SEPARATOR)}
+  if not (r.ttl_ms and r.day_amount_max and r.day_count_max and r.month_amount_max
+      and r.month_count_max and r.amount_min and r.amount_max and r.tolerance_bps
+      and r.incremental and r.fee_bps and #r.nodes >= 1) then
+    return nil
+  end
+  r.has_velocity = r.day_amount_max + r.day_count_max + r.month_amount_max
+    + r.month_count_max > 0
+  r.path_hash = path_hash(r.node_list)
+  -- The texts a hold keeps of the rules (reserve.lua's optional hold fields).
+  r.tolerance_text, r.amount_max_text = fmt(r.tolerance_bps), fmt(r.amount_max)
+  r.velocity_max_text = fmt(r.day_amount_max) .. ':' .. fmt(r.month_amount_max)
+  -- The fields reserve reads: status, timezone, the product's windows, then every level.
+  r.read_fields, r.level_fields = {F_STATUS, F_TIMEZONE, F_VELOCITY .. r.product_id}, {}
+  for i, node in ipairs(r.nodes) do
+    r.level_fields[i] = F_LEVEL .. node
+    r.read_fields[3 + i] = r.level_fields[i]
+  end
+  if rules_kept_count >= PRODUCT_RULES_KEPT_MAX then rules_kept, rules_kept_count = {}, 0 end
+  rules_kept[text], rules_kept_count = r, rules_kept_count + 1
+  return r
+end
+
 local function hold_nodes(base, stored)
   -- A hold's nodes, comma-joined, from its `n` field (a path id or the list itself).
   if string.sub(stored, 1, 1) ~= PATH_ID_MARK then return stored end
   return redis.call('HGET', base .. K_PATHS, stored)
 end
 
-local function effective_cap(cap, raise_text, now)
-  -- A level's cap plus its temporary raise while the raise lasts ("<raise>:<expires ms>").
-  if not raise_text then return cap end
-  local colon = string.find(raise_text, ':', 1, true)
-  if tonumber(string.sub(raise_text, colon + 1)) <= now then return cap end
-  return cap + tonumber(string.sub(raise_text, 1, colon - 1))
+local function level_texts(text)
+  -- The texts of a level field "<cap>:<held>:<used>[:<raise>:<expires ms>]" (limits/keys.py
+  -- FIELD_LEVEL): cap ('' for none), held, used, and the raise part ('' or ":<raise>:<expires
+  -- ms>"). An absent field is a level with nothing in it.
+  if not text then return '', '0', '0', '' end
+  return string.match(text, '^(%d*):(%-?%d+):(%-?%d+)(.*)$')
 end
 
-local function read_levels(customer_key, fields, nodes, amount, now)
-  -- One HMGET of the customer hash: the leading `fields` (the table grows by the rest), then
-  -- each node's cap, raise, held and used. Returns the values and, per node (root first), the
-  -- effective cap (cap plus a live raise), held, used and free credit; the least free credit;
-  -- the first node where `amount` does not fit (nil if it fits everywhere); and the fields.
-  local leading = #fields
-  for i, node in ipairs(nodes) do
-    local at = leading + 4 * (i - 1)
-    fields[at + 1] = F_CAP .. node
-    fields[at + 2] = F_RAISE .. node
-    fields[at + 3] = F_HELD .. node
-    fields[at + 4] = F_USED .. node
+local function level_cap(cap_text, raise, now)
+  -- A level's effective cap: its cap plus its temporary raise while the raise lasts.
+  local cap = tonumber(cap_text) or 0
+  if raise == '' then return cap end
+  local amount, expires = string.match(raise, '^:(%d+):(%d+)$')
+  if tonumber(expires) <= now then return cap end
+  return cap + tonumber(amount)
+end
+
+local function upgrade_customer(customer_key)
+  -- A customer written by layout 1 (its status in V1_STATUS, a field per number) is rewritten
+  -- in this layout by the first script that touches it, before that script reads it: true if
+  -- the customer was one. Balances, the event sequence and the timezone keep their fields.
+  local all = redis.call('HGETALL', customer_key)
+  local status, old, nodes, levels, products, windows = nil, {}, {}, {}, {}, {}
+  local slot = {[V1_CAP] = 1, [V1_HELD] = 2, [V1_USED] = 3, [V1_RAISE] = 4,
+    [V1_VELOCITY_DAY] = 1, [V1_VELOCITY_MONTH] = 2}
+  for i = 1, #all, 2 do
+    local field, value = all[i], all[i + 1]
+    local kind, name = string.match(field, '^(%a+:)(.*)$')
+    if field == V1_STATUS then
+      status, old[#old + 1] = value, field
+    elseif kind == V1_CAP or kind == V1_HELD or kind == V1_USED or kind == V1_RAISE then
+      if not levels[name] then levels[name], nodes[#nodes + 1] = {'', '0', '0', ''}, name end
+      if kind == V1_RAISE then value = ':' .. value end
+      levels[name][slot[kind]], old[#old + 1] = value, field
+    elseif kind == V1_VELOCITY_DAY or kind == V1_VELOCITY_MONTH then
+      if not windows[name] then
+        windows[name], products[#products + 1] = {'0:0:0', '0:0:0'}, name
+      end
+      windows[name][slot[kind]], old[#old + 1] = value, field
+    end
   end
+  if not status then return false end
+  local new = {F_STATUS, status, F_LAYOUT, LAYOUT_VERSION}
+  for _, node in ipairs(nodes) do
+    local l = levels[node]
+    new[#new + 1] = F_LEVEL .. node
+    new[#new + 1] = l[1] .. ':' .. l[2] .. ':' .. l[3] .. l[4]
+  end
+  for _, product in ipairs(products) do
+    local w = windows[product]
+    new[#new + 1] = F_VELOCITY .. product
+    new[#new + 1] = w[1] .. ':' .. w[2]
+  end
+  redis.call('HDEL', customer_key, unpack(old))
+  redis.call('HSET', customer_key, unpack(new))
+  return true
+end
+
+local function ensure_layout(customer_key)
+  -- Every script upgrades a layout-1 customer before it reads or writes its levels.
+  if redis.call('HEXISTS', customer_key, V1_STATUS) == 1 then upgrade_customer(customer_key) end
+end
+
+local function change_levels(customer_key, nodes, held_by, used_by)
+  -- Adds held_by and used_by to the level of every node of `nodes` (a node listed twice, twice):
+  -- one HMGET and one HSET of the customer hash. A level not kept yet starts with no cap.
+  local fields = {}
+  for i, node in ipairs(nodes) do fields[i] = F_LEVEL .. node end
   local values = redis.call('HMGET', customer_key, unpack(fields))
-  local caps, helds, useds, frees, available, short = {}, {}, {}, {}, nil, nil
+  local changed, writes = {}, {}
+  for i, field in ipairs(fields) do
+    local cap, held, used, raise = level_texts(changed[field] or values[i])
+    local text = cap .. ':' .. fmt(tonumber(held) + held_by) .. ':'
+      .. fmt(tonumber(used) + used_by) .. raise
+    changed[field] = text
+    writes[#writes + 1] = field
+    writes[#writes + 1] = text
+  end
+  redis.call('HSET', customer_key, unpack(writes))
+end
+
+local function read_levels(values, leading, nodes, amount, now)
+  -- The levels of `nodes` (root first) from `values`, an HMGET of the customer hash whose
+  -- level fields follow `leading` others, into levels_kept (the texts are kept: a reply or a
+  -- write reuses them, a conversion being a large part of a script's own work). Returns
+  -- levels_kept, the least free credit and the first node where `amount` does not fit (nil if
+  -- it fits everywhere).
+  local levels, available, short = levels_kept, nil, nil
   for i, node in ipairs(nodes) do
-    local at = leading + 4 * (i - 1)
-    local cap = tonumber(values[at + 1]) or 0
-    if values[at + 2] then cap = effective_cap(cap, values[at + 2], now) end
-    local held, used = tonumber(values[at + 3]) or 0, tonumber(values[at + 4]) or 0
-    local free = cap - held - used
+    local at = 7 * (i - 1)
+    local cap_text, held_text, used_text, raise = level_texts(values[leading + i])
+    local cap, held = tonumber(cap_text) or 0, tonumber(held_text)
+    if raise ~= '' then cap = level_cap(cap_text, raise, now) end
+    local free = cap - held - tonumber(used_text)
     if free < 0 then free = 0 end
-    caps[i], helds[i], useds[i], frees[i] = cap, held, used, free
+    levels[at + 1], levels[at + 2], levels[at + 3], levels[at + 4] = cap, held, free, cap_text
+    levels[at + 5], levels[at + 6], levels[at + 7] = held_text, used_text, raise
     if available == nil or free < available then available = free end
     if short == nil and amount > free then short = node end
   end
-  return values, caps, helds, useds, frees, available, short, fields
+  return levels, available, short
 end
 
-local function counter_offer(nodes, frees, day_max, day_amount, month_max, month_amount)
-  -- (offer, its level): the least of every node's free credit (root first), then the room
-  -- left in the day's and the month's amount windows (0: not limited); the level is the first
-  -- candidate that holds the least (limits/model.py counter_offer).
+local function counter_offer(nodes, levels, day_max, day_amount, month_max, month_amount)
+  -- (offer, its level): the least of every node's free credit (root first, from read_levels),
+  -- then the room left in the day's and the month's amount windows (0: not limited); the
+  -- level is the first candidate that holds the least (limits/model.py counter_offer).
   local offer, level = nil, ''
   for i, node in ipairs(nodes) do
-    if offer == nil or frees[i] < offer then offer, level = frees[i], node end
+    local free = levels[7 * i - 4]
+    if offer == nil or free < offer then offer, level = free, node end
   end
   if day_max > 0 and math.max(0, day_max - day_amount) < offer then
     offer, level = math.max(0, day_max - day_amount), 'velocity.day'
@@ -201,19 +367,16 @@ local function counter_offer(nodes, frees, day_max, day_amount, month_max, month
   return offer, level
 end
 
-local function levels_read(nodes, values, leading, caps, held_texts)
-  -- The replies' "|node|cap + raise|held|used" for every node, from the texts read_levels got
-  -- (`leading` values before the nodes'): a cap without a raise, a held (unless `held_texts`
-  -- has a new one) and a used are sent as stored, with no number-to-text conversion (a large
-  -- part of a script's own work).
+local function levels_reply(nodes, levels, held_texts)
+  -- The replies' "|node|cap + raise|held|used" for every node of `levels` (read_levels): a cap
+  -- without a raise, a held (unless `held_texts` has a new one) and a used are sent as read.
   local parts = {}
   for i, node in ipairs(nodes) do
-    local at = leading + 4 * (i - 1)
-    local cap_text = values[at + 1]
-    if values[at + 2] or not cap_text then cap_text = fmt(caps[i]) end
+    local at = 7 * (i - 1)
+    local cap_text = levels[at + 4]
+    if levels[at + 7] ~= '' or cap_text == '' then cap_text = fmt(levels[at + 1]) end
     parts[i] = '|' .. node .. '|' .. cap_text .. '|'
-      .. (held_texts and held_texts[i] or values[at + 3] or '0') .. '|'
-      .. (values[at + 4] or '0')
+      .. (held_texts and held_texts[i] or levels[at + 5]) .. '|' .. levels[at + 6]
   end
   return table.concat(parts)
 end
@@ -280,9 +443,8 @@ local function expire_hold(base, customer_id, hold_id, outbox_key, now)
   if h[1] ~= 'open' then return 0 end
   h[4] = hold_nodes(base, h[4])
   local released = tonumber(h[2]) - tonumber(h[3])
-  for _, node in ipairs(split(h[4], ',')) do
-    redis.call('HINCRBY', customer_key, F_HELD .. node, -released)
-  end
+  ensure_layout(customer_key)
+  change_levels(customer_key, split(h[4], ','), -released, 0)
   local seq = tonumber(h[5]) + 1
   close_hold(hold_key, 'expired', seq, now)
   redis.call('XADD', outbox_key, '*', 'type', 'expired', 'event_id', hold_event_id(hold_id, h[9], seq),
@@ -296,7 +458,11 @@ end
 local function release_expired(base, customer_id, due_key, outbox_key, now)
   -- Release the customer's holds whose TTL has passed, at most EXPIRE_PER_CALL_MAX of them
   -- (the sweeper and later calls release the rest). Each release is a complete change of its
-  -- own with its own event, so it may precede the caller's checks. Returns how many.
+  -- own with its own event, so it may precede the caller's checks. Returns how many. The due
+  -- set holds a customer with open holds at or before its earliest expiry (reserve's ZADD LT,
+  -- update_due): a customer it holds later than now, or not at all, has none to release.
+  local due_at = redis.call('ZSCORE', due_key, customer_id)
+  if not due_at or tonumber(due_at) > now then return 0 end
   local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id
   local due = redis.call('ZRANGE', holds_key, '-inf', fmt(now), 'BYSCORE',
     'LIMIT', 0, EXPIRE_PER_CALL_MAX)
@@ -331,9 +497,9 @@ end
 local function call_time(offset_text, deadline_text)
   -- Now by Redis' clock (plus the tests' offset), and the refusal of a call whose caller's
   -- deadline passed before the script ran: a late call leaves nothing. Called before
-  -- anything else by every script that changes state.
-  local now = redis_now_ms(tonumber(offset_text))
-  local deadline = tonumber(deadline_text) or 0
+  -- anything else by every script that changes state. "0" is read without a conversion.
+  local now = redis_now_ms(offset_text == '0' and 0 or tonumber(offset_text))
+  local deadline = deadline_text ~= '0' and tonumber(deadline_text) or 0
   if deadline > 0 and now >= deadline then
     return now, err(E_DEADLINE_PASSED, fmt(deadline), now)
   end

@@ -45,13 +45,13 @@ if amount > capturable then return err(E_CAPTURE_EXCEEDS_HELD, fmt(capturable), 
 local customer_key = base .. K_CUSTOMER .. customer_id
 local nodes = split(h[4], ',')
 local excess = math.max(0, amount - held)
+ensure_layout(customer_key)
 if excess > 0 then
   -- The excess adds to held + used at every level: it must fit each one's free credit.
   for _, node in ipairs(nodes) do
-    local v = redis.call('HMGET', customer_key, F_CAP .. node, F_RAISE .. node, F_HELD .. node,
-      F_USED .. node)
-    local free = effective_cap(tonumber(v[1]) or 0, v[2], now) - (tonumber(v[3]) or 0)
-      - (tonumber(v[4]) or 0)
+    local cap, held_text, used, raise = level_texts(redis.call('HGET', customer_key,
+      F_LEVEL .. node))
+    local free = level_cap(cap, raise, now) - tonumber(held_text) - tonumber(used)
     if excess > free then return err(E_CAPTURE_EXCEEDS_CREDIT, node, now) end
   end
 end
@@ -61,10 +61,7 @@ local released = 0
 if final == 1 then released = held - (amount - excess) end
 local held_after = held - (amount - excess) - released
 local captured_total = captured_before + amount
-for _, node in ipairs(nodes) do
-  redis.call('HINCRBY', customer_key, F_HELD .. node, -(amount - excess + released))
-  redis.call('HINCRBY', customer_key, F_USED .. node, amount)
-end
+change_levels(customer_key, nodes, -(amount - excess + released), amount)
 add_balance(customer_key, h[4], amount)
 local seq = tonumber(h[5]) + 1
 local state = 'open'

@@ -15,6 +15,7 @@
 local now = redis_now_ms(tonumber(ARGV[ARG_CLOCK_OFFSET_MS]))
 if redis.call('EXISTS', KEYS[KEY_CUSTOMER]) == 0 then return {fmt(now)} end
 release_expired(ARGV[ARG_BASE], ARGV[ARG_CUSTOMER_ID], KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
+ensure_layout(KEYS[KEY_CUSTOMER])
 local reply = redis.call('HGETALL', KEYS[KEY_CUSTOMER])
 table.insert(reply, 1, fmt(now))
 reply[#reply + 1] = F_TZ_SCHEDULE

@@ -66,6 +66,7 @@ if owner == customer_id then
 end
 
 -- Refusals, in order. Any status may be force captured: the purchase already happened.
+ensure_layout(KEYS[KEY_CUSTOMER])
 if redis.call('HEXISTS', KEYS[KEY_CUSTOMER], F_STATUS) == 0 then
   return err(E_CUSTOMER_UNKNOWN, '', now)
 end
@@ -82,11 +83,9 @@ end
 
 local caps, helds, useds, over = {}, {}, {}, {}
 for i, node in ipairs(nodes) do
-  local v = redis.call('HMGET', KEYS[KEY_CUSTOMER], F_CAP .. node, F_RAISE .. node, F_HELD .. node,
-    F_USED .. node)
-  caps[i] = effective_cap(tonumber(v[1]) or 0, v[2], now)
-  helds[i] = tonumber(v[3]) or 0
-  useds[i] = tonumber(v[4]) or 0
+  local cap, held, used, raise = level_texts(redis.call('HGET', KEYS[KEY_CUSTOMER],
+    F_LEVEL .. node))
+  caps[i], helds[i], useds[i] = level_cap(cap, raise, now), tonumber(held), tonumber(used)
   if helds[i] + useds[i] + amount > caps[i] then over[#over + 1] = node end
 end
 
@@ -94,8 +93,8 @@ end
 local node_list = table.concat(nodes, ',')
 local over_list = table.concat(over, ',')
 local levels = {}
+change_levels(KEYS[KEY_CUSTOMER], nodes, 0, amount)
 for i, node in ipairs(nodes) do
-  redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_USED .. node, amount)
   levels[#levels + 1] = '|' .. node .. '|' .. fmt(caps[i]) .. '|' .. fmt(helds[i]) .. '|'
     .. fmt(useds[i] + amount)
 end

@@ -46,15 +46,17 @@ local day_max, month_max = tonumber(velocity_max[1]), tonumber(velocity_max[2])
 
 local customer_key = base .. K_CUSTOMER .. customer_id
 local nodes = split(h[4], ',')
--- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
-local values, caps, helds, useds, frees, available, short_level = read_levels(customer_key,
-  {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes,
-  increment, now)
+ensure_layout(customer_key)
+local fields = {F_STATUS, F_TIMEZONE, F_VELOCITY .. product_id}
+for i, node in ipairs(nodes) do fields[3 + i] = F_LEVEL .. node end
+-- A level's cap is the effective one: the cap plus the node's temporary raise while it lasts.
+local values = redis.call('HMGET', customer_key, unpack(fields))
+local read, available, short_level = read_levels(values, 3, nodes, increment, now)
 local function levels(extra)
-  if extra == 0 then return levels_read(nodes, values, 4, caps) end
+  if extra == 0 then return levels_reply(nodes, read) end
   local held_texts = {}
-  for i = 1, #nodes do held_texts[i] = fmt(helds[i] + extra) end
-  return levels_read(nodes, values, 4, caps, held_texts)
+  for i = 1, #nodes do held_texts[i] = fmt(read[7 * i - 5] + extra) end
+  return levels_reply(nodes, read, held_texts)
 end
 local plan = hold[3] or ''
 
@@ -72,12 +74,12 @@ local status_decline = {frozen = R_CUSTOMER_FROZEN, closed = R_CUSTOMER_CLOSED,
 if status_decline[status] then return decline(status_decline[status], '', 0, '') end
 
 -- The windows count the increment's amount (not a purchase) when the product keeps them.
-local track = day_max + month_max > 0 or values[3] ~= false or values[4] ~= false
+local track = day_max + month_max > 0 or values[3] ~= false
 local day_window, month_window, day_amount, day_count, month_amount, month_count
 if track then
   day_window, month_window = window_numbers(zone_schedule(base, values[2]), now)
-  day_amount, day_count = window_usage(values[3], day_window)
-  month_amount, month_count = window_usage(values[4], month_window)
+  day_amount, day_count, month_amount, month_count =
+    windows_usage(values[3], day_window, month_window)
 end
 local reason = 0
 if amount + increment > amount_max then
@@ -91,7 +93,7 @@ end
 if reason > 0 then
   -- The counter-offer: the least of every node's free credit (root first), the room left in
   -- the day's and the month's amount windows and under the product's maximum.
-  local offer, offer_level = counter_offer(nodes, frees, day_max, day_amount, month_max,
+  local offer, offer_level = counter_offer(nodes, read, day_max, day_amount, month_max,
     month_amount)
   if math.max(0, amount_max - amount) < offer then
     offer, offer_level = math.max(0, amount_max - amount), 'amount_max'
@@ -103,14 +105,21 @@ end
 
 -- After this point the increment must succeed.
 local total = amount + increment
-for _, node in ipairs(nodes) do redis.call('HINCRBY', customer_key, F_HELD .. node, increment) end
-if track then
-  redis.call('HSET', customer_key,
-    F_VELOCITY_DAY .. product_id,
-    fmt(day_window) .. ':' .. fmt(day_amount + increment) .. ':' .. fmt(day_count),
-    F_VELOCITY_MONTH .. product_id,
-    fmt(month_window) .. ':' .. fmt(month_amount + increment) .. ':' .. fmt(month_count))
+-- One write of the customer hash: every level with its held (as read above, plus the
+-- increment), and the product's velocity windows.
+local customer = {}
+for i = 1, #nodes do
+  customer[2 * i - 1] = fields[3 + i]
+  local at = 7 * (i - 1)
+  customer[2 * i] = read[at + 4] .. ':' .. fmt(read[at + 2] + increment) .. ':'
+    .. read[at + 6] .. read[at + 7]
 end
+if track then
+  customer[#customer + 1] = fields[3]
+  customer[#customer + 1] = windows_text(day_window, day_amount + increment, day_count,
+    month_window, month_amount + increment, month_count)
+end
+redis.call('HSET', customer_key, unpack(customer))
 local seq = tonumber(h[5]) + 1
 redis.call('HSET', KEYS[KEY_HOLD], H_AMOUNT, fmt(total), H_SEQ, fmt(seq))
 -- The first approved amount answers a retry of the original authorization.

@@ -24,35 +24,50 @@ local status = ARGV[ARG_STATUS]
 if status ~= 'active' and status ~= 'frozen' and status ~= 'closed' and status ~= 'overdue' then
   return err(E_BAD_ARGUMENT, 'status', now)
 end
-local new_caps, caps_text, pairs_ = {}, {}, {}
+local new_caps, caps_text, named = {}, {}, {}
 for i = ARG_NODE, #ARGV, 2 do
   local cap = int_arg(ARGV[i + 1], 0, CAP_MINOR_MAX)
   if not cap then return err(E_BAD_ARGUMENT, 'caps_minor', now) end
-  new_caps[F_CAP .. ARGV[i]] = true
+  if not new_caps[ARGV[i]] then named[#named + 1] = ARGV[i] end
+  new_caps[ARGV[i]] = fmt(cap)
   caps_text[#caps_text + 1] = ARGV[i] .. '=' .. fmt(cap)
-  pairs_[#pairs_ + 1] = F_CAP .. ARGV[i]
-  pairs_[#pairs_ + 1] = fmt(cap)
 end
 
+ensure_layout(KEYS[KEY_CUSTOMER])
 local fields = redis.call('HGETALL', KEYS[KEY_CUSTOMER])
-local status_before, caps_before, dropped = '', {}, {}
+local status_before, caps_before, kept, writes, dropped = '', {}, {}, {}, {}
 for i = 1, #fields, 2 do
   local field = fields[i]
   if field == F_STATUS then status_before = fields[i + 1] end
-  if string.sub(field, 1, #F_CAP) == F_CAP then
-    caps_before[#caps_before + 1] = string.sub(field, #F_CAP + 1) .. '=' .. fields[i + 1]
-    if not new_caps[field] then dropped[#dropped + 1] = field end
+  if string.sub(field, 1, #F_LEVEL) == F_LEVEL then
+    -- A level keeps its usage and raise under its new cap; a level left without a cap goes
+    -- once nothing else is in it.
+    local node = string.sub(field, #F_LEVEL + 1)
+    local cap, held, used, raise = level_texts(fields[i + 1])
+    if cap ~= '' then caps_before[#caps_before + 1] = node .. '=' .. cap end
+    local new_cap = new_caps[node] or ''
+    kept[node] = true
+    if new_cap == '' and held == '0' and used == '0' and raise == '' then
+      dropped[#dropped + 1] = field
+    elseif new_cap ~= cap then
+      writes[#writes + 1] = field
+      writes[#writes + 1] = new_cap .. ':' .. held .. ':' .. used .. raise
+    end
   end
 end
 table.sort(caps_before, bytes_less)
+for _, node in ipairs(named) do
+  if not kept[node] then
+    writes[#writes + 1] = F_LEVEL .. node
+    writes[#writes + 1] = new_caps[node] .. ':0:0'
+  end
+end
 
--- After this point the change must succeed.
 if #dropped > 0 then redis.call('HDEL', KEYS[KEY_CUSTOMER], unpack(dropped)) end
 local seq = redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_EVENT_SEQ, 1)
-redis.call('HSET', KEYS[KEY_CUSTOMER], F_STATUS, status, F_TIMEZONE, ARGV[ARG_TIMEZONE])
--- The newest schedule of a zone replaces the older: both start two days before their put.
+redis.call('HSET', KEYS[KEY_CUSTOMER], F_STATUS, status, F_TIMEZONE, ARGV[ARG_TIMEZONE],
+  F_LAYOUT, LAYOUT_VERSION, unpack(writes))
 redis.call('HSET', KEYS[KEY_TIMEZONES], ARGV[ARG_TIMEZONE], ARGV[ARG_SCHEDULE])
-if #pairs_ > 0 then redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(pairs_)) end
 redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'customer_put',
   'event_id', 'c:' .. ARGV[ARG_CUSTOMER_ID] .. ':' .. fmt(seq),
   'customer_id', ARGV[ARG_CUSTOMER_ID], 'status', status,

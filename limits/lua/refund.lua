@@ -44,9 +44,8 @@ local overpaid = amount - restored
 
 -- After this point the refund must succeed.
 if restored > 0 then
-  for _, node in ipairs(split(h[4], ',')) do
-    redis.call('HINCRBY', customer_key, F_USED .. node, -restored)
-  end
+  ensure_layout(customer_key)
+  change_levels(customer_key, split(h[4], ','), 0, -restored)
   add_balance(customer_key, h[4], -restored)
 end
 if overpaid > 0 then redis.call('HINCRBY', customer_key, F_CREDIT_BALANCE, overpaid) end

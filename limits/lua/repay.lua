@@ -33,6 +33,7 @@ end
 local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 
+ensure_layout(KEYS[KEY_CUSTOMER])
 local fields = redis.call('HGETALL', KEYS[KEY_CUSTOMER])
 if #fields == 0 then return err(E_CUSTOMER_UNKNOWN, '', now) end
 
@@ -78,9 +79,7 @@ end
 local reply = {}
 for _, allocation in ipairs(allocations) do
   local path, paid = allocation[1], allocation[2]
-  for _, node in ipairs(split(path, ',')) do
-    redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_USED .. node, -paid)
-  end
+  change_levels(KEYS[KEY_CUSTOMER], split(path, ','), 0, -paid)
   add_balance(KEYS[KEY_CUSTOMER], path, -paid)
   event('repaid', path, paid)
   reply[#reply + 1] = '|' .. path .. '|' .. fmt(paid)

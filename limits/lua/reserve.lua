@@ -18,27 +18,22 @@
 -- ARGV[5] base                     the partition key base "cg:{p:NNN}:"
 -- ARGV[6] customer_id              the customer id
 -- ARGV[7] fingerprint              the request fingerprint
--- ARGV[8] product_id               the product id
--- ARGV[9] amount_minor             the amount, minor units (1..AMOUNT_MINOR_MAX)
--- ARGV[10] hold_ttl_ms             the hold's TTL, ms
--- ARGV[11] rule_decline            product-rule decline reason decided by the hot path (0: none)
+-- ARGV[8] amount_minor             the amount, minor units (1..AMOUNT_MINOR_MAX)
+-- ARGV[9] rule_decline             product-rule decline reason decided by the hot path (0: none)
+-- ARGV[10] partial_approval        1 if the product allows it and the request asked for it
+-- ARGV[11] installment_months      installment months (0: pay in full)
 -- ARGV[12] merchant_id             the merchant id
 -- ARGV[13] mcc                     the merchant category code
--- ARGV[14] channel                 the channel
--- ARGV[15] currency                the currency
--- ARGV[16] day_amount_max_minor    day amount max, minor units (0: no limit)
--- ARGV[17] day_count_max           day count max (0: no limit)
--- ARGV[18] month_amount_max_minor  month amount max, minor units (0: no limit)
--- ARGV[19] month_count_max         month count max (0: no limit)
--- ARGV[20] amount_min_minor        the product's amount min, minor units
--- ARGV[21] amount_max_minor        the product's amount max, minor units
--- ARGV[22] partial_approval        1 if the product allows it and the request asked for it
--- ARGV[23] capture_tolerance_bps   the product's capture tolerance, bps
---                                  (0..CAPTURE_TOLERANCE_BPS_MAX)
--- ARGV[24] incremental             1 if the product allows incremental authorization
--- ARGV[25] installment_months      installment months (0: pay in full)
--- ARGV[26] installment_fee_bps     the product's monthly installment fee, bps
--- ARGV[27..] nodes                 the product's limit nodes for this channel, root first
+-- ARGV[14] rules                   the product's rules on the request's channel, one text
+--                                  (limits/contracts.PRODUCT_RULES, '|'-joined): product id,
+--                                  channel, currency, hold TTL ms, day amount max, day count
+--                                  max, month amount max, month count max (minor units or
+--                                  counts, 0: no limit), amount min, amount max, capture
+--                                  tolerance bps, incremental 0/1, installment fee bps, and
+--                                  the limit nodes root first (','-joined)
+-- ARGV[15] hold_ids                "<epoch>:<hold id>:<hold id of the epoch before>" by the
+--                                  gateway's clock (limits/keys.planned_hold_ids): taken if
+--                                  the epoch is this call's, else derived here ('' too)
 -- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live
 --   raise). A retry of an approval answers its first decision with the levels as they stand
@@ -47,39 +42,33 @@ local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
 if late then return late end
 local base, customer_id, fingerprint =
   ARGV[ARG_BASE], ARGV[ARG_CUSTOMER_ID], ARGV[ARG_FINGERPRINT]
-local product_id = ARGV[ARG_PRODUCT_ID]
+-- The product's rules are read once per text and kept (product_rules); the small numbers are
+-- compared as text in their usual value, a conversion costing more than the comparison.
+local rules = product_rules(ARGV[ARG_RULES])
 local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
-local ttl_ms = int_arg(ARGV[ARG_HOLD_TTL_MS], 1, HOLD_TTL_MS_MAX)
-local rule_decline = int_arg(ARGV[ARG_RULE_DECLINE], 0, R_AMOUNT_ABOVE_MAXIMUM)
-local day_amount_max = int_arg(ARGV[ARG_DAY_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local day_count_max = int_arg(ARGV[ARG_DAY_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local month_amount_max = int_arg(ARGV[ARG_MONTH_AMOUNT_MAX_MINOR], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local month_count_max = int_arg(ARGV[ARG_MONTH_COUNT_MAX], 0, VELOCITY_AMOUNT_MINOR_MAX)
-local amount_min = int_arg(ARGV[ARG_AMOUNT_MIN_MINOR], 0, AMOUNT_MINOR_MAX)
-local amount_max = int_arg(ARGV[ARG_AMOUNT_MAX_MINOR], 0, AMOUNT_MINOR_MAX)
-local allow_partial = int_arg(ARGV[ARG_PARTIAL_APPROVAL], 0, 1)
-local tolerance_bps = int_arg(ARGV[ARG_CAPTURE_TOLERANCE_BPS], 0, CAPTURE_TOLERANCE_BPS_MAX)
-local incremental = int_arg(ARGV[ARG_INCREMENTAL], 0, 1)
-local months = int_arg(ARGV[ARG_INSTALLMENT_MONTHS], 0, INSTALLMENT_MONTHS_MAX)
-local fee_bps = int_arg(ARGV[ARG_INSTALLMENT_FEE_BPS], 0, INSTALLMENT_FEE_BPS_MAX)
-local nodes = {unpack(ARGV, ARG_NODES)}
-if not (amount and ttl_ms and rule_decline and day_amount_max and day_count_max
-    and month_amount_max and month_count_max and amount_min and amount_max
-    and allow_partial and tolerance_bps and incremental and months and months ~= 1
-    and fee_bps and #nodes >= 1) then
+local rule_decline, allow_partial, months = 0, nil, 0
+if ARGV[ARG_RULE_DECLINE] ~= '0' then
+  rule_decline = int_arg(ARGV[ARG_RULE_DECLINE], 0, R_AMOUNT_ABOVE_MAXIMUM)
+end
+if ARGV[ARG_PARTIAL_APPROVAL] == '0' then allow_partial = 0
+elseif ARGV[ARG_PARTIAL_APPROVAL] == '1' then allow_partial = 1 end
+if ARGV[ARG_INSTALLMENT_MONTHS] ~= '0' then
+  months = int_arg(ARGV[ARG_INSTALLMENT_MONTHS], 0, INSTALLMENT_MONTHS_MAX)
+end
+if not (rules and amount and rule_decline and allow_partial and months and months ~= 1) then
   return err(E_BAD_ARGUMENT, 'reserve', now)
 end
+local nodes, product_id = rules.nodes, rules.product_id
 
 local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
 -- fingerprint, so an open hold costs one key.
-local hold_id, retried = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now)
+-- A retry reads its fingerprint, expiry, amounts, partial level and plan (prior_fields).
+local hold_id, retried, prior = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now,
+  ARGV[ARG_HOLD_IDS], prior_fields)
 local hold_key = base .. K_HOLD .. hold_id
-local prior
 if retried then
-  prior = redis.call('HMGET', hold_key, H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT,
-    H_PARTIAL_LEVEL, H_PLAN)
   if prior[1] ~= fingerprint then return err(E_IDEMPOTENCY_MISMATCH, '', now) end
 else
   -- Holds whose TTL has passed are released before the levels are read (a retry changes
@@ -87,12 +76,13 @@ else
   release_expired(base, customer_id, KEYS[KEY_DUE], KEYS[KEY_OUTBOX], now)
 end
 
--- One read of the customer hash: status, timezone, windows, then every level.
--- caps[i] is the effective cap: the cap plus the node's temporary raise while it lasts.
-local values, caps, helds, useds, frees, available, short_level, fields = read_levels(
-  KEYS[KEY_CUSTOMER],
-  {F_STATUS, F_TIMEZONE, F_VELOCITY_DAY .. product_id, F_VELOCITY_MONTH .. product_id}, nodes,
-  amount, now)
+-- One read of the customer hash: status, timezone, the product's windows, then every level
+-- (the field names come with the product's rules). A customer of layout 1 has no status
+-- field of this layout: it is upgraded and read again.
+local values = redis.call('HMGET', KEYS[KEY_CUSTOMER], unpack(rules.read_fields))
+if not values[1] and upgrade_customer(KEYS[KEY_CUSTOMER]) then
+  values = redis.call('HMGET', KEYS[KEY_CUSTOMER], unpack(rules.read_fields))
+end
 local status = values[1]
 
 -- Checks, in the documented order (limits/reasons.py). Nothing is written before the point
@@ -101,6 +91,8 @@ if not status then
   return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(R_CUSTOMER_UNKNOWN,
     '', '', 0, now, 0, 0, 0, 0, '', '', ''))
 end
+-- A level's cap is the effective one: the cap plus the node's temporary raise while it lasts.
+local levels, available, short_level = read_levels(values, 3, nodes, amount, now)
 
 if retried then
   -- A retry of an approval: the first decision (amount before any increment, partial
@@ -116,13 +108,13 @@ if retried then
   local partial = 0
   if prior[5] then partial = 1 end
   local expires = tonumber(prior[2])
-  return authorization_reply(0, '', hold_id, available, expires - ttl_ms, expires, approved,
-    partial, 0, prior[5] or '', plan, levels_read(nodes, values, 4, caps))
+  return authorization_reply(0, '', hold_id, available, expires - rules.ttl_ms, expires,
+    approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels))
 end
 
 local function decline(reason, level, offer, offer_level)
   return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(reason, level, '',
-    available, now, 0, 0, 0, offer, offer_level, '', levels_read(nodes, values, 4, caps)))
+    available, now, 0, 0, 0, offer, offer_level, '', levels_reply(nodes, levels)))
 end
 
 if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', 0, '') end
@@ -131,12 +123,13 @@ if status == 'overdue' then return decline(R_CUSTOMER_OVERDUE, '', 0, '') end
 if rule_decline > 0 then return decline(rule_decline, '', 0, '') end
 
 local day_window, month_window, day_amount, day_count, month_amount, month_count
-local has_velocity = day_amount_max + day_count_max + month_amount_max + month_count_max > 0
+local day_amount_max, month_amount_max = rules.day_amount_max, rules.month_amount_max
+local day_count_max, month_count_max = rules.day_count_max, rules.month_count_max
 local amount_reason = 0  -- VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either applies
-if has_velocity then
+if rules.has_velocity then
   day_window, month_window = window_numbers(zone_schedule(base, values[2]), now)
-  day_amount, day_count = window_usage(values[3], day_window)
-  month_amount, month_count = window_usage(values[4], month_window)
+  day_amount, day_count, month_amount, month_count =
+    windows_usage(values[3], day_window, month_window)
   if (day_count_max > 0 and day_count + 1 > day_count_max)
       or (month_count_max > 0 and month_count + 1 > month_count_max) then
     return decline(R_VELOCITY_COUNT_EXCEEDED, '', 0, '')
@@ -154,9 +147,9 @@ if amount_reason > 0 then
   -- left in the day's and the month's amount windows; its level is the first candidate that
   -- holds it. Below the product's minimum nothing is offered (the level is still named).
   local offer
-  offer, offer_level = counter_offer(nodes, frees, day_amount_max, day_amount,
+  offer, offer_level = counter_offer(nodes, levels, day_amount_max, day_amount,
     month_amount_max, month_amount)
-  if offer < math.max(1, amount_min) then offer = 0 end
+  if offer < math.max(1, rules.amount_min) then offer = 0 end
   if allow_partial == 0 or offer == 0 then
     local level = ''
     if amount_reason == R_INSUFFICIENT_CREDIT then level = short_level end
@@ -166,46 +159,45 @@ if amount_reason > 0 then
 end
 
 -- After this point the reservation must succeed.
-local node_list = table.concat(nodes, ',')
-local expires = fmt(now + ttl_ms)
+local node_list = rules.node_list
+local expires = fmt(now + rules.ttl_ms)
 local approved_text, now_text = fmt(approved), fmt(now)
 local plan = ''
-if months > 0 then plan = installment_plan(approved, months, fee_bps) end
--- One write of the customer hash: every level's held (as read above, plus the approval) and
--- the velocity windows. The field names are the ones read_levels asked for.
-local customer, held_texts = {}, {}
+if months > 0 then plan = installment_plan(approved, months, rules.fee_bps) end
+-- One write of the customer hash: every level with its held (as read above, plus the
+-- approval), and the product's velocity windows.
+local customer, held_texts, level_fields = {}, {}, rules.level_fields
 for i = 1, #nodes do
-  held_texts[i] = fmt(helds[i] + approved)
-  customer[2 * i - 1] = fields[4 * i + 3]
-  customer[2 * i] = held_texts[i]
+  local at = 7 * (i - 1)
+  held_texts[i] = fmt(levels[at + 2] + approved)
+  customer[2 * i - 1] = level_fields[i]
+  customer[2 * i] = levels[at + 4] .. ':' .. held_texts[i] .. ':' .. levels[at + 6]
+    .. levels[at + 7]
 end
-if has_velocity then
-  customer[#customer + 1] = fields[3]
-  customer[#customer + 1] = fmt(day_window) .. ':' .. fmt(day_amount + approved) .. ':'
-    .. fmt(day_count + 1)
-  customer[#customer + 1] = fields[4]
-  customer[#customer + 1] = fmt(month_window) .. ':' .. fmt(month_amount + approved) .. ':'
-    .. fmt(month_count + 1)
+if rules.has_velocity then
+  customer[#customer + 1] = rules.read_fields[3]
+  customer[#customer + 1] = windows_text(day_window, day_amount + approved, day_count + 1,
+    month_window, month_amount + approved, month_count + 1)
 end
 redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(customer))
 -- The optional fields are written only when they apply: an open hold stays small.
 local hold = {H_STATE, 'open', H_CUSTOMER, customer_id, H_PRODUCT, product_id,
-  H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path_id(base, node_list),
+  H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path_id(base, node_list, rules.path_hash),
   H_EXPIRES, expires, H_SEQ, '1', H_MERCHANT, ARGV[ARG_MERCHANT_ID],
-  H_CURRENCY, ARGV[ARG_CURRENCY], H_FINGERPRINT, fingerprint}
+  H_CURRENCY, rules.currency, H_FINGERPRINT, fingerprint}
 if partial == 1 then
   hold[#hold + 1] = H_PARTIAL_LEVEL
   hold[#hold + 1] = offer_level
 end
-if tolerance_bps > 0 then
+if rules.tolerance_bps > 0 then
   hold[#hold + 1] = H_TOLERANCE_BPS
-  hold[#hold + 1] = fmt(tolerance_bps)
+  hold[#hold + 1] = rules.tolerance_text
 end
-if incremental == 1 then
+if rules.incremental == 1 then
   hold[#hold + 1] = H_INCREMENT_MAX
-  hold[#hold + 1] = fmt(amount_max)
+  hold[#hold + 1] = rules.amount_max_text
   hold[#hold + 1] = H_VELOCITY_MAX
-  hold[#hold + 1] = fmt(day_amount_max) .. ':' .. fmt(month_amount_max)
+  hold[#hold + 1] = rules.velocity_max_text
 end
 if plan ~= '' then
   hold[#hold + 1] = H_PLAN
@@ -216,8 +208,8 @@ redis.call('ZADD', KEYS[KEY_CUSTOMER_HOLDS], expires, hold_id)
 redis.call('ZADD', KEYS[KEY_DUE], 'LT', expires, customer_id)
 local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, expires, 1),
   'customer_id', customer_id, 'hold_id', hold_id, 'product_id', product_id,
-  'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', ARGV[ARG_CHANNEL],
-  'currency', ARGV[ARG_CURRENCY],
+  'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', rules.channel,
+  'currency', rules.currency,
   'nodes', node_list, 'amount_minor', approved_text, 'expires_at_ms', expires,
   'at_ms', now_text, 'caller', ARGV[ARG_CALLER]}
 if partial == 1 then
@@ -235,4 +227,4 @@ redis.call('XADD', KEYS[KEY_OUTBOX], '*', unpack(event))
 -- The reply's levels reuse the texts read (caps without a live raise, used) and written (held).
 return 'OK|0||' .. hold_id .. '|' .. fmt(available - approved) .. '|' .. now_text .. '|'
   .. expires .. '|' .. approved_text .. '|' .. (partial == 1 and '1' or '0') .. '|0|'
-  .. offer_level .. '|' .. plan .. levels_read(nodes, values, 4, caps, held_texts)
+  .. offer_level .. '|' .. plan .. levels_reply(nodes, levels, held_texts)

@@ -52,7 +52,8 @@ local h = nil
 -- A release is an event of the hold's; anything else is named by the reversal and its time.
 local event_id = 'z:' .. customer_id .. '|' .. original_key .. ':' .. fmt(now)
 local original = redis.call('GET', KEYS[KEY_ORIGINAL_IDEMPOTENCY])
-local approved_id, approval_exists = approval_hold(base, KEYS[KEY_ORIGINAL_IDEMPOTENCY], now)
+local approved_id, approval_exists = approval_hold(base, KEYS[KEY_ORIGINAL_IDEMPOTENCY], now,
+  '')
 local hold_key = base .. K_HOLD .. approved_id
 if original and string.sub(original, 1, #TOMBSTONE + 1) ~= TOMBSTONE .. '\n' then
   outcome = 'original_declined'  -- only declines keep a record
@@ -76,9 +77,8 @@ elseif outcome == 'released' then
   event_id = hold_event_id(hold_id, h[10], tonumber(h[5]) + 1)
   released = tonumber(h[2]) - tonumber(h[3])
   nodes, product_id, merchant_id, currency = h[4], h[6], h[7], h[8]
-  for _, node in ipairs(split(nodes, ',')) do
-    redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_HELD .. node, -released)
-  end
+  ensure_layout(KEYS[KEY_CUSTOMER])
+  change_levels(KEYS[KEY_CUSTOMER], split(nodes, ','), -released, 0)
   close_hold(hold_key, 'reversed', tonumber(h[5]) + 1, now)
   redis.call('ZREM', KEYS[KEY_CUSTOMER_HOLDS], hold_id)
   update_due(KEYS[KEY_CUSTOMER_HOLDS], KEYS[KEY_DUE], customer_id)

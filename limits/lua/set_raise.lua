@@ -32,25 +32,26 @@ if raise > 0 and expires > now + RAISE_DURATION_MS_MAX then
   return err(E_RAISE_TOO_LONG, fmt(now + RAISE_DURATION_MS_MAX), now)
 end
 
-local before = redis.call('HGET', KEYS[KEY_CUSTOMER], F_RAISE .. node)
+ensure_layout(KEYS[KEY_CUSTOMER])
+local stored = redis.call('HGET', KEYS[KEY_CUSTOMER], F_LEVEL .. node)
+local cap, held, used, before = level_texts(stored)
 local before_raise, before_expires = '0', '0'
-if before then
-  local colon = string.find(before, ':', 1, true)
-  before_raise, before_expires = string.sub(before, 1, colon - 1), string.sub(before, colon + 1)
-end
+if before ~= '' then before_raise, before_expires = string.match(before, '^:(%d+):(%d+)$') end
 
--- After this point the change must succeed.
 local seq = redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_EVENT_SEQ, 1)
 if raise > 0 then
-  redis.call('HSET', KEYS[KEY_CUSTOMER], F_RAISE .. node, fmt(raise) .. ':' .. fmt(expires))
+  redis.call('HSET', KEYS[KEY_CUSTOMER], F_LEVEL .. node,
+    cap .. ':' .. held .. ':' .. used .. ':' .. fmt(raise) .. ':' .. fmt(expires))
 else
   expires = 0
-  redis.call('HDEL', KEYS[KEY_CUSTOMER], F_RAISE .. node)
+  if stored then
+    redis.call('HSET', KEYS[KEY_CUSTOMER], F_LEVEL .. node, cap .. ':' .. held .. ':' .. used)
+  end
 end
 redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'limit_raised',
   'event_id', 'c:' .. customer_id .. ':' .. fmt(seq), 'customer_id', customer_id,
   'node', node, 'raise_minor', fmt(raise), 'expires_at_ms', fmt(expires), 'at_ms', fmt(now),
   'caller', ARGV[ARG_CALLER])
-local v = redis.call('HMGET', KEYS[KEY_CUSTOMER], F_CAP .. node, F_HELD .. node, F_USED .. node)
-return 'OK|' .. (v[1] or '0') .. '|' .. fmt(raise) .. '|' .. (v[2] or '0') .. '|'
-  .. (v[3] or '0') .. '|' .. fmt(now) .. '|' .. before_raise .. '|' .. before_expires
+if cap == '' then cap = '0' end
+return 'OK|' .. cap .. '|' .. fmt(raise) .. '|' .. held .. '|' .. used .. '|' .. fmt(now) .. '|'
+  .. before_raise .. '|' .. before_expires

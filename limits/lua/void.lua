@@ -31,9 +31,8 @@ if refusal then return refusal end
 -- After this point the void must succeed.
 local released = tonumber(h[2]) - tonumber(h[3])
 local customer_key = base .. K_CUSTOMER .. customer_id
-for _, node in ipairs(split(h[4], ',')) do
-  redis.call('HINCRBY', customer_key, F_HELD .. node, -released)
-end
+ensure_layout(customer_key)
+change_levels(customer_key, split(h[4], ','), -released, 0)
 local seq = tonumber(h[5]) + 1
 close_hold(KEYS[KEY_HOLD], 'voided', seq, now)
 local holds_key = base .. K_CUSTOMER_HOLDS .. customer_id

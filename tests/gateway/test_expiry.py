@@ -111,9 +111,11 @@ async def test_sweeper_releases_an_untouched_customer_once(redis, gateway, admin
         assert await redis.xlen(outbox_key("c-busy")) == lengths["c-busy"]
     # The customer's record shows the release without anyone calling for it.
     customer_key = keys.customer(keys.base(keys.partition_of("c-idle", PARTITIONS)), "c-idle")
-    assert int(await redis.hget(customer_key, keys.FIELD_HELD + "total")) == 0
+    assert keys.read_level((await redis.hget(customer_key, keys.FIELD_LEVEL + "total")).decode()
+                           ).held == 0
     busy_key = keys.customer(keys.base(keys.partition_of("c-busy", PARTITIONS)), "c-busy")
-    assert int(await redis.hget(busy_key, keys.FIELD_HELD + "total")) == 9_000
+    assert keys.read_level((await redis.hget(busy_key, keys.FIELD_LEVEL + "total")).decode()
+                           ).held == 9_000
 
     state = await snapshot(redis)
     assert await sweep_once(gateway.limits) == 0

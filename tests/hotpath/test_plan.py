@@ -12,12 +12,16 @@ import pytest
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.hotpath._plan_py import InvalidArgument
 from creditgate.limits import contracts
+from creditgate.limits import keys as keys_module
 from creditgate.limits.catalog import Installments
 from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
 from creditgate.limits.contracts import RESERVE
+from creditgate.limits.keys import derived_hold_id, hold_epoch
 from creditgate.limits.reasons import DeclineReason
 
 PARTITIONS = 256
+PLANNED_AT_MS = 1_795_600_000_000  # the planner's clock in the tests of exact args
+PLANNED_EPOCH = hold_epoch(PLANNED_AT_MS)
 TOKEN = "ABCDEFGHIJKLMNOP"  # 16 base32 characters, as the gateway draws them
 
 VALID_AUTHORIZE = {
@@ -181,7 +185,8 @@ def test_authorize_plan_layout(impl, rules):
     partition = zlib.crc32(b"cust-000123") % PARTITIONS
     base = f"cg:{{p:{partition:03d}}}:"
 
-    keys, args = impl.plan_authorize(authorize_request(), rules, PARTITIONS)
+    keys, args = impl.plan_authorize(authorize_request(), rules, PARTITIONS,
+                                     now_ms=PLANNED_AT_MS)
 
     assert keys == [
         base + "c:cust-000123",
@@ -194,29 +199,22 @@ def test_authorize_plan_layout(impl, rules):
         base,
         "cust-000123",
         fingerprint("scan_pay", "qr_scan", "merchant-42", "5411", "12345", "CNY", "0", "0"),
-        "scan_pay",
         "12345",
-        "604800000",  # hold TTL in ms: 7 days
         "0",  # no product rule broken
+        "0",  # partial approval: the product allows it, the request did not ask
+        "0",  # installment months: pay in full
         "merchant-42",
         "5411",
-        "qr_scan",
-        "CNY",
-        "10000000",  # velocity: day amount, day count, month amount, month count
-        "50",
-        "50000000",
-        "400",
-        "100",  # the product's amount min and max
-        "5000000",
-        "0",  # partial approval: the product allows it, the request did not ask
-        "2000",  # capture tolerance bps
-        "0",  # not incremental
-        "0",  # installment months: pay in full
-        "60",  # monthly installment fee bps
-        "total",  # the product's nodes, root first, then the channel's node
-        "consumer",
-        "consumer.scan_pay",
-        "consumer.scan_pay.qr",
+        # The product's rules on the channel, one text (limits/contracts.PRODUCT_RULES): id,
+        # channel, currency, hold TTL in ms (7 days), velocity (day amount, day count, month
+        # amount, month count), amount min and max, capture tolerance bps, not incremental,
+        # monthly installment fee bps, the nodes root first.
+        "scan_pay|qr_scan|CNY|604800000|10000000|50|50000000|400|100|5000000|2000|0|60|"
+        "total,consumer,consumer.scan_pay,consumer.scan_pay.qr",
+        # The approval's hold ids by the planner's clock: its epoch, the id in it and the id
+        # in the epoch before (limits/keys.planned_hold_ids).
+        f"{PLANNED_EPOCH}:{derived_hold_id(base, keys[4], PLANNED_EPOCH)}:"
+        f"{derived_hold_id(base, keys[4], PLANNED_EPOCH - 1)}",
     ]
     assert all(type(item) is str for item in keys + args)
 
@@ -229,7 +227,7 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         allow_partial=True,
         installment_months=24,
     )
-    keys, args = impl.plan_authorize(request, rules, 1)
+    keys, args = impl.plan_authorize(request, rules, 1, now_ms=PLANNED_AT_MS)
     assert keys == [
         "cg:{p:000}:c:cust-000123",
         "cg:{p:000}:x:cust-000123",
@@ -241,28 +239,16 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         "cg:{p:000}:",
         "cust-000123",
         fingerprint("ecommerce", "ecommerce", "merchant-42", "5411", "10000000", "CNY", "1", "24"),
-        "ecommerce",
         "10000000",
-        "1209600000",
         "0",
+        "0",  # asked for, but the product has no partial approval
+        "24",
         "merchant-42",
         "5411",
-        "ecommerce",
-        "CNY",
-        "20000000",
-        "100",
-        "0",  # no monthly window
-        "0",
-        "100",
-        "10000000",
-        "0",  # asked for, but the product has no partial approval
-        "0",  # no capture tolerance
-        "1",  # incremental
-        "24",
-        "50",
-        "total",  # no channel node for this product
-        "consumer",
-        "consumer.online",
+        # No monthly window, no capture tolerance, incremental; no channel node.
+        "ecommerce|ecommerce|CNY|1209600000|20000000|100|0|0|100|10000000|0|1|50|"
+        "total,consumer,consumer.online",
+        keys_module.planned_hold_ids("cg:{p:000}:", keys[4], PLANNED_AT_MS),
     ]
 
 
@@ -288,7 +274,7 @@ def test_authorize_partition_is_crc32_of_customer(impl, rules, partitions):
 )
 def test_authorize_appends_the_channels_nodes(impl, rules, channel, nodes):
     _, args = impl.plan_authorize(authorize_request(channel=channel), rules, PARTITIONS)
-    assert args[len(RESERVE.args):] == nodes  # the repeated `nodes`
+    assert args[RESERVE.args.rules].split("|")[-1] == ",".join(nodes)
 
 
 # plan_authorize: partial approval and installments (their slots: limits/contracts.RESERVE).

@@ -87,7 +87,7 @@ async def test_reconcile_cli_finds_no_drift_then_exactly_the_corrupted_counter(
 
     victim = max(CUSTOMERS, key=lambda c: sum(v[0] + v[1] for (who, _), v
                                               in traffic.levels().items() if who == c))
-    await redis.hincrby(customer_key(victim), keys.FIELD_HELD + "consumer", 7)
+    await add_to_level(redis, customer_key(victim), "consumer", held=7)
     code, output = await run_cli(*command)
     assert code == 1, output
     drift_lines = [line for line in output.splitlines() if line.startswith("drift:")]
@@ -97,6 +97,14 @@ async def test_reconcile_cli_finds_no_drift_then_exactly_the_corrupted_counter(
     assert "1 drifts" in output and "FAILED" in output
 
 
+async def add_to_level(redis, key: str, node: str, held: int = 0, used: int = 0) -> None:
+    """Corrupts one level of a customer hash (limits/keys.py FIELD_LEVEL) by hand."""
+    level = keys.read_level((await redis.hget(key, keys.FIELD_LEVEL + node)).decode())
+    await redis.hset(key, keys.FIELD_LEVEL + node, keys.level_text(
+        level.cap, level.held + held, level.used + used, level.raise_minor,
+        level.raise_expires_ms))
+
+
 async def test_reconcile_in_process_finds_the_corrupted_counter(redis, gateway, admin, auth,
                                                                 store, make_worker):
     traffic = await drained_mix(redis, gateway, admin, auth, store, make_worker, 5)
@@ -104,7 +112,7 @@ async def test_reconcile_in_process_finds_the_corrupted_counter(redis, gateway, 
     assert report.ok and report.drifts == [] and report.undrained == []
     victim = CUSTOMERS[1]
     before = traffic.levels().get((victim, "consumer.scan_pay"), [0, 0])
-    await redis.hincrby(customer_key(victim), keys.FIELD_USED + "consumer.scan_pay", -7)
+    await add_to_level(redis, customer_key(victim), "consumer.scan_pay", used=-7)
     report = await reconcile.reconcile(redis, store, PARTITIONS)
     assert not report.ok and report.undrained == []
     assert report.drifts == [reconcile.Drift(victim, "consumer.scan_pay", "used",

@@ -20,7 +20,7 @@ from creditgate.limits.constants import (
     INSTALLMENT_MONTHS_MAX,
 )
 from creditgate.limits.contracts import call_header
-from creditgate.limits.lua_source import scripts
+from creditgate.limits.lua_source import library, scripts
 from creditgate.limits.model import installment_plan_text
 from tests.support import PARTITIONS, RULES, authorize_request
 
@@ -70,7 +70,7 @@ _customers = itertools.count()
 def test_the_lua_plan_equals_the_python_plan(redis_sync, principal, months, fee_bps):
     """The reserve script, given a hand-built plan (any term and fee within the bounds, no
     product rule or window in the way), answers with and stores the Python plan."""
-    source = scripts()
+    redis_sync.function_load(library(), replace=True)
     customer_id = f"inst-{next(_customers)}"
     base = keys.base(keys.partition_of(customer_id, PARTITIONS))
     nodes = ("total", "consumer", "consumer.scan_pay", "consumer.scan_pay.pos")
@@ -78,18 +78,21 @@ def test_the_lua_plan_equals_the_python_plan(redis_sync, principal, months, fee_
         customer_id=customer_id, status="active", timezone="UTC",
         schedule=calendar.offset_schedule("UTC", 1_795_600_000),
         rest=[text for node in nodes for text in (node, str(CAP_MINOR_MAX))])
-    redis_sync.eval(source["put_customer"].source, 3, keys.customer(base, customer_id),
+    redis_sync.fcall(scripts()["put_customer"].function, 3, keys.customer(base, customer_id),
                     keys.outbox(base), keys.timezones(base), *call_header(), *put_args)
     keys_, args = hotpath.plan_authorize(authorize_request("k", customer_id, 100), RULES,
                                          PARTITIONS)
     a = contracts.RESERVE.args
+    rules = contracts.PRODUCT_RULES.bind(args[a.rules].split(contracts.RULES_SEPARATOR))
+    rules.day_amount_max_minor = rules.day_count_max = "0"
+    rules.month_amount_max_minor = rules.month_count_max = "0"
+    rules.amount_min_minor, rules.amount_max_minor = "1", str(AMOUNT_MINOR_MAX)
+    rules.installment_fee_bps = str(fee_bps)
+    args[a.rules] = contracts.RULES_SEPARATOR.join(
+        getattr(rules, name) for name in contracts.PRODUCT_RULES.names)
     args[a.amount_minor] = str(principal)
-    for no_window in (a.day_amount_max_minor, a.day_count_max, a.month_amount_max_minor,
-                      a.month_count_max):
-        args[no_window] = "0"
-    args[a.amount_min_minor], args[a.amount_max_minor] = "1", str(AMOUNT_MINOR_MAX)
-    args[a.installment_months], args[a.installment_fee_bps] = str(months), str(fee_bps)
-    reply = redis_sync.eval(source["reserve"].source, len(keys_), *keys_, *call_header(),
+    args[a.installment_months] = str(months)
+    reply = redis_sync.fcall(scripts()["reserve"].function, len(keys_), *keys_, *call_header(),
                             *args).decode()
     f = contracts.AUTHORIZATION.bind(reply.split("|")[1:])
     expected = installments.plan(principal, months, fee_bps).text()

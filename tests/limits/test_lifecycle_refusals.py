@@ -229,5 +229,7 @@ async def test_repay_pays_unlisted_paths_after_the_listed_ones_by_name(driver):
         32_500, 0, 500)
     state = await driver.client.credit(CUSTOMER)
     assert state.balances == {QR: 500}
+    # Every level of the customer answers its used, drawn on or not.
     assert state.used == {"total": 500, "consumer": 500, "consumer.scan_pay": 500,
-                          "consumer.scan_pay.qr": 500, "consumer.scan_pay.pos": 0, "cash": 0}
+                          "consumer.scan_pay.qr": 500, "consumer.scan_pay.pos": 0, "cash": 0,
+                          "consumer.online": 0}

@@ -280,11 +280,13 @@ class ScriptsVersusModel(RuleBasedStateMachine):
             customer = self.model.state[keys.customer(keys.base(
                 keys.partition_of_hold(hold_id, PARTITIONS)), hold["c"])]
             base = keys.base(keys.partition_of_hold(hold_id, PARTITIONS))
+            levels = keys.levels_of(customer)
             for node in self.model._hold_nodes(base, hold["n"]).split(","):
-                assert sum(int(customer.get(field + node, 0)) for field in (
-                    keys.FIELD_HELD, keys.FIELD_USED)) <= effective_cap(
-                    int(customer.get(keys.FIELD_CAP + node, 0)),
-                    customer.get(keys.FIELD_RAISE + node), reply_now("|".join(reply)))
+                level = levels[node]
+                raise_text = (f"{level.raise_minor}:{level.raise_expires_ms}"
+                              if level.raise_minor else None)
+                assert level.held + level.used <= effective_cap(
+                    level.cap or 0, raise_text, reply_now("|".join(reply)))
 
     @rule(customer=st.sampled_from(CUSTOMERS), back=st.integers(-1, 3), own=st.booleans())
     def reverse(self, customer, back, own):
@@ -369,13 +371,10 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         for key, value in self.model.state.items():
             if isinstance(value, dict) and keys.FIELD_STATUS in value:
                 over_limit = key.rsplit(":", 1)[-1] in self.over_limit
-                for field, cap in value.items():
-                    if field.startswith(keys.FIELD_CAP):
-                        node = field[len(keys.FIELD_CAP):]
-                        held = int(value.get(keys.FIELD_HELD + node, 0))
-                        used = int(value.get(keys.FIELD_USED + node, 0))
-                        assert held >= 0 and used >= 0, (key, node)
-                        assert over_limit or held + used <= int(cap), (key, node)
+                for node, level in keys.levels_of(value).items():
+                    assert level.held >= 0 and level.used >= 0, (key, node)
+                    if level.cap is not None:
+                        assert over_limit or level.held + level.used <= level.cap, (key, node)
 
     @invariant()
     def conservation(self):
@@ -403,17 +402,16 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         for customer_id in CUSTOMERS:
             base = keys.base(keys.partition_of(customer_id, PARTITIONS))
             record = self.model.state[keys.customer(base, customer_id)]
+            levels = keys.levels_of(record)
             for (owner, node), held in held_by.items():
                 if owner == customer_id:
-                    assert int(record.get(keys.FIELD_HELD + node, 0)) == held
+                    assert levels.get(node, keys.read_level(None)).held == held
             balances = {field[len(keys.FIELD_BALANCE):]: int(value) for field, value
                         in record.items() if field.startswith(keys.FIELD_BALANCE)}
             assert all(balance > 0 for balance in balances.values())
-            for field, value in record.items():
-                if field.startswith(keys.FIELD_USED):
-                    node = field[len(keys.FIELD_USED):]
-                    assert int(value) == sum(balance for path, balance in balances.items()
-                                             if node in path.split(",")), (customer_id, node)
+            for node, level in levels.items():
+                assert level.used == sum(balance for path, balance in balances.items()
+                                         if node in path.split(",")), (customer_id, node)
             captured, restored, repaid, overpaid = flows[customer_id]
             assert sum(balances.values()) == captured - restored - repaid
             assert int(record.get(keys.FIELD_CREDIT_BALANCE, 0)) == overpaid

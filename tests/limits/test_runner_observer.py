@@ -54,8 +54,8 @@ async def test_one_note_per_batch_and_per_failure(redis, redis_server, raw):
         assert recorder.batches == [["due"] * 5, ["credit"]]
         assert len(recorder.round_trips) == 2
         assert all(0 < round_trip_s < 5 for round_trip_s in recorder.round_trips)
-        # Redis lost its scripts: noted for each call that met NOSCRIPT, each sent again.
-        await client.script_flush()
+        # Redis lost its functions: noted for each call that found none, each sent again.
+        await client.function_flush()
         await asyncio.gather(*(limits.due(partition, 10) for partition in range(3)))
         assert sum(calls for kind, calls in recorder.failures if kind == "noscript") == 3
         assert {kind for kind, _ in recorder.failures} == {"noscript"}

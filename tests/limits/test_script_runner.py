@@ -121,7 +121,7 @@ def test_the_runner_writes_the_bytes_redis_py_would(calls):
     data, sent = encode_calls(batch)
     assert sent == batch
     packed = Connection().pack_commands(
-        [("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args) for call in batch])
+        [("FCALL", call.script.function, len(call.keys), *call.keys, *call.args) for call in batch])
     assert data == b"".join(packed)
 
 
@@ -167,7 +167,7 @@ async def test_both_ways_reload_the_scripts_after_noscript(redis, raw):
     client = LimitsClient(ScriptRunner(redis, raw=raw), PARTITIONS)
     await client.runner.load()
     await put(client, "c1")
-    await redis.script_flush()
+    await redis.function_flush()
     results = await asyncio.gather(*(authorize(client, f"k{i}", "c1", 100) for i in range(5)))
     assert [r[0] for r in results] == [0] * 5
     assert len({r[2] for r in results}) == 5

@@ -1,4 +1,5 @@
-"""The script runner: loaded once and called by SHA, reloaded on NOSCRIPT, and the calls of one
+"""The script runner: the library loaded once and its functions called by FCALL, reloaded when
+Redis lost it, and the calls of one
 loop tick coalesced into one round trip without one call's failure reaching its neighbours."""
 
 from __future__ import annotations
@@ -9,50 +10,72 @@ import re
 import pytest
 from redis.exceptions import ResponseError
 
+from creditgate import hotpath
 from creditgate.limits import keys
-from creditgate.limits.lua_source import SCRIPT_NAMES, lua_constant_values, scripts
+from creditgate.limits.contracts import AUTHORIZATION, RESERVE, call_header
+from creditgate.limits.lua_source import (
+    SCRIPT_NAMES,
+    library,
+    lua_constant_values,
+    script_source,
+    scripts,
+)
 from creditgate.limits.transport import ScriptRunner
-from tests.support import PARTITIONS, ScriptDriver, authorize_request, redis_client
+from tests.support import PARTITIONS, RULES, ScriptDriver, authorize_request, redis_client
 
 
 def test_every_script_carries_the_constants_as_values():
     values = lua_constant_values()
     assert values["K_CUSTOMER"] == f"'{keys.KIND_CUSTOMER}'"
     names = re.compile(r"\b(" + "|".join(values) + r")\b")
-    for name in SCRIPT_NAMES:
-        source = scripts()[name].source
+    for name, source in [*((name, script_source(name)) for name in SCRIPT_NAMES),
+                         (SCRIPT_NAMES[-1], library())]:
         assert source.index("_lib.lua") < source.index(f"-- {name}.lua")
         code = "\n".join(line.split("--")[0] for line in source.splitlines())
         assert not names.search(code), (name, names.search(code))
 
 
+def test_the_library_is_named_by_the_layout_version_and_registers_every_script():
+    source = library()
+    assert source.startswith(f"#!lua name={keys.LIBRARY}\n")
+    for name in SCRIPT_NAMES:
+        function = scripts()[name].function
+        assert function == f"{name}_v{keys.LAYOUT_VERSION}"
+        assert f"register_function('{function}', " in source
+    # The prelude is built once, when the library loads: one copy of each helper.
+    assert source.count("local function fmt(") == 1
+
+
 def test_a_script_keeps_only_the_helpers_it_calls():
     """reserve.lua calls release_expired, which calls expire_hold, which calls close_hold;
-    it never calls add_balance or open_hold, so its prelude does not build them."""
-    reserve = scripts()["reserve"].source
+    it never calls add_balance or open_hold, so its EVAL prelude does not build them."""
+    reserve = script_source("reserve")
     for helper in ("release_expired", "expire_hold", "close_hold", "hold_nodes", "fmt"):
         assert f"local function {helper}(" in reserve, helper
     for helper in ("add_balance", "open_hold", "release_if_due"):
         assert f"local function {helper}(" not in reserve, helper
-    assert "local function add_balance(" in scripts()["repay"].source
+    assert "local function add_balance(" in script_source("repay")
     # A helper is defined before the first helper that calls it (Lua's `local function`).
     assert reserve.index("local function close_hold(") < reserve.index(
         "local function expire_hold(")
 
 
-async def test_scripts_are_loaded_once_and_reloaded_after_script_flush(redis):
+async def _library_names(redis) -> list:
+    return [entry[entry.index(b"library_name") + 1] for entry in await redis.function_list()]
+
+
+async def test_scripts_are_loaded_once_and_reloaded_after_function_flush(redis):
     runner = ScriptRunner(redis)
     await runner.load()
-    shas = [script.sha for script in runner.scripts.values()]
-    assert await redis.script_exists(*shas) == [True] * len(shas)
-    await redis.script_flush()
+    assert await _library_names(redis) == [keys.LIBRARY.encode()]
+    await redis.function_flush()
     driver = ScriptDriver(redis_client(redis))
     driver.client.runner = runner
     await driver.put("c1", {"total": 1_000, "consumer": 1_000, "consumer.scan_pay": 1_000,
                             "consumer.scan_pay.pos": 1_000})
     reason, _, hold_id = await driver.authorize(authorize_request("k", "c1", 500))
     assert reason == 0 and hold_id
-    assert await redis.script_exists(*shas) == [True] * len(shas)
+    assert await _library_names(redis) == [keys.LIBRARY.encode()]
 
 
 async def test_one_round_trip_per_tick_and_isolated_failures(redis):
@@ -96,12 +119,12 @@ async def test_batches_are_bounded(redis):
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)
 def test_script_headers_list_keys_and_argv(name):
-    source = scripts()[name].source.split(f"-- {name}.lua")[1]
+    source = script_source(name).split(f"-- {name}.lua")[1]
     assert "KEYS[1]" in source.split("\nlocal ")[0] and "ARGV[1]" in source.split("\nlocal ")[0]
 
 
 async def test_a_failing_retry_after_noscript_fails_only_itself(redis):
-    """After SCRIPT FLUSH, a batch's calls meet NOSCRIPT and are sent again; a call that then
+    """After FUNCTION FLUSH, a batch's calls find no function and are sent again; a call that then
     fails (here: a script error on a key of the wrong type) does not take its neighbours'
     answers away."""
     client = redis_client(redis)
@@ -114,7 +137,7 @@ async def test_a_failing_retry_after_noscript_fails_only_itself(redis):
     bad_key = keys.customer(keys.base(keys.partition_of("bad", PARTITIONS)), "bad")
     await redis.delete(bad_key)
     await redis.set(bad_key, "not a hash")
-    await redis.script_flush()
+    await redis.function_flush()
     results = await asyncio.gather(
         driver.authorize(authorize_request("k1", "good", 1_000)),
         driver.authorize(authorize_request("k2", "bad", 1_000)),
@@ -122,3 +145,41 @@ async def test_a_failing_retry_after_noscript_fails_only_itself(redis):
     assert results[0][0] == 0 and results[0][2]  # approved, with its hold
     assert isinstance(results[1], ResponseError)
     assert runner.batches_sent >= 2
+
+
+@pytest.mark.parametrize("hold_ids", ["planned", "none", "another epoch"])
+async def test_an_approval_takes_the_hold_id_the_script_derives(redis, hold_ids):
+    """The gateway plans an approval's hold ids (limits/keys.planned_hold_ids); they are the
+    ones reserve.lua derives, which it does itself when none are planned or the plan's epoch
+    is not its own: a reversal, which derives them, finds the hold either way."""
+    driver = ScriptDriver(redis_client(redis))
+    caps = {"total": 10_000, "consumer": 10_000, "consumer.scan_pay": 10_000,
+            "consumer.scan_pay.pos": 10_000}
+    await driver.put("ids-1", caps)
+    keys_, args = hotpath.plan_authorize(authorize_request("k", "ids-1", 500), RULES, PARTITIONS)
+    planned = args[RESERVE.args.hold_ids]
+    epoch, current, previous = planned.split(":")
+    assert current[3] == "-" and len(current) == len(previous) == 20
+    if hold_ids == "none":
+        args[RESERVE.args.hold_ids] = ""
+    if hold_ids == "another epoch":
+        args[RESERVE.args.hold_ids] = f"{int(epoch) + 1}:000-0000000000000000:000-0000000000000000"
+    reply = (await driver.client.runner.call("reserve", keys_, [*call_header(), *args])).decode()
+    fields = AUTHORIZATION.bind(reply.split("|")[1:])
+    base = keys.base(keys.partition_of("ids-1", PARTITIONS))
+    assert fields.hold_id == keys.derived_hold_id(
+        base, keys_[RESERVE.keys.idempotency], keys.hold_epoch(int(fields.decided_at_ms)))
+    if hold_ids == "planned":
+        assert fields.hold_id == current
+
+
+async def test_planned_hold_ids_of_another_partition_are_not_taken(redis):
+    driver = ScriptDriver(redis_client(redis))
+    await driver.put("ids-2", {"total": 10_000, "consumer": 10_000, "consumer.scan_pay": 10_000,
+                               "consumer.scan_pay.pos": 10_000})
+    keys_, args = hotpath.plan_authorize(authorize_request("k", "ids-2", 500), RULES, PARTITIONS)
+    epoch, current, previous = args[RESERVE.args.hold_ids].split(":")
+    other = f"{(int(current[:3]) + 1) % PARTITIONS:03d}"
+    args[RESERVE.args.hold_ids] = f"{epoch}:{other}{current[3:]}:{other}{previous[3:]}"
+    reply = (await driver.client.runner.call("reserve", keys_, [*call_header(), *args])).decode()
+    assert AUTHORIZATION.bind(reply.split("|")[1:]).hold_id == current
