@@ -10,12 +10,12 @@ handler) and the fixed response, the size of a real approval of a four-level pro
 serialized; nothing else: no validation, no Redis. The health service answers SERVING so the
 bench can wait for it as it does for the gateway. Every other method is UNIMPLEMENTED.
 
-With --redis-url, Authorize also makes one Redis round trip before it answers: a script that
-only returns (`return 1`, one key in a partition's slot) through the gateway's own script
-runner (limits/transport.py: calls of a loop tick pipelined on one connection, hiredis). That
-is the floor of any gateway that asks Redis once per call with this server core: gRPC, one
-asyncio future, one script call, and no creditgate Python of its own (bench/maxrate.py's
-"floor" leg).
+With --redis-url, Authorize also makes one Redis round trip before it answers: a function that
+only returns (FCALL of `floor`, a library of its own, one key in a partition's slot) through
+the gateway's own script runner (limits/transport.py: calls of a loop tick pipelined on one
+connection, hiredis). That is the floor of any gateway that asks Redis once per call with this
+server core: gRPC, one asyncio future, one script call, and no creditgate Python of its own
+(bench/maxrate.py's "floor" leg).
 
 SIGTERM or SIGINT stops it; a child whose parent dies stops too.
 """
@@ -64,7 +64,9 @@ APPROVAL = pb.AuthorizeResponse(
     approved_amount_minor=150_000)
 
 
-FLOOR_SCRIPT = LoadedScript("floor", "return 1")
+FLOOR_LIBRARY = ("#!lua name=creditgate_floor\n"
+                 "redis.register_function('floor', function(keys, args) return 1 end)\n")
+FLOOR_SCRIPT = LoadedScript("floor", "floor", FLOOR_LIBRARY)
 FLOOR_KEYS = ("cg:{p:000}:floor",)
 
 
@@ -87,7 +89,7 @@ class FloorAuthorization(pb_grpc.AuthorizationServicer):
 async def floor_runner(redis_url: str) -> ScriptRunner:
     runner = ScriptRunner(aioredis.Redis.from_url(redis_url))
     runner.scripts = {FLOOR_SCRIPT.name: FLOOR_SCRIPT}
-    await runner.load()
+    await runner.redis.function_load(FLOOR_LIBRARY, replace=True)
     return runner
 
 
