@@ -400,10 +400,10 @@ local function authorization_reply(reason, level, hold_id, available, now, expir
                                    partial, offer, offer_level, plan, levels)
   -- reserve's and increment's reply (limits/client.decode_authorization):
   -- "OK|reason|level|hold id|available|now|expires|approved amount|partial 0/1|counter-offer
-  -- amount|counter-offer level|installment plan{|node|cap + raise|held|used}".
-  return 'OK|' .. reason .. '|' .. level .. '|' .. hold_id .. '|' .. fmt(available) .. '|'
-    .. fmt(now) .. '|' .. fmt(expires) .. '|' .. fmt(approved) .. '|' .. partial .. '|'
-    .. fmt(offer) .. '|' .. offer_level .. '|' .. plan .. levels
+  -- amount|counter-offer level|installment plan{|node|cap + raise|held|used}", formatted at
+  -- once (windows_text says why).
+  return string.format('OK|%d|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s%s', reason, level, hold_id,
+    available, now, expires, approved, partial, offer, offer_level, plan, levels)
 end
 
 local function hold_event_id(hold_id, expires, seq)
