@@ -221,6 +221,6 @@ end
 redis.call('XADD', KEYS[KEY_OUTBOX], '*', unpack(event))
 -- A partial approval names its binding level in the counter-offer level (the amount is 0).
 -- The reply's levels reuse the texts read (caps without a live raise, used) and written (held).
-return string.format('OK|0||%s|%d|%s|%s|%s|%d|0|%s|%s%s', hold_id, available - approved,
-  now_text, expires, approved_text, partial, offer_level, plan,
-  levels_reply(nodes, levels, held_texts))
+return 'OK|0||' .. hold_id .. '|' .. fmt(available - approved) .. '|' .. now_text .. '|'
+  .. expires .. '|' .. approved_text .. '|' .. (partial == 1 and '1' or '0') .. '|0|'
+  .. offer_level .. '|' .. plan .. levels_reply(nodes, levels, held_texts)
