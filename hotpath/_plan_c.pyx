@@ -13,7 +13,6 @@ functions, the fingerprint is hashlib's BLAKE2b, as in the specification. docs/b
 """
 
 import hashlib
-import time
 
 from creditgate.hotpath import _plan_py
 from creditgate.hotpath._plan_py import CHANNEL_NAMES, InvalidArgument
@@ -54,7 +53,7 @@ cdef struct _ReserveKeys:
     Py_ssize_t customer, customer_holds, due, outbox, idempotency
 cdef struct _ReserveArgs:
     Py_ssize_t base, customer_id, fingerprint, amount_minor, rule_decline, partial_approval
-    Py_ssize_t installment_months, merchant_id, mcc, rules, hold_ids
+    Py_ssize_t installment_months, merchant_id, mcc, rules
 cdef struct _HoldKeys:
     Py_ssize_t hold, idempotency, due, outbox
 cdef struct _CaptureArgs:
@@ -204,13 +203,12 @@ cdef Py_ssize_t _partition(partition) except -1:
     raise AssertionError(partition)
 
 
-def plan_authorize(request, rules_by_product, partitions, now_ms=None):
+def plan_authorize(request, rules_by_product, partitions):
     """Validate an AuthorizeRequest and build the reserve script's (keys, args).
 
     Raises InvalidArgument for bad input, checking fields in the order of the proto. An
-    approval's hold ids derive from the idempotency record's key and the time's epoch
-    (limits/keys.planned_hold_ids, by this host's clock unless `now_ms` is given): the script
-    takes them if the epoch is its own, else derives them itself.
+    approval's hold id is not planned: reserve.lua derives it from the idempotency record's
+    key (limits/keys.derived_hold_id).
     """
     cdef ProductRules rules
     cdef Py_ssize_t partition
@@ -257,10 +255,6 @@ def plan_authorize(request, rules_by_product, partitions, now_ms=None):
     args[RESERVE_ARGS.merchant_id] = merchant_id
     args[RESERVE_ARGS.mcc] = mcc
     args[RESERVE_ARGS.rules] = rules.rules_by_channel[channel]
-    if now_ms is None:
-        now_ms = int(time.time() * 1000)
-    args[RESERVE_ARGS.hold_ids] = keys.planned_hold_ids(
-        base, keys_[RESERVE_KEYS.idempotency], now_ms)
     return keys_, args
 
 

@@ -11,7 +11,6 @@ status, and records it for idempotency.
 from __future__ import annotations
 
 import hashlib
-import time
 
 from creditgate.limits import contracts, keys
 from creditgate.limits.catalog import CURRENCIES, Product
@@ -127,14 +126,12 @@ def fingerprint(*parts: str) -> str:
     return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
 
 
-def plan_authorize(request, rules_by_product: dict, partitions: int,
-                   now_ms: int | None = None):
+def plan_authorize(request, rules_by_product: dict, partitions: int):
     """Validate an AuthorizeRequest and build the reserve script's (keys, args).
 
     Raises InvalidArgument for bad input, checking fields in the order of the proto. An
-    approval's hold ids derive from the idempotency record's key and the time's epoch
-    (limits/keys.planned_hold_ids, by this host's clock unless `now_ms` is given): the script
-    takes them if the epoch is its own, else derives them itself.
+    approval's hold id is not planned: reserve.lua derives it from the idempotency record's
+    key (limits/keys.derived_hold_id).
     """
     idempotency_key = request.idempotency_key
     customer_id = request.customer_id
@@ -177,9 +174,6 @@ def plan_authorize(request, rules_by_product: dict, partitions: int,
     args[a.merchant_id] = merchant_id
     args[a.mcc] = mcc
     args[a.rules] = rules.rules_by_channel[channel]
-    if now_ms is None:
-        now_ms = int(time.time() * 1000)
-    args[a.hold_ids] = keys.planned_hold_ids(base, keys_[RESERVE.keys.idempotency], now_ms)
     return keys_, args
 
 

@@ -182,7 +182,7 @@ RESERVE = Script(
     keys=Layout("customer", "customer_holds", "due", "outbox", "idempotency"),
     args=Layout(
         "base", "customer_id", "fingerprint", "amount_minor", "rule_decline",
-        "partial_approval", "installment_months", "merchant_id", "mcc", "rules", "hold_ids"),
+        "partial_approval", "installment_months", "merchant_id", "mcc", "rules"),
     reply=AUTHORIZATION)
 
 INCREMENT = Script(

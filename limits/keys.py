@@ -283,16 +283,6 @@ def derived_hold_id(partition_base: str, record_key: str, epoch: int) -> str:
     return hold_id(partition, token)
 
 
-def planned_hold_ids(partition_base: str, record_key: str, now_ms: int) -> str:
-    """An approval's hold ids as the gateway plans them for reserve.lua (its `hold_ids`):
-    "<epoch>:<the id in that epoch>:<the id in the epoch before>" (derived_hold_id) by the
-    gateway's clock. The script takes them when the epoch is its own (by Redis' clock) and
-    derives them itself otherwise: SHA-1 costs the gateway less than Redis' single thread."""
-    epoch = hold_epoch(now_ms)
-    return (f"{epoch}:{derived_hold_id(partition_base, record_key, epoch)}:"
-            f"{derived_hold_id(partition_base, record_key, epoch - 1)}")
-
-
 def outbox(partition_base: str) -> str:
     return partition_base + KEY_OUTBOX
 

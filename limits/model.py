@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -374,24 +373,15 @@ class Model:
         customer.update((keys.FIELD_VELOCITY + product, f"{day}:{month}")
                         for product, (day, month) in windows.items())
 
-    def _approval_hold(self, base: str, record_key: str, now: int,
-                       planned: str = "") -> tuple[str, bool]:
+    def _approval_hold(self, base: str, record_key: str, now: int) -> tuple[str, bool]:
         """approval_hold of limits/lua/_lib.lua: the approval's hold in this idempotency epoch
-        or the one before, if it exists; else the id a new approval takes now. The ids are
-        the gateway's `planned` ones (keys.planned_hold_ids) if planned for this epoch."""
+        or the one before, if it exists; else the id a new approval takes now."""
         epoch = keys.hold_epoch(now)
-        partition = base[len(keys.PREFIX) + 4:len(keys.PREFIX) + 7]
-        shape = re.fullmatch(rf"([0-9]+):({partition}-[0-9A-Za-z]+):({partition}-[0-9A-Za-z]+)",
-                             planned)
-        if shape and int(shape[1]) == epoch:
-            candidates = [shape[2], shape[3]]
-        else:
-            candidates = [keys.derived_hold_id(base, record_key, epoch),
-                          keys.derived_hold_id(base, record_key, epoch - 1)]
-        for hold_id in candidates:
+        for candidate in (epoch, epoch - 1):
+            hold_id = keys.derived_hold_id(base, record_key, candidate)
             if keys.hold(base, hold_id) in self.state:
                 return hold_id, True
-        return candidates[0], False
+        return keys.derived_hold_id(base, record_key, epoch), False
 
     def _path_id(self, base: str, node_list: str) -> str:
         """The short id a hold stores for its nodes, kept in the partition's `paths` hash; the
@@ -542,7 +532,7 @@ class Model:
             return replay
         # An approval keeps no record: its hold, whose id derives from the record's key, holds
         # the fingerprint.
-        hold_id, _ = self._approval_hold(a.base, k.idempotency, now, a.hold_ids)
+        hold_id, _ = self._approval_hold(a.base, k.idempotency, now)
         prior: dict[str, str] | None = self.state.get(  # type: ignore[assignment]
             keys.hold(a.base, hold_id))
         if prior is not None and prior.get(_FINGERPRINT) != a.fingerprint:

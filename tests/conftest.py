@@ -223,6 +223,16 @@ def _naming_customers(handler: _KeepLines, customer_ids: set[str]) -> list[str]:
             if logger != AUDIT_LOGGER and pattern.search(line)]
 
 
+@pytest.fixture(autouse=True)
+def fresh_failure_log(monkeypatch):
+    """Each test starts with an empty failure log (gateway/errors.py `failures`, one per
+    process): a window that an earlier test's failures left open would otherwise end, and log
+    its sum, during a later test that counts its own log lines."""
+    from creditgate.gateway import errors
+
+    monkeypatch.setattr(errors, "failures", errors.FailureLog(errors.log))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_secrets_in_logs():
     """After the whole suite: no line logged in this process holds an API key the tests

@@ -22,8 +22,6 @@ local rules_kept, rules_kept_count = {}, 0
 local levels_kept = {}
 -- The last local day number window_numbers saw and its month number.
 local month_of_day = {}
--- The pattern of planned hold ids (approval_hold) by partition base: at most one per partition.
-local planned_shapes = {}
 -- What a retry of an approval reads of its hold (reserve.lua); every approval's hold has the
 -- first.
 local prior_fields = {H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT, H_PARTIAL_LEVEL,
@@ -126,8 +124,10 @@ local function windows_usage(stored, day, month)
 end
 
 local function windows_text(day, day_amount, day_count, month, month_amount, month_count)
-  return fmt(day) .. ':' .. fmt(day_amount) .. ':' .. fmt(day_count) .. ':' .. fmt(month)
-    .. ':' .. fmt(month_amount) .. ':' .. fmt(month_count)
+  -- A velocity field's text, formatted at once: each string a call builds costs it again in
+  -- Lua's garbage collector.
+  return string.format('%d:%d:%d:%d:%d:%d', day, day_amount, day_count, month, month_amount,
+    month_count)
 end
 
 local function update_due(holds_key, due_key, customer_id)
@@ -147,25 +147,14 @@ local function derived_hold_id(base, record_key, epoch)
     .. string.sub(redis.sha1hex(record_key .. '|' .. fmt(epoch)), 1, HOLD_TOKEN_LENGTH)
 end
 
-local function approval_hold(base, record_key, now, planned, fields)
+local function approval_hold(base, record_key, now, fields)
   -- The hold an approval with this record key made: its id in this idempotency epoch or the
   -- one before, if that hold exists (a retry finds it for at least IDEMPOTENCY_TTL_S); else
   -- the id a new approval takes now. Returns (hold id, whether it exists, and with `fields`,
-  -- whose first every approval's hold has, their values in the hold found). `planned` is the
-  -- gateway's "<epoch>:<id>:<id before>" (limits/keys.planned_hold_ids), taken when its epoch
-  -- is this call's and its ids are of this partition; otherwise (or '') derived here.
+  -- whose first every approval's hold has, their values in the hold found).
   local epoch = math.floor(now / (IDEMPOTENCY_TTL_S * 1000))
-  local shape = planned_shapes[base]
-  if not shape then
-    local partition = string.sub(base, PREFIX_LENGTH + 5, PREFIX_LENGTH + 7) .. '%-'
-    shape = '^(%d+):(' .. partition .. '%w+):(' .. partition .. '%w+)$'
-    planned_shapes[base] = shape
-  end
-  local planned_epoch, current, previous = string.match(planned, shape)
-  if tonumber(planned_epoch) ~= epoch then
-    current = derived_hold_id(base, record_key, epoch)
-    previous = derived_hold_id(base, record_key, epoch - 1)
-  end
+  local current = derived_hold_id(base, record_key, epoch)
+  local previous = derived_hold_id(base, record_key, epoch - 1)
   local current_key = base .. K_HOLD .. current
   -- One EXISTS of both keys answers the usual case (a new purchase: neither exists).
   if redis.call('EXISTS', current_key, base .. K_HOLD .. previous) == 0 then
@@ -411,10 +400,10 @@ local function authorization_reply(reason, level, hold_id, available, now, expir
                                    partial, offer, offer_level, plan, levels)
   -- reserve's and increment's reply (limits/client.decode_authorization):
   -- "OK|reason|level|hold id|available|now|expires|approved amount|partial 0/1|counter-offer
-  -- amount|counter-offer level|installment plan{|node|cap + raise|held|used}".
-  return 'OK|' .. reason .. '|' .. level .. '|' .. hold_id .. '|' .. fmt(available) .. '|'
-    .. fmt(now) .. '|' .. fmt(expires) .. '|' .. fmt(approved) .. '|' .. partial .. '|'
-    .. fmt(offer) .. '|' .. offer_level .. '|' .. plan .. levels
+  -- amount|counter-offer level|installment plan{|node|cap + raise|held|used}", formatted at
+  -- once (windows_text says why).
+  return string.format('OK|%d|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s%s', reason, level, hold_id,
+    available, now, expires, approved, partial, offer, offer_level, plan, levels)
 end
 
 local function hold_event_id(hold_id, expires, seq)

@@ -31,9 +31,6 @@
 --                                  counts, 0: no limit), amount min, amount max, capture
 --                                  tolerance bps, incremental 0/1, installment fee bps, and
 --                                  the limit nodes root first (','-joined)
--- ARGV[15] hold_ids                "<epoch>:<hold id>:<hold id of the epoch before>" by the
---                                  gateway's clock (limits/keys.planned_hold_ids): taken if
---                                  the epoch is this call's, else derived here ('' too)
 -- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live
 --   raise). A retry of an approval answers its first decision with the levels as they stand
@@ -65,8 +62,7 @@ if replay then return replay end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
 -- fingerprint, so an open hold costs one key.
 -- A retry reads its fingerprint, expiry, amounts, partial level and plan (prior_fields).
-local hold_id, retried, prior = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now,
-  ARGV[ARG_HOLD_IDS], prior_fields)
+local hold_id, retried, prior = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now, prior_fields)
 local hold_key = base .. K_HOLD .. hold_id
 if retried then
   if prior[1] ~= fingerprint then return err(E_IDEMPOTENCY_MISMATCH, '', now) end

@@ -52,8 +52,7 @@ local h = nil
 -- A release is an event of the hold's; anything else is named by the reversal and its time.
 local event_id = 'z:' .. customer_id .. '|' .. original_key .. ':' .. fmt(now)
 local original = redis.call('GET', KEYS[KEY_ORIGINAL_IDEMPOTENCY])
-local approved_id, approval_exists = approval_hold(base, KEYS[KEY_ORIGINAL_IDEMPOTENCY], now,
-  '')
+local approved_id, approval_exists = approval_hold(base, KEYS[KEY_ORIGINAL_IDEMPOTENCY], now)
 local hold_key = base .. K_HOLD .. approved_id
 if original and string.sub(original, 1, #TOMBSTONE + 1) ~= TOMBSTONE .. '\n' then
   outcome = 'original_declined'  -- only declines keep a record

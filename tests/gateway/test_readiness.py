@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from creditgate.gateway import errors, server
+from creditgate.gateway import server
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.pb import creditgate_pb2_grpc as pb_grpc
 from tests.conftest import CUSTOMER_CAPS, _free_port, _stop, _wait_for_ping, served_gateway
@@ -89,11 +89,8 @@ async def watch_health(health, stop: asyncio.Event, seen: list) -> None:
 
 
 @pytest.mark.slow
-async def test_a_redis_outage_under_load(private_redis, caplog, monkeypatch):
+async def test_a_redis_outage_under_load(private_redis, caplog):
     caplog.set_level(logging.INFO, logger="creditgate")
-    # The process-wide failure log starts empty: windows that earlier tests' failures left open
-    # would end, and log their sums, during this outage, whose lines are counted below.
-    monkeypatch.setattr(errors, "failures", errors.FailureLog(errors.log))
     where = types.SimpleNamespace(url=private_redis.url)
     async with served_gateway(where, metrics_port=free_port()) as gateway, \
             grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:

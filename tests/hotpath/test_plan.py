@@ -12,16 +12,12 @@ import pytest
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.hotpath._plan_py import InvalidArgument
 from creditgate.limits import contracts
-from creditgate.limits import keys as keys_module
 from creditgate.limits.catalog import Installments
 from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
 from creditgate.limits.contracts import RESERVE
-from creditgate.limits.keys import derived_hold_id, hold_epoch
 from creditgate.limits.reasons import DeclineReason
 
 PARTITIONS = 256
-PLANNED_AT_MS = 1_795_600_000_000  # the planner's clock in the tests of exact args
-PLANNED_EPOCH = hold_epoch(PLANNED_AT_MS)
 TOKEN = "ABCDEFGHIJKLMNOP"  # 16 base32 characters, as the gateway draws them
 
 VALID_AUTHORIZE = {
@@ -185,8 +181,7 @@ def test_authorize_plan_layout(impl, rules):
     partition = zlib.crc32(b"cust-000123") % PARTITIONS
     base = f"cg:{{p:{partition:03d}}}:"
 
-    keys, args = impl.plan_authorize(authorize_request(), rules, PARTITIONS,
-                                     now_ms=PLANNED_AT_MS)
+    keys, args = impl.plan_authorize(authorize_request(), rules, PARTITIONS)
 
     assert keys == [
         base + "c:cust-000123",
@@ -211,10 +206,6 @@ def test_authorize_plan_layout(impl, rules):
         # monthly installment fee bps, the nodes root first.
         "scan_pay|qr_scan|CNY|604800000|10000000|50|50000000|400|100|5000000|2000|0|60|"
         "total,consumer,consumer.scan_pay,consumer.scan_pay.qr",
-        # The approval's hold ids by the planner's clock: its epoch, the id in it and the id
-        # in the epoch before (limits/keys.planned_hold_ids).
-        f"{PLANNED_EPOCH}:{derived_hold_id(base, keys[4], PLANNED_EPOCH)}:"
-        f"{derived_hold_id(base, keys[4], PLANNED_EPOCH - 1)}",
     ]
     assert all(type(item) is str for item in keys + args)
 
@@ -227,7 +218,7 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         allow_partial=True,
         installment_months=24,
     )
-    keys, args = impl.plan_authorize(request, rules, 1, now_ms=PLANNED_AT_MS)
+    keys, args = impl.plan_authorize(request, rules, 1)
     assert keys == [
         "cg:{p:000}:c:cust-000123",
         "cg:{p:000}:x:cust-000123",
@@ -248,7 +239,6 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         # No monthly window, no capture tolerance, incremental; no channel node.
         "ecommerce|ecommerce|CNY|1209600000|20000000|100|0|0|100|10000000|0|1|50|"
         "total,consumer,consumer.online",
-        keys_module.planned_hold_ids("cg:{p:000}:", keys[4], PLANNED_AT_MS),
     ]
 
 

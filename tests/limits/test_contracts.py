@@ -66,8 +66,7 @@ def test_layout_positions_follow_wire_order():
     assert reserve.lua_constants()["ARG_DEADLINE_MS"] == "2"
     assert reserve.lua_constants()["ARG_MERCHANT_SCOPE"] == "4"
     assert reserve.lua_constants()["ARG_AMOUNT_MINOR"] == "8"
-    assert reserve.lua_constants()["ARG_RULES"] == str(len(reserve.args) + 3)
-    assert reserve.lua_constants()["ARG_HOLD_IDS"] == str(len(reserve.args) + 4)
+    assert reserve.lua_constants()["ARG_RULES"] == str(len(reserve.args) + 4)
     assert contracts.FORCE_CAPTURE.lua_constants()["ARG_NODES"] == str(
         len(contracts.FORCE_CAPTURE.args) + 5)
     fields = contracts.REPAY.reply.bind(["10", "0", "5", "1700", "total", "10"])

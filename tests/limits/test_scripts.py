@@ -10,9 +10,7 @@ import re
 import pytest
 from redis.exceptions import ResponseError
 
-from creditgate import hotpath
 from creditgate.limits import keys
-from creditgate.limits.contracts import AUTHORIZATION, RESERVE, call_header
 from creditgate.limits.lua_source import (
     SCRIPT_NAMES,
     library,
@@ -21,7 +19,7 @@ from creditgate.limits.lua_source import (
     scripts,
 )
 from creditgate.limits.transport import ScriptRunner
-from tests.support import PARTITIONS, RULES, ScriptDriver, authorize_request, redis_client
+from tests.support import PARTITIONS, ScriptDriver, authorize_request, redis_client
 
 
 def test_every_script_carries_the_constants_as_values():
@@ -146,40 +144,3 @@ async def test_a_failing_retry_after_noscript_fails_only_itself(redis):
     assert isinstance(results[1], ResponseError)
     assert runner.batches_sent >= 2
 
-
-@pytest.mark.parametrize("hold_ids", ["planned", "none", "another epoch"])
-async def test_an_approval_takes_the_hold_id_the_script_derives(redis, hold_ids):
-    """The gateway plans an approval's hold ids (limits/keys.planned_hold_ids); they are the
-    ones reserve.lua derives, which it does itself when none are planned or the plan's epoch
-    is not its own: a reversal, which derives them, finds the hold either way."""
-    driver = ScriptDriver(redis_client(redis))
-    caps = {"total": 10_000, "consumer": 10_000, "consumer.scan_pay": 10_000,
-            "consumer.scan_pay.pos": 10_000}
-    await driver.put("ids-1", caps)
-    keys_, args = hotpath.plan_authorize(authorize_request("k", "ids-1", 500), RULES, PARTITIONS)
-    planned = args[RESERVE.args.hold_ids]
-    epoch, current, previous = planned.split(":")
-    assert current[3] == "-" and len(current) == len(previous) == 20
-    if hold_ids == "none":
-        args[RESERVE.args.hold_ids] = ""
-    if hold_ids == "another epoch":
-        args[RESERVE.args.hold_ids] = f"{int(epoch) + 1}:000-0000000000000000:000-0000000000000000"
-    reply = (await driver.client.runner.call("reserve", keys_, [*call_header(), *args])).decode()
-    fields = AUTHORIZATION.bind(reply.split("|")[1:])
-    base = keys.base(keys.partition_of("ids-1", PARTITIONS))
-    assert fields.hold_id == keys.derived_hold_id(
-        base, keys_[RESERVE.keys.idempotency], keys.hold_epoch(int(fields.decided_at_ms)))
-    if hold_ids == "planned":
-        assert fields.hold_id == current
-
-
-async def test_planned_hold_ids_of_another_partition_are_not_taken(redis):
-    driver = ScriptDriver(redis_client(redis))
-    await driver.put("ids-2", {"total": 10_000, "consumer": 10_000, "consumer.scan_pay": 10_000,
-                               "consumer.scan_pay.pos": 10_000})
-    keys_, args = hotpath.plan_authorize(authorize_request("k", "ids-2", 500), RULES, PARTITIONS)
-    epoch, current, previous = args[RESERVE.args.hold_ids].split(":")
-    other = f"{(int(current[:3]) + 1) % PARTITIONS:03d}"
-    args[RESERVE.args.hold_ids] = f"{epoch}:{other}{current[3:]}:{other}{previous[3:]}"
-    reply = (await driver.client.runner.call("reserve", keys_, [*call_header(), *args])).decode()
-    assert AUTHORIZATION.bind(reply.split("|")[1:]).hold_id == current
