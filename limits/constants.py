@@ -59,6 +59,8 @@ AUTHORIZE_RESPONSE_BYTES_MAX = 1_600  # the largest AuthorizeResponse: 8 levels,
 GRPC_CONCURRENT_RPCS_MAX = 4096
 REDIS_CONNECTIONS_MAX = 64  # per gateway process; batches wait for a free one
 REDIS_WAIT_S = 5.0  # how long a batch waits for a connection before failing UNAVAILABLE
+# `--durability wait:N` without a time: how long WAIT waits for the replicas (ms).
+DURABILITY_WAIT_MS_DEFAULT = 500
 # Streams one HTTP/2 connection may hold open: enough for a switch multiplexing thousands of
 # terminals on one connection (a burst of 2,000 meets admission control, not HTTP/2 refusing
 # its streams), and half of what a process holds, so one connection of requests that never
