@@ -482,11 +482,13 @@ def runner_for(redis, observer_for: Callable[[str], Observer] | None = None,
                durability: Durability | None = None, **kwargs):
     """The script runner of a redis-py client: slot-aware on a cluster, else one Redis's
     (wrapped in DurableRunner for `durability`). `observer_for(server)` names each server's
-    Observer; `kwargs` go to the ScriptRunner of one Redis."""
+    Observer ("" for one Redis); `on_map_change` is the cluster runner's; other `kwargs` go
+    to the ScriptRunner of one Redis."""
     observer_for = observer_for or (lambda name: Observer())
     durability = durability or Durability()
+    on_map_change = kwargs.pop("on_map_change", None)
     if is_cluster(redis):
-        return ClusterScriptRunner(redis, observer_for, durability, **kwargs)
+        return ClusterScriptRunner(redis, observer_for, durability, on_map_change, **kwargs)
     runner = ScriptRunner(redis, observer=observer_for(""), **kwargs)
     if durability:
         if not runner.raw:
