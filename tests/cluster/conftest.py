@@ -48,3 +48,8 @@ async def redis(redis_server: RedisServer) -> AsyncIterator:
         yield client
     finally:
         await client.aclose()
+
+
+# The ledger's fixtures (a migrated store on SQLite and on PostgreSQL, workers), here on the
+# cluster.
+from tests.ledger.conftest import make_worker, store  # noqa: E402, F401
