@@ -190,18 +190,29 @@ class DurableRunner:
     """A ScriptRunner whose calls are answered only after `replicas` replicas acknowledged
     them: the tick's calls, then WAIT on the same connection (Redis answers in order, so the
     WAIT covers every call written before it). A call sent again after NOSCRIPT runs after
-    that WAIT: it waits for a WAIT of its own."""
+    that WAIT: it waits for a WAIT of its own.
+
+    WAIT blocks its connection until it returns. Once one comes back short (the master lost
+    its replicas: a failover left it alone), calls are refused NotReplicated before they are
+    sent, so they change nothing and do not queue behind WAITs that time out, until a WAIT
+    without calls (a probe, sent when a call comes) finds the replicas again."""
 
     def __init__(self, runner: ScriptRunner, durability: Durability):
         assert durability and runner.raw, "WAIT needs the runner's own connection"
         self.runner, self.durability = runner, durability
         self.scripts, self.observer = runner.scripts, runner.observer
         self._tick: list[tuple[asyncio.Future, asyncio.Future]] = []
+        self.short = False  # the last WAIT came back short: calls are refused
+        self._waiting: asyncio.Future | None = None  # the WAIT on the connection
+        self._next: list[tuple[asyncio.Future, asyncio.Future]] = []  # calls after it
+        self._probe: asyncio.Future | None = None
 
     async def load(self) -> None:
         await self.runner.load()
 
     def call(self, name: str, keys_: Sequence[str], args: Sequence[str]) -> asyncio.Future:
+        if self.short:
+            return self._refused()
         inner = self.runner.call(name, keys_, args)
         outer = asyncio.get_running_loop().create_future()
         if not self._tick:
@@ -209,17 +220,48 @@ class DurableRunner:
         self._tick.append((inner, outer))
         return outer
 
+    def _refused(self) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(NotReplicated(
+            f"the master has fewer than {self.durability.replicas} replicas in sync; the "
+            "call was not sent (nothing changed)"))
+        self.runner.observer.failed("not_replicated", 1)
+        if self._probe is None or self._probe.done():
+            self._probe = self.runner.command("WAIT", self.durability.replicas,
+                                              self.durability.timeout_ms)
+            self._probe.add_done_callback(self._probed)
+        return future
+
+    def _probed(self, probe: asyncio.Future) -> None:
+        if probe.exception() is None and probe.result() >= self.durability.replicas:
+            self.short = False
+
     def _wait(self) -> None:
+        """The tick's calls are written; one WAIT after them, unless one is on the connection
+        already: then the calls wait for the next, which is sent when it returns (WAITs that
+        time out one after the other would add up)."""
         pairs, self._tick = self._tick, []
-        wait = self.runner.command("WAIT", self.durability.replicas, self.durability.timeout_ms)
-        wait.add_done_callback(functools.partial(self._settle, pairs))
+        if self._waiting is not None:
+            self._next += pairs
+            return
+        self._waiting = self.runner.command("WAIT", self.durability.replicas,
+                                            self.durability.timeout_ms)
+        self._waiting.add_done_callback(functools.partial(self._settle, pairs))
 
     def _settle(self, pairs, wait: asyncio.Future) -> None:
+        self._waiting = None
+        self._answer_all(pairs, wait)
+        if self._next:
+            self._tick, self._next = self._tick + self._next, []
+            self._wait()
+
+    def _answer_all(self, pairs, wait: asyncio.Future) -> None:
         error = wait.exception()
         if error is None and wait.result() < self.durability.replicas:
             error = NotReplicated(f"{wait.result()} of {self.durability.replicas} replicas "
                                   f"acknowledged within {self.durability.timeout_ms} ms")
             self.runner.observer.failed("not_replicated", len(pairs))
+            self.short = True
         for inner, outer in pairs:
             if not inner.done():  # sent again after NOSCRIPT: after this WAIT
                 self._tick.append((inner, outer))

@@ -51,6 +51,8 @@ class Node:
                    "cluster-node-timeout": NODE_TIMEOUT_MS,
                    # A replica may take over however long it was cut off from its master.
                    "cluster-replica-validity-factor": 0,
+                   # A dead master stops only its own slots, not the whole cluster.
+                   "cluster-require-full-coverage": "no",
                    "maxmemory-policy": "noeviction"}
         self.process = subprocess.Popen(
             [binary, *(item for name, value in options.items()
