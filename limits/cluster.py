@@ -358,9 +358,7 @@ class ClusterScriptRunner:
 
     def call(self, name: str, keys_: Sequence[str], args: Sequence[str]) -> asyncio.Future:
         """Queue one script call on the master of its slot; the future resolves to its reply."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         routed = _Routed(name, keys_, args, loop.create_future(), slot_of_keys(keys_),
                          loop.time())
         self._send(routed)
