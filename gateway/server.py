@@ -135,7 +135,19 @@ def server_options() -> list[tuple[str, int]]:
 
 
 async def eviction_policy(redis: aioredis.Redis) -> str:
-    """Redis's maxmemory-policy: CONFIG GET, or INFO memory where CONFIG is renamed or denied."""
+    """Redis's maxmemory-policy: CONFIG GET, or INFO memory where CONFIG is renamed or denied.
+    On a cluster, every master's: the first that is not noeviction, if any."""
+    if limits_cluster.is_cluster(redis):
+        try:
+            replies = await redis.config_get("maxmemory-policy",
+                                             target_nodes=redis.PRIMARIES)
+        except ResponseError:
+            replies = {}
+        policies = [next(iter(reply.values())) for reply in replies.values() if reply]
+        policies = [p.decode() if isinstance(p, bytes) else str(p) for p in policies]
+        if not policies:
+            raise StartupRefused("cannot read the cluster masters' maxmemory-policy")
+        return next((p for p in policies if p != NOEVICTION), NOEVICTION)
     try:
         reply = await redis.config_get("maxmemory-policy")
     except ResponseError:  # unknown command (renamed on managed Redis) or NOPERM (ACL)

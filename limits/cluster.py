@@ -321,6 +321,8 @@ class ClusterScriptRunner:
         self._tasks: set[asyncio.Task] = set()
         self._owners: dict[int, str] = {}  # slot -> master, as last seen (map changes)
         self._events: dict[str, int] = {}  # what happened since the last log line
+        # Answers that ran nothing and were followed, by kind, since the runner started.
+        self.redirects = {"moved": 0, "ask": 0, "tryagain": 0, "clusterdown": 0}
         self._logged_at = 0.0
         self.raw = True
         from creditgate.limits.lua_source import scripts
@@ -460,6 +462,7 @@ class ClusterScriptRunner:
             self._send(routed)
 
     def _count(self, master: str, kind: str) -> None:
+        self.redirects[kind] += 1
         self.observer_for(master).failed(kind, 1)
         self._note(kind)
 

@@ -9,6 +9,7 @@ import pytest
 
 from creditgate.limits import cluster, keys
 from creditgate.limits.client import LimitsClient
+from tests.cluster_support import control
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS
 
 
@@ -83,3 +84,51 @@ def test_durability_settings():
     for bad in ("wait:0", "wait:x", "sync", "wait:1:0", "wait:1:99999"):
         with pytest.raises(ValueError, match="--durability"):
             cluster.Durability(bad)
+
+
+async def test_start_up_is_refused_while_one_master_may_evict(redis, cluster):
+    from creditgate.gateway.server import StartupRefused, refuse_evicting_redis
+
+    await refuse_evicting_redis(redis)
+    node = cluster.masters()[1]
+    client = control(node.port)
+    try:
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(StartupRefused, match="allkeys-lru"):
+            await refuse_evicting_redis(redis)
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.close()
+
+
+async def test_tryagain_is_retried_within_the_calls_time(redis, cluster):
+    """A slot MIGRATING with some of a call's keys present answers TRYAGAIN: the runner sends
+    the call again after a pause, and it succeeds once the slot is stable again."""
+    from creditgate.limits import cluster as limits_cluster
+
+    runner = limits_cluster.runner_for(redis)
+    client = LimitsClient(runner, PARTITIONS)
+    await client.put_customer("CL-try-0", "active", "Asia/Shanghai", CUSTOMER_CAPS)
+    partition = keys.partition_of("CL-try-0", PARTITIONS)
+    others = [f"CL-try-{n}" for n in range(1, 400)
+              if keys.partition_of(f"CL-try-{n}", PARTITIONS) == partition]
+    slot = limits_cluster.partition_slot(partition)
+    source = cluster.master_of_slot(slot)
+    target = next(node for node in cluster.masters() if node is not source)
+    source_client, target_client = control(source.port), control(target.port)
+    target_id = target_client.execute_command("CLUSTER MYID")
+    try:
+        source_client.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        # A new customer: its hash is missing, the partition's outbox is there.
+        put = asyncio.ensure_future(client.put_customer(others[0], "active", "Asia/Shanghai",
+                                                        CUSTOMER_CAPS))
+        await asyncio.sleep(0.2)
+        assert not put.done()
+    finally:
+        source_client.execute_command("CLUSTER SETSLOT", slot, "STABLE")
+        source_client.close()
+        target_client.close()
+    assert await put is not None
+    assert runner.redirects["tryagain"] > 0
+    assert await redis.exists(keys.customer(keys.base(partition), others[0]))
+    await runner.close()
