@@ -41,6 +41,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from creditgate.limits import constants, keys
+from creditgate.limits.lua_source import scripts
 from creditgate.limits.transport import Observer, ScriptRunner, error_kind
 
 log = logging.getLogger("creditgate.cluster")
@@ -325,7 +326,6 @@ class ClusterScriptRunner:
         self.redirects = {"moved": 0, "ask": 0, "tryagain": 0, "clusterdown": 0}
         self._logged_at = 0.0
         self.raw = True
-        from creditgate.limits.lua_source import scripts
         self.scripts = scripts()
 
     @property

@@ -24,6 +24,7 @@ COUNTERS = {
     "creditgate_redis_errors_total": {"redis", "kind"},
     "creditgate_shed_calls_total": {"method", "cause"},
     "creditgate_sweeper_released_holds_total": set(),
+    "creditgate_redis_cluster_map_changes_total": set(),
     "creditgate_ledger_events_posted_total": {"type"},
     "creditgate_ledger_dead_letters_total": set(),
 }
@@ -35,6 +36,7 @@ HISTOGRAMS = {
 }
 GAUGES = {
     "creditgate_redis_up": {"redis"},
+    "creditgate_redis_cluster_masters": set(),
     "creditgate_in_flight_calls": set(),
     "creditgate_admission_limit": set(),
     "creditgate_catalog_info": {"version"},
