@@ -517,12 +517,15 @@ async def serve(config: WorkerConfig) -> int:
     if config.metrics_port:
         metrics_server = worker.metrics.serve(config.metrics_host, config.metrics_port)
         watch = asyncio.create_task(worker.watch_backlog(stopping))
-    log.info("ledger worker %s started: %d partitions from %s into %s (schema %s); metrics %s",
-             worker.consumer, config.partitions, redacted_url(config.redis_url),
+    log.info("ledger worker %s started: %s of %d partitions from %s into %s (schema %s); "
+             "metrics %s", worker.consumer,
+             f"shard {config.shard}'s" if config.shard else "all", config.partitions,
+             redacted_url(config.redis_url),
              redacted_url(config.ledger_dsn), config.schema,
              f"on http://{config.metrics_host}:{metrics_server.server_port}/metrics"
              if metrics_server else "off",
              extra={"consumer": worker.consumer, "partitions": config.partitions,
+                    "shard": config.shard or "all",
                     "batch_size_max": config.batch_size_max,
                     "deliveries_max": config.deliveries_max,
                     "claim_idle_ms": config.claim_idle_ms,

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
@@ -346,13 +347,14 @@ class ClusterScriptRunner:
     def _runner(self, node: ClusterNode) -> ScriptRunner | DurableRunner:
         runner = self._runners.get(node.name)
         if runner is None:
-            kwargs = self.cluster.nodes_manager.connection_kwargs
             client = aioredis.Redis(host=node.host, port=node.port,
-                                    username=kwargs.get("username"),
-                                    password=kwargs.get("password"),
                                     socket_timeout=constants.REDIS_WAIT_S,
-                                    socket_connect_timeout=constants.REDIS_WAIT_S)
+                                    socket_connect_timeout=constants.REDIS_WAIT_S,
+                                    **_node_kwargs(self.cluster))
             runner = ScriptRunner(client, observer=self.observer_for(node.name))
+            if self.durability and not runner.raw:
+                raise ValueError("--durability wait:N needs plain TCP to the masters (WAIT "
+                                 "goes on the runner's own connection), not TLS")
             if self.durability:
                 runner = DurableRunner(runner, self.durability)
             self._runners[node.name] = runner
@@ -515,6 +517,19 @@ class ClusterScriptRunner:
         if self._refresh is not None:
             self._refresh.cancel()
             await asyncio.gather(self._refresh, return_exceptions=True)
+
+
+def _node_kwargs(cluster: RedisCluster) -> dict:
+    """What a client of one master needs from the cluster client's settings: credentials, and
+    TLS with its files (a TLS connection goes through redis-py's pipelines, not the runner's
+    own connection)."""
+    kwargs = cluster.nodes_manager.connection_kwargs
+    found = {"username": kwargs.get("username"), "password": kwargs.get("password")}
+    if kwargs.get("connection_class") is SSLConnection:
+        found["ssl"] = True
+        found.update((name, value) for name, value in kwargs.items()
+                     if name.startswith("ssl_"))
+    return found
 
 
 def _inner(runner: ScriptRunner | DurableRunner) -> ScriptRunner:

@@ -69,6 +69,9 @@ def test_cluster_urls():
     assert cluster.ClusterUrl("rediss+cluster://h:1").ssl
     assert cluster.is_cluster_url("redis+cluster://h:1")
     assert not cluster.is_cluster_url("redis://h:1/0")
+    from creditgate.gateway.logs import redacted_url
+
+    assert redacted_url("redis+cluster://u:secret@h1:1,h2:2/0") == "redis+cluster://***@h1:1,h2:2/0"
     for bad, message in (("redis+cluster:///0", "at least one node"),
                          ("redis+cluster://h:1/2", "database 0 only"),
                          ("redis+cluster://h", "host:port expected")):
