@@ -394,7 +394,9 @@ class ClusterScriptRunner:
             self._count(node.name, error_kind(error))
             self._retry_later(routed, error)
         else:
-            if isinstance(error, (RedisConnectionError, OSError)):
+            if isinstance(error, NotReplicated):
+                self._note("not replicated " + node.name)
+            elif isinstance(error, (RedisConnectionError, OSError)):
                 self._note("connection " + node.name)
                 self.refresh_map()
             routed.future.set_exception(error)
