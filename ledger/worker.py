@@ -36,7 +36,7 @@ from creditgate.ledger.metrics import LedgerMetrics
 from creditgate.ledger.store import EVENT_COLUMNS, open_store
 from creditgate.limits import cluster as limits_cluster
 from creditgate.limits import keys, lua_source
-from creditgate.limits.constants import LEDGER_BACKLOG_POLL_INTERVAL_S
+from creditgate.limits.constants import LEDGER_BACKLOG_POLL_INTERVAL_S, LEDGER_CLUSTER_POLL_S
 
 log = logging.getLogger("creditgate.ledger")
 
@@ -48,7 +48,7 @@ CLAIM_INTERVAL_S = 5.0
 STORE_RETRY_FIRST_S = 0.2  # back-off while the ledger store is unavailable, doubling
 STORE_RETRY_MAX_S = 5.0
 TRIM_INTERVAL_S = 10.0
-CLUSTER_POLL_S = 0.05  # on a cluster, reads do not block: an empty read is tried again after it
+CLUSTER_POLL_S = LEDGER_CLUSTER_POLL_S
 # Test-only fault injection: the worker kills itself (SIGKILL) at this point of its first
 # non-empty batch, so the tests can prove nothing is lost or posted twice.
 FAULT_ENV = "CREDITGATE_LEDGER_FAULT"

@@ -48,15 +48,11 @@ from creditgate.limits.transport import Observer, ScriptRunner, error_kind
 log = logging.getLogger("creditgate.cluster")
 
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
-# A call answered TRYAGAIN or CLUSTERDOWN is sent again after this pause, doubling up to the
-# last, until REDIS_WAIT_S has passed since it was queued (or its caller gave up).
-RETRY_PAUSES_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
-# MOVED and ASK are followed at most this many times per call: more is a map in flux.
-REDIRECTS_MAX = 5
-# How often the runner logs its redirects and failures: one line per interval, not per call.
-LOG_INTERVAL_S = 10.0
-# Refreshes of the slot map that calls ask for are at least this far apart.
-MAP_REFRESH_INTERVAL_S_MIN = 0.1
+# Retries, redirects, map refreshes and log lines are bounded in limits/constants.py.
+RETRY_PAUSES_S = constants.CLUSTER_RETRY_PAUSES_S
+REDIRECTS_MAX = constants.CLUSTER_REDIRECTS_MAX
+LOG_INTERVAL_S = constants.CLUSTER_LOG_INTERVAL_S
+MAP_REFRESH_INTERVAL_S_MIN = constants.CLUSTER_MAP_REFRESH_INTERVAL_S_MIN
 
 
 class ShardUnavailable(RedisConnectionError):
