@@ -15,8 +15,10 @@ first 2,000 of a 100,000 run, exactly.
 Two ways in, both idempotent (a put replaces caps and status and keeps usage and holds):
   --via redis  (default) the put_customer script through limits.transport.ScriptRunner, which
                pipelines the calls of one event-loop tick into one round trip, straight into
-               the gateway's Redis. --partitions must be the gateway's (`creditgate serve
-               --partitions`, default 256), or the gateway looks for the customers elsewhere.
+               the gateway's Redis (on Redis Cluster, --redis-url redis+cluster://H:P,...:
+               the slot-aware runner, one round trip per master). --partitions must be the
+               gateway's (`creditgate serve --partitions`, default 256), or the gateway looks
+               for the customers elsewhere.
   --via admin  Admin.PutCustomer over gRPC at --target: slower (every put goes through the
                gateway's Python), but needs no Redis access and cannot get the partitions wrong.
 Measured on the 2-core machine: docs/benchmarks.md, section "Locust".
@@ -158,14 +160,13 @@ def profiles(count: int, seed: int) -> Iterator[Profile]:
 
 async def seed_redis(count: int, seed: int, redis_url: str, partitions: int,
                      chunk: int = CHUNK_DEFAULT) -> None:
-    """put_customer straight into Redis, `chunk` calls per event-loop tick."""
-    import redis.asyncio as aioredis
-
+    """put_customer straight into Redis (one Redis, or a cluster's masters by a
+    redis+cluster:// URL), `chunk` calls per event-loop tick."""
+    from creditgate.limits import cluster
     from creditgate.limits.client import LimitsClient
-    from creditgate.limits.transport import ScriptRunner
 
-    redis = aioredis.Redis.from_url(redis_url)
-    runner = ScriptRunner(redis)
+    redis = cluster.connect(redis_url)
+    runner = cluster.runner_for(redis)
     try:
         await runner.load()
         limits = LimitsClient(runner, partitions)
@@ -236,7 +237,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--via", choices=("redis", "admin"), default="redis")
     parser.add_argument("--redis-url",
                         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6399/0"),
-                        help="the gateway's Redis (default: $REDIS_URL, else make run's)")
+                        help="the gateway's Redis, or its cluster as redis+cluster://H:P,... "
+                        "(default: $REDIS_URL, else make run's)")
     parser.add_argument("--partitions", type=int,
                         default=int(os.environ.get("CREDITGATE_PARTITIONS", PARTITIONS_DEFAULT)),
                         help="the gateway's partition count (default %(default)s)")

@@ -14,6 +14,8 @@
     creditgate reconcile [--pushgateway URL] [--textfile PATH] Redis against the ledger
     creditgate bills close --cycle YYYY-MM
     creditgate journal [--limit N] [--customer ID]
+    creditgate cluster status [--redis-url redis+cluster://H:P,...] per master: partitions,
+                                                               customers, holds, backlog
     creditgate certs init [--dir var/tls]                      a development CA and callers
     creditgate certs issue NAME --uri URI [--dir var/tls]      one more client certificate
     creditgate callers key NAME                                a new API key and its hash
@@ -22,10 +24,14 @@
     creditgate catalog diff OLD NEW                            what NEW changes, element by element
     creditgate catalog reload [--catalog FILE] (--pid-file F | --pid N)
                                                                validate, then SIGHUP the gateway
-serve, ledger, reconcile, bills and journal take --log-format json|text (default json, or
-$CREDITGATE_LOG_FORMAT). Client commands take --target HOST:PORT (default 127.0.0.1:50051,
-or $CREDITGATE_TARGET) and mutual TLS with make run's certificates under var/tls
-(--cert/--key/--ca name others), or --insecure for a plaintext gateway.
+--redis-url takes one Redis (redis://H:P/0) or a Redis Cluster by seed nodes
+(redis+cluster://H1:P1,H2:P2); serve --durability wait:N answers only once N replicas have
+the change; serve, ledger and reconcile take --shard HOST:PORT on a cluster (one shard's
+partitions). serve, ledger, reconcile, bills and journal take --log-format json|text
+(default json, or $CREDITGATE_LOG_FORMAT). Client commands take --target HOST:PORT (default
+127.0.0.1:50051, or $CREDITGATE_TARGET) and mutual TLS with make run's certificates under
+var/tls (--cert/--key/--ca name others), or --insecure for a plaintext gateway; they reach
+Redis only through the gateway, whatever its Redis is.
 """
 
 from __future__ import annotations
@@ -53,15 +59,36 @@ def _parser() -> argparse.ArgumentParser:
     _callers_command(commands)
     catalogs.add_command(commands)
     _ledger_commands(commands)
+    _cluster_command(commands)
     return parser
+
+
+def _cluster_command(commands) -> None:
+    """What a Redis Cluster holds, per master (limits/cluster_status.py)."""
+    cluster = commands.add_parser("cluster", help="Redis Cluster: per-master status")
+    actions = cluster.add_subparsers(dest="action", required=True)
+    status = actions.add_parser("status", help="per master: its partitions, customers, open "
+                                "holds, outbox backlog and script calls per second")
+    _redis_url_option(status)
+    status.add_argument("--partitions", type=int, default=int(
+        os.environ.get("CREDITGATE_PARTITIONS", PARTITIONS_DEFAULT)))
+    status.add_argument("--interval", type=float, default=1.0,
+                        help="seconds between the two samples of script calls")
+    status.add_argument("--json", action="store_true", help="one JSON object per master")
 
 
 def _serve_command(commands) -> None:
     serve = commands.add_parser("serve", help="run the gRPC gateway")
     serve.add_argument("--host", default=os.environ.get("CREDITGATE_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("CREDITGATE_PORT", 50051)))
-    serve.add_argument("--redis-url",
-                       default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    _redis_url_option(serve)
+    serve.add_argument("--durability", default=os.environ.get("CREDITGATE_DURABILITY", "none"),
+                       help="none: answer once the master ran the call; wait:N[:MS]: only "
+                       "once N replicas acknowledged it within MS (default 500), else "
+                       "UNAVAILABLE")
+    serve.add_argument("--shard", default=os.environ.get("CREDITGATE_SHARD", ""),
+                       metavar="HOST:PORT", help="on a cluster: sweep only the partitions of "
+                       "this node's shard (default: every partition)")
     serve.add_argument("--catalog", default=str(catalog.DEFAULT_CATALOG),
                        help="product catalog (TOML); default: the example catalog")
     serve.add_argument("--partitions", type=int,
@@ -192,9 +219,16 @@ def _log_format_option(sub: argparse.ArgumentParser) -> None:
                      f"${logs.FORMAT_ENV}, else {logs.FORMAT_DEFAULT})")
 
 
-def _ledger_options(sub: argparse.ArgumentParser) -> None:
+def _redis_url_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--redis-url",
-                     default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+                     default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                     help="one Redis (redis://, rediss://, unix://) or a Redis Cluster by "
+                     "seed nodes: redis+cluster://HOST:PORT[,HOST:PORT...] (rediss+cluster:"
+                     "// for TLS); default $REDIS_URL")
+
+
+def _ledger_options(sub: argparse.ArgumentParser) -> None:
+    _redis_url_option(sub)
     sub.add_argument("--ledger-dsn", default=os.environ.get("LEDGER_DSN", DEFAULT_LEDGER),
                      help="postgresql://... or sqlite:///path (default %(default)s)")
     sub.add_argument("--schema", default=os.environ.get("LEDGER_SCHEMA", "public"),
@@ -204,6 +238,12 @@ def _ledger_options(sub: argparse.ArgumentParser) -> None:
     _log_format_option(sub)
 
 
+def _shard_option(sub: argparse.ArgumentParser, help_: str) -> None:
+    sub.add_argument("--shard", default=os.environ.get("CREDITGATE_SHARD", ""),
+                     metavar="HOST:PORT", help=f"on a Redis Cluster: {help_}; HOST:PORT is "
+                     "any node of the shard, its master or a replica (default: all shards)")
+
+
 def _ledger_commands(commands) -> None:
     """The commands of the ledger (ledger/cli.py)."""
     ledger = commands.add_parser("ledger", help="run the ledger posting worker")
@@ -211,6 +251,8 @@ def _ledger_commands(commands) -> None:
     ledger.add_argument("--consumer", default="",
                         help="consumer name, stable across restarts (default: the host name;"
                         " give each worker on one host its own)")
+    _shard_option(ledger, "post only the outbox streams of this node's shard (one worker "
+                  "per shard)")
     ledger.add_argument("--claim-idle-ms", type=int, default=30_000)
     ledger.add_argument("--deliveries-max", type=int, default=5)
     ledger.add_argument("--metrics-port", type=int,
@@ -222,6 +264,7 @@ def _ledger_commands(commands) -> None:
     reconcile = commands.add_parser(
         "reconcile", help="compare Redis with the ledger per customer and level")
     _ledger_options(reconcile)
+    _shard_option(reconcile, "compare only the customers of this node's shard")
     reconcile.add_argument("--pushgateway", default="", metavar="URL",
                            help="push the result (drifts, when it ran) to this Pushgateway")
     reconcile.add_argument("--textfile", default="", metavar="PATH",
@@ -262,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                                client_auth=args.client_auth, insecure=args.insecure,
                                metrics_port=args.metrics_port,
                                metrics_host=args.metrics_host,
-                               log_format=args.log_format, pid_file=args.pid_file)
+                               log_format=args.log_format, pid_file=args.pid_file,
+                               durability=args.durability, shard=args.shard)
         try:
             return server.run(config)
         except catalog.CatalogError as error:
@@ -285,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         from creditgate.ledger import cli as ledger_cli
 
         return ledger_cli.command(args)
+    if args.command == "cluster":
+        from creditgate.ledger import cluster_status
+
+        return cluster_status.command(args)
     from creditgate.gateway import cli_client
 
     return asyncio.run(cli_client.command(args))

@@ -129,6 +129,9 @@ def redacted_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if not parts.scheme or not parts.netloc:
         return url.split("?")[0]  # a path (sqlite:///var/ledger.sqlite3 has no netloc)
+    hidden = "***@" if parts.username or parts.password else ""
+    if "," in parts.netloc:  # several hosts (a Redis Cluster's seeds): kept as given
+        return f"{parts.scheme}://{hidden}{parts.netloc.rpartition('@')[2]}{parts.path}"
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
@@ -136,5 +139,4 @@ def redacted_url(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:  # a port that is not a number: leave it out rather than fail a log
         port = ""
-    hidden = "***@" if parts.username or parts.password else ""
     return f"{parts.scheme}://{hidden}{host}{port}{parts.path}"

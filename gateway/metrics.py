@@ -313,7 +313,16 @@ class GatewayMetrics:
         self.redis_errors = Counter(
             "creditgate_redis_errors_total", "Script calls that met a Redis error, by server "
             "and kind (connection, timeout, loading, readonly, out_of_memory, noscript, "
-            "reply, other).", ["redis", "kind"], registry=r)
+            "reply, other; on a cluster also moved, ask, tryagain, clusterdown, by the "
+            "master that answered, and not_replicated under --durability wait:N).",
+            ["redis", "kind"], registry=r)
+        self.cluster_map_changes = Counter(
+            "creditgate_redis_cluster_map_changes_total", "Refreshes of the Redis Cluster "
+            "slot map that found a slot's master changed (a failover, a resharding).",
+            registry=r)
+        self.cluster_masters = Gauge(
+            "creditgate_redis_cluster_masters", "Masters serving the cluster's slots, as the "
+            "gateway's slot map last saw them.", registry=r, multiprocess_mode="livemax")
         self.redis_up_gauge = Gauge(
             "creditgate_redis_up", "1 while the gateway reaches the Redis server (what "
             "readiness follows), 0 after a few failed PINGs in a row.", ["redis"],
@@ -355,6 +364,10 @@ class GatewayMetrics:
 
     def redis_up(self, server: str, up: bool) -> None:
         self.redis_up_gauge.labels(server).set(1 if up else 0)
+
+    def cluster_map_changed(self, masters: int) -> None:
+        self.cluster_map_changes.inc()
+        self.cluster_masters.set(masters)
 
     def catalog(self, version: str, previous: str | None = None) -> None:
         """The catalog version this process serves (after `previous`, on a reload)."""
@@ -406,6 +419,9 @@ class NoMetrics:
         return Observer()
 
     def redis_up(self, server: str, up: bool) -> None:
+        return None
+
+    def cluster_map_changed(self, masters: int) -> None:
         return None
 
     def catalog(self, version: str, previous: str | None = None) -> None:

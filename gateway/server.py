@@ -55,6 +55,7 @@ from creditgate.gateway import (
 from creditgate.gateway.context import Context
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog
+from creditgate.limits import cluster as limits_cluster
 from creditgate.limits.client import LimitsClient
 from creditgate.limits.clock import RedisClock
 from creditgate.limits.constants import (
@@ -84,7 +85,6 @@ from creditgate.limits.constants import (
     RESTART_DELAY_S_MIN,
     RESTART_RESET_AFTER_S,
 )
-from creditgate.limits.transport import ScriptRunner
 
 log = logging.getLogger("creditgate.gateway")
 
@@ -137,7 +137,19 @@ def server_options() -> list[tuple[str, int]]:
 
 
 async def eviction_policy(redis: aioredis.Redis) -> str:
-    """Redis's maxmemory-policy: CONFIG GET, or INFO memory where CONFIG is renamed or denied."""
+    """Redis's maxmemory-policy: CONFIG GET, or INFO memory where CONFIG is renamed or denied.
+    On a cluster, every master's: the first that is not noeviction, if any."""
+    if limits_cluster.is_cluster(redis):
+        try:
+            replies = await redis.config_get("maxmemory-policy",
+                                             target_nodes=redis.PRIMARIES)
+        except ResponseError:
+            replies = {}
+        policies = [next(iter(reply.values())) for reply in replies.values() if reply]
+        policies = [p.decode() if isinstance(p, bytes) else str(p) for p in policies]
+        if not policies:
+            raise StartupRefused("cannot read the cluster masters' maxmemory-policy")
+        return next((p for p in policies if p != NOEVICTION), NOEVICTION)
     try:
         reply = await redis.config_get("maxmemory-policy")
     except ResponseError:  # unknown command (renamed on managed Redis) or NOPERM (ACL)
@@ -193,6 +205,12 @@ class Config(msgspec.Struct, kw_only=True):
     # Where the top process (the supervisor under --processes N) writes its pid while it runs:
     # `creditgate catalog reload --pid-file` signals it. Empty: none.
     pid_file: str = ""
+    # "none", or "wait:N[:MS]": answer a call only once N replicas have its change
+    # (limits/cluster.py Durability).
+    durability: str = "none"
+    # On a cluster: the sweeper sweeps only this shard's partitions (a node's host:port; ""
+    # for every partition).
+    shard: str = ""
 
 
 def _file_stamp(path: str) -> tuple[int, ...] | None:
@@ -224,9 +242,37 @@ def serve_metrics(start, host: str, port: int):
                              f"{error.strerror or error}") from None
 
 
+def check_redis_settings(config: Config) -> None:
+    """--durability parses, and --shard names a shard of a cluster."""
+    try:
+        limits_cluster.Durability(config.durability)
+        if limits_cluster.is_cluster_url(config.redis_url):
+            limits_cluster.ClusterUrl(config.redis_url)
+    except ValueError as error:
+        raise StartupRefused(str(error)) from None
+    if config.shard and not limits_cluster.is_cluster_url(config.redis_url):
+        raise StartupRefused("--shard names a shard of a Redis Cluster: give a "
+                             "redis+cluster:// URL")
+
+
+def redis_client(url: str):
+    """The gateway's redis-py client: a bounded pool that waits for a free connection rather
+    than failing the batch; on a cluster, redis-py's RedisCluster (its pool per node)."""
+    if limits_cluster.is_cluster_url(url):
+        return limits_cluster.connect(url, socket_timeout=REDIS_WAIT_S,
+                                      socket_connect_timeout=REDIS_WAIT_S)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_WAIT_S,
+        socket_timeout=REDIS_WAIT_S, socket_connect_timeout=REDIS_WAIT_S)
+    return aioredis.Redis(connection_pool=pool)
+
+
 def redis_server_name(url: str) -> str:
     """The Redis server of a URL as the metrics' `redis` label names it: host:port, or the
-    Unix socket's path (never credentials)."""
+    Unix socket's path (never credentials); a cluster's first seed node."""
+    if limits_cluster.is_cluster_url(url):
+        host, port = limits_cluster.ClusterUrl(url).seeds[0]
+        return f"{host}:{port}"
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "unix":
         return parts.path
@@ -286,22 +332,24 @@ class Gateway:
                         "version": self.catalog.version})
         self.callers = load_callers(config)
         self.tls = transport(config)  # files that cannot be used stop start-up too
-        # A bounded pool that waits for a free connection rather than failing the batch.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            config.redis_url, max_connections=REDIS_CONNECTIONS_MAX, timeout=REDIS_WAIT_S,
-            socket_timeout=REDIS_WAIT_S, socket_connect_timeout=REDIS_WAIT_S)
-        self.redis = aioredis.Redis(connection_pool=pool)
+        check_redis_settings(config)
+        self.redis = redis_client(config.redis_url)
         self.redis_server = redis_server_name(config.redis_url)
         # Readiness PINGs on a connection of its own, with a short timeout and no retries.
-        self._ping = aioredis.Redis.from_url(
+        self._ping = limits_cluster.connect(
             config.redis_url, socket_timeout=REDIS_PING_TIMEOUT_S,
             socket_connect_timeout=REDIS_PING_TIMEOUT_S, retry=Retry(NoBackoff(), 0),
-            single_connection_client=True)
-        # The runner's own pipelined connection unless CREDITGATE_REDIS_PIPELINE=redis-py asks
-        # for redis-py's pipelines (the way before it; bench/batch_rate.py --redis-py compares).
-        self.runner = ScriptRunner(
-            self.redis, raw=False if os.environ.get(REDIS_PIPELINE_ENV) == "redis-py" else None,
-            observer=self.metrics.redis(self.redis_server))
+            **({} if limits_cluster.is_cluster_url(config.redis_url)
+               else {"single_connection_client": True}))
+        # The runner's own pipelined connection (one per master on a cluster) unless
+        # CREDITGATE_REDIS_PIPELINE=redis-py asks for redis-py's pipelines (the way before it;
+        # bench/batch_rate.py --redis-py compares).
+        raw = {} if limits_cluster.is_cluster(self.redis) else {
+            "raw": False if os.environ.get(REDIS_PIPELINE_ENV) == "redis-py" else None}
+        self.runner = limits_cluster.runner_for(
+            self.redis, observer_for=lambda name: self.metrics.redis(name or self.redis_server),
+            durability=limits_cluster.Durability(config.durability),
+            on_map_change=self.metrics.cluster_map_changed, **raw)
         self.limits = LimitsClient(self.runner, config.partitions, config.clock_offset_ms)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX,
@@ -338,7 +386,8 @@ class Gateway:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.config.sweep:
             self._sweeper = asyncio.create_task(sweeper.sweep_forever(
-                self.limits, counter=self.metrics.sweeper_released))
+                self.limits, counter=self.metrics.sweeper_released,
+                partitions_now=self._shard_partitions if self.config.shard else None))
         self._eviction_watch = asyncio.create_task(self._watch_eviction_policy())
         self._watches = [asyncio.create_task(context.admission.watch_loop_lag()),
                          asyncio.create_task(self._watch_callers_file()),
@@ -361,6 +410,11 @@ class Gateway:
         self.context.catalog = live
         self.metrics.catalog(live.version, current.version)
         self.metrics.catalog_reload("reloaded")
+
+    async def _shard_partitions(self) -> list[int]:
+        """The partitions of `--shard` now (they follow failovers and resharding)."""
+        return await limits_cluster.shard_partitions(self.redis, self.config.shard,
+                                                     self.config.partitions)
 
     def _start_metrics(self) -> None:
         """The facts metrics show from the start, and their port (before the gRPC port: a
@@ -577,7 +631,8 @@ def _configuration(config: Config, port: int) -> dict[str, object]:
             "partitions": config.partitions, "processes": config.processes,
             "catalog": config.catalog_path, "callers": config.callers_path,
             "tls": "off" if config.insecure else f"client certificates {config.client_auth}",
-            "sweeper": config.sweep}
+            "sweeper": config.sweep, "durability": config.durability,
+            "shard": config.shard or "all"}
 
 
 def run(config: Config, parent_pid: int | None = None) -> int:
@@ -593,6 +648,7 @@ def run(config: Config, parent_pid: int | None = None) -> int:
         load_callers(config)
         transport(config)
         check_metrics(config)
+        check_redis_settings(config)
         if parent_pid is None:
             refuse_port_in_use(config.host, config.port)
         with pid_file(config.pid_file if parent_pid is None else ""):
@@ -640,8 +696,8 @@ def refuse_port_in_use(host: str, port: int) -> None:
 
 
 async def _refuse_evicting_redis_at(url: str) -> None:
-    redis = aioredis.Redis.from_url(url, socket_timeout=REDIS_WAIT_S,
-                                    socket_connect_timeout=REDIS_WAIT_S)
+    redis = limits_cluster.connect(url, socket_timeout=REDIS_WAIT_S,
+                                   socket_connect_timeout=REDIS_WAIT_S)
     try:
         await refuse_evicting_redis(redis)
     finally:

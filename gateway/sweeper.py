@@ -2,16 +2,18 @@
 
 Each partition's due set names its customers with open holds at their earliest expiry. Every
 SWEEP_INTERVAL_S the sweeper asks the limit layer which customers are due by Redis' clock (one
-`due` script call per partition, all in one round trip) and runs the expire script for each.
-Several gateways may sweep at once: the script releases a hold only while it is open, in the
-same atomic step that closes it, so each hold is released once. The `expired` events it
-causes name the caller SWEEPER.
+`due` script call per partition, all in one round trip per Redis master) and runs the expire
+script for each. On Redis Cluster a gateway started with `--shard HOST:PORT` sweeps only that
+shard's partitions, so one sweeper runs per shard. Several gateways may sweep at once: the
+script releases a hold only while it is open, in the same atomic step that closes it, so each
+hold is released once. The `expired` events it causes name the caller SWEEPER.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from creditgate.gateway import metrics
 from creditgate.limits import keys
@@ -25,18 +27,20 @@ log = logging.getLogger("creditgate.sweeper")
 SWEEPER = keys.EXPIRY_CALLER
 
 
-async def sweep_once(limits: LimitsClient) -> int:
-    """One pass over every partition; returns the number of holds released."""
+async def sweep_once(limits: LimitsClient, partitions: Sequence[int] | None = None) -> int:
+    """One pass over `partitions` (default: every partition); returns the number of holds
+    released."""
     token = CALLER.set((SWEEPER, ""))
     try:
-        return await _sweep(limits)
+        return await _sweep(limits, range(limits.partitions) if partitions is None
+                            else partitions)
     finally:
         CALLER.reset(token)
 
 
-async def _sweep(limits: LimitsClient) -> int:
+async def _sweep(limits: LimitsClient, partitions: Sequence[int]) -> int:
     due = await asyncio.gather(*(limits.due(partition, SWEEP_CUSTOMERS_PER_PARTITION_MAX)
-                                 for partition in range(limits.partitions)))
+                                 for partition in partitions))
     customers = [customer for members in due for customer in members]
     if not customers:
         return 0
@@ -45,12 +49,16 @@ async def _sweep(limits: LimitsClient) -> int:
 
 
 async def sweep_forever(limits: LimitsClient, interval_s: float = SWEEP_INTERVAL_S,
-                        counter=metrics.NOTHING) -> None:
+                        counter=metrics.NOTHING,
+                        partitions_now: Callable[[], Awaitable[list[int]]] | None = None
+                        ) -> None:
     """Sweep every `interval_s`; `counter` (creditgate_sweeper_released_holds_total) counts
-    the holds released."""
+    the holds released. `partitions_now()`, asked before each pass, names the partitions to
+    sweep (one shard's on a cluster: they move with failovers and resharding); default all."""
     while True:
         try:
-            released = await sweep_once(limits)
+            partitions = await partitions_now() if partitions_now else None
+            released = await sweep_once(limits, partitions)
             if released:
                 counter.inc(released)
                 log.info("sweeper released %d expired holds", released)

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from creditgate.gateway.logs import redacted_url
 from creditgate.ledger import bills, metrics, reconcile, worker
 from creditgate.ledger.store import open_store
+from creditgate.limits import cluster as limits_cluster
 
 log = logging.getLogger("creditgate.ledger")
 # `reconcile` exits with this code when it could not push or write its result.
@@ -35,7 +36,8 @@ def command(args) -> int:
             redis_url=args.redis_url, ledger_dsn=args.ledger_dsn, schema=args.schema,
             partitions=args.partitions, consumer=args.consumer,
             claim_idle_ms=args.claim_idle_ms, deliveries_max=args.deliveries_max,
-            metrics_host=args.metrics_host, metrics_port=args.metrics_port)))
+            metrics_host=args.metrics_host, metrics_port=args.metrics_port,
+            shard=args.shard)))
     try:
         return asyncio.run(_offline(args))
     except (OSError, aioredis.RedisError) as error:
@@ -46,7 +48,7 @@ def command(args) -> int:
 
 async def _offline(args) -> int:
     store = open_store(args.ledger_dsn, args.schema)
-    redis = aioredis.Redis.from_url(args.redis_url)
+    redis = limits_cluster.connect(args.redis_url)
     try:
         await store.migrate()
         if args.command == "reconcile":
@@ -74,7 +76,13 @@ async def _offline(args) -> int:
 
 async def _reconcile(args, redis: aioredis.Redis, store) -> int:
     """Compare, print what differs, export the result (--pushgateway, --textfile)."""
-    report = await reconcile.reconcile(redis, store, args.partitions)
+    only = None
+    if args.shard:
+        if not limits_cluster.is_cluster(redis):
+            print("creditgate reconcile: --shard needs a redis+cluster:// URL", file=sys.stderr)
+            return 2
+        only = await limits_cluster.shard_partitions(redis, args.shard, args.partitions)
+    report = await reconcile.reconcile(redis, store, args.partitions, only)
     for stream in report.undrained:
         print(f"not drained: {stream} has pending or unread events; run the ledger "
               "worker until it catches up")

@@ -12,10 +12,13 @@ customer:<id>:credit_balance. They are compared only once the outbox streams are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import redis.asyncio as aioredis
 
 from creditgate.ledger.worker import GROUP, entry_order
+from creditgate.limits import cluster as limits_cluster
 from creditgate.limits import keys
 
 
@@ -47,9 +50,15 @@ class Report(msgspec.Struct):
         return not self.undrained and not self.drifts and not self.dead
 
 
-async def undrained_streams(redis: aioredis.Redis, partitions: int) -> list[str]:
+def partition_list(partitions: int | Sequence[int]) -> Sequence[int]:
+    """Every partition of a count, or the given ones (one shard's)."""
+    return range(partitions) if isinstance(partitions, int) else partitions
+
+
+async def undrained_streams(redis: aioredis.Redis, partitions: int | Sequence[int]
+                            ) -> list[str]:
     found = []
-    for partition in range(partitions):
+    for partition in partition_list(partitions):
         stream = keys.outbox(keys.base(partition))
         if not await redis.exists(stream):
             continue
@@ -69,11 +78,12 @@ async def undrained_streams(redis: aioredis.Redis, partitions: int) -> list[str]
     return found
 
 
-async def dead_letters(redis: aioredis.Redis, partitions: int) -> dict[str, int]:
+async def dead_letters(redis: aioredis.Redis, partitions: int | Sequence[int]
+                       ) -> dict[str, int]:
     """Dead-letter streams that hold events: each is a change Redis made and the ledger did
     not book, so drift is expected until an operator replays it."""
     found = {}
-    for partition in range(partitions):
+    for partition in partition_list(partitions):
         stream = keys.dead_letter(keys.base(partition))
         length = await redis.xlen(stream)
         if length:
@@ -91,23 +101,39 @@ class Accounts(msgspec.Struct):
     credits: dict[str, int]
 
 
-async def redis_accounts(redis: aioredis.Redis, partitions: int) -> Accounts:
+async def redis_accounts(redis: aioredis.Redis, partitions: int | Sequence[int]) -> Accounts:
     found = Accounts({}, {}, {})
-    for partition in range(partitions):
+    async for customer_id, key in customer_keys(redis, partitions):
+        fields = {field.decode(): value.decode()
+                  for field, value in (await redis.hgetall(key)).items()}
+        # Either layout: a customer keeps layout 1 until a script touches it.
+        for node, level in keys.levels_of(fields).items():
+            found.levels[customer_id, node] = [level.held, level.used]
+        for name, value in fields.items():
+            if name.startswith(keys.FIELD_BALANCE) and int(value):
+                found.balances[customer_id, name[len(keys.FIELD_BALANCE):]] = int(value)
+            if name == keys.FIELD_CREDIT_BALANCE and int(value):
+                found.credits[customer_id] = int(value)
+    return found
+
+
+async def customer_keys(redis, partitions: int | Sequence[int]):
+    """(customer id, its hash's key) of every customer of the partitions. On a cluster one
+    SCAN per master for every partition's customers (each partition's own pattern would scan
+    every master once per partition)."""
+    if limits_cluster.is_cluster(redis):
+        wanted = {keys.base(partition) for partition in partition_list(partitions)}
+        pattern = f"{keys.PREFIX}:*:{keys.KIND_CUSTOMER}*"
+        async for key in redis.scan_iter(match=pattern, count=1000):
+            text = key.decode()
+            base = text[:len(keys.base(0))]
+            if base in wanted and text[len(base):].startswith(keys.KIND_CUSTOMER):
+                yield text[len(base) + len(keys.KIND_CUSTOMER):], key
+        return
+    for partition in partition_list(partitions):
         prefix = keys.customer(keys.base(partition), "")
         async for key in redis.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
-            customer_id = key.decode()[len(prefix):]
-            fields = {field.decode(): value.decode()
-                      for field, value in (await redis.hgetall(key)).items()}
-            # Either layout: a customer keeps layout 1 until a script touches it.
-            for node, level in keys.levels_of(fields).items():
-                found.levels[customer_id, node] = [level.held, level.used]
-            for name, value in fields.items():
-                if name.startswith(keys.FIELD_BALANCE) and int(value):
-                    found.balances[customer_id, name[len(keys.FIELD_BALANCE):]] = int(value)
-                if name == keys.FIELD_CREDIT_BALANCE and int(value):
-                    found.credits[customer_id] = int(value)
-    return found
+            yield key.decode()[len(prefix):], key
 
 
 async def redis_levels(redis: aioredis.Redis, partitions: int) -> dict[tuple[str, str], list[int]]:
@@ -145,11 +171,16 @@ async def ledger_credits(store) -> dict[str, int]:
             if account.startswith(prefix) and account.endswith(suffix) and int(balance)}
 
 
-async def reconcile(redis: aioredis.Redis, store, partitions: int) -> Report:
-    undrained = await undrained_streams(redis, partitions)
-    in_redis = await redis_accounts(redis, partitions)
+async def reconcile(redis: aioredis.Redis, store, partitions: int,
+                    only: Sequence[int] | None = None) -> Report:
+    """Redis against the ledger, for every partition, or `only` these (one shard's)."""
+    chosen = partition_list(partitions if only is None else only)
+    undrained = await undrained_streams(redis, chosen)
+    in_redis = await redis_accounts(redis, chosen)
     in_ledger = Accounts(await ledger_levels(store), await ledger_balances(store),
                          await ledger_credits(store))
+    if only is not None:
+        in_ledger = _of_partitions(in_ledger, partitions, set(only))
     drifts = []
     levels = set(in_redis.levels) | set(in_ledger.levels)
     for customer_id, level in sorted(levels):
@@ -172,7 +203,17 @@ async def reconcile(redis: aioredis.Redis, store, partitions: int) -> Report:
     customers = {customer for customer, _ in levels | paths} | set(in_redis.credits) | set(
         in_ledger.credits)
     return Report(undrained, drifts, len(customers), len(levels),
-                  await dead_letters(redis, partitions), len(paths))
+                  await dead_letters(redis, chosen), len(paths))
+
+
+def _of_partitions(accounts: Accounts, partitions: int, chosen: set[int]) -> Accounts:
+    """The accounts of the customers of the chosen partitions only."""
+    def mine(customer_id: str) -> bool:
+        return keys.partition_of(customer_id, partitions) in chosen
+
+    return Accounts({key: value for key, value in accounts.levels.items() if mine(key[0])},
+                    {key: value for key, value in accounts.balances.items() if mine(key[0])},
+                    {key: value for key, value in accounts.credits.items() if mine(key)})
 
 
 def _glob_escape(text: str) -> str:

@@ -34,8 +34,9 @@ from creditgate.gateway.logs import redacted_url
 from creditgate.ledger import books
 from creditgate.ledger.metrics import LedgerMetrics
 from creditgate.ledger.store import EVENT_COLUMNS, open_store
+from creditgate.limits import cluster as limits_cluster
 from creditgate.limits import keys, lua_source
-from creditgate.limits.constants import LEDGER_BACKLOG_POLL_INTERVAL_S
+from creditgate.limits.constants import LEDGER_BACKLOG_POLL_INTERVAL_S, LEDGER_CLUSTER_POLL_S
 
 log = logging.getLogger("creditgate.ledger")
 
@@ -47,6 +48,7 @@ CLAIM_INTERVAL_S = 5.0
 STORE_RETRY_FIRST_S = 0.2  # back-off while the ledger store is unavailable, doubling
 STORE_RETRY_MAX_S = 5.0
 TRIM_INTERVAL_S = 10.0
+CLUSTER_POLL_S = LEDGER_CLUSTER_POLL_S
 # Test-only fault injection: the worker kills itself (SIGKILL) at this point of its first
 # non-empty batch, so the tests can prove nothing is lost or posted twice.
 FAULT_ENV = "CREDITGATE_LEDGER_FAULT"
@@ -67,6 +69,9 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     trim_interval_s: float = TRIM_INTERVAL_S
     metrics_host: str = "127.0.0.1"  # loopback only: metrics carry no TLS here
     metrics_port: int = 0  # 0: no metrics served
+    # On a cluster: post only the partitions of this node's shard (host:port of its master
+    # or a replica); "" for every partition.
+    shard: str = ""
 
 
 class Entry(msgspec.Struct):
@@ -83,14 +88,13 @@ class Worker:
         # A stable name: a restarted worker is the same consumer and re-reads what it left
         # pending. Several workers on one host need --consumer names of their own.
         self.consumer = config.consumer or socket.gethostname()
-        self.redis = redis or aioredis.Redis.from_url(config.redis_url)
+        self.redis = redis or limits_cluster.connect(config.redis_url)
         self.store = store or open_store(config.ledger_dsn, config.schema)
-        bases = [keys.base(partition) for partition in range(config.partitions)]
-        # Each partition's outbox and its dead-letter stream (the same hash tag).
-        self.dead_letters = {keys.outbox(base): keys.dead_letter(base) for base in bases}
-        self.streams = list(self.dead_letters)
-        # COUNT bounds each stream, not the reply: spread the batch bound over the streams.
-        self.count_per_stream = max(1, -(-config.batch_size_max // len(self.streams)))
+        self.cluster = limits_cluster.is_cluster(self.redis)
+        if config.shard and not self.cluster:
+            raise ValueError("--shard names a shard of a Redis Cluster: give a "
+                             "redis+cluster:// URL")
+        self._set_partitions(range(config.partitions))
         self.stalled = False  # the store was unavailable for the last batch
         self._claim_cursor: dict[str, str] = {}
         self.posted = 0
@@ -99,10 +103,43 @@ class Worker:
         self.metrics = metrics or LedgerMetrics()
         self._fault = os.environ.get(FAULT_ENV, "")
 
+    def _set_partitions(self, partitions) -> None:
+        """Read these partitions' outbox streams (and their dead-letter streams, with the same
+        hash tag)."""
+        bases = [keys.base(partition) for partition in partitions]
+        self.partitions = list(partitions)
+        self.dead_letters = {keys.outbox(base): keys.dead_letter(base) for base in bases}
+        self.streams = list(self.dead_letters)
+        # COUNT bounds each stream, not the reply: spread the batch bound over the streams.
+        self.count_per_stream = max(1, -(-self.config.batch_size_max // max(1, len(bases))))
+
+    async def follow_shard(self) -> None:
+        """On a cluster with `shard`: read the partitions that shard serves now (they move
+        with a resharding; a failover keeps them, its replica names the same shard)."""
+        if not self.config.shard:
+            return
+        partitions = await limits_cluster.shard_partitions(self.redis, self.config.shard,
+                                                           self.config.partitions)
+        if partitions != self.partitions:
+            if self.partitions and len(self.partitions) != self.config.partitions:
+                log.warning("shard %s now serves %d partitions (was %d)", self.config.shard,
+                            len(partitions), len(self.partitions))
+            self._set_partitions(partitions)
+            await self._create_groups()
+
     async def start(self) -> None:
         applied = await self.store.migrate()
         if applied:
             log.info("ledger schema migrations applied: %s", applied)
+        if self.config.shard:
+            self.partitions = []
+            await self.follow_shard()
+        else:
+            await self._create_groups()
+
+    async def _create_groups(self) -> None:
+        if not self.streams:
+            return
         pipe = self.redis.pipeline(transaction=False)
         for stream in self.streams:
             pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)
@@ -112,12 +149,35 @@ class Worker:
 
     # -- reading --------------------------------------------------------------------------
     async def _read(self, last_ids: str, block_ms: int | None) -> list[Entry]:
+        if self.cluster:
+            return await self._read_each(last_ids, block_ms)
         reply = await self.redis.xreadgroup(
             GROUP, self.consumer, {stream: last_ids for stream in self.streams},
             count=self.count_per_stream, block=block_ms)
         return [Entry(stream.decode(), entry_id.decode(), fields)
                 for stream, entries in reply or [] for entry_id, fields in entries
                 if fields is not None]  # a pending entry trimmed away has no fields
+
+    async def _read_each(self, last_ids: str, block_ms: int | None) -> list[Entry]:
+        """On a cluster, where one XREADGROUP names one slot: one per stream, pipelined (one
+        round trip per master), without blocking; an empty read waits `block_ms` at most,
+        CLUSTER_POLL_S at a time, and reads again."""
+        waited_s, wait_s = 0.0, (block_ms or 0) / 1000
+        while True:
+            entries = []
+            if self.streams:
+                pipe = self.redis.pipeline(transaction=False)
+                for stream in self.streams:
+                    pipe.xreadgroup(GROUP, self.consumer, {stream: last_ids},
+                                    count=self.count_per_stream)
+                for reply in await pipe.execute():
+                    entries += [Entry(stream.decode(), entry_id.decode(), fields)
+                                for stream, items in _stream_replies(reply)
+                                for entry_id, fields in items if fields is not None]
+            if entries or waited_s >= wait_s:
+                return entries
+            await asyncio.sleep(CLUSTER_POLL_S)
+            waited_s += CLUSTER_POLL_S
 
     async def _claim(self) -> list[Entry]:
         """Take over entries idle at other consumers: one bounded step per stream, resuming
@@ -368,6 +428,7 @@ class Worker:
                     in_flight = await _finish(in_flight)  # claim and trim see no batch in flight
                 if now >= next_claim:
                     next_claim = now + self.config.claim_interval_s
+                    await self.follow_shard()
                     await self.process(await self._claim())
                 if now >= next_trim:
                     next_trim = now + self.config.trim_interval_s
@@ -412,6 +473,13 @@ def _dead_letter_script() -> str:
     return lua_source.script_source("dead_letter")
 
 
+def _stream_replies(reply) -> list:
+    """XREADGROUP's reply as [(stream, entries)]: a list in RESP2, a dict in RESP3."""
+    if not reply:
+        return []
+    return list(reply.items()) if isinstance(reply, dict) else reply
+
+
 def _refuses_data(error: Exception) -> bool:
     """The database refused the data (a constraint, a value out of range): retrying the same
     rows cannot help. Anything else (no connection, a missing table, a lock timeout) may pass."""
@@ -449,12 +517,15 @@ async def serve(config: WorkerConfig) -> int:
     if config.metrics_port:
         metrics_server = worker.metrics.serve(config.metrics_host, config.metrics_port)
         watch = asyncio.create_task(worker.watch_backlog(stopping))
-    log.info("ledger worker %s started: %d partitions from %s into %s (schema %s); metrics %s",
-             worker.consumer, config.partitions, redacted_url(config.redis_url),
+    log.info("ledger worker %s started: %s of %d partitions from %s into %s (schema %s); "
+             "metrics %s", worker.consumer,
+             f"shard {config.shard}'s" if config.shard else "all", config.partitions,
+             redacted_url(config.redis_url),
              redacted_url(config.ledger_dsn), config.schema,
              f"on http://{config.metrics_host}:{metrics_server.server_port}/metrics"
              if metrics_server else "off",
              extra={"consumer": worker.consumer, "partitions": config.partitions,
+                    "shard": config.shard or "all",
                     "batch_size_max": config.batch_size_max,
                     "deliveries_max": config.deliveries_max,
                     "claim_idle_ms": config.claim_idle_ms,

@@ -62,6 +62,21 @@ AUTHORIZE_RESPONSE_BYTES_MAX = 1_600  # the largest AuthorizeResponse: 8 levels,
 GRPC_CONCURRENT_RPCS_MAX = 4096
 REDIS_CONNECTIONS_MAX = 64  # per gateway process; batches wait for a free one
 REDIS_WAIT_S = 5.0  # how long a batch waits for a connection before failing UNAVAILABLE
+# `--durability wait:N` without a time: how long WAIT waits for the replicas (ms).
+DURABILITY_WAIT_MS_DEFAULT = 500
+# Redis Cluster (limits/cluster.py). A call answered TRYAGAIN or CLUSTERDOWN is sent again
+# after these pauses, the last repeated, until REDIS_WAIT_S has passed since it was queued;
+# MOVED and ASK are followed at most CLUSTER_REDIRECTS_MAX times per call (more is a map in
+# flux); refreshes of the slot map that failed calls ask for are at least
+# CLUSTER_MAP_REFRESH_INTERVAL_S_MIN apart; the runner logs what it followed and what failed
+# at most once per CLUSTER_LOG_INTERVAL_S.
+CLUSTER_RETRY_PAUSES_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+CLUSTER_REDIRECTS_MAX = 5
+CLUSTER_MAP_REFRESH_INTERVAL_S_MIN = 0.1
+CLUSTER_LOG_INTERVAL_S = 10.0
+# On a cluster the ledger worker's reads do not block (one XREADGROUP per stream): an empty
+# read is tried again after this pause.
+LEDGER_CLUSTER_POLL_S = 0.05
 # Streams one HTTP/2 connection may hold open: enough for a switch multiplexing thousands of
 # terminals on one connection (a burst of 2,000 meets admission control, not HTTP/2 refusing
 # its streams), and half of what a process holds, so one connection of requests that never
@@ -110,6 +125,8 @@ TZ_SCHEDULE_YEARS = 30
 TZ_DEFAULT = "Asia/Shanghai"
 
 assert AMOUNT_MINOR_MAX <= CAP_MINOR_MAX
+assert max(CLUSTER_RETRY_PAUSES_S) < REDIS_WAIT_S
+assert DURABILITY_WAIT_MS_DEFAULT < REDIS_WAIT_S * 1000
 # held + used + amount on one node, and a velocity window's total, stay exact in Lua doubles.
 assert 3 * CAP_MINOR_MAX + AMOUNT_MINOR_MAX < 2**53
 # A temporary raise is bounded by CAP_MINOR_MAX too: cap + raise + held + used + amount.

@@ -17,14 +17,18 @@ import hiredis
 import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
 from redis.exceptions import (
+    AskError,
     BusyLoadingError,
+    ClusterDownError,
     DataError,
     InvalidResponse,
+    MovedError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -78,12 +82,21 @@ def missing_script(error: BaseException) -> bool:
         isinstance(error, ResponseError) and str(error).startswith("Function not found"))
 
 
+_CLUSTER_KINDS = (("moved", MovedError), ("ask", AskError), ("tryagain", TryAgainError),
+                  ("clusterdown", ClusterDownError))
+
+
 def error_kind(error: BaseException) -> str:
     """A Redis failure's kind, from a bounded set: connection, timeout, loading, readonly,
-    out_of_memory, noscript (Redis lost its scripts; they are loaded and sent again), reply
+    out_of_memory, noscript (Redis lost its functions; they are loaded and sent again), moved,
+    ask, tryagain, clusterdown (Redis Cluster's redirects and refusals), reply
     (any other error reply, such as a script's runtime error), other."""
     if missing_script(error):
         return "noscript"
+    # Redis Cluster's answers that ran nothing (limits/cluster.py follows them).
+    for kind, names in _CLUSTER_KINDS:
+        if isinstance(error, names):
+            return kind
     # redis-py raises OutOfMemoryError for Redis' OOM (and strips "OOM" from the message).
     if isinstance(error, OutOfMemoryError) or (
             isinstance(error, ResponseError) and str(error).startswith("OOM")):
@@ -312,7 +325,25 @@ class ScriptRunner:
         self._pending.append(_Call(self.scripts[name], keys_, args, future))
         return future
 
+    def command(self, *parts) -> asyncio.Future:
+        """Queue one plain command (WAIT) after every call queued so far, on the same
+        connection (the raw path only): its reply comes after theirs. A command is written as
+        a batch of its own, not counted as a script call."""
+        assert self._address is not None, "plain commands go on the runner's own connection"
+        if self._flush_scheduled:
+            self._flush()  # the calls queued before it are written first
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._connection, self._connecting, self._timer = None, False, None
+            self._loop = loop
+        future = loop.create_future()
+        self._backlog.append((loop.time(), [_Call(None, (), parts, future)]))
+        self._pump()
+        return future
+
     def _flush(self) -> None:
+        if not self._flush_scheduled:  # flushed already by command()
+            return
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
         if self._address is not None:
@@ -354,6 +385,10 @@ class ScriptRunner:
                 self._backlog.popleft()
             else:
                 del calls[:taken]
+            if live and live[0].script is None:  # a plain command (WAIT): a batch of its own
+                connection.write(live, hiredis.pack_command(live[0].args), now, timed=False)
+                room -= 1
+                continue
             data, sent = encode_calls(live)
             if sent:
                 connection.write(sent, data, now)

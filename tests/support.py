@@ -9,7 +9,7 @@ import grpc
 
 from creditgate import hotpath
 from creditgate.gateway.pb import creditgate_pb2 as pb
-from creditgate.limits import catalog
+from creditgate.limits import catalog, cluster
 from creditgate.limits.client import LimitsClient
 from creditgate.limits.model import Model, ModelRunner
 from creditgate.limits.reasons import DeclineReason
@@ -143,7 +143,10 @@ def model_client() -> LimitsClient:
 
 
 def redis_client(redis) -> LimitsClient:
-    """The library is not loaded up front: the first call finds no function and loads it."""
+    """The library is not loaded up front: the first call finds no function and loads it.
+    A RedisCluster client gets the slot-aware runner."""
+    if cluster.is_cluster(redis):
+        return LimitsClient(cluster.runner_for(redis), PARTITIONS)
     return LimitsClient(ScriptRunner(redis), PARTITIONS)
 
 

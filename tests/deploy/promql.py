@@ -25,6 +25,7 @@ COUNTERS = {
     "creditgate_shed_calls_total": {"method", "cause"},
     "creditgate_sweeper_released_holds_total": set(),
     "creditgate_catalog_reloads_total": {"result"},
+    "creditgate_redis_cluster_map_changes_total": set(),
     "creditgate_ledger_events_posted_total": {"type"},
     "creditgate_ledger_dead_letters_total": set(),
 }
@@ -36,6 +37,7 @@ HISTOGRAMS = {
 }
 GAUGES = {
     "creditgate_redis_up": {"redis"},
+    "creditgate_redis_cluster_masters": set(),
     "creditgate_in_flight_calls": set(),
     "creditgate_admission_limit": set(),
     "creditgate_catalog_info": {"version"},

@@ -117,6 +117,7 @@ def _raise(**fields) -> pb.SetTemporaryRaiseRequest:
 ])
 async def test_bad_raise_input_names_the_field_and_changes_nothing(admin, auth, redis, field,
                                                                  fields):
+    fields = dict(fields)  # the parameter's dict is shared by every run of this case
     now = await _put(admin, auth, "c-bad")
     if fields.get("expires_at_ms") == "too long":
         fields["expires_at_ms"] = now + RAISE_DURATION_S_MAX * 1000 + 60_000

@@ -109,8 +109,11 @@ async def test_a_redis_outage_under_load(private_redis, caplog):
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))
         await asyncio.to_thread(private_redis.start)
         await asyncio.sleep(1.5)  # readiness comes back by itself
+        # The failure log is the process's: its first line in this test also sums up what
+        # earlier tests' bad input left in their windows; those lines are not the outage's.
         lines = [record for record in caplog.records[lines_before:]
-                 if record.name.startswith("creditgate")]
+                 if record.name.startswith("creditgate")
+                 and "INVALID_ARGUMENT" not in record.getMessage()]
         stop.set()
         await asyncio.gather(*tasks)
         gateway.metrics.flush(gateway.context.admission)

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from creditgate.ledger.store import PostgresStore, migrations, open_store
 from creditgate.ledger.worker import Worker, WorkerConfig
+from creditgate.limits import cluster as limits_cluster
 from tests.conftest import PARTITIONS
 
 ALL_MIGRATIONS = [version for version, _, _ in migrations()]
@@ -87,17 +87,18 @@ async def store(request, tmp_path):
 
 @pytest_asyncio.fixture
 async def make_worker(redis_server, store):
-    """make_worker(consumer, claim_idle_ms=0, deliveries_max=3, own_store=False): a Worker on
-    its own Redis connection, posting into `store` (or, with own_store, into a second
-    connection to the same ledger)."""
+    """make_worker(consumer, claim_idle_ms=0, deliveries_max=3, own_store=False, shard=""): a
+    Worker on its own Redis connection (a RedisCluster client on a cluster), posting into
+    `store` (or, with own_store, into a second connection to the same ledger)."""
     made: list[tuple[Worker, object]] = []
 
     def make(consumer: str = "w1", claim_idle_ms: int = 0, deliveries_max: int = 3,
-             own_store: bool = False) -> Worker:
+             own_store: bool = False, shard: str = "") -> Worker:
         target = reopen(store) if own_store else store
         worker = Worker(WorkerConfig(partitions=PARTITIONS, claim_idle_ms=claim_idle_ms,
-                                     deliveries_max=deliveries_max, consumer=consumer),
-                        redis=aioredis.Redis.from_url(redis_server.url), store=target)
+                                     deliveries_max=deliveries_max, consumer=consumer,
+                                     shard=shard),
+                        redis=limits_cluster.connect(redis_server.url), store=target)
         made.append((worker, target if own_store else None))
         return worker
 

@@ -25,11 +25,11 @@ from creditgate.hotpath.plans import (
     plan_reverse,
     repayment_order,
 )
+from creditgate.limits import cluster as limits_cluster
 from creditgate.limits import keys
 from creditgate.limits.contracts import call_header
 from creditgate.limits.levels import effective_cap
 from creditgate.limits.model import Model
-from creditgate.limits.transport import ScriptRunner
 from tests.support import PARTITIONS, PRODUCTS, RULES, authorize_request
 
 CUSTOMERS = ("alice", "bob", "carol")
@@ -102,9 +102,10 @@ class ScriptsVersusModel(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.redis = redis_asyncio.Redis.from_url(self.redis_url)
+        # One Redis, or a cluster (tests/cluster runs this machine there too).
+        self.redis = limits_cluster.connect(self.redis_url)
         self.run(self.redis.flushall())
-        self.runner = ScriptRunner(self.redis)
+        self.runner = limits_cluster.runner_for(self.redis)
         self.model_now = 0
         self.model = Model(lambda: self.model_now)
         self.offset_ms = 0
