@@ -3,7 +3,7 @@ each process spends on them.
 
     .venv/bin/python bench/batch_rate.py [--processes 2] [--clients 1] [--concurrency 8]
         [--connections 8] [--batch-min 16] [--batch-max 64] [--duration 10] [--warmup 2]
-        [--customers 20000] [--unary] [--mtls] [--metrics] [--redis-py]
+        [--customers 20000] [--unary] [--mtls] [--metrics] [--redis-py] [--cluster]
         [--profile DIR [--native]]
         [--json var/bench/batch_rate.json]
 
@@ -16,6 +16,12 @@ every batch of a random size within [batch-min, batch-max], every item a new pur
 idempotency key) of a random customer: scan-to-pay at a POS or by QR code, or an e-commerce
 checkout, 1.00 to 5,000.00 CNY. With --unary the clients send the same purchases as unary
 Authorize calls instead (`--concurrency` calls in flight each).
+
+With --cluster the gateway's Redis is a Redis Cluster of 3 masters, each with one replica
+(tests/cluster_support.py, in the run's temporary folder), reached by its redis+cluster:// URL;
+the customers are seeded through the slot-aware runner, the CPU of every redis-server is
+reported by role and port, and the script counters are each master's and their sum.
+bench/cluster_rate.py runs the same load on one Redis and on the cluster, one after the other.
 
 With --mtls the gateway serves mutual TLS with a private CA made for the run, and the load
 generators present a client certificate (bench/common.py serve_options); bench/mtls_cost.py
@@ -60,7 +66,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -102,7 +110,40 @@ CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 # -- processes -----------------------------------------------------------------------------------
-def start_gateway(args, redis_port: int, folder: Path) -> tuple[subprocess.Popen, int]:
+class RedisServer(NamedTuple):
+    role: str  # "single", "master" or "replica"
+    port: int
+    pid: int
+
+    @property
+    def label(self) -> str:
+        return "redis-server" if self.role == "single" else f"redis-server {self.role}:{self.port}"
+
+
+def start_redis_servers(args, folder: Path) -> tuple[str, list[RedisServer], Callable]:
+    """One private redis-server, or with --cluster a 3-master cluster: its URL, its servers
+    (masters first) and how to stop them."""
+    if not args.cluster:
+        process, port = start_redis(folder)
+        return (f"redis://127.0.0.1:{port}/0", [RedisServer("single", port, process.pid)],
+                lambda: stop(process))
+    from tests.cluster_support import start_cluster
+
+    (folder / "cluster").mkdir()
+    cluster = start_cluster(folder / "cluster")
+    masters = {node.port for node in cluster.masters()}
+    servers = [RedisServer("master" if node.port in masters else "replica", node.port,
+                           node.process.pid) for node in cluster.nodes]
+    servers.sort(key=lambda server: (server.role != "master", server.port))
+    return cluster.url, servers, cluster.stop
+
+
+def masters(servers: list[RedisServer]) -> list[RedisServer]:
+    """The servers that run the scripts: the single Redis or the cluster's masters."""
+    return [server for server in servers if server.role != "replica"]
+
+
+def start_gateway(args, redis_url: str, folder: Path) -> tuple[subprocess.Popen, int]:
     """The gateway, plaintext or with mutual TLS (--mtls, a private CA in `folder`); sets
     args.transport, how the load generators reach it."""
     port = free_port()
@@ -114,7 +155,7 @@ def start_gateway(args, redis_port: int, folder: Path) -> tuple[subprocess.Popen
         options += ["--metrics-port", str(args.metrics_port)]
     process = subprocess.Popen(
         [sys.executable, "-m", "creditgate.gateway.cli", "serve", "--port", str(port),
-         "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--partitions", str(PARTITIONS),
+         "--redis-url", redis_url, "--partitions", str(PARTITIONS),
          "--processes", str(args.processes), *options],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "CREDITGATE_REDIS_PIPELINE": "redis-py" if args.redis_py else ""})
@@ -163,14 +204,13 @@ def customer_id(index: int) -> str:
     return f"bench-{index:07d}"
 
 
-async def seed(redis_port: int, count: int) -> None:
-    import redis.asyncio as aioredis
-
+async def seed(redis_url: str, count: int) -> None:
+    """put_customer into one Redis or through the cluster's slot-aware runner."""
+    from creditgate.limits import cluster
     from creditgate.limits.client import LimitsClient
-    from creditgate.limits.transport import ScriptRunner
 
-    client = aioredis.Redis(port=redis_port)
-    runner = ScriptRunner(client)
+    client = cluster.connect(redis_url)
+    runner = cluster.runner_for(client)
     await runner.load()
     limits = LimitsClient(runner, PARTITIONS)
     for start in range(0, count, 4096):
@@ -198,10 +238,27 @@ def script_stats(redis_port: int) -> tuple[int, float, dict[str, tuple[float, fl
     return calls, float(script.get("usec_per_call", 0.0)), inner
 
 
-def reset_stats(redis_port: int) -> None:
-    client = redis.Redis(port=redis_port)
-    client.config_resetstat()
-    client.close()
+def reset_stats(servers: list[RedisServer]) -> None:
+    for server in servers:
+        client = redis.Redis(port=server.port)
+        client.config_resetstat()
+        client.close()
+
+
+def summed_script_stats(servers: list[RedisServer]) -> tuple[
+        int, float, dict[str, tuple[float, float]], dict[str, tuple[int, float]]]:
+    """script_stats summed over the masters (µs and calls per FCALL weighted by each master's
+    FCALLs), and each master's (FCALLs, µs per FCALL) by label."""
+    each = {server.label: script_stats(server.port) for server in masters(servers)}
+    calls = sum(found[0] for found in each.values())
+    usec = sum(found[0] * found[1] for found in each.values()) / max(1, calls)
+    inner: dict[str, tuple[float, float]] = {}
+    for found_calls, _, commands in each.values():
+        for name, (per_call, us) in commands.items():
+            before = inner.get(name, (0.0, 0.0))
+            share = found_calls / max(1, calls)
+            inner[name] = (before[0] + per_call * share, before[1] + us * share)
+    return calls, usec, inner, {label: found[:2] for label, found in each.items()}
 
 
 def metrics_calls(port: int) -> float | None:
@@ -219,8 +276,12 @@ def metrics_calls(port: int) -> float | None:
                for sample in family.samples if sample.name == "creditgate_calls_total")
 
 
-def outbox_length(redis_port: int) -> int:
-    client = redis.Redis(port=redis_port)
+def outbox_length(servers: list[RedisServer]) -> int:
+    """The outbox streams' entries over all partitions (on a cluster: wherever each lives)."""
+    if servers[0].role == "single":
+        client = redis.Redis(port=servers[0].port)
+    else:
+        client = redis.RedisCluster(host="127.0.0.1", port=masters(servers)[0].port)
     pipe = client.pipeline(transaction=False)
     for partition in range(PARTITIONS):
         pipe.xlen(keys.outbox(keys.base(partition)))
@@ -414,6 +475,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--redis-py", action="store_true",
                         help="the gateway sends its batches through redis-py's pipelines "
                              "(CREDITGATE_REDIS_PIPELINE=redis-py) instead of its own connection")
+    parser.add_argument("--cluster", action="store_true",
+                        help="a Redis Cluster of 3 masters and 3 replicas instead of one Redis")
     parser.add_argument("--profile", metavar="DIR", default="",
                         help="py-spy each gateway process during the measured window")
     parser.add_argument("--native", action="store_true",
@@ -431,18 +494,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def redis_servers(servers: list[RedisServer], cpu: dict[str, float],
+                  per_master: dict[str, tuple[int, float]], rate: float,
+                  duration_s: float) -> list[dict]:
+    """Each server's CPU per authorization of the whole run, and a master's per authorization
+    it served itself: the run's authorizations in proportion to its FCALLs."""
+    total_calls = sum(calls for calls, _ in per_master.values())
+    out = []
+    for server in servers:
+        share = cpu[server.label]
+        calls, usec = per_master.get(server.label, (0, 0.0))
+        served = rate * (calls / total_calls if total_calls else 0.0)
+        out.append({"role": server.role, "port": server.port, "cpu_percent": share,
+                    "cpu_us_per_authorization": share * 1e4 / rate if rate else 0.0,
+                    "authorizations_per_s": served,
+                    "cpu_us_per_own_authorization": share * 1e4 / served if served else None,
+                    "fcall_per_s": calls / duration_s, "usec_per_fcall": usec})
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     facts = machine()  # before the run: the load average is the machine's, not ours
     folder = Path(tempfile.mkdtemp(prefix="creditgate-batch-rate-"))
-    redis_process, redis_port = start_redis(folder)
+    redis_url, servers, stop_redis = start_redis_servers(args, folder)
     gateway = None
     try:
         seed_started = time.monotonic()
-        uvloop.run(seed(redis_port, args.customers))
+        uvloop.run(seed(redis_url, args.customers))
         seed_s = time.monotonic() - seed_started
-        events_before = outbox_length(redis_port)
-        gateway, port = start_gateway(args, redis_port, folder)
+        events_before = outbox_length(servers)
+        gateway, port = start_gateway(args, redis_url, folder)
         gateway_pids = gateway_processes(gateway.pid) if args.processes > 1 else [gateway.pid]
         start_at = time.monotonic() + args.warmup + 0.5  # the clients' start-up is not measured
         end_at = start_at + args.duration
@@ -454,7 +536,7 @@ def main(argv=None) -> int:
         for client in clients:
             client.start()
         watched = {**{f"gateway {pid}": pid for pid in gateway_pids},
-                   f"redis-server {redis_process.pid}": redis_process.pid,
+                   **{server.label: server.pid for server in servers},
                    **{f"load generator {c.pid}": c.pid for c in clients}}
         time.sleep(max(0.0, start_at - time.monotonic()))
         profiles = start_profiles(args, gateway_pids, args.duration) if args.profile else []
@@ -462,25 +544,25 @@ def main(argv=None) -> int:
         # this (otherwise sleeping) process; the CPU figures themselves are the two readings.
         sampler = CpuSampler({
             **{f"gateway[{n}]": pid for n, pid in enumerate(gateway_pids, 1)},
-            "redis-server": redis_process.pid,
+            **{server.label: server.pid for server in servers},
             **{f"load generator[{n}]": c.pid for n, c in enumerate(clients, 1)}}).start()
         cpu_before = {name: cpu_s(pid) for name, pid in watched.items()}
-        reset_stats(redis_port)
+        reset_stats(servers)
         time.sleep(max(0.0, end_at - time.monotonic()))
         cpu_after = {name: cpu_s(pid) for name, pid in watched.items()}
         sampler.stop()
-        script_calls, script_us, inner = script_stats(redis_port)
+        script_calls, script_us, inner, per_master = summed_script_stats(servers)
         tallies = [results.get(timeout=CALL_TIMEOUT_S + 30) for _ in clients]
         for client in clients:
             client.join()
         for _, _, process in profiles:
             process.wait(timeout=60)
-        events = outbox_length(redis_port) - events_before
+        events = outbox_length(servers) - events_before
         counted = metrics_calls(args.metrics_port) if args.metrics else None
     finally:
         if gateway is not None:
             stop(gateway)
-        stop(redis_process)
+        stop_redis()
         shutil.rmtree(folder, ignore_errors=True)
 
     answered = sum(t["in_window"] for t in tallies)
@@ -498,6 +580,7 @@ def main(argv=None) -> int:
     kind += " (redis-py pipelines)" if args.redis_py else ""
     kind += ", mutual TLS" if args.mtls else ""
     kind += ", metrics on" if args.metrics else ""
+    kind += ", Redis Cluster of 3 masters + 3 replicas" if args.cluster else ", one Redis"
     print(f"{kind}: {args.processes} gateway process(es), {args.clients} load generator(s) x "
           f"{args.concurrency} calls in flight on {args.connections} connections, "
           f"{args.customers} customers "
@@ -527,6 +610,15 @@ def main(argv=None) -> int:
         print("  of which the commands the script calls, per FCALL: " + ", ".join(
             f"{name} {count:.1f}x {us:.1f} µs" for name, (count, us) in ranked[:8])
             + f"; together {sum(us for _, us in inner.values()):.1f} µs")
+    by_server = redis_servers(servers, cpu, per_master, rate, args.duration)
+    if args.cluster:
+        print("per redis-server (100% = one core):")
+        for item in by_server:
+            print(f"  {item['role']:7s} :{item['port']}  {item['cpu_percent']:5.1f}%  "
+                  f"{item['cpu_us_per_authorization']:5.1f} µs per authorization of the run"
+                  + (f", {item['cpu_us_per_own_authorization']:5.1f} µs per authorization it "
+                     f"served ({item['authorizations_per_s']:,.0f}/s, "
+                     f"{item['fcall_per_s']:,.0f} FCALL/s)" if item["role"] == "master" else ""))
     for _, path, _ in profiles:
         print(summarise_profile(path))
     consistent = events == approved
@@ -538,13 +630,16 @@ def main(argv=None) -> int:
     result = {
         "mode": "unary" if args.unary else "batch", "redis_py": args.redis_py,
         "mtls": args.mtls, "metrics": args.metrics, "metrics_calls": counted,
-        "processes": args.processes, "duration_s": args.duration,
+        "processes": args.processes, "duration_s": args.duration, "cluster": args.cluster,
         "authorizations_per_s": rate, "answered": answered, "approved": approved,
         "declined": dict(declined), "errors": dict(errors), "events": events,
         "outbox_consistent": consistent,
         # % of one core per process over the window, and µs of CPU per authorization by role.
         "cpu_percent": cpu, "cpu_us_per_authorization": cpu_us_per_authorization,
         "cpu_sampled": sampler.report(),
+        # Each redis-server: role, port, % of a core, µs per authorization (of all the run's
+        # authorizations), and on a master its FCALLs.
+        "redis_servers": by_server,
         "redis": {"evalsha_per_s": script_calls / args.duration,
                   "usec_per_evalsha": script_us,
                   "core_percent_in_scripts": script_calls * script_us / 1e4 / args.duration,
