@@ -68,6 +68,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -513,18 +514,16 @@ def redis_servers(servers: list[RedisServer], cpu: dict[str, float],
     return out
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    facts = machine()  # before the run: the load average is the machine's, not ours
-    folder = Path(tempfile.mkdtemp(prefix="creditgate-batch-rate-"))
-    redis_url, servers, stop_redis = start_redis_servers(args, folder)
-    gateway = None
+def measure(args, redis_url: str, servers: list[RedisServer], folder: Path) -> SimpleNamespace:
+    """Seed, start the gateway and the load generators, and read everything the report needs
+    for the measured window; the gateway is stopped on the way out."""
+    run = SimpleNamespace()
+    seed_started = time.monotonic()
+    uvloop.run(seed(redis_url, args.customers))
+    run.seed_s = time.monotonic() - seed_started
+    events_before = outbox_length(servers)
+    gateway, port = start_gateway(args, redis_url, folder)
     try:
-        seed_started = time.monotonic()
-        uvloop.run(seed(redis_url, args.customers))
-        seed_s = time.monotonic() - seed_started
-        events_before = outbox_length(servers)
-        gateway, port = start_gateway(args, redis_url, folder)
         gateway_pids = gateway_processes(gateway.pid) if args.processes > 1 else [gateway.pid]
         start_at = time.monotonic() + args.warmup + 0.5  # the clients' start-up is not measured
         end_at = start_at + args.duration
@@ -535,46 +534,61 @@ def main(argv=None) -> int:
                    for index in range(args.clients)]
         for client in clients:
             client.start()
-        watched = {**{f"gateway {pid}": pid for pid in gateway_pids},
-                   **{server.label: server.pid for server in servers},
-                   **{f"load generator {c.pid}": c.pid for c in clients}}
+        run.watched = {**{f"gateway {pid}": pid for pid in gateway_pids},
+                       **{server.label: server.pid for server in servers},
+                       **{f"load generator {c.pid}": c.pid for c in clients}}
         time.sleep(max(0.0, start_at - time.monotonic()))
-        profiles = start_profiles(args, gateway_pids, args.duration) if args.profile else []
+        run.profiles = (start_profiles(args, gateway_pids, args.duration) if args.profile
+                        else [])
         # Which core each process ran on, and how busy each core was: sampled in a thread of
         # this (otherwise sleeping) process; the CPU figures themselves are the two readings.
         sampler = CpuSampler({
             **{f"gateway[{n}]": pid for n, pid in enumerate(gateway_pids, 1)},
             **{server.label: server.pid for server in servers},
             **{f"load generator[{n}]": c.pid for n, c in enumerate(clients, 1)}}).start()
-        cpu_before = {name: cpu_s(pid) for name, pid in watched.items()}
+        cpu_before = {name: cpu_s(pid) for name, pid in run.watched.items()}
         reset_stats(servers)
         time.sleep(max(0.0, end_at - time.monotonic()))
-        cpu_after = {name: cpu_s(pid) for name, pid in watched.items()}
+        run.cpu = {name: 100 * (cpu_s(pid) - cpu_before[name]) / args.duration
+                   for name, pid in run.watched.items()}
         sampler.stop()
-        script_calls, script_us, inner, per_master = summed_script_stats(servers)
-        tallies = [results.get(timeout=CALL_TIMEOUT_S + 30) for _ in clients]
+        run.sampled = sampler.report()
+        run.script_calls, run.script_us, run.inner, run.per_master = summed_script_stats(
+            servers)
+        run.tallies = [results.get(timeout=CALL_TIMEOUT_S + 30) for _ in clients]
         for client in clients:
             client.join()
-        for _, _, process in profiles:
+        for _, _, process in run.profiles:
             process.wait(timeout=60)
-        events = outbox_length(servers) - events_before
-        counted = metrics_calls(args.metrics_port) if args.metrics else None
+        run.events = outbox_length(servers) - events_before
+        run.counted = metrics_calls(args.metrics_port) if args.metrics else None
     finally:
-        if gateway is not None:
-            stop(gateway)
-        stop_redis()
-        shutil.rmtree(folder, ignore_errors=True)
+        stop(gateway)
+    return run
 
-    answered = sum(t["in_window"] for t in tallies)
-    approved = sum(t["approved"] for t in tallies)
-    declined = collections.Counter()
-    errors = collections.Counter()
-    for t in tallies:
-        declined.update(t["declined"])
-        errors.update(t["errors"])
-    latencies = [ms for t in tallies for ms in t["latencies_ms"]]
-    rate = answered / args.duration
-    cpu = {name: 100 * (cpu_after[name] - cpu_before[name]) / args.duration for name in watched}
+
+def tally_up(args, run: SimpleNamespace, servers: list[RedisServer]) -> None:
+    """The load generators' tallies summed, the rate, and the CPU per authorization."""
+    run.answered = sum(t["in_window"] for t in run.tallies)
+    run.approved = sum(t["approved"] for t in run.tallies)
+    run.declined = collections.Counter()
+    run.errors = collections.Counter()
+    for t in run.tallies:
+        run.declined.update(t["declined"])
+        run.errors.update(t["errors"])
+    run.latencies = [ms for t in run.tallies for ms in t["latencies_ms"]]
+    run.rate = run.answered / args.duration
+    run.cpu_us_per_authorization = {}
+    if run.answered:
+        per_item = {role: sum(v for k, v in run.cpu.items() if k.startswith(role))
+                    for role in ("gateway", "redis-server", "load generator")}
+        run.cpu_us_per_authorization = {name: share * 1e4 / run.rate
+                                        for name, share in per_item.items()}
+    run.by_server = redis_servers(servers, run.cpu, run.per_master, run.rate, args.duration)
+    run.consistent = run.events == run.approved
+
+
+def print_run(args, run: SimpleNamespace) -> None:
     kind = "unary Authorize" if args.unary else (
         f"AuthorizeBatch of {args.batch_min}-{args.batch_max}")
     kind += " (redis-py pipelines)" if args.redis_py else ""
@@ -584,72 +598,90 @@ def main(argv=None) -> int:
     print(f"{kind}: {args.processes} gateway process(es), {args.clients} load generator(s) x "
           f"{args.concurrency} calls in flight on {args.connections} connections, "
           f"{args.customers} customers "
-          f"(seeded in {seed_s:.1f} s)")
-    print(f"authorizations/s: {rate:,.0f} ({answered:,} answered in {args.duration:g} s; "
-          f"{approved:,} approved in all, declined {dict(declined) or 0}, "
-          f"errors {dict(errors) or 0})")
-    print(f"call latency ms: p50 {percentile(latencies, 0.5):.1f}  "
-          f"p99 {percentile(latencies, 0.99):.1f}  max {max(latencies, default=0):.1f}")
+          f"(seeded in {run.seed_s:.1f} s)")
+    print(f"authorizations/s: {run.rate:,.0f} ({run.answered:,} answered in "
+          f"{args.duration:g} s; {run.approved:,} approved in all, declined "
+          f"{dict(run.declined) or 0}, errors {dict(run.errors) or 0})")
+    print(f"call latency ms: p50 {percentile(run.latencies, 0.5):.1f}  "
+          f"p99 {percentile(run.latencies, 0.99):.1f}  max {max(run.latencies, default=0):.1f}")
     print("CPU over the measured window (100% = one core):")
-    for name, share in cpu.items():
+    for name, share in run.cpu.items():
         print(f"  {name:28s} {share:6.1f}%")
-    print(f"  {'total':28s} {sum(cpu.values()):6.1f}% of {os.cpu_count() * 100}%")
-    cpu_us_per_authorization = {}
-    if answered:
-        per_item = {"gateway": sum(v for k, v in cpu.items() if k.startswith("gateway")),
-                    "redis-server": sum(v for k, v in cpu.items() if k.startswith("redis")),
-                    "load generator": sum(v for k, v in cpu.items() if k.startswith("load"))}
-        cpu_us_per_authorization = {name: share * 1e4 / rate
-                                    for name, share in per_item.items()}
+    print(f"  {'total':28s} {sum(run.cpu.values()):6.1f}% of {os.cpu_count() * 100}%")
+    if run.cpu_us_per_authorization:
         print("CPU per authorization: " + ", ".join(
-            f"{name} {us:.1f} µs" for name, us in cpu_us_per_authorization.items()))
-    print(f"redis: {script_calls / args.duration:,.0f} FCALL/s, {script_us:.1f} µs per call "
-          f"inside the script ({script_calls * script_us / 1e4 / args.duration:.1f}% of a core)")
-    if inner:
-        ranked = sorted(inner.items(), key=lambda item: -item[1][1])
+            f"{name} {us:.1f} µs" for name, us in run.cpu_us_per_authorization.items()))
+    print_redis(args, run)
+    for _, path, _ in run.profiles:
+        print(summarise_profile(path))
+    if args.metrics:
+        print(f"metrics: {run.counted if run.counted is not None else 'unreadable'} calls "
+              f"counted (creditgate_calls_total, warm-up included)")
+    print(f"outbox check: {run.events:,} authorized events for {run.approved:,} approvals: "
+          f"{'ok' if run.consistent else 'MISMATCH'}")
+
+
+def print_redis(args, run: SimpleNamespace) -> None:
+    calls, us = run.script_calls, run.script_us
+    print(f"redis: {calls / args.duration:,.0f} FCALL/s, {us:.1f} µs per call "
+          f"inside the script ({calls * us / 1e4 / args.duration:.1f}% of a core)")
+    if run.inner:
+        ranked = sorted(run.inner.items(), key=lambda item: -item[1][1])
         print("  of which the commands the script calls, per FCALL: " + ", ".join(
             f"{name} {count:.1f}x {us:.1f} µs" for name, (count, us) in ranked[:8])
-            + f"; together {sum(us for _, us in inner.values()):.1f} µs")
-    by_server = redis_servers(servers, cpu, per_master, rate, args.duration)
+            + f"; together {sum(us for _, us in run.inner.values()):.1f} µs")
     if args.cluster:
         print("per redis-server (100% = one core):")
-        for item in by_server:
+        for item in run.by_server:
             print(f"  {item['role']:7s} :{item['port']}  {item['cpu_percent']:5.1f}%  "
                   f"{item['cpu_us_per_authorization']:5.1f} µs per authorization of the run"
                   + (f", {item['cpu_us_per_own_authorization']:5.1f} µs per authorization it "
                      f"served ({item['authorizations_per_s']:,.0f}/s, "
                      f"{item['fcall_per_s']:,.0f} FCALL/s)" if item["role"] == "master" else ""))
-    for _, path, _ in profiles:
-        print(summarise_profile(path))
-    consistent = events == approved
-    if args.metrics:
-        print(f"metrics: {counted if counted is not None else 'unreadable'} calls counted "
-              f"(creditgate_calls_total, warm-up included)")
-    print(f"outbox check: {events:,} authorized events for {approved:,} approvals: "
-          f"{'ok' if consistent else 'MISMATCH'}")
-    result = {
+
+
+def result_of(args, run: SimpleNamespace, facts: dict, argv) -> dict:
+    calls, us = run.script_calls, run.script_us
+    return {
         "mode": "unary" if args.unary else "batch", "redis_py": args.redis_py,
-        "mtls": args.mtls, "metrics": args.metrics, "metrics_calls": counted,
+        "mtls": args.mtls, "metrics": args.metrics, "metrics_calls": run.counted,
         "processes": args.processes, "duration_s": args.duration, "cluster": args.cluster,
-        "authorizations_per_s": rate, "answered": answered, "approved": approved,
-        "declined": dict(declined), "errors": dict(errors), "events": events,
-        "outbox_consistent": consistent,
+        "authorizations_per_s": run.rate, "answered": run.answered, "approved": run.approved,
+        "declined": dict(run.declined), "errors": dict(run.errors), "events": run.events,
+        "outbox_consistent": run.consistent,
         # % of one core per process over the window, and µs of CPU per authorization by role.
-        "cpu_percent": cpu, "cpu_us_per_authorization": cpu_us_per_authorization,
-        "cpu_sampled": sampler.report(),
+        "cpu_percent": run.cpu, "cpu_us_per_authorization": run.cpu_us_per_authorization,
+        "cpu_sampled": run.sampled,
         # Each redis-server: role, port, % of a core, µs per authorization (of all the run's
         # authorizations), and on a master its FCALLs.
-        "redis_servers": by_server,
-        "redis": {"evalsha_per_s": script_calls / args.duration,
-                  "usec_per_evalsha": script_us,
-                  "core_percent_in_scripts": script_calls * script_us / 1e4 / args.duration,
-                  "commands_per_evalsha": {name: {"calls": calls, "usec": us}
-                                           for name, (calls, us) in inner.items()}},
-        "latency_ms_p50": percentile(latencies, 0.5),
-        "latency_ms_p99": percentile(latencies, 0.99),
-        "latency_ms_max": max(latencies, default=0.0),
+        "redis_servers": run.by_server,
+        "redis": {"evalsha_per_s": calls / args.duration,
+                  "usec_per_evalsha": us,
+                  "core_percent_in_scripts": calls * us / 1e4 / args.duration,
+                  "commands_per_evalsha": {name: {"calls": n, "usec": u}
+                                           for name, (n, u) in run.inner.items()}},
+        "latency_ms_p50": percentile(run.latencies, 0.5),
+        "latency_ms_p99": percentile(run.latencies, 0.99),
+        "latency_ms_max": max(run.latencies, default=0.0),
         "machine": facts, "argv": sys.argv[1:] if argv is None else list(argv),
         "args": vars(args)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    facts = machine()  # before the run: the load average is the machine's, not ours
+    folder = Path(tempfile.mkdtemp(prefix="creditgate-batch-rate-"))
+    try:
+        redis_url, servers, stop_redis = start_redis_servers(args, folder)
+        try:
+            run = measure(args, redis_url, servers, folder)
+        finally:
+            stop_redis()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    tally_up(args, run, servers)
+    print_run(args, run)
+    result = result_of(args, run, facts, argv)
     if args.json == "-":
         print(json.dumps(result))
     else:
@@ -657,7 +689,7 @@ def main(argv=None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"figures written to {path}")
-    return 0 if consistent and not errors else 1
+    return 0 if run.consistent and not run.errors else 1
 
 
 if __name__ == "__main__":
