@@ -94,9 +94,9 @@ async def conservation(redis, customers: list[str]) -> dict[str, tuple[int, int]
     for customer in customers:
         base = keys.customer_base(customer, PARTITIONS)
         state = await redis.hgetall(keys.customer(base, customer))
-        held = int(state.get(f"{keys.FIELD_HELD}total".encode(), 0))
-        used = int(state.get(f"{keys.FIELD_USED}total".encode(), 0))
-        cap = int(state[f"{keys.FIELD_CAP}total".encode()])
+        root = keys.levels_of({field.decode(): value.decode()
+                               for field, value in state.items()})["total"]
+        held, used, cap = root.held, root.used, root.cap
         total = 0
         for hold_id in await redis.zrange(keys.customer_holds(base, customer), 0, -1):
             hold = await redis.hgetall(keys.hold(base, hold_id.decode()))
