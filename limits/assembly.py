@@ -16,6 +16,7 @@ from creditgate.limits import config_file
 EXTENDS = "extends"
 Error = type[config_file.ConfigFileError]
 KNOWN_SHOWN_MAX = 12  # templates an unknown name's error lists
+DEPTH_MAX = 32  # templates extending templates: deeper is refused, not a RecursionError
 
 
 def merged(base: dict, over: dict) -> dict:
@@ -49,6 +50,9 @@ class Assembler:
         if name in chain:
             cycle = " -> ".join((*chain[chain.index(name):], name))
             raise self.error(self.path, chain[-1], EXTENDS, f"a cycle: {cycle}")
+        if len(chain) >= DEPTH_MAX:
+            raise self.error(self.path, chain[-1], EXTENDS,
+                             f"templates nest more than {DEPTH_MAX} levels deep")
         if name not in self.done:
             table = self.templates[name]
             if not isinstance(table, dict):

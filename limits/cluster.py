@@ -12,11 +12,14 @@ one slot and a script call goes to the master of its slot. `ClusterScriptRunner`
 `ScriptRunner` per master (its own pipelined connection, its own NOSCRIPT reload): the calls
 of one loop tick are grouped by master, one batch per master, one round trip per shard.
 A call is sent again only after an answer that says it ran nothing: MOVED (the map is
-refreshed, the call goes to the new owner), ASK (ASKING then the call, on the importing
-node), TRYAGAIN and CLUSTERDOWN (after a pause, while the call's time lasts), NOSCRIPT (the
-per-master runner loads the scripts and sends it again). A connection that fails may have
-carried a call that ran, so its calls fail (UNAVAILABLE to the caller, whose retry with the
-same idempotency key is safe) and the map is refreshed.
+refreshed, the call goes to the new owner), ASK, TRYAGAIN and CLUSTERDOWN (after a pause,
+while the call's time lasts), NOSCRIPT (the per-master runner loads the library and sends it
+again). A call is never run on a slot's importing node after ASK: the keys a script reaches
+without declaring them (holds, the customer's paths) may not have moved yet, and would read as
+missing there. So while a slot migrates, its partition's calls wait, and fail UNAVAILABLE if
+the move outlasts REDIS_WAIT_S: move a partition's keys in one MIGRATE (docs/operations.md).
+A connection that fails may have carried a call that ran, so its calls fail (UNAVAILABLE to
+the caller, whose retry with the same idempotency key is safe) and the map is refreshed.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from creditgate.limits import constants, keys
 from creditgate.limits.lua_source import scripts
-from creditgate.limits.transport import Observer, ScriptRunner, error_kind, missing_script
+from creditgate.limits.transport import Observer, ScriptRunner, error_kind
 
 log = logging.getLogger("creditgate.cluster")
 
@@ -383,8 +386,11 @@ class ClusterScriptRunner:
             self._count(node.name, "moved")
             self._redirect(routed, error)
         elif isinstance(error, AskError):
+            # Never run on the importing node: a script's undeclared keys (holds, the
+            # customer's paths) may still be on this one, and would read as missing there.
+            # The call waits, like TRYAGAIN, for the slot to finish moving (then MOVED).
             self._count(node.name, "ask")
-            self._track(self._ask(routed, error))
+            self._retry_later(routed, error)
         elif isinstance(error, (TryAgainError, ClusterDownError)):
             self._count(node.name, error_kind(error))
             self._retry_later(routed, error)
@@ -409,38 +415,6 @@ class ClusterScriptRunner:
         self.refresh_map()  # the rest of the map may have moved too
         if not routed.future.done():
             self._send(routed)
-
-    async def _ask(self, routed: _Routed, error: AskError) -> None:
-        """ASKING then the call, on one connection of the importing node: rare (a slot in
-        migration), so through redis-py rather than the pipelined connection."""
-        routed.redirects += 1
-        host, port = self.cluster.nodes_manager.remap_host_port(error.host, error.port)
-        client = aioredis.Redis(host=host, port=port, single_connection_client=True,
-                                socket_timeout=constants.REDIS_WAIT_S)
-        script = self.scripts[routed.name]
-        try:
-            for _attempt in range(2):  # a second time after loading the library
-                pipe = client.pipeline(transaction=False)
-                pipe.execute_command("ASKING")
-                pipe.fcall(script.function, len(routed.keys), *routed.keys, *routed.args)
-                _, reply = await pipe.execute(raise_on_error=False)
-                if not missing_script(reply):
-                    break
-                await client.function_load(script.source, replace=True)
-        except (RedisError, OSError) as failure:
-            reply = failure
-        finally:
-            await client.aclose()
-        if routed.future.done():
-            return
-        if isinstance(reply, (TryAgainError, ClusterDownError)):
-            self._retry_later(routed, reply)
-        elif isinstance(reply, MovedError) and routed.redirects <= REDIRECTS_MAX:
-            self._redirect(routed, reply)
-        elif isinstance(reply, Exception):
-            routed.future.set_exception(reply)
-        else:
-            routed.future.set_result(reply)
 
     def _retry_later(self, routed: _Routed, error: Exception) -> None:
         """Send the call again after a pause, while REDIS_WAIT_S since it was queued lasts."""

@@ -217,3 +217,11 @@ name = "Fresh"
 def test_the_shipped_catalog_has_a_version_and_checks():
     loaded = catalog.load_catalog()
     assert loaded.version and loaded.products == catalog.load()
+
+
+def test_templates_nested_too_deep_are_refused_not_a_recursion_error():
+    chain = "".join(f'[templates.t{n}]\nextends = "t{n + 1}"\n' for n in range(600))
+    with pytest.raises(TemplateError) as caught:
+        catalog_of(BASE + chain + '[templates.t600]\nextends = "base"\n'
+                   + PRODUCT.format(parent="t0"))
+    assert str(caught.value).endswith("field 'extends': templates nest more than 32 levels deep")
