@@ -24,10 +24,10 @@ purchases, each a new one), so the difference is what metrics cost.
 The idle rate taken off includes a flush with nothing to write. The flush's writes of the
 series a second's calls changed stay in the count, and under callgrind a second holds about
 forty times fewer calls than at full speed, so each call here carries some forty times its
-share of those writes: the "on" side is counted pessimistically. The sweeper is off on both sides (not part of the
-comparison). After the counted calls, the "on" side's metrics are scraped once to check they
-counted every decision. --runs runs of both sides, the order alternating; the figures are the
-medians.
+share of those writes: the "on" side is counted pessimistically. The sweeper is off on both
+sides (not part of the comparison). After the counted calls, the "on" side's metrics are
+scraped once to check they counted every decision. --runs runs of both sides, the order
+alternating; the figures are the medians.
 
 Printed, and written to --json: instructions per authorization on each side and their ratio,
 for unary Authorize and for AuthorizeBatch items. The target (docs/benchmarks.md, "Metrics
