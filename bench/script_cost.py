@@ -269,7 +269,7 @@ def main(argv=None) -> int:
             port = grind.port
         else:
             process, port = start_redis(folder)
-        asyncio.run(batch_rate.seed(port, args.customers))
+        asyncio.run(batch_rate.seed(f"redis://127.0.0.1:{port}/0", args.customers))
         client = redis.Redis(host=HOST, port=port)
         calls = Calls(args.customers, args.seed)
         result = {"machine": machine(), "argv": sys.argv[1:], "calls": args.calls,
