@@ -55,27 +55,7 @@ def reload(path: str, current: LiveCatalog) -> LiveCatalog:
     return live
 
 
-# -- creditgate catalog check | diff | reload ---------------------------------------------------
-def add_command(commands) -> None:
-    parser = commands.add_parser("catalog", help="check, compare and reload product catalogs")
-    actions = parser.add_subparsers(dest="action", required=True)
-    check = actions.add_parser("check", help="validate a catalog file without starting "
-                               "anything")
-    check.add_argument("file")
-    diff = actions.add_parser("diff", help="what catalog NEW changes from OLD, product by "
-                              "product and element by element")
-    diff.add_argument("old")
-    diff.add_argument("new")
-    reload_ = actions.add_parser("reload", help="validate the gateway's catalog file, then "
-                                 "tell the gateway (every process) to load it")
-    reload_.add_argument("--catalog", default=str(catalog.DEFAULT_CATALOG),
-                         help="the file the gateway serves (its --catalog)")
-    target = reload_.add_mutually_exclusive_group(required=True)
-    target.add_argument("--pid-file", help="the gateway's --pid-file")
-    target.add_argument("--pid", type=int, help="the gateway's process id (the supervisor's "
-                        "under --processes N)")
-
-
+# -- creditgate catalog check | diff | reload (parsed by gateway/cli.py) ------------------------
 def command(args) -> int:
     try:
         if args.action == "check":

@@ -41,7 +41,7 @@ import asyncio
 import os
 import sys
 
-from creditgate.gateway import catalogs, logs
+from creditgate.gateway import logs
 from creditgate.limits import catalog
 from creditgate.limits.constants import PARTITIONS_DEFAULT
 
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     _client_commands(commands)
     _certs_command(commands)
     _callers_command(commands)
-    catalogs.add_command(commands)
+    _catalog_command(commands)
     _ledger_commands(commands)
     _cluster_command(commands)
     return parser
@@ -212,6 +212,27 @@ def _callers_command(commands) -> None:
     check.add_argument("file")
 
 
+def _catalog_command(commands) -> None:
+    """The catalog's commands (gateway/catalogs.py runs them)."""
+    parser = commands.add_parser("catalog", help="check, compare and reload product catalogs")
+    actions = parser.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="validate a catalog file without starting "
+                               "anything")
+    check.add_argument("file")
+    diff = actions.add_parser("diff", help="what catalog NEW changes from OLD, product by "
+                              "product and element by element")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    reload_ = actions.add_parser("reload", help="validate the gateway's catalog file, then "
+                                 "tell the gateway (every process) to load it")
+    reload_.add_argument("--catalog", default=str(catalog.DEFAULT_CATALOG),
+                         help="the file the gateway serves (its --catalog)")
+    target = reload_.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pid-file", help="the gateway's --pid-file")
+    target.add_argument("--pid", type=int, help="the gateway's process id (the supervisor's "
+                        "under --processes N)")
+
+
 def _log_format_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--log-format", choices=logs.FORMATS,
                      default=os.environ.get(logs.FORMAT_ENV, "") or logs.FORMAT_DEFAULT,
@@ -316,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"creditgate: bad callers file: {error}", file=sys.stderr)
             return 2
     if args.command == "catalog":
+        from creditgate.gateway import catalogs
+
         return catalogs.command(args)
     if args.command == "callers":
         from creditgate.gateway import callers

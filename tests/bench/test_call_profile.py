@@ -62,6 +62,8 @@ def test_tiny_run_counts_each_server_and_the_gateway_costs_more(tmp_path):
     assert 50_000 < noop["main_thread_per_call"] < floor["main_thread_per_call"] \
         < gateway["main_thread_per_call"]
     assert "hiredis" in floor["main_thread_by_object_per_call"]
-    assert "_plan_c" in gateway["main_thread_by_object_per_call"] or \
-        "libpython3.11.so.1.0" in gateway["main_thread_by_object_per_call"]
+    # The gateway's own Python runs beside the floor's: more instructions in libpython.
+    python = "libpython3.11.so.1.0"
+    assert gateway["main_thread_by_object_per_call"][python] > \
+        floor["main_thread_by_object_per_call"][python]
     assert "every thread" in run.stdout
