@@ -29,6 +29,7 @@ cdef object _CHANNEL_NOT_ALLOWED = DeclineReason.CHANNEL_NOT_ALLOWED
 cdef object _MCC_NOT_ALLOWED = DeclineReason.MCC_NOT_ALLOWED
 cdef object _AMOUNT_BELOW_MINIMUM = DeclineReason.AMOUNT_BELOW_MINIMUM
 cdef object _AMOUNT_ABOVE_MAXIMUM = DeclineReason.AMOUNT_ABOVE_MAXIMUM
+cdef object _MERCHANT_NOT_ALLOWED = DeclineReason.MERCHANT_NOT_ALLOWED
 cdef str _ID_TOO_LONG = f"must be at most {ID_LENGTH_MAX} characters"
 cdef str _ID_BAD_CHARACTER = "must be printable ASCII without spaces, '{', '}' or '|'"
 cdef str _HOLD_NOT_OURS = "not a hold id issued by this gateway"
@@ -86,10 +87,10 @@ cdef class ProductRules:
 
     cdef public str product_id, currency, installment_terms
     cdef public object amount_min_minor, amount_max_minor
-    cdef public frozenset channels, mcc_allow, mcc_deny
-    cdef public tuple installment_months
-    cdef public dict nodes_by_channel, rules_by_channel
-    cdef public bint partial_approval
+    cdef public frozenset channels, mcc_allow, mcc_deny, merchants_allow, merchants_deny
+    cdef public tuple installment_months, merchant_allow_prefixes, merchant_deny_prefixes
+    cdef public dict nodes_by_channel, rules_by_channel, bounds_by_channel
+    cdef public bint partial_approval, merchant_lists, merchant_allow_listed
     cdef object _product
 
     def __init__(self, product):
@@ -163,21 +164,33 @@ cdef bint _is_mcc(mcc) except -1:
     return True
 
 
-cdef object _decline(ProductRules rules, channel, mcc, amount_minor):
+cdef object _decline(ProductRules rules, channel, mcc, amount_minor, merchant_id):
     if channel not in rules.channels:
         return _CHANNEL_NOT_ALLOWED
     if mcc in rules.mcc_deny or (rules.mcc_allow and mcc not in rules.mcc_allow):
         return _MCC_NOT_ALLOWED
-    if amount_minor < rules.amount_min_minor:
+    if rules.merchant_lists and (
+        merchant_id in rules.merchants_deny
+        or merchant_id.startswith(rules.merchant_deny_prefixes)
+        or (rules.merchant_allow_listed
+            and merchant_id not in rules.merchants_allow
+            and not merchant_id.startswith(rules.merchant_allow_prefixes))
+    ):
+        return _MERCHANT_NOT_ALLOWED
+    low, high = rules.amount_min_minor, rules.amount_max_minor
+    if rules.bounds_by_channel and channel in rules.bounds_by_channel:
+        low, high = rules.bounds_by_channel[channel]
+    if amount_minor < low:
         return _AMOUNT_BELOW_MINIMUM
-    if amount_minor > rules.amount_max_minor:
+    if amount_minor > high:
         return _AMOUNT_ABOVE_MAXIMUM
     return 0
 
 
-def product_decline(rules, channel, mcc, amount_minor):
-    """The first product rule the purchase breaks, in the documented order, or 0."""
-    return _decline(_rules(rules), channel, mcc, amount_minor)
+def product_decline(rules, channel, mcc, amount_minor, merchant_id):
+    """The first product rule the purchase breaks, in the documented order, or 0. The amount
+    bounds are the channel's where it has its own."""
+    return _decline(_rules(rules), channel, mcc, amount_minor, merchant_id)
 
 
 cdef str _digest(str text):
@@ -249,7 +262,8 @@ def plan_authorize(request, rules_by_product, partitions):
         product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
     )))
     args[RESERVE_ARGS.amount_minor] = amount
-    args[RESERVE_ARGS.rule_decline] = str(_decline(rules, channel, mcc, amount_minor))
+    args[RESERVE_ARGS.rule_decline] = str(_decline(rules, channel, mcc, amount_minor,
+                                                        merchant_id))
     args[RESERVE_ARGS.partial_approval] = "1" if rules.partial_approval and allow_partial else "0"
     args[RESERVE_ARGS.installment_months] = months
     args[RESERVE_ARGS.merchant_id] = merchant_id

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 
 from creditgate.limits import contracts, keys
-from creditgate.limits.catalog import CURRENCIES, Product
+from creditgate.limits.catalog import CURRENCIES, Product, effective_ms, hours_text
 from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
 from creditgate.limits.reasons import DeclineReason
 
@@ -46,6 +46,19 @@ class ProductRules:
         self.channels = frozenset(product.channels)
         self.mcc_allow = frozenset(product.mcc_allow)
         self.mcc_deny = frozenset(product.mcc_deny)
+        # The merchant lists: exact ids, and the prefixes of the entries ending in '*'.
+        self.merchants_allow = frozenset(m for m in product.merchants_allow if m[-1] != "*")
+        self.merchants_deny = frozenset(m for m in product.merchants_deny if m[-1] != "*")
+        self.merchant_allow_prefixes = tuple(m[:-1] for m in product.merchants_allow
+                                             if m[-1] == "*")
+        self.merchant_deny_prefixes = tuple(m[:-1] for m in product.merchants_deny
+                                            if m[-1] == "*")
+        self.merchant_allow_listed = bool(product.merchants_allow)
+        self.merchant_lists = bool(product.merchants_allow or product.merchants_deny)
+        # (min, max) on each channel that has bounds of its own (channel_bounds).
+        self.bounds_by_channel = {
+            channel: channel_amounts(product, channel) for channel in product.channel_bounds
+        }
         self.nodes_by_channel = {
             channel: product.nodes_for(channel) for channel in CHANNEL_NAMES[1:]
         }
@@ -62,6 +75,8 @@ class ProductRules:
 def product_rules_text(product: Product, channel: str, nodes) -> str:
     """A product's rules on one channel as the reserve script takes them in one argument."""
     velocity = product.velocity
+    amount_min, amount_max = channel_amounts(product, channel)
+    effective_from, effective_until = effective_ms(product)
     return contracts.RULES_SEPARATOR.join(str(value) for value in contracts.PRODUCT_RULES.pack(
         product_id=product.id, channel=channel, currency=product.currency,
         hold_ttl_ms=product.hold_ttl_s * 1000,
@@ -69,11 +84,24 @@ def product_rules_text(product: Product, channel: str, nodes) -> str:
         day_count_max=velocity.day.count_max,
         month_amount_max_minor=velocity.month.amount_max_minor,
         month_count_max=velocity.month.count_max,
-        amount_min_minor=product.amount_min_minor, amount_max_minor=product.amount_max_minor,
+        amount_min_minor=amount_min, amount_max_minor=amount_max,
         capture_tolerance_bps=product.capture_tolerance_bps,
         incremental=1 if product.incremental else 0,
         installment_fee_bps=product.installments.monthly_fee_bps,
+        effective_from_ms=effective_from, effective_until_ms=effective_until,
+        allowed_hours=hours_text(product),
+        first_purchase_max_minor=product.first_purchase_max_minor,
         nodes=contracts.NODES_SEPARATOR.join(nodes)))
+
+
+def channel_amounts(product: Product, channel: str) -> tuple[int, int]:
+    """The per-transaction (min, max) on a channel: its channel_bounds, 0 being the
+    product's."""
+    bounds = product.channel_bounds.get(channel)  # type: ignore[call-overload]
+    if bounds is None:
+        return product.amount_min_minor, product.amount_max_minor
+    return (bounds.amount_min_minor or product.amount_min_minor,
+            bounds.amount_max_minor or product.amount_max_minor)
 
 
 def _terms_text(product_id: str, months: tuple[int, ...]) -> str:
@@ -108,15 +136,28 @@ def check_amount(field: str, amount_minor: int) -> None:
         raise InvalidArgument(field, f"must be at most {AMOUNT_MINOR_MAX}")
 
 
-def product_decline(rules: ProductRules, channel: str, mcc: str, amount_minor: int) -> int:
-    """The first product rule the purchase breaks, in the documented order, or 0."""
+def product_decline(rules: ProductRules, channel: str, mcc: str, amount_minor: int,
+                    merchant_id: str) -> int:
+    """The first product rule the purchase breaks, in the documented order, or 0. The amount
+    bounds are the channel's where it has its own."""
     if channel not in rules.channels:
         return DeclineReason.CHANNEL_NOT_ALLOWED
     if mcc in rules.mcc_deny or (rules.mcc_allow and mcc not in rules.mcc_allow):
         return DeclineReason.MCC_NOT_ALLOWED
-    if amount_minor < rules.amount_min_minor:
+    if rules.merchant_lists and (
+        merchant_id in rules.merchants_deny
+        or merchant_id.startswith(rules.merchant_deny_prefixes)
+        or (rules.merchant_allow_listed
+            and merchant_id not in rules.merchants_allow
+            and not merchant_id.startswith(rules.merchant_allow_prefixes))
+    ):
+        return DeclineReason.MERCHANT_NOT_ALLOWED
+    low, high = rules.amount_min_minor, rules.amount_max_minor
+    if rules.bounds_by_channel and channel in rules.bounds_by_channel:
+        low, high = rules.bounds_by_channel[channel]
+    if amount_minor < low:
         return DeclineReason.AMOUNT_BELOW_MINIMUM
-    if amount_minor > rules.amount_max_minor:
+    if amount_minor > high:
         return DeclineReason.AMOUNT_ABOVE_MAXIMUM
     return 0
 
@@ -168,7 +209,7 @@ def plan_authorize(request, rules_by_product: dict, partitions: int):
         product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
     )
     args[a.amount_minor] = amount
-    args[a.rule_decline] = str(product_decline(rules, channel, mcc, amount_minor))
+    args[a.rule_decline] = str(product_decline(rules, channel, mcc, amount_minor, merchant_id))
     args[a.partial_approval] = "1" if rules.partial_approval and allow_partial else "0"
     args[a.installment_months] = months
     args[a.merchant_id] = merchant_id

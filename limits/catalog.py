@@ -19,10 +19,11 @@ from typing import Literal, get_args
 
 import msgspec
 
-from creditgate.limits import assembly, config_file
+from creditgate.limits import assembly, config_file, contracts
 from creditgate.limits.constants import (
     AMOUNT_MINOR_MAX,
     CAPTURE_TOLERANCE_BPS_MAX,
+    EFFECTIVE_MS_MAX,
     HOLD_TTL_S_MAX,
     HOLD_TTL_S_MIN,
     ID_LENGTH_MAX,
@@ -268,8 +269,10 @@ def _check_elements(path: str, product: Product) -> None:
         if not match or text[:5] == text[6:] or (match.group(3) == "24" and match.group(4) != "00"):
             fail("allowed_hours", f"bad range {text!r}: \"HH:MM-HH:MM\" of the customer's "
                  "day, start and end different (\"22:00-02:00\" crosses midnight)")
-    if not 0 <= product.first_purchase_max_minor <= product.amount_max_minor:
-        fail("first_purchase_max_minor", "must be within 0..amount_max_minor (0: no limit)")
+    first = product.first_purchase_max_minor
+    if first and not product.amount_min_minor <= first <= product.amount_max_minor:
+        fail("first_purchase_max_minor",
+             "must be within amount_min_minor..amount_max_minor, or 0 (no limit)")
     for field in ("effective_from", "effective_until"):
         moment = getattr(product, field)
         if moment is not None and moment.utcoffset() is None:
@@ -277,24 +280,31 @@ def _check_elements(path: str, product: Product) -> None:
     if product.effective_from and product.effective_until and \
             product.effective_until <= product.effective_from:
         fail("effective_until", "must come after effective_from")
-    for field in NOT_ENFORCED:
-        if getattr(product, field) != getattr(_DEFAULTS, field):
-            fail(field, "valid, but this release does not enforce it at authorization yet: "
-                 "remove it rather than rely on it")
+    for field in ("effective_from", "effective_until"):
+        moment = getattr(product, field)
+        if moment is not None and not EPOCH <= moment < EFFECTIVE_END:
+            fail(field, "must be within 1970-01-01 and 9999-12-31 (UTC)")
 
 
-# Elements the catalog validates that authorization does not apply yet: a catalog that sets
-# one is refused, so that no product believes itself bounded by a rule nobody checks.
-NOT_ENFORCED = ("channel_bounds", "merchants_allow", "merchants_deny", "allowed_hours",
-                "first_purchase_max_minor", "effective_from", "effective_until")
-_DEFAULTS = Product(name="", nodes=[], channels=[], amount_min_minor=0, amount_max_minor=0,
-                    hold_ttl_s=0)
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+EFFECTIVE_END = EPOCH + datetime.timedelta(milliseconds=EFFECTIVE_MS_MAX)
+_MS = datetime.timedelta(milliseconds=1)
 
 
 def effective_ms(product: Product) -> tuple[int, int]:
-    """(from, until) in ms since the epoch; 0 for an end that is absent."""
-    return tuple(int(moment.timestamp() * 1000) if moment else 0  # type: ignore[return-value]
+    """(from, until) in ms since the epoch, each rounded up to a whole ms (the scripts' clock
+    counts whole ms: `now >= from` holds from the first ms that is not before the instant);
+    0 for an end that is absent."""
+    return tuple(-((EPOCH - moment) // _MS) if moment else 0  # type: ignore[return-value]
                  for moment in (product.effective_from, product.effective_until))
+
+
+def hours_text(product: Product) -> str:
+    """allowed_hours as reserve's product rules carry them (contracts.PRODUCT_RULES):
+    "<start>:<end>" minutes of the day (hour_ranges) joined by ';', or "0" for any time."""
+    ranges = hour_ranges(product)
+    return contracts.HOURS_SEPARATOR.join(f"{start}:{end}" for start, end in ranges) \
+        if ranges else "0"
 
 
 def _check(path: str, product: Product) -> None:

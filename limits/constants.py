@@ -45,6 +45,8 @@ EXPIRE_PER_CALL_MAX = 64
 # Distinct product-rule texts (a product on a channel, per catalog version) the scripts keep
 # parsed between calls; past it they start over, so catalog reloads cannot grow it.
 PRODUCT_RULES_KEPT_MAX = 4096
+# The latest time a product's effective dates may name: 9999-12-31T00:00:00Z, in ms.
+EFFECTIVE_MS_MAX = 253_402_214_400_000
 
 # Gateway.
 BATCH_SIZE_MAX = 256  # requests coalesced into one Redis round trip

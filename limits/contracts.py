@@ -168,14 +168,21 @@ AUTHORIZATION = Layout(
 # fields joined by RULES_SEPARATOR, the nodes (root first) joined by NODES_SEPARATOR. They are
 # the same for every call of a product on a channel: the hot path builds each text once per
 # catalog, and the script parses and checks a text once and keeps what it read (product_rules,
-# limits/lua/_lib.lua), so a call pays neither for 13 arguments nor for their conversions.
+# limits/lua/_lib.lua), so a call pays neither for 18 arguments nor for their conversions.
+# effective_from_ms and effective_until_ms: the product answers when from <= now < until (0: an
+# open end); allowed_hours: "<start>:<end>" minutes of the customer's day, end exclusive and
+# above 1440 for a range that crosses midnight, joined by ';' ("0": any time);
+# first_purchase_max_minor: the most a customer's first approval of the product may be (0: no
+# limit). The amount bounds are the channel's (catalog channel_bounds) where it has its own.
 PRODUCT_RULES = Layout(
     "product_id", "channel", "currency", "hold_ttl_ms",
     "day_amount_max_minor", "day_count_max", "month_amount_max_minor", "month_count_max",
     "amount_min_minor", "amount_max_minor", "capture_tolerance_bps", "incremental",
-    "installment_fee_bps", "nodes")
+    "installment_fee_bps", "effective_from_ms", "effective_until_ms", "allowed_hours",
+    "first_purchase_max_minor", "nodes")
 RULES_SEPARATOR = "|"
 NODES_SEPARATOR = ","
+HOURS_SEPARATOR = ";"
 
 RESERVE = Script(
     "reserve",

@@ -90,6 +90,9 @@ FIELD_LEVEL = "l:"
 FIELD_VELOCITY = "v:"
 FIELD_BALANCE = "b:"  # + path (nodes root first, comma-joined): captured, not refunded/repaid
 FIELD_CREDIT_BALANCE = "cr"  # overpaid by repayments and late refunds: owed to the customer
+# + product: the time (ms) of the customer's first approval of a product that sets a
+# first-purchase maximum (only such products write it): later purchases are not first.
+FIELD_FIRST_PURCHASE = "fp:"
 LEVEL_SEPARATOR = ":"
 
 # The customer fields of layout 1, which the scripts upgrade on first touch: a field per
@@ -209,6 +212,7 @@ LUA_CONSTANTS: dict[str, str] = {
     "F_VELOCITY": FIELD_VELOCITY,
     "F_BALANCE": FIELD_BALANCE,
     "F_CREDIT_BALANCE": FIELD_CREDIT_BALANCE,
+    "F_FIRST_PURCHASE": FIELD_FIRST_PURCHASE,
     "V1_STATUS": V1_FIELD_STATUS,
     "V1_CAP": V1_FIELD_CAP,
     "V1_HELD": V1_FIELD_HELD,

@@ -13,7 +13,7 @@ import importlib.resources
 import re
 
 from creditgate.limits import constants, contracts, keys
-from creditgate.limits.reasons import DeclineReason, ScriptError
+from creditgate.limits.reasons import PRODUCT_RULE_REASON_MAX, DeclineReason, ScriptError
 
 # The scripts the gateway's runner loads (dead_letter is the ledger worker's own).
 SCRIPT_NAMES = tuple(name for name, script in contracts.SCRIPTS.items() if script.clock)
@@ -41,6 +41,8 @@ def lua_constant_values() -> dict[str, str]:
         "RAISE_DURATION_MS_MAX": constants.RAISE_DURATION_S_MAX * 1000,
         "SWEEP_CUSTOMERS_PER_PARTITION_MAX": constants.SWEEP_CUSTOMERS_PER_PARTITION_MAX,
         "PRODUCT_RULES_KEPT_MAX": constants.PRODUCT_RULES_KEPT_MAX,
+        "EFFECTIVE_MS_MAX": constants.EFFECTIVE_MS_MAX,
+        "PRODUCT_RULE_REASON_MAX": PRODUCT_RULE_REASON_MAX,
     }
     values.update((name, str(value)) for name, value in bounds.items())
     # The fields of reserve's product rules (contracts.PRODUCT_RULES) by their Lua index.
@@ -50,11 +52,12 @@ def lua_constant_values() -> dict[str, str]:
     values["LAYOUT_VERSION"] = _lua_string(str(keys.LAYOUT_VERSION))
     values["RULES_SEPARATOR"] = _lua_string(contracts.RULES_SEPARATOR)
     values["NODES_SEPARATOR"] = _lua_string(contracts.NODES_SEPARATOR)
+    values["HOURS_SEPARATOR"] = _lua_string(contracts.HOURS_SEPARATOR)
     return values
 
 
 def _lua_string(value: str) -> str:
-    assert all(c.isalnum() or c in ":_|.#=^ ," for c in value), value
+    assert all(c.isalnum() or c in ":_|.#=^ ,;" for c in value), value
     return f"'{value}'"
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from creditgate.limits import calendar, constants, contracts, installments, keys
 from creditgate.limits.contracts import Fields, Layout
 from creditgate.limits.levels import effective_cap
+from creditgate.limits.reasons import PRODUCT_RULE_REASON_MAX
 from creditgate.limits.reasons import DeclineReason as R
 from creditgate.limits.reasons import ScriptError as E
 
@@ -79,11 +80,14 @@ _RULE_BOUNDS: dict[str, tuple[int, int]] = {
     "capture_tolerance_bps": (0, constants.CAPTURE_TOLERANCE_BPS_MAX),
     "incremental": (0, 1),
     "installment_fee_bps": (0, constants.INSTALLMENT_FEE_BPS_MAX),
+    "effective_from_ms": (0, constants.EFFECTIVE_MS_MAX),
+    "effective_until_ms": (0, constants.EFFECTIVE_MS_MAX),
+    "first_purchase_max_minor": (0, constants.AMOUNT_MINOR_MAX),
 }
 # reserve's own numeric ARGV and their bounds; "0" and "1" of partial_approval only.
 _PURCHASE_BOUNDS: dict[str, tuple[int, int]] = {
     "amount_minor": (1, constants.AMOUNT_MINOR_MAX),
-    "rule_decline": (0, R.AMOUNT_ABOVE_MAXIMUM),
+    "rule_decline": (0, PRODUCT_RULE_REASON_MAX),
     "installment_months": (0, constants.INSTALLMENT_MONTHS_MAX),
 }
 
@@ -153,6 +157,15 @@ class _Purchase:
     capture_tolerance_bps: int
     incremental: int
     installment_fee_bps: int
+    effective_from_ms: int
+    effective_until_ms: int
+    allowed_hours: tuple[tuple[int, int], ...]
+    first_purchase_max_minor: int
+
+    def effective_at(self, now: int) -> bool:
+        """Whether the product answers at a time: from <= now < until (0: an open end)."""
+        return self.effective_from_ms <= now and (not self.effective_until_ms
+                                                  or now < self.effective_until_ms)
 
     @property
     def has_velocity(self) -> bool:
@@ -179,12 +192,40 @@ def _purchase(a: Fields) -> _Purchase | None:
     numbers.update((name, _int_arg(getattr(rules, name), low, high))
                    for name, (low, high) in _RULE_BOUNDS.items())
     nodes = tuple(_texts(rules.nodes, contracts.NODES_SEPARATOR))
+    hours = _hour_ranges(rules.allowed_hours)
     if None in numbers.values() or numbers["installment_months"] == 1 or not nodes \
-            or a.partial_approval not in ("0", "1"):
+            or a.partial_approval not in ("0", "1") or hours is None:
         return None
     return _Purchase(partial_approval=int(a.partial_approval), product_id=rules.product_id,
                      channel=rules.channel, currency=rules.currency, nodes=nodes,
-                     **numbers)  # type: ignore[arg-type]
+                     allowed_hours=hours, **numbers)  # type: ignore[arg-type]
+
+
+def _hour_ranges(text: str) -> tuple[tuple[int, int], ...] | None:
+    """hour_ranges of limits/lua/_lib.lua: "0" (any time: none) or "<start>:<end>" minutes
+    joined by contracts.HOURS_SEPARATOR, start < 1440 and start < end <= start + 1440; None
+    if malformed."""
+    if text == "0":
+        return ()
+    ranges = []
+    for part in _texts(text, contracts.HOURS_SEPARATOR):
+        first, colon, last = part.partition(":")
+        if not (colon and first.isdigit() and last.isdigit() and first.isascii()
+                and last.isascii()):
+            return None
+        start, end = int(first), int(last)
+        if start >= 1440 or not start < end <= start + 1440:
+            return None
+        ranges.append((start, end))
+    return tuple(ranges) or None
+
+
+def _within_hours(ranges: Sequence[tuple[int, int]], schedule: str, now_ms: int) -> bool:
+    """within_hours of limits/lua/_lib.lua: the customer's local minute of the day at now_ms
+    falls in a range [start, end) (an end above 1440 continues past midnight)."""
+    now_s = now_ms // 1000
+    minute = (now_s + calendar.utc_offset_s(schedule, now_s)) % 86_400 // 60
+    return any(start <= minute < end or minute + 1440 < end for start, end in ranges)
 
 
 @dataclass(frozen=True)
@@ -561,14 +602,22 @@ class Model:
                         customer: Mapping[str, str], levels: _Levels,
                         now: int) -> tuple[_Decision, _Windows | None]:
         """The checks in the documented decline order (limits/reasons.py), the first that
-        applies declines: status, the hot path's product-rule decline, the velocity counts,
-        then the amount (velocity amounts, then credit), which may approve a counter-offer.
+        applies declines: status, the product's effective dates, the hot path's product-rule
+        decline, the allowed hours, the first-purchase maximum, the velocity counts, then the
+        amount (velocity amounts, then credit), which may approve a counter-offer.
         Also returns the velocity windows read, if the product keeps any."""
         status_decline = _STATUS_DECLINES.get(status)
         if status_decline is not None:
             return _Decision(status_decline), None
+        if not r.effective_at(now):
+            return _Decision(R.PRODUCT_NOT_EFFECTIVE), None
         if r.rule_decline:
             return _Decision(R(r.rule_decline)), None
+        if r.allowed_hours and not _within_hours(r.allowed_hours, self._zone_schedule(
+                a.base, customer[keys.FIELD_TIMEZONE]), now):
+            return _Decision(R.OUTSIDE_ALLOWED_HOURS), None
+        if _first_purchase(r, customer) and r.amount_minor > r.first_purchase_max_minor:
+            return _Decision(R.FIRST_PURCHASE_ABOVE_MAXIMUM), None
         windows = None
         amount_reason = R.NONE  # VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either
         if r.has_velocity:
@@ -591,6 +640,7 @@ class Model:
         becomes due at its expiry, and the `authorized` event is appended."""
         # After this point the reservation must succeed.
         approved = decision.approved
+        first = _first_purchase(r, self._hash(k.customer))
         node_list = ",".join(r.nodes)
         expires = now + r.hold_ttl_ms
         plan = (installment_plan_text(approved, r.installment_months, r.installment_fee_bps)
@@ -598,7 +648,9 @@ class Model:
         self._change_levels(k.customer, r.nodes, held_by=approved)
         if windows is not None:
             self._count_in_windows(k.customer, r.product_id, windows, approved, 1)
-        hold = self._new_hold(a, r, decision, node_list, expires, plan)
+        if first:
+            self._hash(k.customer)[keys.FIELD_FIRST_PURCHASE + r.product_id] = str(now)
+        hold = self._new_hold(a, r, decision, node_list, expires, plan, first)
         self.state[keys.hold(a.base, hold_id)] = hold
         self._zset(k.customer_holds)[hold_id] = expires
         due = self._zset(k.due)
@@ -618,9 +670,9 @@ class Model:
                                    plan, levels.reply(held_extra=approved))
 
     def _new_hold(self, a: Fields, r: _Purchase, decision: _Decision, node_list: str,
-                  expires: int, plan: str) -> dict[str, str]:
+                  expires: int, plan: str, first: bool) -> dict[str, str]:
         """An approval's hold. The optional fields are written only when they apply: an open
-        hold stays small."""
+        hold stays small. A first purchase's hold grows up to the first-purchase maximum."""
         hold = {_STATE: "open", _CUSTOMER: a.customer_id, _PRODUCT: r.product_id,
                 _AMOUNT: str(decision.approved), _CAPTURED: "0",
                 _NODES: self._path_id(a.base, node_list), _EXPIRES: str(expires), _SEQ: "1",
@@ -630,7 +682,8 @@ class Model:
         if r.capture_tolerance_bps:
             hold[_TOLERANCE_BPS] = str(r.capture_tolerance_bps)
         if r.incremental:
-            hold[_INCREMENT_MAX] = str(r.amount_max_minor)
+            hold[_INCREMENT_MAX] = str(r.first_purchase_max_minor if first
+                                       else r.amount_max_minor)
             hold[_VELOCITY_MAX] = f"{r.day_amount_max_minor}:{r.month_amount_max_minor}"
         if plan:
             hold[_PLAN] = plan
@@ -1207,6 +1260,13 @@ def _reserve_retry(prior: Mapping[str, str], hold_id: str, ttl_ms: int, levels: 
     return authorization_reply(R.NONE, "", hold_id, levels.available, expires - ttl_ms, expires,
                                approved, _PARTIAL_LEVEL in prior, 0,
                                prior.get(_PARTIAL_LEVEL, ""), plan, levels.reply())
+
+
+def _first_purchase(r: _Purchase, customer: Mapping[str, str]) -> bool:
+    """Whether a purchase is the customer's first of a product with a first-purchase maximum:
+    no marker (keys.FIELD_FIRST_PURCHASE) of an earlier approval."""
+    return bool(r.first_purchase_max_minor) and \
+        keys.FIELD_FIRST_PURCHASE + r.product_id not in customer
 
 
 def _offer_or_partial(r: _Purchase, reason: R, levels: _Levels,

@@ -24,6 +24,10 @@ class DeclineReason(enum.IntEnum):
     INSUFFICIENT_CREDIT = 10
     CUSTOMER_OVERDUE = 11
     REVERSED = 12  # a reversal of this request (by its idempotency key) came first
+    MERCHANT_NOT_ALLOWED = 13
+    PRODUCT_NOT_EFFECTIVE = 14
+    OUTSIDE_ALLOWED_HOURS = 15
+    FIRST_PURCHASE_ABOVE_MAXIMUM = 16
 
 
 # The documented order: the first cause that applies is the answer.
@@ -33,10 +37,14 @@ DECLINE_ORDER: tuple[DeclineReason, ...] = (
     DeclineReason.CUSTOMER_FROZEN,
     DeclineReason.CUSTOMER_CLOSED,
     DeclineReason.CUSTOMER_OVERDUE,
+    DeclineReason.PRODUCT_NOT_EFFECTIVE,
     DeclineReason.CHANNEL_NOT_ALLOWED,
     DeclineReason.MCC_NOT_ALLOWED,
+    DeclineReason.MERCHANT_NOT_ALLOWED,
     DeclineReason.AMOUNT_BELOW_MINIMUM,
     DeclineReason.AMOUNT_ABOVE_MAXIMUM,
+    DeclineReason.OUTSIDE_ALLOWED_HOURS,
+    DeclineReason.FIRST_PURCHASE_ABOVE_MAXIMUM,
     DeclineReason.VELOCITY_COUNT_EXCEEDED,
     DeclineReason.VELOCITY_AMOUNT_EXCEEDED,
     DeclineReason.INSUFFICIENT_CREDIT,
@@ -56,6 +64,10 @@ RESPONSE_CODE: dict[DeclineReason, str] = {
     DeclineReason.VELOCITY_AMOUNT_EXCEEDED: "61",
     DeclineReason.INSUFFICIENT_CREDIT: "51",  # not sufficient funds
     DeclineReason.REVERSED: "12",  # invalid transaction: it was reversed before it arrived
+    DeclineReason.MERCHANT_NOT_ALLOWED: "57",
+    DeclineReason.PRODUCT_NOT_EFFECTIVE: "57",
+    DeclineReason.OUTSIDE_ALLOWED_HOURS: "57",
+    DeclineReason.FIRST_PURCHASE_ABOVE_MAXIMUM: "61",
 }
 PARTIAL_APPROVAL_CODE = "10"  # ISO 8583: approved for a partial amount
 
@@ -70,10 +82,13 @@ PRODUCT_RULE_REASONS = frozenset(
     {
         DeclineReason.CHANNEL_NOT_ALLOWED,
         DeclineReason.MCC_NOT_ALLOWED,
+        DeclineReason.MERCHANT_NOT_ALLOWED,
         DeclineReason.AMOUNT_BELOW_MINIMUM,
         DeclineReason.AMOUNT_ABOVE_MAXIMUM,
     }
 )
+# The largest of them: the bound of reserve's rule_decline argument.
+PRODUCT_RULE_REASON_MAX = max(PRODUCT_RULE_REASONS)
 
 
 class ScriptError(enum.IntEnum):

@@ -30,6 +30,10 @@ class DeclineReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECLINE_REASON_INSUFFICIENT_CREDIT: _ClassVar[DeclineReason]
     DECLINE_REASON_CUSTOMER_OVERDUE: _ClassVar[DeclineReason]
     DECLINE_REASON_REVERSED: _ClassVar[DeclineReason]
+    DECLINE_REASON_MERCHANT_NOT_ALLOWED: _ClassVar[DeclineReason]
+    DECLINE_REASON_PRODUCT_NOT_EFFECTIVE: _ClassVar[DeclineReason]
+    DECLINE_REASON_OUTSIDE_ALLOWED_HOURS: _ClassVar[DeclineReason]
+    DECLINE_REASON_FIRST_PURCHASE_ABOVE_MAXIMUM: _ClassVar[DeclineReason]
 
 class CustomerStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -73,6 +77,10 @@ DECLINE_REASON_VELOCITY_AMOUNT_EXCEEDED: DeclineReason
 DECLINE_REASON_INSUFFICIENT_CREDIT: DeclineReason
 DECLINE_REASON_CUSTOMER_OVERDUE: DeclineReason
 DECLINE_REASON_REVERSED: DeclineReason
+DECLINE_REASON_MERCHANT_NOT_ALLOWED: DeclineReason
+DECLINE_REASON_PRODUCT_NOT_EFFECTIVE: DeclineReason
+DECLINE_REASON_OUTSIDE_ALLOWED_HOURS: DeclineReason
+DECLINE_REASON_FIRST_PURCHASE_ABOVE_MAXIMUM: DeclineReason
 CUSTOMER_STATUS_UNSPECIFIED: CustomerStatus
 CUSTOMER_STATUS_ACTIVE: CustomerStatus
 CUSTOMER_STATUS_FROZEN: CustomerStatus

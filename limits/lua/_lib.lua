@@ -186,6 +186,35 @@ local function path_id(base, node_list, id)
   return node_list
 end
 
+local function hour_ranges(text)
+  -- The allowed hours of product rules: "0" (any time: an empty list) or "<start>:<end>"
+  -- minutes of the day joined by HOURS_SEPARATOR, start < end <= start + 1440 (an end above
+  -- 1440 crosses midnight), as a flat list {start, end, ...}; nil if malformed.
+  local ranges = {}
+  if text == '0' then return ranges end
+  for _, part in ipairs(split(text, HOURS_SEPARATOR)) do
+    local first, last = string.match(part, '^(%d+):(%d+)$')
+    first, last = tonumber(first), tonumber(last)
+    if not first or first >= 1440 or last <= first or last > first + 1440 then return nil end
+    ranges[#ranges + 1], ranges[#ranges + 2] = first, last
+  end
+  if #ranges == 0 then return nil end
+  return ranges
+end
+
+local function within_hours(ranges, schedule, now_ms)
+  -- Whether the local minute of the day at now_ms (the customer's UTC-offset schedule) falls
+  -- in one of the ranges (hour_ranges): [start, end), or before end - 1440 past midnight.
+  local now_s = math.floor(now_ms / 1000)
+  local minute = math.floor(((now_s + utc_offset_s(schedule, now_s)) % 86400) / 60)
+  for i = 1, #ranges, 2 do
+    if (minute >= ranges[i] and minute < ranges[i + 1]) or minute + 1440 < ranges[i + 1] then
+      return true
+    end
+  end
+  return false
+end
+
 local function product_rules(text)
   -- reserve's product rules (limits/contracts.PRODUCT_RULES) read from their text and checked
   -- (nil if any field is out of bounds), with what every call of them derives: the nodes,
@@ -206,12 +235,21 @@ local function product_rules(text)
     tolerance_bps = int_arg(p[RULE_CAPTURE_TOLERANCE_BPS], 0, CAPTURE_TOLERANCE_BPS_MAX),
     incremental = int_arg(p[RULE_INCREMENTAL], 0, 1),
     fee_bps = int_arg(p[RULE_INSTALLMENT_FEE_BPS], 0, INSTALLMENT_FEE_BPS_MAX),
+    effective_from = int_arg(p[RULE_EFFECTIVE_FROM_MS], 0, EFFECTIVE_MS_MAX),
+    effective_until = int_arg(p[RULE_EFFECTIVE_UNTIL_MS], 0, EFFECTIVE_MS_MAX),
+    first_max = int_arg(p[RULE_FIRST_PURCHASE_MAX_MINOR], 0, AMOUNT_MINOR_MAX),
+    hours = hour_ranges(p[RULE_ALLOWED_HOURS]),
     nodes = split(p[RULE_NODES], NODES_SEPARATOR)}
   if not (r.ttl_ms and r.day_amount_max and r.day_count_max and r.month_amount_max
       and r.month_count_max and r.amount_min and r.amount_max and r.tolerance_bps
-      and r.incremental and r.fee_bps and #r.nodes >= 1) then
+      and r.incremental and r.fee_bps and r.effective_from and r.effective_until
+      and r.first_max and r.hours and #r.nodes >= 1) then
     return nil
   end
+  -- The elements a product may leave out cost it one test each: false when not set.
+  r.has_effective = r.effective_from > 0 or r.effective_until > 0
+  if r.effective_until == 0 then r.effective_until = EFFECTIVE_MS_MAX + 1 end
+  if #r.hours == 0 then r.hours = false end
   r.has_velocity = r.day_amount_max + r.day_count_max + r.month_amount_max
     + r.month_count_max > 0
   r.path_hash = path_hash(r.node_list)
@@ -223,6 +261,14 @@ local function product_rules(text)
   for i, node in ipairs(r.nodes) do
     r.level_fields[i] = F_LEVEL .. node
     r.read_fields[3 + i] = r.level_fields[i]
+  end
+  -- A product with a first-purchase maximum reads its marker after the levels.
+  r.first_field = false
+  if r.first_max > 0 then
+    r.first_field = F_FIRST_PURCHASE .. r.product_id
+    r.read_fields[#r.read_fields + 1] = r.first_field
+    r.first_at = #r.read_fields
+    r.first_max_text = fmt(r.first_max)
   end
   if rules_kept_count >= PRODUCT_RULES_KEPT_MAX then rules_kept, rules_kept_count = {}, 0 end
   rules_kept[text], rules_kept_count = r, rules_kept_count + 1

@@ -2,7 +2,10 @@
 -- raise) and velocity window of the customer and, only if all pass, hold the amount at every
 -- level, record the hold and the idempotency key, and append the `authorized` event to the
 -- partition's outbox. A decline about the amount carries a counter-offer; with partial
--- approval asked and allowed, the counter-offer is approved instead (docs/lifecycle.md).
+-- approval asked and allowed, the counter-offer is approved instead (docs/lifecycle.md). The
+-- product's effective dates are checked against this call's time, its allowed hours against
+-- the customer's local time, and its first-purchase maximum against the customer's `fp:`
+-- marker, which the first approval of such a product writes (docs/decline-reasons.md).
 --
 -- KEYS[1] customer                 the customer hash
 -- KEYS[2] customer_holds           the customer's open holds (zset, score = expiry ms)
@@ -29,8 +32,11 @@
 --                                  channel, currency, hold TTL ms, day amount max, day count
 --                                  max, month amount max, month count max (minor units or
 --                                  counts, 0: no limit), amount min, amount max, capture
---                                  tolerance bps, incremental 0/1, installment fee bps, and
---                                  the limit nodes root first (','-joined)
+--                                  tolerance bps, incremental 0/1, installment fee bps,
+--                                  effective from ms, effective until ms (0: open), allowed
+--                                  hours ("<start>:<end>" minutes of the customer's day,
+--                                  ';'-joined; "0": any time), first-purchase max (0: none),
+--                                  and the limit nodes root first (','-joined)
 -- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live
 --   raise). A retry of an approval answers its first decision with the levels as they stand
@@ -45,7 +51,7 @@ local rules = product_rules(ARGV[ARG_RULES])
 local amount = int_arg(ARGV[ARG_AMOUNT_MINOR], 1, AMOUNT_MINOR_MAX)
 local rule_decline, allow_partial, months = 0, nil, 0
 if ARGV[ARG_RULE_DECLINE] ~= '0' then
-  rule_decline = int_arg(ARGV[ARG_RULE_DECLINE], 0, R_AMOUNT_ABOVE_MAXIMUM)
+  rule_decline = int_arg(ARGV[ARG_RULE_DECLINE], 0, PRODUCT_RULE_REASON_MAX)
 end
 if ARGV[ARG_PARTIAL_APPROVAL] == '0' then allow_partial = 0
 elseif ARGV[ARG_PARTIAL_APPROVAL] == '1' then allow_partial = 1 end
@@ -73,7 +79,8 @@ else
 end
 
 -- One read of the customer hash: status, timezone, the product's windows, then every level
--- (the field names come with the product's rules). A customer of layout 1 has no status
+-- and, for a product with a first-purchase maximum, its marker (the field names come with the
+-- product's rules). A customer of layout 1 has no status
 -- field of this layout: it is upgraded and read again.
 local values = redis.call('HMGET', KEYS[KEY_CUSTOMER], unpack(rules.read_fields))
 if not values[1] and upgrade_customer(KEYS[KEY_CUSTOMER]) then
@@ -116,14 +123,34 @@ end
 if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', 0, '') end
 if status == 'closed' then return decline(R_CUSTOMER_CLOSED, '', 0, '') end
 if status == 'overdue' then return decline(R_CUSTOMER_OVERDUE, '', 0, '') end
+if rules.has_effective
+    and (now < rules.effective_from or now >= rules.effective_until) then
+  return decline(R_PRODUCT_NOT_EFFECTIVE, '', 0, '')
+end
 if rule_decline > 0 then return decline(rule_decline, '', 0, '') end
+-- The customer's timezone schedule, read once if the hours or the windows need it.
+local schedule
+if rules.hours then
+  schedule = zone_schedule(base, values[2])
+  if not within_hours(rules.hours, schedule, now) then
+    return decline(R_OUTSIDE_ALLOWED_HOURS, '', 0, '')
+  end
+end
+-- A first purchase: the product sets a maximum and the customer has no approval of it yet.
+local first = false
+if rules.first_field and not values[rules.first_at] then
+  if amount > rules.first_max then
+    return decline(R_FIRST_PURCHASE_ABOVE_MAXIMUM, '', 0, '')
+  end
+  first = true
+end
 
 local day_window, month_window, day_amount, day_count, month_amount, month_count
 local day_amount_max, month_amount_max = rules.day_amount_max, rules.month_amount_max
 local day_count_max, month_count_max = rules.day_count_max, rules.month_count_max
 local amount_reason = 0  -- VELOCITY_AMOUNT_EXCEEDED or INSUFFICIENT_CREDIT, if either applies
 if rules.has_velocity then
-  day_window, month_window = window_numbers(zone_schedule(base, values[2]), now)
+  day_window, month_window = window_numbers(schedule or zone_schedule(base, values[2]), now)
   day_amount, day_count, month_amount, month_count =
     windows_usage(values[3], day_window, month_window)
   if (day_count_max > 0 and day_count + 1 > day_count_max)
@@ -175,6 +202,10 @@ if rules.has_velocity then
   customer[#customer + 1] = windows_text(day_window, day_amount + approved, day_count + 1,
     month_window, month_amount + approved, month_count + 1)
 end
+if first then
+  customer[#customer + 1] = rules.first_field
+  customer[#customer + 1] = now_text
+end
 redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(customer))
 -- The optional fields are written only when they apply: an open hold stays small.
 local hold = {H_STATE, 'open', H_CUSTOMER, customer_id, H_PRODUCT, product_id,
@@ -190,8 +221,9 @@ if rules.tolerance_bps > 0 then
   hold[#hold + 1] = rules.tolerance_text
 end
 if rules.incremental == 1 then
+  -- A first purchase's hold grows up to the first-purchase maximum only.
   hold[#hold + 1] = H_INCREMENT_MAX
-  hold[#hold + 1] = rules.amount_max_text
+  hold[#hold + 1] = first and rules.first_max_text or rules.amount_max_text
   hold[#hold + 1] = H_VELOCITY_MAX
   hold[#hold + 1] = rules.velocity_max_text
 end

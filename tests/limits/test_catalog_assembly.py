@@ -142,7 +142,15 @@ ELEMENTS = [
      P + "field 'allowed_hours': bad range '08:00-24:30': \"HH:MM-HH:MM\" of the customer's "
      "day, start and end different (\"22:00-02:00\" crosses midnight)"),
     ("first-purchase-above-max", "first_purchase_max_minor = 1001",
-     P + "field 'first_purchase_max_minor': must be within 0..amount_max_minor (0: no limit)"),
+     P + "field 'first_purchase_max_minor': must be within amount_min_minor..amount_max_minor, "
+     "or 0 (no limit)"),
+    ("first-purchase-below-min", "first_purchase_max_minor = 99",
+     P + "field 'first_purchase_max_minor': must be within amount_min_minor..amount_max_minor, "
+     "or 0 (no limit)"),
+    ("effective-before-1970", "effective_from = 1969-12-31T23:59:59+00:00",
+     P + "field 'effective_from': must be within 1970-01-01 and 9999-12-31 (UTC)"),
+    ("effective-after-9999", "effective_until = 9999-12-31T00:00:00+00:00",
+     P + "field 'effective_until': must be within 1970-01-01 and 9999-12-31 (UTC)"),
     ("effective-no-offset", "effective_from = 2026-12-12T00:00:00",
      P + "field 'effective_from': a datetime with a UTC offset (e.g. "
      "2026-12-12T00:00:00+08:00)"),
@@ -161,32 +169,47 @@ def test_element_errors(line, message):
     assert str(caught.value) == message
 
 
-def test_elements_not_enforced_yet_are_refused_once_valid():
-    for line in ("channel_bounds.pos = { amount_max_minor = 500 }", 'merchants_deny = ["m1"]',
-                 'allowed_hours = ["08:00-12:00"]', "first_purchase_max_minor = 300",
-                 "effective_until = 2027-01-01T00:00:00+08:00"):
-        with pytest.raises(CatalogError) as caught:
-            catalog_of(GOOD + line + "\n")
-        assert str(caught.value).endswith("valid, but this release does not enforce it at "
-                                          "authorization yet: remove it rather than rely on it")
+def test_every_element_is_accepted_and_reaches_the_rules_the_scripts_take():
+    from creditgate.hotpath import _plan_py
+    from creditgate.limits import contracts
 
-
-def test_elements_as_loaded(monkeypatch):
-    monkeypatch.setattr(catalog, "NOT_ENFORCED", ())
-    product = catalog_of(GOOD + """
-channel_bounds.pos = { amount_max_minor = 500 }
+    loaded = catalog_of(GOOD + """
+channel_bounds.pos = { amount_min_minor = 200, amount_max_minor = 500 }
 merchants_allow = ["mer-310115-*", "mer-1"]
+merchants_deny = ["mer-310115-9*"]
 allowed_hours = ["08:00-12:00", "22:00-02:00", "23:30-24:00"]
 first_purchase_max_minor = 300
 effective_from = 2026-12-12T00:00:00+08:00
 effective_until = 2026-12-13T00:00:00+08:00
-""").products["p"]
+""")
+    product = loaded.products["p"]
     assert product.channel_bounds["pos"].amount_max_minor == 500
     assert catalog.hour_ranges(product) == [(480, 720), (1320, 1560), (1410, 1440)]
     start = datetime.datetime(2026, 12, 11, 16, tzinfo=datetime.UTC)
     assert catalog.effective_ms(product) == (int(start.timestamp() * 1000),
                                              int(start.timestamp() * 1000) + 86_400_000)
     assert catalog.effective_ms(catalog_of(GOOD).products["p"]) == (0, 0)
+    rules = _plan_py.ProductRules(product)
+    for channel, low, high in (("pos", 200, 500), ("qr_scan", 100, 1000)):
+        text = contracts.PRODUCT_RULES.bind(
+            rules.rules_by_channel[channel].split(contracts.RULES_SEPARATOR))
+        assert (text.amount_min_minor, text.amount_max_minor) == (str(low), str(high))
+        assert text.allowed_hours == "480:720;1320:1560;1410:1440"
+        assert text.first_purchase_max_minor == "300"
+        assert (text.effective_from_ms, text.effective_until_ms) == tuple(
+            map(str, catalog.effective_ms(product)))
+    plain = contracts.PRODUCT_RULES.bind(_plan_py.ProductRules(
+        catalog_of(GOOD).products["p"]).rules_by_channel["pos"].split("|"))
+    assert (plain.allowed_hours, plain.first_purchase_max_minor, plain.effective_from_ms,
+            plain.effective_until_ms) == ("0", "0", "0", "0")
+
+
+def test_effective_times_round_up_to_the_scripts_whole_ms():
+    product = catalog_of(GOOD + "effective_from = 2026-12-12T00:00:00.0001+00:00\n"
+                         "effective_until = 2026-12-12T00:00:01.999+00:00\n").products["p"]
+    second = int(datetime.datetime(2026, 12, 12, tzinfo=datetime.UTC).timestamp()) * 1000
+    # From 0.1 ms past the second: the first whole ms not before it is second + 1.
+    assert catalog.effective_ms(product) == (second + 1, second + 1999)
 
 
 def test_diff_names_each_product_and_element_that_changed():
