@@ -4,6 +4,7 @@ real Redis, and the gRPC gateway, so that one table of cases runs against all th
 from __future__ import annotations
 
 import itertools
+import pathlib
 
 import grpc
 
@@ -20,6 +21,11 @@ PARTITIONS = 16
 START_MS = 1_795_600_000_000  # the model's clock starts here (2026-11-25, UTC)
 PRODUCTS = catalog.load()
 RULES = hotpath.compile_products(PRODUCTS)
+# The shipped catalog with the products of tests/catalog-elements.toml (every element).
+ELEMENTS_CATALOG_TEXT = (catalog.DEFAULT_CATALOG.read_text() + "\n"
+                         + pathlib.Path(__file__).with_name("catalog-elements.toml").read_text())
+ELEMENTS_PRODUCTS = catalog.parse(ELEMENTS_CATALOG_TEXT, "catalog-elements.toml")
+ELEMENTS_RULES = hotpath.compile_products(ELEMENTS_PRODUCTS)
 CHANNELS = {"qr_scan": pb.CHANNEL_QR_SCAN, "pos": pb.CHANNEL_POS,
             "ecommerce": pb.CHANNEL_ECOMMERCE, "cash": pb.CHANNEL_CASH}
 _tokens = itertools.count()
@@ -52,15 +58,16 @@ def authorize_request(key: str, customer_id: str, amount_minor: int, product_id=
 class ScriptDriver:
     """The scripts through LimitsClient, on the model or on Redis."""
 
-    def __init__(self, client: LimitsClient):
+    def __init__(self, client: LimitsClient, rules=RULES):
         self.client = client
+        self.rules = rules
 
     async def put(self, customer_id: str, caps: dict[str, int], status: str = "active",
                   timezone: str = "Asia/Shanghai") -> None:
         await self.client.put_customer(customer_id, status, timezone, caps)
 
     async def authorize(self, request) -> tuple[DeclineReason, str, str]:
-        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
+        keys_, args = hotpath.plan_authorize(request, self.rules, PARTITIONS)
         result = await self.client.authorize(keys_, args)
         return result.reason, result.level, result.hold_id
 
@@ -76,7 +83,7 @@ class ScriptDriver:
     # -- the reserve side: the scripts' whole decoded answers --------------------------------
     async def authorization(self, request):
         """The full decoded reserve reply (limits.replies.Authorization)."""
-        keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
+        keys_, args = hotpath.plan_authorize(request, self.rules, PARTITIONS)
         return await self.client.authorize(keys_, args)
 
     async def increment(self, key: str, hold_id: str, amount_minor: int):
@@ -128,6 +135,21 @@ class GrpcDriver:
 
     def advance(self, ms: int) -> None:
         self.gateway.limits.clock_offset_ms += ms
+
+    async def now_ms(self, customer_id: str) -> int:
+        """The scripts' clock now, read through a known customer's credit."""
+        reply = await self.auth.GetCredit(pb.GetCreditRequest(customer_id=customer_id))
+        return reply.as_of_ms
+
+
+async def move_to_local_minute(driver, customer_id: str, minute: int,
+                               utc_offset_s: int = 8 * 3600) -> None:
+    """Moves the driver's clock forward (at most a day) so that the customer's local time
+    (a zone of this fixed UTC offset) is `minute` of the day, 30 s in: the calls that follow
+    within seconds see that minute."""
+    now = await driver.now_ms(customer_id)
+    local_ms = (now + utc_offset_s * 1000) % 86_400_000
+    driver.advance((minute * 60_000 + 30_000 - local_ms) % 86_400_000)
 
 
 class Clock:

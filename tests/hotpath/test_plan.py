@@ -203,9 +203,10 @@ def test_authorize_plan_layout(impl, rules):
         # The product's rules on the channel, one text (limits/contracts.PRODUCT_RULES): id,
         # channel, currency, hold TTL in ms (7 days), velocity (day amount, day count, month
         # amount, month count), amount min and max, capture tolerance bps, not incremental,
-        # monthly installment fee bps, the nodes root first.
+        # monthly installment fee bps, effective from and until (0: always), allowed hours
+        # ("0": any time), first-purchase max (0: none), the nodes root first.
         "scan_pay|qr_scan|CNY|604800000|10000000|50|50000000|400|100|5000000|2000|0|60|"
-        "total,consumer,consumer.scan_pay,consumer.scan_pay.qr",
+        "0|0|0|0|total,consumer,consumer.scan_pay,consumer.scan_pay.qr",
     ]
     assert all(type(item) is str for item in keys + args)
 
@@ -237,7 +238,7 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         "merchant-42",
         "5411",
         # No monthly window, no capture tolerance, incremental; no channel node.
-        "ecommerce|ecommerce|CNY|1209600000|20000000|100|0|0|100|10000000|0|1|50|"
+        "ecommerce|ecommerce|CNY|1209600000|20000000|100|0|0|100|10000000|0|1|50|0|0|0|0|"
         "total,consumer,consumer.online",
     ]
 
@@ -405,7 +406,7 @@ DECLINE_ROWS = [
 
 @pytest.mark.parametrize(("product_id", "channel", "mcc", "amount_minor", "reason"), DECLINE_ROWS)
 def test_product_decline(impl, rules, product_id, channel, mcc, amount_minor, reason):
-    result = impl.product_decline(rules[product_id], channel, mcc, amount_minor)
+    result = impl.product_decline(rules[product_id], channel, mcc, amount_minor, "m-1")
     assert result == reason
     assert type(result) is type(reason)  # a DeclineReason, or the int 0
 
@@ -563,4 +564,4 @@ def test_rules_survive_pickling(impl, rules):
     assert impl.plan_authorize(request, copies, PARTITIONS) == impl.plan_authorize(
         request, rules, PARTITIONS
     )
-    assert impl.product_decline(copies["cash"], "cash", "5411", 50_000) == 5
+    assert impl.product_decline(copies["cash"], "cash", "5411", 50_000, "m-1") == 5

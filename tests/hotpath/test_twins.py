@@ -179,7 +179,8 @@ def test_check_amount(twins, amount_minor):
 def test_product_decline(twins, product_id, channel, mcc, amount_minor):
     result = assert_alike(
         twins,
-        lambda impl, rules: impl.product_decline(rules[product_id], channel, mcc, amount_minor),
+        lambda impl, rules: impl.product_decline(rules[product_id], channel, mcc, amount_minor,
+                                                "m-1"),
     )
     assert result[0] == "returned"
 
@@ -264,4 +265,4 @@ def test_twins_accept_each_others_rules(twins):
     expected = py.plan_authorize(request, py_rules, 256)
     for impl, rules in ((c, py_rules), (py, c_rules)):
         assert impl.plan_authorize(request, rules, 256) == expected
-        assert impl.product_decline(rules["cash"], "cash", "5411", 50_000) == 5
+        assert impl.product_decline(rules["cash"], "cash", "5411", 50_000, "m-1") == 5
