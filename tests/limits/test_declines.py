@@ -140,10 +140,9 @@ async def elements_driver(redis, redis_server, tmp_path):
     """The gRPC gateway serving the shipped catalog and the elements' products."""
     path = tmp_path / "catalog.toml"
     path.write_text(ELEMENTS_CATALOG_TEXT)
-    async with served_gateway(redis_server, catalog_path=str(path)) as served:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
-            yield GrpcDriver(served, pb_grpc.AdminStub(channel),
-                             pb_grpc.AuthorizationStub(channel))
+    async with served_gateway(redis_server, catalog_path=str(path)) as served, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        yield GrpcDriver(served, pb_grpc.AdminStub(channel), pb_grpc.AuthorizationStub(channel))
 
 
 @pytest.fixture(params=["model", "redis", "grpc"])
