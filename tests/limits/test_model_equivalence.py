@@ -10,6 +10,8 @@ agree to the millisecond without a shared clock.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import time
 
 import redis.asyncio as redis_asyncio
 from hypothesis import HealthCheck, settings
@@ -25,12 +27,12 @@ from creditgate.hotpath.plans import (
     plan_reverse,
     repayment_order,
 )
+from creditgate.limits import catalog, keys
 from creditgate.limits import cluster as limits_cluster
-from creditgate.limits import keys
 from creditgate.limits.contracts import call_header
 from creditgate.limits.levels import effective_cap
 from creditgate.limits.model import Model
-from tests.support import PARTITIONS, PRODUCTS, RULES, authorize_request
+from tests.support import ELEMENTS_CATALOG_TEXT, PARTITIONS, PRODUCTS, RULES, authorize_request
 
 CUSTOMERS = ("alice", "bob", "carol")
 PRODUCT_CHANNELS = [("scan_pay", "pos", "5411"), ("scan_pay", "qr_scan", "5812"),
@@ -39,6 +41,32 @@ DAY_MS = 86_400_000
 CHANNELS = {"qr_scan": pb.CHANNEL_QR_SCAN, "pos": pb.CHANNEL_POS,
             "ecommerce": pb.CHANNEL_ECOMMERCE, "cash": pb.CHANNEL_CASH}
 REPAYMENT_ORDER = repayment_order(PRODUCTS)
+
+
+def _stamp(s: int) -> str:
+    return dt.datetime.fromtimestamp(s, dt.UTC).isoformat()
+
+
+# The products of tests/catalog-elements.toml (hours of the customer's day, merchant lists,
+# channel bounds, a first-purchase maximum, dates long past and far ahead), one that takes
+# effect an hour from now for two days, which advance_time crosses, and one open an hour a
+# day (mostly closed, whatever the time the test runs at).
+_NOW_S = int(time.time())
+ELEMENT_RULES = hotpath.compile_products(catalog.parse(ELEMENTS_CATALOG_TEXT + f"""
+[products.windowed]
+extends = "launch_elements"
+name = "Windowed"
+effective_from = {_stamp(_NOW_S + 3_600)}
+effective_until = {_stamp(_NOW_S + 2 * 86_400)}
+
+[products.brief]
+extends = "launch_elements"
+name = "Brief"
+allowed_hours = ["09:00-10:00"]
+"""))
+ELEMENT_PRODUCTS = [("launch", "ecommerce"), ("launch", "pos"), ("brief", "ecommerce"),
+                    ("windowed", "ecommerce"), ("expired", "ecommerce"), ("upcoming", "pos"),
+                    ("plain", "pos")]
 
 
 # Where the time is in the replies whose length varies (docs/lifecycle.md).
@@ -176,6 +204,23 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
         reply = self.both("reserve", keys_, args)
         parts = reply.split("|")
+        self._no_double_spend(parts)
+        return parts[3] if parts[0] == "OK" and parts[3] else "000-AAAAAAAAAAAAAAAA"
+
+    @rule(target=holds, customer=st.sampled_from(CUSTOMERS),
+          product=st.sampled_from(ELEMENT_PRODUCTS),
+          amount=st.sampled_from([20_001, 500, 20_000, 30_001]) | st.integers(100, 40_000),
+          mcc=st.sampled_from(["5411", "5411", "7995"]), partial=st.booleans(),
+          merchant=st.sampled_from(["m-1", "shop-1", "m-1", "m-2", "shop-91", "zz"]))
+    def authorize_elements(self, customer, product, amount, mcc, partial, merchant):
+        # The elements: effective dates, allowed hours, first purchase (and its marker).
+        product_id, channel = product
+        self.keys_used += 1
+        request = authorize_request(f"k{self.keys_used}", customer, amount,
+                                    product_id=product_id, channel=channel, mcc=mcc,
+                                    allow_partial=partial, merchant_id=merchant)
+        keys_, args = hotpath.plan_authorize(request, ELEMENT_RULES, PARTITIONS)
+        parts = self.both("reserve", keys_, args).split("|")
         self._no_double_spend(parts)
         return parts[3] if parts[0] == "OK" and parts[3] else "000-AAAAAAAAAAAAAAAA"
 
