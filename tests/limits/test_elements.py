@@ -8,6 +8,7 @@ millisecond, as the model's clock does."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 import zoneinfo
 
 import pytest
@@ -261,3 +262,94 @@ async def test_first_purchase_through_the_running_scripts(redis):
     fields = await redis.hgetall(keys.customer(base, "cust-9"))
     assert [f for f in fields if f.startswith(keys.FIELD_FIRST_PURCHASE.encode())] \
         == [(keys.FIELD_FIRST_PURCHASE + "first").encode()]
+
+
+# -- the scripts against the model, on sequences of element purchases ----------------------
+
+SEQUENCE_CUSTOMERS = {"ann": "Asia/Shanghai", "ben": NEW_YORK, "cat": "Australia/Sydney"}
+ELEMENT_CHOICES = [("launch", "ecommerce"), ("launch", "pos"), ("brief", "ecommerce"),
+                   ("windowed", "ecommerce"), ("expired", "pos"), ("plain", "ecommerce")]
+
+
+def sequence_rules(now_s: int):
+    """tests/catalog-elements.toml's products, one open an hour a day, and one in effect from
+    an hour after `now_s` for a day."""
+    from tests.support import ELEMENTS_CATALOG_TEXT
+
+    def stamp(s: int) -> str:
+        return dt.datetime.fromtimestamp(s, dt.UTC).isoformat()
+
+    return hotpath.compile_products(catalog.parse(ELEMENTS_CATALOG_TEXT + f"""
+[products.brief]
+extends = "launch_elements"
+name = "Brief"
+allowed_hours = ["09:00-10:00"]
+
+[products.windowed]
+extends = "launch_elements"
+name = "Windowed"
+effective_from = {stamp(now_s + 3_600)}
+effective_until = {stamp(now_s + 86_400)}
+"""))
+
+
+steps = st.lists(st.tuples(
+    st.sampled_from(sorted(SEQUENCE_CUSTOMERS)), st.sampled_from(ELEMENT_CHOICES),
+    st.sampled_from([20_001, 20_000, 500, 30_001]) | st.integers(100, 40_000),
+    st.sampled_from(["m-1", "shop-1", "shop-91", "m-2"]), st.sampled_from(["5411", "7995"]),
+    st.booleans(),
+    st.sampled_from([0, 0, 60_000, 3_600_000, 4 * 3_600_000, 86_400_000])), min_size=1,
+    max_size=25)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # flushed per example
+@given(sequence=steps)
+def test_the_scripts_equal_the_model_on_element_purchases(redis_server, sequence):
+    """Every reply and the whole Redis state equal the model's after each purchase; the model
+    runs at the time each reply reports."""
+    import asyncio
+
+    from creditgate.limits import cluster as limits_cluster
+    from creditgate.limits.contracts import call_header
+    from tests.limits.test_model_equivalence import normalise, redis_state, reply_now
+
+    loop = asyncio.new_event_loop()
+    redis = limits_cluster.connect(redis_server.url)
+    try:
+        loop.run_until_complete(redis.flushall())
+        runner = limits_cluster.runner_for(redis)
+        model_now = [0]
+        model = Model(lambda: model_now[0])
+        rules = sequence_rules(int(time.time()))
+        offset = 0
+
+        def both(name, keys_, args):
+            args = [*call_header(offset), *args]
+            async def call():  # the runner looks up the running loop
+                return await runner.call(name, keys_, args)
+
+            real = normalise(loop.run_until_complete(call()))
+            model_now[0] = reply_now(real, name) - offset
+            assert real == model.call(name, keys_, args), name
+            return real
+
+        for customer_id, zone in SEQUENCE_CUSTOMERS.items():
+            base = keys.base(keys.partition_of(customer_id, PARTITIONS))
+            args = [customer_id, "active", zone, calendar.offset_schedule(zone, FROM_S)]
+            for node, cap in sorted(CAPS.items()):
+                args += [node, str(cap // 10**4)]  # 100,000: credit runs out too
+            both("put_customer", [keys.customer(base, customer_id), keys.outbox(base),
+                                  keys.timezones(base)], args)
+        for n, (customer_id, (product_id, channel), amount, merchant, mcc, partial,
+                advance) in enumerate(sequence):
+            offset += advance
+            request = authorize_request(f"k{n}", customer_id, amount, product_id=product_id,
+                                        channel=channel, mcc=mcc, merchant_id=merchant,
+                                        allow_partial=partial)
+            both("reserve", *hotpath.plan_authorize(request, rules, PARTITIONS))
+            real = loop.run_until_complete(redis_state(redis))
+            assert real == {key: value for key, value in model.state.items() if value != {}}
+    finally:
+        loop.run_until_complete(redis.aclose())
+        loop.close()
