@@ -194,8 +194,9 @@ local function hour_ranges(text)
   if text == '0' then return ranges end
   for _, part in ipairs(split(text, HOURS_SEPARATOR)) do
     local first, last = string.match(part, '^(%d+):(%d+)$')
+    if not first then return nil end
     first, last = tonumber(first), tonumber(last)
-    if not first or first >= 1440 or last <= first or last > first + 1440 then return nil end
+    if first >= 1440 or last <= first or last > first + 1440 then return nil end
     ranges[#ranges + 1], ranges[#ranges + 2] = first, last
   end
   if #ranges == 0 then return nil end

@@ -80,8 +80,8 @@ end
 
 -- One read of the customer hash: status, timezone, the product's windows, then every level
 -- and, for a product with a first-purchase maximum, its marker (the field names come with the
--- product's rules). A customer of layout 1 has no status
--- field of this layout: it is upgraded and read again.
+-- product's rules). A customer of layout 1 has no status field of this layout: it is upgraded
+-- and read again.
 local values = redis.call('HMGET', KEYS[KEY_CUSTOMER], unpack(rules.read_fields))
 if not values[1] and upgrade_customer(KEYS[KEY_CUSTOMER]) then
   values = redis.call('HMGET', KEYS[KEY_CUSTOMER], unpack(rules.read_fields))

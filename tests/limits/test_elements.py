@@ -353,3 +353,23 @@ def test_the_scripts_equal_the_model_on_element_purchases(redis_server, sequence
     finally:
         loop.run_until_complete(redis.aclose())
         loop.close()
+
+
+@pytest.mark.parametrize("hours", ["0:0", "480:470", "1440:1500", "480:1921", "8-22", "a:b",
+                                   ";", "480:1320;x"])
+async def test_malformed_hours_in_the_rules_are_a_bad_argument(redis, hours):
+    """The script refuses rules whose hours it cannot read, as the model does (the hot path
+    never builds them)."""
+    from creditgate.limits import contracts
+
+    keys_, args = hotpath.plan_authorize(authorize_request(
+        "k", "cust-1", 1_000, product_id="night", channel="ecommerce"), RULES, PARTITIONS)
+    fields = contracts.PRODUCT_RULES.bind(args[contracts.RESERVE.args.rules].split("|"))
+    fields.allowed_hours = hours
+    args[contracts.RESERVE.args.rules] = "|".join(
+        getattr(fields, name) for name in contracts.PRODUCT_RULES.names)
+    header = [str(x) for x in (0, 0, "", "")]
+    for runner in (FrozenRunner(redis), ModelRunner(Model(Clock(FROZEN_S * 1000)))):
+        reply = await runner.call("reserve", keys_, [*header, *args])
+        text = reply.decode() if isinstance(reply, bytes) else reply
+        assert text.startswith("ERR|8|reserve|"), (hours, text)
