@@ -373,3 +373,32 @@ async def test_malformed_hours_in_the_rules_are_a_bad_argument(redis, hours):
         reply = await runner.call("reserve", keys_, [*header, *args])
         text = reply.decode() if isinstance(reply, bytes) else reply
         assert text.startswith("ERR|8|reserve|"), (hours, text)
+
+
+async def test_the_channels_bounds_reach_the_counter_offer_and_the_increment_maximum(frozen):
+    """launch's pos bounds are 500..30,000 (the product's 100..100,000): a pos hold grows up to
+    30,000, and a counter-offer on pos below 500 is no offer."""
+    from tests.support import ELEMENTS_RULES
+
+    frozen.rules = ELEMENTS_RULES
+    frozen.at(FROZEN_S * 1000)  # 08:53 in Shanghai: launch is open
+    await frozen.put("cust-1", {"total": 10**9, "consumer": 10**9, "consumer.online": 11_400})
+
+    async def buy(key, channel, amount):
+        return await frozen.authorization(authorize_request(
+            key, "cust-1", amount, product_id="launch", channel=channel, merchant_id="m-1"))
+
+    first, second = await buy("a", "pos", 1_000), await buy("b", "pos", 10_000)
+    assert first.reason == second.reason == R.NONE
+    # The first purchase's hold grows to the first-purchase maximum, the second's to pos' max.
+    assert (await frozen.increment("i1", first.hold_id, 19_001)).authorization.reason \
+        == R.AMOUNT_ABOVE_MAXIMUM
+    assert (await frozen.increment("i2", second.hold_id, 20_001)).authorization.reason \
+        == R.AMOUNT_ABOVE_MAXIMUM
+    assert (await frozen.increment("i3", second.hold_id, 20_000)).authorization.reason \
+        == R.INSUFFICIENT_CREDIT
+    # 400 is left: below pos' minimum, no offer; above ecommerce's (the product's), offered.
+    on_pos = await buy("c", "pos", 1_000)
+    assert (on_pos.reason, on_pos.counter_offer_minor) == (R.INSUFFICIENT_CREDIT, 0)
+    online = await buy("d", "ecommerce", 1_000)
+    assert (online.reason, online.counter_offer_minor) == (R.INSUFFICIENT_CREDIT, 400)
