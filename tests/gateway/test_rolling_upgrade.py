@@ -4,13 +4,16 @@ in turn is sent SIGTERM (it drains and exits 0) and started again on its port wi
 (a product's maximum lowered, a product added); the next waits until it answers SERVING.
 
 A client that meets UNAVAILABLE, or a deadline, retries the same request with the same
-idempotency key on the next gateway. No call fails otherwise; every approved key has exactly
-one hold (a replay of every key on another gateway after the roll answers the first decision,
-the holds left open in Redis are exactly the clients' open ones, the levels hold and use what
-the clients' purchases add up to, the ledger booked one authorization per approved key); the
-drained worker leaves `creditgate reconcile` no drift; after the roll the restarted nodes
-answer by v2. Every answer keeps the gateway and the times it was given at, so that a check of
-the catalog version each answer records is one more loop over `clients.answers`."""
+idempotency key on the next gateway; its channels watch each gateway's health (gRPC's
+client-side health checking), so a draining gateway's notice takes it out of their choice.
+No call fails otherwise. Every approved key has exactly one hold: a replay of every key on
+another gateway after the roll answers the first decision, the holds left open in Redis are
+exactly the clients' open ones, the levels hold and use what the clients' purchases add up
+to, and the ledger booked one authorization per approved key. No answer was lost (a retry
+never answers a decision made before it was sent). The drained worker leaves `creditgate
+reconcile` no drift, and after the roll the restarted gateways answer by v2. Every answer
+keeps the gateway and the times it was given at, so that a check of the catalog version each
+answer records is one more loop over `clients.answers`."""
 
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from creditgate.limits import keys
 from creditgate.limits.reasons import DeclineReason
 from tests.conftest import PARTITIONS, SUITE_CALLERS
 from tests.gateway.test_catalog_reload import write
+from tests.gateway.test_drain_notice import HEALTH_CHECKED
 from tests.gateway.test_server import ROOT, free_port
 from tests.support import authorize_request, decision
 
@@ -70,8 +74,10 @@ CALL_TIMEOUT_S = 5.0
 # A client retries these on the next gateway; any other error fails the call.
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 ATTEMPTS_MAX = 60
-RETRY_PAUSE_S = 0.02
-CLOCK_SLACK_MS = 5  # RedisClock's error and Redis TIME's millisecond
+RETRY_PAUSE_S = 0.05
+# RedisClock's error, and the two clocks' drift over the test: well below RETRY_PAUSE_S, the
+# least time between an attempt's decision and the next attempt.
+CLOCK_SLACK_MS = 20
 PURCHASE_PAUSE_S = 0.01  # each client's, between its authorization and what follows
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
@@ -81,6 +87,9 @@ LOAD_BEFORE_S = AFTER_S = 0.5  # clients run alone before the roll and after it
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 50),
                    ("grpc.min_reconnect_backoff_ms", 50),
                    ("grpc.max_reconnect_backoff_ms", 300)]
+# The clients' channels also watch their gateway's health: during a drain's notice they send
+# it nothing (their calls fail at once with UNAVAILABLE) and it stops with no call arriving.
+CLIENT_OPTIONS = CHANNEL_OPTIONS + HEALTH_CHECKED
 
 
 class Answer(NamedTuple):
@@ -263,12 +272,16 @@ async def serving(port: int, process, log: Path, timeout_s: float = START_TIMEOU
 
 class RedisClock:
     """Redis's clock (the scripts' decided_at_ms) as of a time.monotonic() of this process,
-    from one TIME: off by at most half its round trip."""
+    from the TIME of the quickest of a few round trips: off by at most half of it."""
 
     async def sample(self, redis) -> None:
-        before = time.monotonic()
-        seconds, micros = await redis.time()
-        self.at, self.ms = (before + time.monotonic()) / 2, seconds * 1000 + micros / 1000
+        samples = []
+        for _ in range(5):
+            before = time.monotonic()
+            seconds, micros = await redis.time()
+            after = time.monotonic()
+            samples.append((after - before, (before + after) / 2, seconds * 1000 + micros / 1000))
+        _, self.at, self.ms = min(samples)
 
     def __call__(self, monotonic: float) -> float:
         return self.ms + (monotonic - self.at) * 1000
@@ -302,7 +315,7 @@ async def test_rolling_restart_with_a_new_catalog_fails_no_call(redis, redis_ser
             redis_server.url, "--ledger-dsn", ledger_dsn, "--partitions", str(PARTITIONS),
             "--claim-idle-ms", "1000", "--consumer", "roll", cwd=ROOT, stdout=output,
             stderr=output)
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS)
                 for port in fleet.ports]
     try:
         await asyncio.gather(*(fleet.start(index, fleet.v1) for index in range(GATEWAYS)))
@@ -350,6 +363,7 @@ async def test_rolling_restart_with_a_new_catalog_fails_no_call(redis, redis_ser
         assert lost == []
         assert len(fleet.restarts) == GATEWAYS
         assert all(fleet.in_flight_at_sigterm)
+        assert sum(drained_calls) > 0  # calls in flight at a SIGTERM were answered
         assert clients.retries["UNAVAILABLE"] > 0  # the roll was met by the clients
         during = [a for a in clients.answers if rolled_from < a.started < rolled_at]
         assert {a.gateway for a in during} == set(range(GATEWAYS))
