@@ -652,7 +652,7 @@ def _configuration(config: Config, port: int) -> dict[str, object]:
             "catalog": config.catalog_path, "callers": config.callers_path,
             "tls": "off" if config.insecure else f"client certificates {config.client_auth}",
             "sweeper": config.sweep, "durability": config.durability,
-            "shard": config.shard or "all"}
+            "shard": config.shard or "all", "drain_notice_s": config.drain_notice_s}
 
 
 def run(config: Config, parent_pid: int | None = None) -> int:
