@@ -3,6 +3,7 @@
     creditgate serve [--host H] [--port P] [--redis-url URL] [--catalog PATH]
                      [--partitions N] [--processes N] [--callers FILE]
                      [--metrics-port N [--metrics-host 127.0.0.1]] [--pid-file PATH]
+                     [--drain-notice-s S]
                      (--tls-cert PEM --tls-key PEM --tls-ca PEM [--client-auth none]
                       | --insecure)
     creditgate customer put ID --cap NODE=AMOUNT_MINOR ... [--status active] [--timezone TZ]
@@ -43,7 +44,7 @@ import sys
 
 from creditgate.gateway import logs
 from creditgate.limits import catalog
-from creditgate.limits.constants import PARTITIONS_DEFAULT
+from creditgate.limits.constants import DRAIN_NOTICE_S, PARTITIONS_DEFAULT
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_LEDGER = "sqlite:///var/ledger.sqlite3"
@@ -96,6 +97,10 @@ def _serve_command(commands) -> None:
                        help="customer partitions (fixed per deployment)")
     serve.add_argument("--processes", type=int, default=1,
                        help="processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--drain-notice-s", type=float, default=float(os.environ.get(
+        "CREDITGATE_DRAIN_NOTICE_S", DRAIN_NOTICE_S)), help="on SIGTERM, answer health "
+        "NOT_SERVING and go on answering calls this long before the port stops, so that "
+        "balancers and clients watching health leave first (default %(default)s; 0: none)")
     serve.add_argument("--no-sweeper", action="store_true",
                        help="do not release expired holds from this process")
     serve.add_argument("--pid-file", default="", help="write the gateway's process id here "
@@ -327,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                                metrics_port=args.metrics_port,
                                metrics_host=args.metrics_host,
                                log_format=args.log_format, pid_file=args.pid_file,
-                               durability=args.durability, shard=args.shard)
+                               durability=args.durability, shard=args.shard,
+                               drain_notice_s=args.drain_notice_s)
         try:
             return server.run(config)
         except catalog.CatalogError as error:

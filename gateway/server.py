@@ -1,7 +1,9 @@
 """Build, run and drain the gateway: grpc.aio on uvloop, health and reflection, the sweeper.
 
-SIGTERM drains: health answers NOT_SERVING at once, the server stops accepting calls, calls in
-flight finish (up to DRAIN_GRACE_S), then the process exits 0.
+SIGTERM drains: health answers NOT_SERVING at once while calls are still answered for
+`drain_notice_s` (balancers and clients that watch health stop sending meanwhile), then the
+server stops accepting calls, calls in flight finish (up to DRAIN_GRACE_S), and the process
+exits 0.
 
 Start-up is refused while Redis may evict keys (maxmemory-policy other than noeviction). It
 is refused too without TLS files (gateway/tls.py, re-read when they change) unless `insecure`
@@ -62,6 +64,8 @@ from creditgate.limits.constants import (
     CALLERS_CHECK_INTERVAL_S,
     CLOCK_SAMPLE_INTERVAL_S,
     DRAIN_GRACE_S,
+    DRAIN_NOTICE_S,
+    DRAIN_NOTICE_S_MAX,
     EVICTION_CHECK_INTERVAL_S,
     GRPC_CLIENT_PING_INTERVAL_MS_MIN,
     GRPC_CONCURRENT_RPCS_MAX,
@@ -211,6 +215,8 @@ class Config(msgspec.Struct, kw_only=True):
     # On a cluster: the sweeper sweeps only this shard's partitions (a node's host:port; ""
     # for every partition).
     shard: str = ""
+    # On SIGTERM: NOT_SERVING, and calls still answered for this long before the port stops.
+    drain_notice_s: float = DRAIN_NOTICE_S
 
 
 def _file_stamp(path: str) -> tuple[int, ...] | None:
@@ -230,6 +236,12 @@ def check_metrics(config: Config) -> None:
         raise StartupRefused(f"--metrics-host {config.metrics_host} is not a loopback address: "
                              "metrics are served without TLS, on a loopback address only "
                              "(scrape them through a local agent or proxy)")
+
+
+def check_drain_notice(config: Config) -> None:
+    if not 0 <= config.drain_notice_s <= DRAIN_NOTICE_S_MAX:
+        raise StartupRefused(f"--drain-notice-s must be within 0..{DRAIN_NOTICE_S_MAX:g}, not "
+                             f"{config.drain_notice_s:g}")
 
 
 def serve_metrics(start, host: str, port: int):
@@ -550,9 +562,17 @@ class Gateway:
                 await self.health.set(name, status)
         return after
 
-    async def stop(self, grace_s: float = DRAIN_GRACE_S) -> None:
-        """Drain: NOT_SERVING first, then finish the calls in flight, then close."""
+    async def stop(self, grace_s: float = DRAIN_GRACE_S, notice_s: float = 0.0) -> None:
+        """Drain: NOT_SERVING first, calls still answered for `notice_s`, then the port stops
+        taking calls, the calls in flight finish (up to `grace_s`), and everything closes.
+
+        The notice is what lets a rolling restart fail no call: gRPC answers CANCELLED, not
+        UNAVAILABLE, to a call that reaches the server once it stops (and to one it had taken
+        in but not yet handed to the application), so callers must have stopped sending first.
+        Balancers and gRPC clients with health checking do so on NOT_SERVING."""
         await self.health.enter_graceful_shutdown()
+        if notice_s > 0:
+            await asyncio.sleep(notice_s)
         for task in (self._sweeper, self._eviction_watch, *self._watches):
             if task:
                 task.cancel()
@@ -617,9 +637,9 @@ async def serve(config: Config, parent_pid: int | None = None) -> int:
     await stopping.wait()
     if parent_pid is not None:
         orphan_watch.cancel()
-    log.info("draining: health NOT_SERVING, calls in flight get up to %.0f s",
-             DRAIN_GRACE_S)
-    await gateway.stop()
+    log.info("draining: health NOT_SERVING, calls answered for %.1f s more, then calls in "
+             "flight get up to %.0f s", config.drain_notice_s, DRAIN_GRACE_S)
+    await gateway.stop(notice_s=config.drain_notice_s)
     log.info("stopped")
     return 0
 
@@ -632,7 +652,7 @@ def _configuration(config: Config, port: int) -> dict[str, object]:
             "catalog": config.catalog_path, "callers": config.callers_path,
             "tls": "off" if config.insecure else f"client certificates {config.client_auth}",
             "sweeper": config.sweep, "durability": config.durability,
-            "shard": config.shard or "all"}
+            "shard": config.shard or "all", "drain_notice_s": config.drain_notice_s}
 
 
 def run(config: Config, parent_pid: int | None = None) -> int:
@@ -649,6 +669,7 @@ def run(config: Config, parent_pid: int | None = None) -> int:
         transport(config)
         check_metrics(config)
         check_redis_settings(config)
+        check_drain_notice(config)
         if parent_pid is None:
             refuse_port_in_use(config.host, config.port)
         with pid_file(config.pid_file if parent_pid is None else ""):

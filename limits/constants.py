@@ -53,6 +53,11 @@ BATCH_SIZE_MAX = 256  # requests coalesced into one Redis round trip
 SWEEP_INTERVAL_S = 1.0
 SWEEP_CUSTOMERS_PER_PARTITION_MAX = 128
 DRAIN_GRACE_S = 10.0
+# From SIGTERM, readiness answers NOT_SERVING while calls are still answered for this long
+# (`serve --drain-notice-s`), so that balancers and clients that watch health stop sending
+# before the port stops: gRPC cancels (CANCELLED) calls that reach a stopping server.
+DRAIN_NOTICE_S = 1.0
+DRAIN_NOTICE_S_MAX = 60.0
 # A request, and a response: a full AuthorizeBatch of the largest valid items fits one message
 # each way (the sizes are measured by tests/gateway/test_authorize_batch.py).
 GRPC_MESSAGE_BYTES_MAX = 96 * 1024
@@ -160,6 +165,7 @@ assert GRPC_KEEPALIVE_TIME_MS + GRPC_KEEPALIVE_TIMEOUT_MS < GRPC_CONNECTION_IDLE
 assert GRPC_CONNECTION_IDLE_MS <= GRPC_CONNECTION_AGE_MS
 # Calls on an aged connection get at least the drain grace of a stopping process.
 assert DRAIN_GRACE_S * 1000 <= GRPC_CONNECTION_AGE_GRACE_MS
+assert 0 <= DRAIN_NOTICE_S <= DRAIN_NOTICE_S_MAX
 assert 0 < RESTART_DELAY_S_MIN <= RESTART_DELAY_S_MAX < RESTART_RESET_AFTER_S
 # A PING is given up before the next is due, so checks never pile up.
 assert 0 < REDIS_PING_TIMEOUT_S < REDIS_PING_INTERVAL_S
