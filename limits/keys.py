@@ -42,8 +42,10 @@ from creditgate.limits.constants import HOLD_TOKEN_LENGTH, IDEMPOTENCY_TTL_S, PA
 PREFIX = "cg"
 # The version of the scripts' contract with Redis: their KEYS, ARGV and replies and the data
 # they keep. The scripts are one Redis Functions library named by it (LIBRARY), each function
-# `<script>_v<version>`, so the libraries of two versions can sit side by side in one Redis.
-LAYOUT_VERSION = 2
+# `<script>_v<version>`, so the libraries of two adjacent versions sit side by side in one
+# Redis during a rolling upgrade (docs/design.md "Upgrades"). Layout 3 adds the catalog version
+# to a hold, its `authorized` event and reserve's reply; layout 2's scripts read its data.
+LAYOUT_VERSION = 3
 LIBRARY = f"creditgate_v{LAYOUT_VERSION}"
 
 # Key kinds, after the partition base.
@@ -77,7 +79,10 @@ MERCHANT_SCOPE_NONE = MERCHANT_EXACT
 
 # Fields of the customer hash (layout LAYOUT_VERSION; docs/design.md "Redis layout").
 FIELD_STATUS = "s"
-FIELD_LAYOUT = "lv"  # LAYOUT_VERSION: which layout wrote the customer (tools and upgrades read it)
+FIELD_LAYOUT = "lv"  # CUSTOMER_LAYOUT: the customer hash's layout (tools and upgrades read it)
+# The layout of the customer hash: 1 a field per number, 2 a field per level and per product's
+# windows (since script layout 2). The scripts of layouts 2 and 3 both write and read 2.
+CUSTOMER_LAYOUT = 2
 FIELD_TIMEZONE = "tz"
 # Not stored with the customer (a zone with daylight-saving changes has a ~1.5 KB schedule):
 # the partition's `tz` hash keeps one copy per zone; credit.lua's reply adds it under this name.
@@ -157,7 +162,7 @@ def velocity_text(day: tuple[int, int, int], month: tuple[int, int, int]) -> str
 
 
 # Fields of a hold hash (`cg:{p:NNN}:h:<hold id>`), by what they hold. Every hold has the
-# first eleven; the rest only when they apply, so an open hold stays small.
+# first eleven (layout 3's approvals also the catalog version); the rest only when they apply, so an open hold stays small.
 HOLD_FIELDS: dict[str, str] = {
     "STATE": "st",  # open, captured, voided, expired, reversed
     "CUSTOMER": "c",
@@ -182,6 +187,7 @@ HOLD_FIELDS: dict[str, str] = {
     "ORIGINAL_HOLD": "oh",  # on a ForceCapture hold: the hold it posts, if any
     "FORCE_CAPTURE": "fc",  # "1" on a hold made by ForceCapture
     "CREATED_AT": "t",  # ms, on a hold made by ForceCapture
+    "CATALOG_VERSION": "cv",  # the catalog version that approved it (layout 3 on)
 }
 assert len(set(HOLD_FIELDS.values())) == len(HOLD_FIELDS)
 

@@ -47,7 +47,7 @@ def lua_constant_values() -> dict[str, str]:
     values.update((f"RULE_{name.upper()}", str(index + 1))
                   for index, name in enumerate(contracts.PRODUCT_RULES.names))
     values["RULE_FIELDS"] = str(len(contracts.PRODUCT_RULES))
-    values["LAYOUT_VERSION"] = _lua_string(str(keys.LAYOUT_VERSION))
+    values["CUSTOMER_LAYOUT"] = _lua_string(str(keys.CUSTOMER_LAYOUT))
     values["RULES_SEPARATOR"] = _lua_string(contracts.RULES_SEPARATOR)
     values["NODES_SEPARATOR"] = _lua_string(contracts.NODES_SEPARATOR)
     return values

@@ -25,7 +25,7 @@ local month_of_day = {}
 -- What a retry of an approval reads of its hold (reserve.lua); every approval's hold has the
 -- first.
 local prior_fields = {H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT, H_PARTIAL_LEVEL,
-  H_PLAN}
+  H_PLAN, H_CATALOG_VERSION}
 
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
@@ -206,6 +206,7 @@ local function product_rules(text)
     tolerance_bps = int_arg(p[RULE_CAPTURE_TOLERANCE_BPS], 0, CAPTURE_TOLERANCE_BPS_MAX),
     incremental = int_arg(p[RULE_INCREMENTAL], 0, 1),
     fee_bps = int_arg(p[RULE_INSTALLMENT_FEE_BPS], 0, INSTALLMENT_FEE_BPS_MAX),
+    catalog_version = p[RULE_CATALOG_VERSION],
     nodes = split(p[RULE_NODES], NODES_SEPARATOR)}
   if not (r.ttl_ms and r.day_amount_max and r.day_count_max and r.month_amount_max
       and r.month_count_max and r.amount_min and r.amount_max and r.tolerance_bps
@@ -277,7 +278,7 @@ local function upgrade_customer(customer_key)
     end
   end
   if not status then return false end
-  local new = {F_STATUS, status, F_LAYOUT, LAYOUT_VERSION}
+  local new = {F_STATUS, status, F_LAYOUT, CUSTOMER_LAYOUT}
   for _, node in ipairs(nodes) do
     local l = levels[node]
     new[#new + 1] = F_LEVEL .. node
@@ -511,6 +512,31 @@ end
 local function remember(record_key, fingerprint, reply)
   redis.call('SET', record_key, fingerprint .. '\n' .. reply, 'EX', IDEMPOTENCY_TTL_S)
   return reply
+end
+
+-- An Authorize's decline record keeps the catalog version that decided it on a line of its
+-- own between the fingerprint and the reply: "<fingerprint>\n<version>\n<reply>". The reply
+-- stays layout 2's, so a retry sent to layout 2's scripts during a rolling upgrade replays
+-- "<version>\n<reply>", whose first '|'-field ("<version>\nOK") layout 2's gateway skips as it
+-- skips "OK". A record without the line (layout 2's, or a reversal's tombstone) has no version.
+local function remember_decline(record_key, fingerprint, version, reply)
+  redis.call('SET', record_key, fingerprint .. '\n' .. version .. '\n' .. reply, 'EX',
+    IDEMPOTENCY_TTL_S)
+  return reply .. '|' .. version
+end
+
+local function decline_replay(record_key, fingerprint, now)
+  -- reserve's idempotent_replay: the stored decline with its catalog version ('' if none).
+  local prior = redis.call('GET', record_key)
+  if not prior then return nil end
+  local newline = string.find(prior, '\n', 1, true)
+  local stored = string.sub(prior, 1, newline - 1)
+  if stored ~= fingerprint and stored ~= TOMBSTONE then
+    return err(E_IDEMPOTENCY_MISMATCH, '', now)
+  end
+  local second = string.find(prior, '\n', newline + 1, true)
+  if not second then return string.sub(prior, newline + 1) .. '|' end
+  return string.sub(prior, second + 1) .. '|' .. string.sub(prior, newline + 1, second - 1)
 end
 
 local function in_scope(scope, merchant)

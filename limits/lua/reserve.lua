@@ -29,12 +29,14 @@
 --                                  channel, currency, hold TTL ms, day amount max, day count
 --                                  max, month amount max, month count max (minor units or
 --                                  counts, 0: no limit), amount min, amount max, capture
---                                  tolerance bps, incremental 0/1, installment fee bps, and
---                                  the limit nodes root first (','-joined)
--- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
+--                                  tolerance bps, incremental 0/1, installment fee bps, the
+--                                  catalog version, and the limit nodes root first
+--                                  (','-joined)
+-- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}|catalog_version, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live
 --   raise). A retry of an approval answers its first decision with the levels as they stand
---   now.
+--   now, and the catalog version its hold recorded; a retry of a decline, the one remembered
+--   with it (remember_decline).
 local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
 if late then return late end
 local base, customer_id, fingerprint =
@@ -57,11 +59,12 @@ if not (rules and amount and rule_decline and allow_partial and months and month
 end
 local nodes, product_id = rules.nodes, rules.product_id
 
-local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
+local replay = decline_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
 -- fingerprint, so an open hold costs one key.
--- A retry reads its fingerprint, expiry, amounts, partial level and plan (prior_fields).
+-- A retry reads its fingerprint, expiry, amounts, partial level, plan and catalog version
+-- (prior_fields; a hold of layout 2 has no version).
 local hold_id, retried, prior = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now, prior_fields)
 local hold_key = base .. K_HOLD .. hold_id
 if retried then
@@ -84,8 +87,8 @@ local status = values[1]
 -- Checks, in the documented order (limits/reasons.py). Nothing is written before the point
 -- marked below, except the release of holds that had already expired.
 if not status then
-  return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(R_CUSTOMER_UNKNOWN,
-    '', '', 0, now, 0, 0, 0, 0, '', '', ''))
+  return remember_decline(KEYS[KEY_IDEMPOTENCY], fingerprint, rules.catalog_version,
+    authorization_reply(R_CUSTOMER_UNKNOWN, '', '', 0, now, 0, 0, 0, 0, '', '', ''))
 end
 -- A level's cap is the effective one: the cap plus the node's temporary raise while it lasts.
 local levels, available, short_level = read_levels(values, 3, nodes, amount, now)
@@ -105,12 +108,14 @@ if retried then
   if prior[5] then partial = 1 end
   local expires = tonumber(prior[2])
   return authorization_reply(0, '', hold_id, available, expires - rules.ttl_ms, expires,
-    approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels))
+    approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels)) .. '|'
+    .. (prior[7] or '')
 end
 
 local function decline(reason, level, offer, offer_level)
-  return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(reason, level, '',
-    available, now, 0, 0, 0, offer, offer_level, '', levels_reply(nodes, levels)))
+  return remember_decline(KEYS[KEY_IDEMPOTENCY], fingerprint, rules.catalog_version,
+    authorization_reply(reason, level, '', available, now, 0, 0, 0, offer, offer_level, '',
+    levels_reply(nodes, levels)))
 end
 
 if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', 0, '') end
@@ -180,7 +185,8 @@ redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(customer))
 local hold = {H_STATE, 'open', H_CUSTOMER, customer_id, H_PRODUCT, product_id,
   H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path_id(base, node_list, rules.path_hash),
   H_EXPIRES, expires, H_SEQ, '1', H_MERCHANT, ARGV[ARG_MERCHANT_ID],
-  H_CURRENCY, rules.currency, H_FINGERPRINT, fingerprint}
+  H_CURRENCY, rules.currency, H_FINGERPRINT, fingerprint,
+  H_CATALOG_VERSION, rules.catalog_version}
 if partial == 1 then
   hold[#hold + 1] = H_PARTIAL_LEVEL
   hold[#hold + 1] = offer_level
@@ -207,7 +213,7 @@ local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, expires,
   'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', rules.channel,
   'currency', rules.currency,
   'nodes', node_list, 'amount_minor', approved_text, 'expires_at_ms', expires,
-  'at_ms', now_text, 'caller', ARGV[ARG_CALLER]}
+  'at_ms', now_text, 'caller', ARGV[ARG_CALLER], 'catalog_version', rules.catalog_version}
 if partial == 1 then
   event[#event + 1] = 'requested_minor'
   event[#event + 1] = fmt(amount)
@@ -223,4 +229,5 @@ redis.call('XADD', KEYS[KEY_OUTBOX], '*', unpack(event))
 -- The reply's levels reuse the texts read (caps without a live raise, used) and written (held).
 return 'OK|0||' .. hold_id .. '|' .. fmt(available - approved) .. '|' .. now_text .. '|'
   .. expires .. '|' .. approved_text .. '|' .. (partial == 1 and '1' or '0') .. '|0|'
-  .. offer_level .. '|' .. plan .. levels_reply(nodes, levels, held_texts)
+  .. offer_level .. '|' .. plan .. levels_reply(nodes, levels, held_texts) .. '|'
+  .. rules.catalog_version

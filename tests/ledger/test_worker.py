@@ -102,10 +102,11 @@ async def test_traffic_is_posted_exactly_once_and_balances(redis, gateway, admin
 async def test_migrations_apply_once(store, tmp_path):
     assert await store.migrate() == []
     assert await store.fetch("SELECT version, name FROM schema_migrations ORDER BY version") == [
-        (1, "0001_ledger.sql"), (2, "0002_customer_timezones.sql"), (3, "0003_event_caller.sql")]
+        (1, "0001_ledger.sql"), (2, "0002_customer_timezones.sql"), (3, "0003_event_caller.sql"),
+        (4, "0004_event_catalog_version.sql")]
     fresh = open_store("sqlite:///" + str(tmp_path / "fresh.sqlite3"))
     try:
-        assert await fresh.migrate() == [1, 2, 3]
+        assert await fresh.migrate() == [1, 2, 3, 4]
         assert await fresh.migrate() == []
         assert await fresh.fetch("SELECT COUNT(*) FROM bills") == [(0,)]
     finally:
