@@ -21,7 +21,9 @@ literals.
     cg:{p:NNN}:tz                           hash: IANA zone -> its UTC-offset schedule, shared by
                                             the partition's customers in that zone
     cg:{p:NNN}:paths                        hash: path id "#<10 hex>" -> limit nodes, comma-joined
-                                            (a hold stores the short id, not the list)
+                                            (a hold stores the short id, not the list), and
+                                            "#<10 hex>@" -> the catalog version that approved
+                                            the holds of that id
 
 An approved authorization's hold id is derived from its idempotency record's key
 (`derived_hold_id`): a retry finds the hold it made, so the hold itself keeps the request's
@@ -64,6 +66,9 @@ KEY_DUE = "due"
 KEY_TIMEZONES = "tz"
 KEY_PATHS = "paths"
 PATH_ID_MARK = "#"  # a hold's `n` starting with it is a path id, otherwise the node list
+# paths[<path id> + PATH_VERSION_MARK]: the catalog version of the holds with that path id (an
+# id of layout 3 derives from the node list and the version; layout 2's have none).
+PATH_VERSION_MARK = "@"
 KEY_OUTBOX = "outbox"
 KEY_DEAD_LETTER = "outbox:dead"  # events the ledger could not book, with the reason
 # Separates the scope from the idempotency key; ids may not contain it.
@@ -162,7 +167,7 @@ def velocity_text(day: tuple[int, int, int], month: tuple[int, int, int]) -> str
 
 
 # Fields of a hold hash (`cg:{p:NNN}:h:<hold id>`), by what they hold. Every hold has the
-# first eleven (layout 3's approvals also the catalog version); the rest only when they apply, so an open hold stays small.
+# first eleven; the rest only when they apply, so an open hold stays small.
 HOLD_FIELDS: dict[str, str] = {
     "STATE": "st",  # open, captured, voided, expired, reversed
     "CUSTOMER": "c",
@@ -187,7 +192,9 @@ HOLD_FIELDS: dict[str, str] = {
     "ORIGINAL_HOLD": "oh",  # on a ForceCapture hold: the hold it posts, if any
     "FORCE_CAPTURE": "fc",  # "1" on a hold made by ForceCapture
     "CREATED_AT": "t",  # ms, on a hold made by ForceCapture
-    "CATALOG_VERSION": "cv",  # the catalog version that approved it (layout 3 on)
+    # The catalog version that approved it, if its path id cannot say (limits/lua/_lib.lua
+    # path_id: the id was taken); else the path id's in the paths hash.
+    "CATALOG_VERSION": "cv",
 }
 assert len(set(HOLD_FIELDS.values())) == len(HOLD_FIELDS)
 
@@ -206,6 +213,7 @@ LUA_CONSTANTS: dict[str, str] = {
     "K_TIMEZONES": KEY_TIMEZONES,
     "K_PATHS": KEY_PATHS,
     "PATH_ID_MARK": PATH_ID_MARK,
+    "PATH_VERSION_MARK": PATH_VERSION_MARK,
     "F_STATUS": FIELD_STATUS,
     "F_LAYOUT": FIELD_LAYOUT,
     "F_TIMEZONE": FIELD_TIMEZONE,

@@ -54,7 +54,7 @@ def lua_constant_values() -> dict[str, str]:
 
 
 def _lua_string(value: str) -> str:
-    assert all(c.isalnum() or c in ":_|.#=^ ," for c in value), value
+    assert all(c.isalnum() or c in ":_|.#=^ ,@" for c in value), value
     return f"'{value}'"
 
 

@@ -402,12 +402,33 @@ class Model:
                 return hold_id, True
         return keys.derived_hold_id(base, record_key, epoch), False
 
-    def _path_id(self, base: str, node_list: str) -> str:
-        """The short id a hold stores for its nodes, kept in the partition's `paths` hash; the
-        list itself if the id is taken by another list."""
-        path_id = keys.PATH_ID_MARK + hashlib.sha1(node_list.encode()).hexdigest()[:10]
-        known = self._hash(keys.paths(base)).setdefault(path_id, node_list)
-        return path_id if known == node_list else node_list
+    def _path_id(self, base: str, node_list: str, version: str) -> str | None:
+        """path_id of limits/lua/_lib.lua: the short id a hold stores for its nodes and the
+        catalog version that approved it, kept in the partition's `paths` hash (the id -> the
+        list, the id and PATH_VERSION_MARK -> the version); None if the id is taken by another
+        list or version. Layout 2's: of the list alone, no version, the list if taken."""
+        paths = self._hash(keys.paths(base))
+        if self.layout == LAYOUT_PREVIOUS:
+            path_id = keys.PATH_ID_MARK + hashlib.sha1(node_list.encode()).hexdigest()[:10]
+            return path_id if paths.setdefault(path_id, node_list) == node_list else node_list
+        path_id = keys.PATH_ID_MARK + hashlib.sha1(
+            f"{node_list}|{version}".encode()).hexdigest()[:10]
+        if path_id not in paths:
+            paths[path_id] = node_list
+            paths[path_id + keys.PATH_VERSION_MARK] = version
+            return path_id
+        if (paths[path_id], paths.get(path_id + keys.PATH_VERSION_MARK)) == (node_list, version):
+            return path_id
+        return None
+
+    def _hold_version(self, base: str, hold: Mapping[str, str]) -> str:
+        """hold_version of limits/lua/_lib.lua: the catalog version that approved a hold (its
+        own field, else its path id's; '' for a hold of layout 2)."""
+        if _CATALOG_VERSION in hold:
+            return hold[_CATALOG_VERSION]
+        if not hold[_NODES].startswith(keys.PATH_ID_MARK):
+            return ""
+        return self._hash(keys.paths(base)).get(hold[_NODES] + keys.PATH_VERSION_MARK, "")
 
     def _hold_nodes(self, base: str, stored: str) -> str:
         """A hold's nodes, comma-joined, from its nodes field (a path id or the list)."""
@@ -593,7 +614,7 @@ class Model:
         levels = _Levels.read(customer, r.nodes, now)
         if prior is not None:
             return self._versioned(_reserve_retry(prior, hold_id, r.hold_ttl_ms, levels),
-                                   prior.get(_CATALOG_VERSION, ""))
+                                   self._hold_version(a.base, prior))
         decision, windows = self._reserve_checks(a, r, status, customer, levels, now)
         if decision.reason != R.NONE:
             return self._remember_decline(k.idempotency, a.fingerprint, r.catalog_version,
@@ -673,11 +694,14 @@ class Model:
                   expires: int, plan: str) -> dict[str, str]:
         """An approval's hold. The optional fields are written only when they apply: an open
         hold stays small."""
+        # The path id names the catalog version too (layout 2: the nodes alone); a hold whose
+        # id is taken keeps its nodes and its version itself.
+        path = self._path_id(a.base, node_list, r.catalog_version)
         hold = {_STATE: "open", _CUSTOMER: a.customer_id, _PRODUCT: r.product_id,
                 _AMOUNT: str(decision.approved), _CAPTURED: "0",
-                _NODES: self._path_id(a.base, node_list), _EXPIRES: str(expires), _SEQ: "1",
+                _NODES: path or node_list, _EXPIRES: str(expires), _SEQ: "1",
                 _MERCHANT: a.merchant_id, _CURRENCY: r.currency, _FINGERPRINT: a.fingerprint}
-        if self.layout != LAYOUT_PREVIOUS:
+        if path is None:
             hold[_CATALOG_VERSION] = r.catalog_version
         if decision.partial:
             hold[_PARTIAL_LEVEL] = decision.offer_level

@@ -25,7 +25,7 @@ local month_of_day = {}
 -- What a retry of an approval reads of its hold (reserve.lua); every approval's hold has the
 -- first.
 local prior_fields = {H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT, H_PARTIAL_LEVEL,
-  H_PLAN, H_CATALOG_VERSION}
+  H_PLAN, H_NODES, H_CATALOG_VERSION}
 
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
@@ -169,21 +169,31 @@ local function approval_hold(base, record_key, now, fields)
   return previous, true
 end
 
-local function path_hash(node_list)
-  -- "#" and 10 hex digits of SHA-1 of a node list: the id path_id tries first.
-  return PATH_ID_MARK .. string.sub(redis.sha1hex(node_list), 1, 10)
+local function path_hash(node_list, version)
+  -- "#" and 10 hex digits of SHA-1 of "<node list>|<catalog version>": the id path_id tries.
+  return PATH_ID_MARK .. string.sub(redis.sha1hex(node_list .. '|' .. version), 1, 10)
 end
 
-local function path_id(base, node_list, id)
-  -- The short id a hold stores for its nodes: `id` (path_hash of the list), kept in the
-  -- partition's `paths` hash. If the id is taken by another list, the list itself.
-  local known = redis.call('HGET', base .. K_PATHS, id)
-  if not known then
-    redis.call('HSET', base .. K_PATHS, id, node_list)
+local function path_id(base, node_list, id, version)
+  -- The short id a hold stores for its nodes and the catalog version that approved it: `id`
+  -- (path_hash of both), kept in the partition's `paths` hash as id -> the node list (what
+  -- layout 2 reads too) and id .. PATH_VERSION_MARK -> the version, so a hold pays no byte
+  -- for its version. If the id is taken by another list or version: nil (the hold keeps both).
+  local known = redis.call('HMGET', base .. K_PATHS, id, id .. PATH_VERSION_MARK)
+  if not known[1] then
+    redis.call('HSET', base .. K_PATHS, id, node_list, id .. PATH_VERSION_MARK, version)
     return id
   end
-  if known == node_list then return id end
-  return node_list
+  if known[1] == node_list and known[2] == version then return id end
+  return nil
+end
+
+local function hold_version(base, stored_nodes, stored_version)
+  -- The catalog version that approved a hold: its own field if it has one, else its path
+  -- id's in the `paths` hash; '' for a hold layout 2 made (no version anywhere).
+  if stored_version then return stored_version end
+  if string.sub(stored_nodes, 1, 1) ~= PATH_ID_MARK then return '' end
+  return redis.call('HGET', base .. K_PATHS, stored_nodes .. PATH_VERSION_MARK) or ''
 end
 
 local function product_rules(text)
@@ -215,7 +225,7 @@ local function product_rules(text)
   end
   r.has_velocity = r.day_amount_max + r.day_count_max + r.month_amount_max
     + r.month_count_max > 0
-  r.path_hash = path_hash(r.node_list)
+  r.path_hash = path_hash(r.node_list, r.catalog_version)
   -- The texts a hold keeps of the rules (reserve.lua's optional hold fields).
   r.tolerance_text, r.amount_max_text = fmt(r.tolerance_bps), fmt(r.amount_max)
   r.velocity_max_text = fmt(r.day_amount_max) .. ':' .. fmt(r.month_amount_max)

@@ -63,8 +63,8 @@ local replay = decline_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
 -- fingerprint, so an open hold costs one key.
--- A retry reads its fingerprint, expiry, amounts, partial level, plan and catalog version
--- (prior_fields; a hold of layout 2 has no version).
+-- A retry reads its fingerprint, expiry, amounts, partial level, plan, nodes and catalog
+-- version (prior_fields; the version is its path id's, hold_version).
 local hold_id, retried, prior = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now, prior_fields)
 local hold_key = base .. K_HOLD .. hold_id
 if retried then
@@ -109,7 +109,7 @@ if retried then
   local expires = tonumber(prior[2])
   return authorization_reply(0, '', hold_id, available, expires - rules.ttl_ms, expires,
     approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels)) .. '|'
-    .. (prior[7] or '')
+    .. hold_version(base, prior[7], prior[8])
 end
 
 local function decline(reason, level, offer, offer_level)
@@ -181,12 +181,17 @@ if rules.has_velocity then
     month_window, month_amount + approved, month_count + 1)
 end
 redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(customer))
--- The optional fields are written only when they apply: an open hold stays small.
+-- The optional fields are written only when they apply: an open hold stays small. The path id
+-- names the catalog version too; a hold whose id is taken keeps its nodes and version itself.
+local path = path_id(base, node_list, rules.path_hash, rules.catalog_version)
 local hold = {H_STATE, 'open', H_CUSTOMER, customer_id, H_PRODUCT, product_id,
-  H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path_id(base, node_list, rules.path_hash),
+  H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path or node_list,
   H_EXPIRES, expires, H_SEQ, '1', H_MERCHANT, ARGV[ARG_MERCHANT_ID],
-  H_CURRENCY, rules.currency, H_FINGERPRINT, fingerprint,
-  H_CATALOG_VERSION, rules.catalog_version}
+  H_CURRENCY, rules.currency, H_FINGERPRINT, fingerprint}
+if not path then
+  hold[#hold + 1] = H_CATALOG_VERSION
+  hold[#hold + 1] = rules.catalog_version
+end
 if partial == 1 then
   hold[#hold + 1] = H_PARTIAL_LEVEL
   hold[#hold + 1] = offer_level

@@ -132,7 +132,7 @@ async def test_workers_starting_together_migrate_once(store, tmp_path):
                 await drop_schema(schema)
         outcomes = sorted(repr(result) if isinstance(result, list)
                           else f"{type(result).__name__}: {result}" for result in results)
-        assert outcomes == ["[1, 2, 3]", "[]", "[]", "[]"], attempt
+        assert outcomes == ["[1, 2, 3, 4]", "[]", "[]", "[]"], attempt
 
 
 def authorized(index: int) -> dict[str, str]:

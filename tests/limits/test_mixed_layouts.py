@@ -204,10 +204,12 @@ async def test_an_approval_retried_on_the_other_layout_finds_its_hold(both):
     # Layout 2 finds this layout's hold too, and answers as it always did.
     retried = await both.authorize(LAYOUT_PREVIOUS, "k-new", 2_000)
     assert retried.split("|")[:12] == new[:12] and len(retried.split("|")) == len(new) - 1
-    hold = await both.redis.hgetall(keys.hold(BASE, new[3]))
-    assert hold[keys.HOLD_FIELDS["CATALOG_VERSION"].encode()] == VERSIONS[0].encode()
-    assert keys.HOLD_FIELDS["CATALOG_VERSION"].encode() not in await both.redis.hgetall(
-        keys.hold(BASE, old[3]))
+    # This layout's hold names its version by its path id; layout 2's path id names none.
+    paths = await both.redis.hgetall(keys.paths(BASE))
+    for hold_id, version in ((new[3], VERSIONS[0]), (old[3], None)):
+        nodes = await both.redis.hget(keys.hold(BASE, hold_id), keys.HOLD_FIELDS["NODES"])
+        assert paths.get(nodes + keys.PATH_VERSION_MARK.encode()) == (
+            version.encode() if version else None)
 
 
 async def test_a_decline_retried_on_the_other_layout_answers_the_same(both):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from creditgate.limits import contracts, keys
+from creditgate.limits import keys
 from creditgate.limits.constants import RAISE_DURATION_S_MAX
 from creditgate.limits.model import ModelRunner
 from creditgate.limits.reasons import DeclineReason, ScriptError
@@ -243,11 +243,10 @@ async def test_hold_keeps_only_the_fields_that_apply(driver, product_id, amount,
     hold = await _hold(driver, result.hold_id)
     optional = {field: hold[field] for field in ("tb", "ix", "vx", "im") if field in hold}
     assert optional == expected
-    # fp: the request's fingerprint (the hold is the approval's idempotency record); cv: the
-    # catalog version that approved it.
+    # fp: the request's fingerprint (the hold is the approval's idempotency record); the
+    # catalog version that approved it is its path id's (tests/limits/test_hold_layout.py).
     assert set(hold) - set(optional) == {"st", "c", "p", "a", "cp", "n", "x", "sq", "m", "cur",
-                                         "fp", "cv"}
-    assert hold["cv"] == contracts.CATALOG_VERSION_NONE  # RULES: compiled without a catalog
+                                         "fp"}
     assert hold["n"].startswith("#")  # a path id, resolved by the partition's paths hash
 
 
