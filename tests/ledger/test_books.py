@@ -83,9 +83,10 @@ def test_customer_put_books_no_lines_and_updates_the_customer():
            b"at_ms": str(AT).encode()}
     booking = books.book(ENTRY, raw, POSTED)
     assert booking.lines == ()
-    # An event written before callers existed names none.
+    # An event written before callers existed names none; only an authorization has a
+    # catalog version.
     assert booking.event == ("c:c1:4", ENTRY, "customer_put", "c1", "", "", "", "", "", 0, 0,
-                             0, AT, POSTED, "")
+                             0, AT, POSTED, "", "")
     assert booking.customer == ("c:c1:4", "c1", "active", "America/New_York", AT)
 
 
