@@ -406,7 +406,7 @@ class Model:
         """path_id of limits/lua/_lib.lua: the short id a hold stores for its nodes and the
         catalog version that approved it, kept in the partition's `paths` hash (the id -> the
         list, the id and PATH_VERSION_MARK -> the version); None if the id is taken by another
-        list or version. Layout 2's: of the list alone, no version, the list if taken."""
+        list. Layout 2's: of the list alone, no version, the list if taken."""
         paths = self._hash(keys.paths(base))
         if self.layout == LAYOUT_PREVIOUS:
             path_id = keys.PATH_ID_MARK + hashlib.sha1(node_list.encode()).hexdigest()[:10]
@@ -417,9 +417,7 @@ class Model:
             paths[path_id] = node_list
             paths[path_id + keys.PATH_VERSION_MARK] = version
             return path_id
-        if (paths[path_id], paths.get(path_id + keys.PATH_VERSION_MARK)) == (node_list, version):
-            return path_id
-        return None
+        return path_id if paths[path_id] == node_list else None
 
     def _hold_version(self, base: str, hold: Mapping[str, str]) -> str:
         """hold_version of limits/lua/_lib.lua: the catalog version that approved a hold (its

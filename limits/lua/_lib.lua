@@ -178,20 +178,24 @@ local function path_id(base, node_list, id, version)
   -- The short id a hold stores for its nodes and the catalog version that approved it: `id`
   -- (path_hash of both), kept in the partition's `paths` hash as id -> the node list (what
   -- layout 2 reads too) and id .. PATH_VERSION_MARK -> the version, so a hold pays no byte
-  -- for its version. If the id is taken by another list or version: nil (the hold keeps both).
-  local known = redis.call('HMGET', base .. K_PATHS, id, id .. PATH_VERSION_MARK)
-  if not known[1] then
+  -- for its version. If the id is taken by another list: nil (the hold keeps both). An id
+  -- that holds the list names the version as surely as it names the list (both would need
+  -- SHA-1's first 40 bits to collide), so the version is not read back.
+  local known = redis.call('HGET', base .. K_PATHS, id)
+  if not known then
     redis.call('HSET', base .. K_PATHS, id, node_list, id .. PATH_VERSION_MARK, version)
     return id
   end
-  if known[1] == node_list and known[2] == version then return id end
+  if known == node_list then return id end
   return nil
 end
 
-local function hold_version(base, stored_nodes, stored_version)
-  -- The catalog version that approved a hold: its own field if it has one, else its path
-  -- id's in the `paths` hash; '' for a hold layout 2 made (no version anywhere).
+local function hold_version(base, rules, stored_nodes, stored_version)
+  -- The catalog version that approved a hold: its own field if it has one; the version of
+  -- `rules` if its path id is theirs (a retry on the catalog that approved it reads nothing);
+  -- else its path id's in the `paths` hash; '' for a hold of layout 2 (none anywhere).
   if stored_version then return stored_version end
+  if stored_nodes == rules.path_hash then return rules.catalog_version end
   if string.sub(stored_nodes, 1, 1) ~= PATH_ID_MARK then return '' end
   return redis.call('HGET', base .. K_PATHS, stored_nodes .. PATH_VERSION_MARK) or ''
 end
@@ -408,13 +412,13 @@ local function installment_plan(principal, months, fee_bps)
 end
 
 local function authorization_reply(reason, level, hold_id, available, now, expires, approved,
-                                   partial, offer, offer_level, plan, levels)
+                                   partial, offer, offer_level, plan, levels, tail)
   -- reserve's and increment's reply (limits/client.decode_authorization):
   -- "OK|reason|level|hold id|available|now|expires|approved amount|partial 0/1|counter-offer
-  -- amount|counter-offer level|installment plan{|node|cap + raise|held|used}", formatted at
-  -- once (windows_text says why).
-  return string.format('OK|%d|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s%s', reason, level, hold_id,
-    available, now, expires, approved, partial, offer, offer_level, plan, levels)
+  -- amount|counter-offer level|installment plan{|node|cap + raise|held|used}", then `tail` if
+  -- given (reserve's "|<catalog version>"), formatted at once (windows_text says why).
+  return string.format('OK|%d|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s%s%s', reason, level, hold_id,
+    available, now, expires, approved, partial, offer, offer_level, plan, levels, tail or '')
 end
 
 local function hold_event_id(hold_id, expires, seq)

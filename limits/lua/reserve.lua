@@ -108,8 +108,8 @@ if retried then
   if prior[5] then partial = 1 end
   local expires = tonumber(prior[2])
   return authorization_reply(0, '', hold_id, available, expires - rules.ttl_ms, expires,
-    approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels)) .. '|'
-    .. hold_version(base, prior[7], prior[8])
+    approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels),
+    '|' .. hold_version(base, rules, prior[7], prior[8]))
 end
 
 local function decline(reason, level, offer, offer_level)
