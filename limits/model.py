@@ -421,7 +421,9 @@ class Model:
 
     def _hold_version(self, base: str, hold: Mapping[str, str]) -> str:
         """hold_version of limits/lua/_lib.lua: the catalog version that approved a hold (its
-        own field, else its path id's; '' for a hold of layout 2)."""
+        own field, else its path id's; '' for a hold of layout 2). The script skips the read
+        when the hold's path id is the rules' own, which names the same version (barring a
+        collision of SHA-1's first 40 bits)."""
         if _CATALOG_VERSION in hold:
             return hold[_CATALOG_VERSION]
         if not hold[_NODES].startswith(keys.PATH_ID_MARK):
