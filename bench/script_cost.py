@@ -56,7 +56,7 @@ CALLGRIND_CALLS_DEFAULT = 400
 SEGMENTS = (
     ("TIME and the deadline", "local now, late = call_time"),
     ("arguments (the product's rules kept, 4 small ones)", "local base, customer_id, fingerprint"),
-    ("idempotency record (GET)", "local replay = idempotent_replay"),
+    ("idempotency record (GET)", "local replay = decline_replay"),
     ("approval's hold id (SHA-1, EXISTS)", "-- A retry reads its fingerprint"),
     ("release of expired holds (ZSCORE of the due set)", "local hold_key = base"),
     ("read of the customer (HMGET)", "-- One read of the customer hash"),

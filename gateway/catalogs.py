@@ -35,7 +35,7 @@ class LiveCatalog:
     def __init__(self, catalog_: catalog.Catalog):
         self.version = catalog_.version
         self.products = catalog_.products
-        self.rules = hotpath.compile_products(catalog_.products)
+        self.rules = hotpath.compile_products(catalog_.products, catalog_.version)
         self.repayment_order = plans.repayment_order(catalog_.products)
 
 

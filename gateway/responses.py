@@ -75,6 +75,7 @@ def authorization_response(result, product: catalog.Product | None = None,
     response.approved_amount_minor = result.approved_amount_minor
     response.counter_offer_minor = result.counter_offer_minor
     response.counter_offer_level = result.counter_offer_level
+    response.catalog_version = result.catalog_version
     if result.plan is not None:
         installment_plan(result.plan, response.installment_plan)
     if result.counter_offer_minor > 0 and product is not None:

@@ -92,17 +92,19 @@ cdef class ProductRules:
     cdef public dict nodes_by_channel, rules_by_channel, bounds_by_channel
     cdef public bint partial_approval, merchant_lists, merchant_allow_listed
     cdef object _product
+    cdef str _catalog_version
 
-    def __init__(self, product):
+    def __init__(self, product, catalog_version=_plan_py.contracts.CATALOG_VERSION_NONE):
         self._product = product
-        self._copy(_plan_py.ProductRules(product))
+        self._catalog_version = catalog_version
+        self._copy(_plan_py.ProductRules(product, catalog_version))
 
     cdef _copy(self, rules):
         for name, value in vars(rules).items():
             setattr(self, name, value)
 
     def __reduce__(self):
-        return ProductRules, (self._product,)
+        return ProductRules, (self._product, self._catalog_version)
 
 
 cdef ProductRules _rules(rules):
@@ -115,8 +117,9 @@ cdef ProductRules _rules(rules):
     return made
 
 
-def compile_products(products):
-    return {product_id: ProductRules(product) for product_id, product in products.items()}
+def compile_products(products, catalog_version=_plan_py.contracts.CATALOG_VERSION_NONE):
+    return {product_id: ProductRules(product, catalog_version)
+            for product_id, product in products.items()}
 
 
 cdef int _check_id(str field, value) except -1:

@@ -38,7 +38,8 @@ class InvalidArgument(ValueError):
 class ProductRules:
     """One catalog product, prepared once at start-up for the per-request checks."""
 
-    def __init__(self, product: Product):
+    def __init__(self, product: Product,
+                 catalog_version: str = contracts.CATALOG_VERSION_NONE):
         self.product_id = product.id
         self.currency = product.currency
         self.amount_min_minor = product.amount_min_minor
@@ -67,13 +68,15 @@ class ProductRules:
         self.installment_terms = _terms_text(product.id, self.installment_months)
         # The reserve script's `rules` on each channel (limits/contracts.PRODUCT_RULES).
         self.rules_by_channel = {
-            channel: product_rules_text(product, channel, nodes)
+            channel: product_rules_text(product, channel, nodes, catalog_version)
             for channel, nodes in self.nodes_by_channel.items()
         }
 
 
-def product_rules_text(product: Product, channel: str, nodes) -> str:
-    """A product's rules on one channel as the reserve script takes them in one argument."""
+def product_rules_text(product: Product, channel: str, nodes,
+                       catalog_version: str = contracts.CATALOG_VERSION_NONE) -> str:
+    """A product's rules on one channel as the reserve script takes them in one argument; the
+    catalog's version (limits/catalog.VERSION: no separator of the text) goes with them."""
     velocity = product.velocity
     amount_min, amount_max = channel_amounts(product, channel)
     effective_from, effective_until = effective_ms(product)
@@ -91,7 +94,7 @@ def product_rules_text(product: Product, channel: str, nodes) -> str:
         effective_from_ms=effective_from, effective_until_ms=effective_until,
         allowed_hours=hours_text(product),
         first_purchase_max_minor=product.first_purchase_max_minor,
-        nodes=contracts.NODES_SEPARATOR.join(nodes)))
+        catalog_version=catalog_version, nodes=contracts.NODES_SEPARATOR.join(nodes)))
 
 
 def channel_amounts(product: Product, channel: str) -> tuple[int, int]:
@@ -113,8 +116,13 @@ def _terms_text(product_id: str, months: tuple[int, ...]) -> str:
     return f"product {product_id!r} offers {listed} months"
 
 
-def compile_products(products: dict[str, Product]) -> dict[str, ProductRules]:
-    return {product_id: ProductRules(product) for product_id, product in products.items()}
+def compile_products(products: dict[str, Product],
+                     catalog_version: str = contracts.CATALOG_VERSION_NONE
+                     ) -> dict[str, ProductRules]:
+    """The rules of every product of one catalog (its version: every hold they approve and
+    every decline records it; CATALOG_VERSION_NONE for products without a catalog)."""
+    return {product_id: ProductRules(product, catalog_version)
+            for product_id, product in products.items()}
 
 
 def check_id(field: str, value: str) -> None:

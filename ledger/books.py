@@ -30,7 +30,9 @@ Accounts (a name per account; `<id>` is a customer's or merchant's id):
 Every entry balances (debits = credits), and carries its event id and hold id. Each event row
 also keeps the change of `held` and of `used` at every node of its `nodes` (a hold's path, or
 a repayment's), which reconcile compares with Redis; a path's `used` changes are its balance,
-and the caller that made the change (the event's `caller`; '' for events that name none).
+and the caller that made the change (the event's `caller`; '' for events that name none). An
+`authorized` event's row keeps the catalog version that decided the hold (its
+`catalog_version`; '' if the event has none: the previous release's scripts, other events).
 An event that cannot be booked raises PoisonEvent with the reason; the worker dead-letters it.
 """
 
@@ -109,9 +111,10 @@ def book(stream_entry: str, fields: dict, posted_at_ms: int) -> Booking:
         raise PoisonEvent(f"unknown event type {kind[:32]!r}")
     # Who made the change; events written before callers existed name none.
     caller = _text(fields, "caller", required=False)
+    catalog_version = _text(fields, "catalog_version", required=False)
     if kind in ("customer_put", "limit_raised"):
         event = (event_id, stream_entry, kind, customer_id, "", "", "", "", "", 0, 0, 0, at_ms,
-                 posted_at_ms, caller)
+                 posted_at_ms, caller, catalog_version)
         customer = None
         if kind == "customer_put":
             customer = (event_id, customer_id, _text(fields, "status"),
@@ -134,7 +137,7 @@ def book(stream_entry: str, fields: dict, posted_at_ms: int) -> Booking:
     event = (event_id, stream_entry, kind, customer_id, hold_id,
              _text(fields, "product_id", required=of_hold), merchant_id,
              _text(fields, "currency", required=of_hold), nodes, amount, held, used, at_ms,
-             posted_at_ms, caller)
+             posted_at_ms, caller, catalog_version)
     return Booking(event, tuple(lines), None)
 
 

@@ -23,7 +23,7 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 
 EVENT_COLUMNS = ("event_id", "stream_entry", "type", "customer_id", "hold_id", "product_id",
                  "merchant_id", "currency", "nodes", "amount_minor", "held_delta_minor",
-                 "used_delta_minor", "at_ms", "posted_at_ms", "caller")
+                 "used_delta_minor", "at_ms", "posted_at_ms", "caller", "catalog_version")
 INSERT_EVENT = (f"INSERT INTO ledger_events ({', '.join(EVENT_COLUMNS)}) VALUES ("
                 + ", ".join(f"${i}" for i in range(1, len(EVENT_COLUMNS) + 1))
                 + ") ON CONFLICT (event_id) DO NOTHING RETURNING event_id")

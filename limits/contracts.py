@@ -159,30 +159,36 @@ ERROR = Layout("code", "detail", "at_ms")
 
 # The answer to an authorization (reserve, and increment before its own last field).
 LEVEL = ("node", "cap_minor", "held_minor", "used_minor")
-AUTHORIZATION = Layout(
+AUTHORIZATION_FIELDS = (
     "reason", "level", "hold_id", "available_minor", "decided_at_ms", "hold_expires_at_ms",
-    "approved_amount_minor", "partial", "counter_offer_minor", "counter_offer_level", "plan",
-    rest=LEVEL)
+    "approved_amount_minor", "partial", "counter_offer_minor", "counter_offer_level", "plan")
+# reserve's reply ends with the catalog version that decided it: an approval's retry answers
+# its hold's, a remembered decline's retry the one stored beside it ('' for what layout 2
+# decided). Increment's reply has none (its own tail is what the hold still holds).
+AUTHORIZATION = Layout(*AUTHORIZATION_FIELDS, rest=LEVEL, tail=("catalog_version",))
 
 # A product's rules for one channel, as reserve takes them in one argument (its `rules`): the
 # fields joined by RULES_SEPARATOR, the nodes (root first) joined by NODES_SEPARATOR. They are
 # the same for every call of a product on a channel: the hot path builds each text once per
 # catalog, and the script parses and checks a text once and keeps what it read (product_rules,
-# limits/lua/_lib.lua), so a call pays neither for 18 arguments nor for their conversions.
+# limits/lua/_lib.lua), so a call pays neither for 19 arguments nor for their conversions.
 # effective_from_ms and effective_until_ms: the product answers when from <= now < until (0: an
 # open end); allowed_hours: "<start>:<end>" minutes of the customer's day, end exclusive and
 # above 1440 for a range that crosses midnight, joined by ';' ("0": any time);
 # first_purchase_max_minor: the most a customer's first approval of the product may be (0: no
 # limit). The amount bounds are the channel's (catalog channel_bounds) where it has its own.
+# `catalog_version` is the version of the catalog the text was built from (CATALOG_VERSION_NONE
+# for rules compiled from products alone: tests, benches): an approval's hold and event keep it.
 PRODUCT_RULES = Layout(
     "product_id", "channel", "currency", "hold_ttl_ms",
     "day_amount_max_minor", "day_count_max", "month_amount_max_minor", "month_count_max",
     "amount_min_minor", "amount_max_minor", "capture_tolerance_bps", "incremental",
     "installment_fee_bps", "effective_from_ms", "effective_until_ms", "allowed_hours",
-    "first_purchase_max_minor", "nodes")
+    "first_purchase_max_minor", "catalog_version", "nodes")
 RULES_SEPARATOR = "|"
 NODES_SEPARATOR = ","
 HOURS_SEPARATOR = ";"
+CATALOG_VERSION_NONE = "-"  # never a catalog's (limits/catalog.VERSION starts alphanumeric)
 
 RESERVE = Script(
     "reserve",
@@ -196,7 +202,7 @@ INCREMENT = Script(
     "increment",
     keys=Layout("hold", "idempotency", "due", "outbox"),
     args=Layout("base", "hold_id", "fingerprint", "amount_minor"),
-    reply=Layout(*AUTHORIZATION.names, rest=LEVEL, tail=("hold_held_minor",)))
+    reply=Layout(*AUTHORIZATION_FIELDS, rest=LEVEL, tail=("hold_held_minor",)))
 
 CAPTURE = Script(
     "capture",

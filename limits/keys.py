@@ -21,7 +21,9 @@ literals.
     cg:{p:NNN}:tz                           hash: IANA zone -> its UTC-offset schedule, shared by
                                             the partition's customers in that zone
     cg:{p:NNN}:paths                        hash: path id "#<10 hex>" -> limit nodes, comma-joined
-                                            (a hold stores the short id, not the list)
+                                            (a hold stores the short id, not the list), and
+                                            "#<10 hex>@" -> the catalog version that approved
+                                            the holds of that id
 
 An approved authorization's hold id is derived from its idempotency record's key
 (`derived_hold_id`): a retry finds the hold it made, so the hold itself keeps the request's
@@ -42,8 +44,10 @@ from creditgate.limits.constants import HOLD_TOKEN_LENGTH, IDEMPOTENCY_TTL_S, PA
 PREFIX = "cg"
 # The version of the scripts' contract with Redis: their KEYS, ARGV and replies and the data
 # they keep. The scripts are one Redis Functions library named by it (LIBRARY), each function
-# `<script>_v<version>`, so the libraries of two versions can sit side by side in one Redis.
-LAYOUT_VERSION = 2
+# `<script>_v<version>`, so the libraries of two adjacent versions sit side by side in one
+# Redis during a rolling upgrade (docs/design.md "Upgrades"). Layout 3 adds the catalog version
+# to a hold, its `authorized` event and reserve's reply; layout 2's scripts read its data.
+LAYOUT_VERSION = 3
 LIBRARY = f"creditgate_v{LAYOUT_VERSION}"
 
 # Key kinds, after the partition base.
@@ -62,6 +66,9 @@ KEY_DUE = "due"
 KEY_TIMEZONES = "tz"
 KEY_PATHS = "paths"
 PATH_ID_MARK = "#"  # a hold's `n` starting with it is a path id, otherwise the node list
+# paths[<path id> + PATH_VERSION_MARK]: the catalog version of the holds with that path id (an
+# id of layout 3 derives from the node list and the version; layout 2's have none).
+PATH_VERSION_MARK = "@"
 KEY_OUTBOX = "outbox"
 KEY_DEAD_LETTER = "outbox:dead"  # events the ledger could not book, with the reason
 # Separates the scope from the idempotency key; ids may not contain it.
@@ -77,7 +84,10 @@ MERCHANT_SCOPE_NONE = MERCHANT_EXACT
 
 # Fields of the customer hash (layout LAYOUT_VERSION; docs/design.md "Redis layout").
 FIELD_STATUS = "s"
-FIELD_LAYOUT = "lv"  # LAYOUT_VERSION: which layout wrote the customer (tools and upgrades read it)
+FIELD_LAYOUT = "lv"  # CUSTOMER_LAYOUT: the customer hash's layout (tools and upgrades read it)
+# The layout of the customer hash: 1 a field per number, 2 a field per level and per product's
+# windows (since script layout 2). The scripts of layouts 2 and 3 both write and read 2.
+CUSTOMER_LAYOUT = 2
 FIELD_TIMEZONE = "tz"
 # Not stored with the customer (a zone with daylight-saving changes has a ~1.5 KB schedule):
 # the partition's `tz` hash keeps one copy per zone; credit.lua's reply adds it under this name.
@@ -185,6 +195,9 @@ HOLD_FIELDS: dict[str, str] = {
     "ORIGINAL_HOLD": "oh",  # on a ForceCapture hold: the hold it posts, if any
     "FORCE_CAPTURE": "fc",  # "1" on a hold made by ForceCapture
     "CREATED_AT": "t",  # ms, on a hold made by ForceCapture
+    # The catalog version that approved it, if its path id cannot say (limits/lua/_lib.lua
+    # path_id: the id was taken); else the path id's in the paths hash.
+    "CATALOG_VERSION": "cv",
 }
 assert len(set(HOLD_FIELDS.values())) == len(HOLD_FIELDS)
 
@@ -203,6 +216,7 @@ LUA_CONSTANTS: dict[str, str] = {
     "K_TIMEZONES": KEY_TIMEZONES,
     "K_PATHS": KEY_PATHS,
     "PATH_ID_MARK": PATH_ID_MARK,
+    "PATH_VERSION_MARK": PATH_VERSION_MARK,
     "F_STATUS": FIELD_STATUS,
     "F_LAYOUT": FIELD_LAYOUT,
     "F_TIMEZONE": FIELD_TIMEZONE,

@@ -49,7 +49,7 @@ def lua_constant_values() -> dict[str, str]:
     values.update((f"RULE_{name.upper()}", str(index + 1))
                   for index, name in enumerate(contracts.PRODUCT_RULES.names))
     values["RULE_FIELDS"] = str(len(contracts.PRODUCT_RULES))
-    values["LAYOUT_VERSION"] = _lua_string(str(keys.LAYOUT_VERSION))
+    values["CUSTOMER_LAYOUT"] = _lua_string(str(keys.CUSTOMER_LAYOUT))
     values["RULES_SEPARATOR"] = _lua_string(contracts.RULES_SEPARATOR)
     values["NODES_SEPARATOR"] = _lua_string(contracts.NODES_SEPARATOR)
     values["HOURS_SEPARATOR"] = _lua_string(contracts.HOURS_SEPARATOR)
@@ -57,7 +57,7 @@ def lua_constant_values() -> dict[str, str]:
 
 
 def _lua_string(value: str) -> str:
-    assert all(c.isalnum() or c in ":_|.#=^ ,;" for c in value), value
+    assert all(c.isalnum() or c in ":_|.#=^ ,;@" for c in value), value
     return f"'{value}'"
 
 

@@ -59,6 +59,19 @@ _FORCE_CAPTURED_AS = keys.HOLD_FIELDS["FORCE_CAPTURED_AS"]
 _ORIGINAL_HOLD = keys.HOLD_FIELDS["ORIGINAL_HOLD"]
 _FORCE_CAPTURE = keys.HOLD_FIELDS["FORCE_CAPTURE"]
 _CREATED_AT = keys.HOLD_FIELDS["CREATED_AT"]
+_CATALOG_VERSION = keys.HOLD_FIELDS["CATALOG_VERSION"]
+
+# The previous layout (2), which the model also runs (Model.call's `layout`) for the tests of
+# a rolling upgrade, where both layouts' scripts share the data: its scripts differ from this
+# layout's in reserve alone, whose product rules had no catalog version, whose reply ended with
+# the levels, and which recorded no version (hold, event, decline record).
+LAYOUT_PREVIOUS = 2
+RULES_LAYOUT_2 = Layout(
+    "product_id", "channel", "currency", "hold_ttl_ms",
+    "day_amount_max_minor", "day_count_max", "month_amount_max_minor", "month_count_max",
+    "amount_min_minor", "amount_max_minor", "capture_tolerance_bps", "incremental",
+    "installment_fee_bps", "nodes")
+AUTHORIZATION_LAYOUT_2 = Layout(*contracts.AUTHORIZATION_FIELDS, rest=contracts.LEVEL)
 
 # The statuses that decline every authorization (active declines nothing).
 _STATUS_DECLINES = {"frozen": R.CUSTOMER_FROZEN, "closed": R.CUSTOMER_CLOSED,
@@ -122,14 +135,15 @@ def authorization_reply(reason: int, level: str, hold_id: str, available: int, n
                         expires: int, approved: int, partial: bool, offer: int,
                         offer_level: str, plan: str, levels: Sequence[Sequence[object]],
                         held: int | None = None) -> str:
-    """authorization_reply of limits/lua/_lib.lua: reserve's reply (contracts.AUTHORIZATION),
-    one group per level; with `held` (what the hold still holds), increment's."""
+    """authorization_reply of limits/lua/_lib.lua: reserve's reply without its catalog version
+    (AUTHORIZATION_LAYOUT_2; reserve adds the version), one group per level; with `held` (what
+    the hold still holds), increment's."""
     fields = dict(reason=int(reason), level=level, hold_id=hold_id, available_minor=available,
                   decided_at_ms=now, hold_expires_at_ms=expires, approved_amount_minor=approved,
                   partial=int(partial), counter_offer_minor=offer,
                   counter_offer_level=offer_level, plan=plan)
     if held is None:
-        return _ok(contracts.AUTHORIZATION, levels, **fields)
+        return _ok(AUTHORIZATION_LAYOUT_2, levels, **fields)
     return _ok(contracts.INCREMENT.reply, levels, hold_held_minor=held, **fields)
 
 
@@ -161,6 +175,7 @@ class _Purchase:
     effective_until_ms: int
     allowed_hours: tuple[tuple[int, int], ...]
     first_purchase_max_minor: int
+    catalog_version: str
 
     def effective_at(self, now: int) -> bool:
         """Whether the product answers at a time: from <= now < until (0: an open end)."""
@@ -179,26 +194,30 @@ def _texts(text: str, separator: str) -> list[str]:
     return [part for part in text.split(separator) if part]
 
 
-def _purchase(a: Fields) -> _Purchase | None:
+def _purchase(a: Fields, layout: int = keys.LAYOUT_VERSION) -> _Purchase | None:
     """reserve's arguments: every number within its bounds, partial approval "0" or "1", no
     one-month installment plan, product rules of every field and at least one limit node;
     None if any fails."""
     numbers = {name: _int_arg(getattr(a, name), low, high)
                for name, (low, high) in _PURCHASE_BOUNDS.items()}
     parts = _texts(a.rules, contracts.RULES_SEPARATOR)
-    if len(parts) != len(contracts.PRODUCT_RULES):
+    rules_layout = contracts.PRODUCT_RULES if layout == keys.LAYOUT_VERSION else RULES_LAYOUT_2
+    if len(parts) != len(rules_layout):
         return None
-    rules = contracts.PRODUCT_RULES.bind(parts)
-    numbers.update((name, _int_arg(getattr(rules, name), low, high))
+    rules = rules_layout.bind(parts)
+    # Layout 2's rules have no elements (effective dates, hours, first purchase): "0", none.
+    numbers.update((name, _int_arg(getattr(rules, name, "0"), low, high))
                    for name, (low, high) in _RULE_BOUNDS.items())
     nodes = tuple(_texts(rules.nodes, contracts.NODES_SEPARATOR))
-    hours = _hour_ranges(rules.allowed_hours)
+    hours = _hour_ranges(getattr(rules, "allowed_hours", "0"))
     if None in numbers.values() or numbers["installment_months"] == 1 or not nodes \
             or a.partial_approval not in ("0", "1") or hours is None:
         return None
     return _Purchase(partial_approval=int(a.partial_approval), product_id=rules.product_id,
                      channel=rules.channel, currency=rules.currency, nodes=nodes,
-                     allowed_hours=hours, **numbers)  # type: ignore[arg-type]
+                     allowed_hours=hours,
+                     catalog_version=getattr(rules, "catalog_version", ""),
+                     **numbers)  # type: ignore[arg-type]
 
 
 def _hour_ranges(text: str) -> tuple[tuple[int, int], ...] | None:
@@ -320,6 +339,8 @@ class Model:
         self.state: dict[str, object] = {}
         # The call header's caller and merchant scope of the call running (ARGV in the Lua).
         self.caller, self.scope = "", ""
+        # The layout of the scripts the call runs (call's `layout`).
+        self.layout = keys.LAYOUT_VERSION
 
     # -- Redis primitives over the picture ------------------------------------------------
     def _hash(self, key: str) -> dict[str, str]:
@@ -408,7 +429,7 @@ class Model:
                 continue
             del customer[field]
         customer.update({keys.FIELD_STATUS: status,
-                         keys.FIELD_LAYOUT: str(keys.LAYOUT_VERSION)})
+                         keys.FIELD_LAYOUT: str(keys.CUSTOMER_LAYOUT)})
         customer.update((keys.FIELD_LEVEL + node, f"{cap}:{held}:{used}{raised}")
                         for node, (cap, held, used, raised) in levels.items())
         customer.update((keys.FIELD_VELOCITY + product, f"{day}:{month}")
@@ -424,12 +445,33 @@ class Model:
                 return hold_id, True
         return keys.derived_hold_id(base, record_key, epoch), False
 
-    def _path_id(self, base: str, node_list: str) -> str:
-        """The short id a hold stores for its nodes, kept in the partition's `paths` hash; the
-        list itself if the id is taken by another list."""
-        path_id = keys.PATH_ID_MARK + hashlib.sha1(node_list.encode()).hexdigest()[:10]
-        known = self._hash(keys.paths(base)).setdefault(path_id, node_list)
-        return path_id if known == node_list else node_list
+    def _path_id(self, base: str, node_list: str, version: str) -> str | None:
+        """path_id of limits/lua/_lib.lua: the short id a hold stores for its nodes and the
+        catalog version that approved it, kept in the partition's `paths` hash (the id -> the
+        list, the id and PATH_VERSION_MARK -> the version); None if the id is taken by another
+        list. Layout 2's: of the list alone, no version, the list if taken."""
+        paths = self._hash(keys.paths(base))
+        if self.layout == LAYOUT_PREVIOUS:
+            path_id = keys.PATH_ID_MARK + hashlib.sha1(node_list.encode()).hexdigest()[:10]
+            return path_id if paths.setdefault(path_id, node_list) == node_list else node_list
+        path_id = keys.PATH_ID_MARK + hashlib.sha1(
+            f"{node_list}|{version}".encode()).hexdigest()[:10]
+        if path_id not in paths:
+            paths[path_id] = node_list
+            paths[path_id + keys.PATH_VERSION_MARK] = version
+            return path_id
+        return path_id if paths[path_id] == node_list else None
+
+    def _hold_version(self, base: str, hold: Mapping[str, str]) -> str:
+        """hold_version of limits/lua/_lib.lua: the catalog version that approved a hold (its
+        own field, else its path id's; '' for a hold of layout 2). The script skips the read
+        when the hold's path id is the rules' own, which names the same version (barring a
+        collision of SHA-1's first 40 bits)."""
+        if _CATALOG_VERSION in hold:
+            return hold[_CATALOG_VERSION]
+        if not hold[_NODES].startswith(keys.PATH_ID_MARK):
+            return ""
+        return self._hash(keys.paths(base)).get(hold[_NODES] + keys.PATH_VERSION_MARK, "")
 
     def _hold_nodes(self, base: str, stored: str) -> str:
         """A hold's nodes, comma-joined, from its nodes field (a path id or the list)."""
@@ -546,12 +588,35 @@ class Model:
         self.state[record_key] = fingerprint + "\n" + reply
         return reply
 
+    def _remember_decline(self, record_key: str, fingerprint: str, version: str,
+                          reply: str) -> str:
+        """remember_decline of limits/lua/_lib.lua: an Authorize's decline record keeps the
+        catalog version on a line between the fingerprint and the reply (layout 2: no line,
+        no version in the reply)."""
+        if self.layout == LAYOUT_PREVIOUS:
+            return self._remember(record_key, fingerprint, reply)
+        self.state[record_key] = f"{fingerprint}\n{version}\n{reply}"
+        return f"{reply}|{version}"
+
+    def _decline_replay(self, record_key: str, fingerprint: str, now: int) -> str | None:
+        """decline_replay of limits/lua/_lib.lua: the stored decline and its catalog version
+        ('' if the record has none). Layout 2 replays all after the fingerprint's line."""
+        replay = self._replay(record_key, fingerprint, now)
+        if replay is None or replay.startswith("ERR|") or self.layout == LAYOUT_PREVIOUS:
+            return replay
+        version, newline, reply = replay.partition("\n")
+        return f"{reply}|{version}" if newline else f"{replay}|"
+
     # -- the scripts ------------------------------------------------------------------------
-    def call(self, name: str, keys_: Sequence[str], args: Sequence[str]):
+    def call(self, name: str, keys_: Sequence[str], args: Sequence[str],
+             layout: int = keys.LAYOUT_VERSION):
         """Runs script `name` as the client calls it. ARGV starts with the call header: the
         script runs at the model's clock plus the clock offset, a script that changes state
         refuses a call past its deadline (call_time of limits/lua/_lib.lua), and the method
-        gets KEYS, the rest of ARGV (its contract's `args`) and that time."""
+        gets KEYS, the rest of ARGV (its contract's `args`) and that time. `layout`: the
+        scripts of this layout, or of the previous one (LAYOUT_PREVIOUS)."""
+        assert layout in (keys.LAYOUT_VERSION, LAYOUT_PREVIOUS), layout
+        self.layout = layout
         script = contracts.SCRIPTS[name]
         assert script.clock, name
         offset, deadline, self.caller, self.scope, *script_args = args
@@ -565,10 +630,10 @@ class Model:
         """Authorizes one purchase: every limit level and velocity window must pass, then the
         amount is held at every level (docs/lifecycle.md)."""
         k, a = contracts.RESERVE.keys.bind(keys_), contracts.RESERVE.args.bind(args)
-        r = _purchase(a)
+        r = _purchase(a, self.layout)
         if r is None:
             return _err(E.BAD_ARGUMENT, "reserve", now)
-        replay = self._replay(k.idempotency, a.fingerprint, now)
+        replay = self._decline_replay(k.idempotency, a.fingerprint, now)
         if replay is not None:
             return replay
         # An approval keeps no record: its hold, whose id derives from the record's key, holds
@@ -586,14 +651,17 @@ class Model:
         customer: dict[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
         status = customer.get(keys.FIELD_STATUS)
         if status is None:
-            return self._remember(k.idempotency, a.fingerprint, authorization_reply(
-                R.CUSTOMER_UNKNOWN, "", "", 0, now, 0, 0, False, 0, "", "", []))
+            return self._remember_decline(k.idempotency, a.fingerprint, r.catalog_version,
+                                          authorization_reply(R.CUSTOMER_UNKNOWN, "", "", 0,
+                                                              now, 0, 0, False, 0, "", "", []))
         levels = _Levels.read(customer, r.nodes, now)
         if prior is not None:
-            return _reserve_retry(prior, hold_id, r.hold_ttl_ms, levels)
+            return self._versioned(_reserve_retry(prior, hold_id, r.hold_ttl_ms, levels),
+                                   self._hold_version(a.base, prior))
         decision, windows = self._reserve_checks(a, r, status, customer, levels, now)
         if decision.reason != R.NONE:
-            return self._remember(k.idempotency, a.fingerprint, authorization_reply(
+            return self._remember_decline(k.idempotency, a.fingerprint, r.catalog_version,
+                                          authorization_reply(
                 decision.reason, decision.level, "", levels.available, now, 0, 0, False,
                 decision.offer, decision.offer_level, "", levels.reply()))
         return self._reserve_write(k, a, r, hold_id, levels, windows, decision, now)
@@ -659,24 +727,36 @@ class Model:
         extra = {"requested_minor": str(r.amount_minor), "partial": "1"} if decision.partial else {}
         if plan:
             extra["installment_plan"] = plan
+        if self.layout != LAYOUT_PREVIOUS:
+            extra = {"catalog_version": r.catalog_version, **extra}
         self._xadd(k.outbox, type="authorized", event_id=hold_event_id(hold_id, hold, 1),
                    customer_id=a.customer_id, hold_id=hold_id, product_id=r.product_id,
                    merchant_id=a.merchant_id, mcc=a.mcc, channel=r.channel,
                    currency=r.currency, nodes=node_list, amount_minor=str(approved),
                    expires_at_ms=str(expires), at_ms=str(now), **extra)
         # A partial approval names its binding level in the counter-offer level (amount 0).
-        return authorization_reply(R.NONE, "", hold_id, levels.available - approved, now,
-                                   expires, approved, decision.partial, 0, decision.offer_level,
-                                   plan, levels.reply(held_extra=approved))
+        return self._versioned(authorization_reply(
+            R.NONE, "", hold_id, levels.available - approved, now, expires, approved,
+            decision.partial, 0, decision.offer_level, plan,
+            levels.reply(held_extra=approved)), r.catalog_version)
+
+    def _versioned(self, reply: str, version: str) -> str:
+        """reserve's reply ends with the catalog version (contracts.AUTHORIZATION's tail)."""
+        return reply if self.layout == LAYOUT_PREVIOUS else f"{reply}|{version}"
 
     def _new_hold(self, a: Fields, r: _Purchase, decision: _Decision, node_list: str,
                   expires: int, plan: str, first: bool) -> dict[str, str]:
         """An approval's hold. The optional fields are written only when they apply: an open
         hold stays small. A first purchase's hold grows up to the first-purchase maximum."""
+        # The path id names the catalog version too (layout 2: the nodes alone); a hold whose
+        # id is taken keeps its nodes and its version itself.
+        path = self._path_id(a.base, node_list, r.catalog_version)
         hold = {_STATE: "open", _CUSTOMER: a.customer_id, _PRODUCT: r.product_id,
                 _AMOUNT: str(decision.approved), _CAPTURED: "0",
-                _NODES: self._path_id(a.base, node_list), _EXPIRES: str(expires), _SEQ: "1",
+                _NODES: path or node_list, _EXPIRES: str(expires), _SEQ: "1",
                 _MERCHANT: a.merchant_id, _CURRENCY: r.currency, _FINGERPRINT: a.fingerprint}
+        if path is None:
+            hold[_CATALOG_VERSION] = r.catalog_version
         if decision.partial:
             hold[_PARTIAL_LEVEL] = decision.offer_level
         if r.capture_tolerance_bps:
@@ -1238,7 +1318,7 @@ class Model:
                 c[keys.FIELD_LEVEL + node] = keys.level_text(cap, 0, 0)
         seq = self._hincrby(k.customer, keys.FIELD_EVENT_SEQ, 1)
         c.update({keys.FIELD_STATUS: a.status, keys.FIELD_TIMEZONE: a.timezone,
-                  keys.FIELD_LAYOUT: str(keys.LAYOUT_VERSION)})
+                  keys.FIELD_LAYOUT: str(keys.CUSTOMER_LAYOUT)})
         self._hash(k.timezones)[a.timezone] = a.schedule
         self._xadd(k.outbox, type="customer_put", event_id=f"c:{a.customer_id}:{seq}",
                    customer_id=a.customer_id, status=a.status, timezone=a.timezone,

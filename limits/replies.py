@@ -46,6 +46,9 @@ class Authorization(msgspec.Struct, frozen=True):
     counter_offer_minor: int = 0
     counter_offer_level: str = ""
     plan: installments.Plan | None = None  # the installment plan of the approved amount
+    # The catalog version that decided it (reserve; '' for what layout 2's scripts decided,
+    # and for Increment, whose reply has none).
+    catalog_version: str = ""
 
     @property
     def approved(self) -> bool:
@@ -199,33 +202,36 @@ _AUTHORIZATION_NAMES = (
     "approved_amount_minor", "partial", "counter_offer_minor", "counter_offer_level", "plan")
 assert _A.names == _AUTHORIZATION_NAMES, "unpack them in _authorization as declared"
 assert contracts.INCREMENT.reply.names == _A.names and contracts.RESERVE.reply is _A
+assert _A.tail == ("catalog_version",)
 assert _A.rest == contracts.LEVEL == contracts.FORCE_CAPTURE.reply.rest
 
 
 def decode_authorization(reply: bytes | str) -> Authorization:
-    """reserve's reply (contracts.AUTHORIZATION)."""
-    return _authorization(_fields(reply))
+    """reserve's reply (contracts.AUTHORIZATION): the fields, the levels, the catalog version."""
+    f = _fields(reply)
+    return _authorization(f, len(f) - 1, f[-1])
 
 
-def _authorization(f: list[str]) -> Authorization:
+def _authorization(f: list[str], end: int, catalog_version: str = "") -> Authorization:
     # Every AuthorizeBatch item decodes one of these, so the fixed fields are unpacked in one
     # step, under their declared names (_AUTHORIZATION_NAMES, asserted against the contract),
-    # and each number is converted once.
+    # and each number is converted once. The levels run from the fixed fields to `end`.
     (reason, level, hold_id, available_minor, decided_at_ms, hold_expires_at_ms,
      approved_amount_minor, partial, counter_offer_minor, counter_offer_level,
      plan) = f[:_A_FIXED]
     approved = int(approved_amount_minor)
     return Authorization(
         _REASONS[reason], level, hold_id, int(available_minor), int(decided_at_ms),
-        int(hold_expires_at_ms), _levels(f, _A_FIXED), approved, partial == "1",
-        int(counter_offer_minor), counter_offer_level, installments.parse(plan, approved))
+        int(hold_expires_at_ms), _levels(f[:end], _A_FIXED), approved, partial == "1",
+        int(counter_offer_minor), counter_offer_level, installments.parse(plan, approved),
+        catalog_version)
 
 
 def decode_increment(reply: bytes | str) -> IncrementResult:
     """increment's reply: an authorization reply, then what the hold still holds."""
     f = _fields(reply)
     assert contracts.INCREMENT.reply.tail == ("hold_held_minor",)
-    return IncrementResult(_authorization(f[:-1]), int(f[-1]))
+    return IncrementResult(_authorization(f, len(f) - 1), int(f[-1]))
 
 
 def decode_raise(node: str, expires_at_ms: int, reply: bytes | str) -> RaiseResult:

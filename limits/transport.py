@@ -307,8 +307,9 @@ class ScriptRunner:
 
     async def load(self) -> None:
         """Load the library of this layout version (keys.LIBRARY), replacing one of the same
-        name: a library's name changes with its contract, so every release that loads it
-        sends the same calls."""
+        name only: a library's name changes with its contract, so every release that loads it
+        sends the same calls, and the previous release's library (another name) stays loaded
+        for its gateways during a rolling upgrade (docs/design.md, "Upgrades")."""
         name = await self.redis.function_load(library(), replace=True)
         assert name in (keys.LIBRARY, keys.LIBRARY.encode()), name
 

@@ -159,7 +159,7 @@ class AuthorizeRequest(_message.Message):
     def __init__(self, idempotency_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., product_id: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., merchant_id: _Optional[str] = ..., mcc: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., allow_partial: _Optional[bool] = ..., installment_months: _Optional[int] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ("approved", "decline_reason", "response_code", "decline_level", "hold_id", "available_minor", "levels", "hold_expires_at_ms", "decided_at_ms", "partial", "approved_amount_minor", "counter_offer_minor", "counter_offer_level", "counter_offer_plans", "installment_plan")
+    __slots__ = ("approved", "decline_reason", "response_code", "decline_level", "hold_id", "available_minor", "levels", "hold_expires_at_ms", "decided_at_ms", "partial", "approved_amount_minor", "counter_offer_minor", "counter_offer_level", "counter_offer_plans", "installment_plan", "catalog_version")
     APPROVED_FIELD_NUMBER: _ClassVar[int]
     DECLINE_REASON_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +175,7 @@ class AuthorizeResponse(_message.Message):
     COUNTER_OFFER_LEVEL_FIELD_NUMBER: _ClassVar[int]
     COUNTER_OFFER_PLANS_FIELD_NUMBER: _ClassVar[int]
     INSTALLMENT_PLAN_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
     approved: bool
     decline_reason: DeclineReason
     response_code: str
@@ -190,7 +191,8 @@ class AuthorizeResponse(_message.Message):
     counter_offer_level: str
     counter_offer_plans: _containers.RepeatedCompositeFieldContainer[InstallmentPlan]
     installment_plan: InstallmentPlan
-    def __init__(self, approved: _Optional[bool] = ..., decline_reason: _Optional[_Union[DeclineReason, str]] = ..., response_code: _Optional[str] = ..., decline_level: _Optional[str] = ..., hold_id: _Optional[str] = ..., available_minor: _Optional[int] = ..., levels: _Optional[_Iterable[_Union[LevelHeadroom, _Mapping]]] = ..., hold_expires_at_ms: _Optional[int] = ..., decided_at_ms: _Optional[int] = ..., partial: _Optional[bool] = ..., approved_amount_minor: _Optional[int] = ..., counter_offer_minor: _Optional[int] = ..., counter_offer_level: _Optional[str] = ..., counter_offer_plans: _Optional[_Iterable[_Union[InstallmentPlan, _Mapping]]] = ..., installment_plan: _Optional[_Union[InstallmentPlan, _Mapping]] = ...) -> None: ...
+    catalog_version: str
+    def __init__(self, approved: _Optional[bool] = ..., decline_reason: _Optional[_Union[DeclineReason, str]] = ..., response_code: _Optional[str] = ..., decline_level: _Optional[str] = ..., hold_id: _Optional[str] = ..., available_minor: _Optional[int] = ..., levels: _Optional[_Iterable[_Union[LevelHeadroom, _Mapping]]] = ..., hold_expires_at_ms: _Optional[int] = ..., decided_at_ms: _Optional[int] = ..., partial: _Optional[bool] = ..., approved_amount_minor: _Optional[int] = ..., counter_offer_minor: _Optional[int] = ..., counter_offer_level: _Optional[str] = ..., counter_offer_plans: _Optional[_Iterable[_Union[InstallmentPlan, _Mapping]]] = ..., installment_plan: _Optional[_Union[InstallmentPlan, _Mapping]] = ..., catalog_version: _Optional[str] = ...) -> None: ...
 
 class CaptureRequest(_message.Message):
     __slots__ = ("idempotency_key", "hold_id", "amount_minor", "final")

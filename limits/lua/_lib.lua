@@ -25,7 +25,7 @@ local month_of_day = {}
 -- What a retry of an approval reads of its hold (reserve.lua); every approval's hold has the
 -- first.
 local prior_fields = {H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT, H_PARTIAL_LEVEL,
-  H_PLAN}
+  H_PLAN, H_NODES, H_CATALOG_VERSION}
 
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
@@ -169,21 +169,35 @@ local function approval_hold(base, record_key, now, fields)
   return previous, true
 end
 
-local function path_hash(node_list)
-  -- "#" and 10 hex digits of SHA-1 of a node list: the id path_id tries first.
-  return PATH_ID_MARK .. string.sub(redis.sha1hex(node_list), 1, 10)
+local function path_hash(node_list, version)
+  -- "#" and 10 hex digits of SHA-1 of "<node list>|<catalog version>": the id path_id tries.
+  return PATH_ID_MARK .. string.sub(redis.sha1hex(node_list .. '|' .. version), 1, 10)
 end
 
-local function path_id(base, node_list, id)
-  -- The short id a hold stores for its nodes: `id` (path_hash of the list), kept in the
-  -- partition's `paths` hash. If the id is taken by another list, the list itself.
+local function path_id(base, node_list, id, version)
+  -- The short id a hold stores for its nodes and the catalog version that approved it: `id`
+  -- (path_hash of both), kept in the partition's `paths` hash as id -> the node list (what
+  -- layout 2 reads too) and id .. PATH_VERSION_MARK -> the version, so a hold pays no byte
+  -- for its version. If the id is taken by another list: nil (the hold keeps both). An id
+  -- that holds the list names the version as surely as it names the list (both would need
+  -- SHA-1's first 40 bits to collide), so the version is not read back.
   local known = redis.call('HGET', base .. K_PATHS, id)
   if not known then
-    redis.call('HSET', base .. K_PATHS, id, node_list)
+    redis.call('HSET', base .. K_PATHS, id, node_list, id .. PATH_VERSION_MARK, version)
     return id
   end
   if known == node_list then return id end
-  return node_list
+  return nil
+end
+
+local function hold_version(base, rules, stored_nodes, stored_version)
+  -- The catalog version that approved a hold: its own field if it has one; the version of
+  -- `rules` if its path id is theirs (a retry on the catalog that approved it reads nothing);
+  -- else its path id's in the `paths` hash; '' for a hold of layout 2 (none anywhere).
+  if stored_version then return stored_version end
+  if stored_nodes == rules.path_hash then return rules.catalog_version end
+  if string.sub(stored_nodes, 1, 1) ~= PATH_ID_MARK then return '' end
+  return redis.call('HGET', base .. K_PATHS, stored_nodes .. PATH_VERSION_MARK) or ''
 end
 
 local function hour_ranges(text)
@@ -240,6 +254,7 @@ local function product_rules(text)
     effective_until = int_arg(p[RULE_EFFECTIVE_UNTIL_MS], 0, EFFECTIVE_MS_MAX),
     first_max = int_arg(p[RULE_FIRST_PURCHASE_MAX_MINOR], 0, AMOUNT_MINOR_MAX),
     hours = hour_ranges(p[RULE_ALLOWED_HOURS]),
+    catalog_version = p[RULE_CATALOG_VERSION],
     nodes = split(p[RULE_NODES], NODES_SEPARATOR)}
   if not (r.ttl_ms and r.day_amount_max and r.day_count_max and r.month_amount_max
       and r.month_count_max and r.amount_min and r.amount_max and r.tolerance_bps
@@ -253,7 +268,7 @@ local function product_rules(text)
   if #r.hours == 0 then r.hours = false end
   r.has_velocity = r.day_amount_max + r.day_count_max + r.month_amount_max
     + r.month_count_max > 0
-  r.path_hash = path_hash(r.node_list)
+  r.path_hash = path_hash(r.node_list, r.catalog_version)
   -- The texts a hold keeps of the rules (reserve.lua's optional hold fields).
   r.tolerance_text, r.amount_max_text = fmt(r.tolerance_bps), fmt(r.amount_max)
   r.velocity_max_text = fmt(r.day_amount_max) .. ':' .. fmt(r.month_amount_max)
@@ -324,7 +339,7 @@ local function upgrade_customer(customer_key)
     end
   end
   if not status then return false end
-  local new = {F_STATUS, status, F_LAYOUT, LAYOUT_VERSION}
+  local new = {F_STATUS, status, F_LAYOUT, CUSTOMER_LAYOUT}
   for _, node in ipairs(nodes) do
     local l = levels[node]
     new[#new + 1] = F_LEVEL .. node
@@ -444,13 +459,13 @@ local function installment_plan(principal, months, fee_bps)
 end
 
 local function authorization_reply(reason, level, hold_id, available, now, expires, approved,
-                                   partial, offer, offer_level, plan, levels)
+                                   partial, offer, offer_level, plan, levels, tail)
   -- reserve's and increment's reply (limits/client.decode_authorization):
   -- "OK|reason|level|hold id|available|now|expires|approved amount|partial 0/1|counter-offer
-  -- amount|counter-offer level|installment plan{|node|cap + raise|held|used}", formatted at
-  -- once (windows_text says why).
-  return string.format('OK|%d|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s%s', reason, level, hold_id,
-    available, now, expires, approved, partial, offer, offer_level, plan, levels)
+  -- amount|counter-offer level|installment plan{|node|cap + raise|held|used}", then `tail` if
+  -- given (reserve's "|<catalog version>"), formatted at once (windows_text says why).
+  return string.format('OK|%d|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s%s%s', reason, level, hold_id,
+    available, now, expires, approved, partial, offer, offer_level, plan, levels, tail or '')
 end
 
 local function hold_event_id(hold_id, expires, seq)
@@ -558,6 +573,31 @@ end
 local function remember(record_key, fingerprint, reply)
   redis.call('SET', record_key, fingerprint .. '\n' .. reply, 'EX', IDEMPOTENCY_TTL_S)
   return reply
+end
+
+-- An Authorize's decline record keeps the catalog version that decided it on a line of its
+-- own between the fingerprint and the reply: "<fingerprint>\n<version>\n<reply>". The reply
+-- stays layout 2's, so a retry sent to layout 2's scripts during a rolling upgrade replays
+-- "<version>\n<reply>", whose first '|'-field ("<version>\nOK") layout 2's gateway skips as it
+-- skips "OK". A record without the line (layout 2's, or a reversal's tombstone) has no version.
+local function remember_decline(record_key, fingerprint, version, reply)
+  redis.call('SET', record_key, fingerprint .. '\n' .. version .. '\n' .. reply, 'EX',
+    IDEMPOTENCY_TTL_S)
+  return reply .. '|' .. version
+end
+
+local function decline_replay(record_key, fingerprint, now)
+  -- reserve's idempotent_replay: the stored decline with its catalog version ('' if none).
+  local prior = redis.call('GET', record_key)
+  if not prior then return nil end
+  local newline = string.find(prior, '\n', 1, true)
+  local stored = string.sub(prior, 1, newline - 1)
+  if stored ~= fingerprint and stored ~= TOMBSTONE then
+    return err(E_IDEMPOTENCY_MISMATCH, '', now)
+  end
+  local second = string.find(prior, '\n', newline + 1, true)
+  if not second then return string.sub(prior, newline + 1) .. '|' end
+  return string.sub(prior, second + 1) .. '|' .. string.sub(prior, newline + 1, second - 1)
 end
 
 local function in_scope(scope, merchant)

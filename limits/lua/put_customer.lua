@@ -66,7 +66,7 @@ end
 if #dropped > 0 then redis.call('HDEL', KEYS[KEY_CUSTOMER], unpack(dropped)) end
 local seq = redis.call('HINCRBY', KEYS[KEY_CUSTOMER], F_EVENT_SEQ, 1)
 redis.call('HSET', KEYS[KEY_CUSTOMER], F_STATUS, status, F_TIMEZONE, ARGV[ARG_TIMEZONE],
-  F_LAYOUT, LAYOUT_VERSION, unpack(writes))
+  F_LAYOUT, CUSTOMER_LAYOUT, unpack(writes))
 redis.call('HSET', KEYS[KEY_TIMEZONES], ARGV[ARG_TIMEZONE], ARGV[ARG_SCHEDULE])
 redis.call('XADD', KEYS[KEY_OUTBOX], '*', 'type', 'customer_put',
   'event_id', 'c:' .. ARGV[ARG_CUSTOMER_ID] .. ':' .. fmt(seq),

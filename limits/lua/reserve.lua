@@ -36,11 +36,13 @@
 --                                  effective from ms, effective until ms (0: open), allowed
 --                                  hours ("<start>:<end>" minutes of the customer's day,
 --                                  ';'-joined; "0": any time), first-purchase max (0: none),
---                                  and the limit nodes root first (','-joined)
--- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}, or ERR|code|detail|at_ms
+--                                  the catalog version, and the limit nodes root first
+--                                  (','-joined)
+-- Reply: OK|reason|level|hold_id|available_minor|decided_at_ms|hold_expires_at_ms|approved_amount_minor|partial|counter_offer_minor|counter_offer_level|plan{|node|cap_minor|held_minor|used_minor}|catalog_version, or ERR|code|detail|at_ms
 --   (authorization_reply, limits/lua/_lib.lua; a level's cap_minor is its cap plus any live
 --   raise). A retry of an approval answers its first decision with the levels as they stand
---   now.
+--   now, and the catalog version its hold recorded; a retry of a decline, the one remembered
+--   with it (remember_decline).
 local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
 if late then return late end
 local base, customer_id, fingerprint =
@@ -63,11 +65,12 @@ if not (rules and amount and rule_decline and allow_partial and months and month
 end
 local nodes, product_id = rules.nodes, rules.product_id
 
-local replay = idempotent_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
+local replay = decline_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
 if replay then return replay end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
 -- fingerprint, so an open hold costs one key.
--- A retry reads its fingerprint, expiry, amounts, partial level and plan (prior_fields).
+-- A retry reads its fingerprint, expiry, amounts, partial level, plan, nodes and catalog
+-- version (prior_fields; the version is its path id's, hold_version).
 local hold_id, retried, prior = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now, prior_fields)
 local hold_key = base .. K_HOLD .. hold_id
 if retried then
@@ -91,8 +94,8 @@ local status = values[1]
 -- Checks, in the documented order (limits/reasons.py). Nothing is written before the point
 -- marked below, except the release of holds that had already expired.
 if not status then
-  return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(R_CUSTOMER_UNKNOWN,
-    '', '', 0, now, 0, 0, 0, 0, '', '', ''))
+  return remember_decline(KEYS[KEY_IDEMPOTENCY], fingerprint, rules.catalog_version,
+    authorization_reply(R_CUSTOMER_UNKNOWN, '', '', 0, now, 0, 0, 0, 0, '', '', ''))
 end
 -- A level's cap is the effective one: the cap plus the node's temporary raise while it lasts.
 local levels, available, short_level = read_levels(values, 3, nodes, amount, now)
@@ -112,12 +115,14 @@ if retried then
   if prior[5] then partial = 1 end
   local expires = tonumber(prior[2])
   return authorization_reply(0, '', hold_id, available, expires - rules.ttl_ms, expires,
-    approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels))
+    approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels),
+    '|' .. hold_version(base, rules, prior[7], prior[8]))
 end
 
 local function decline(reason, level, offer, offer_level)
-  return remember(KEYS[KEY_IDEMPOTENCY], fingerprint, authorization_reply(reason, level, '',
-    available, now, 0, 0, 0, offer, offer_level, '', levels_reply(nodes, levels)))
+  return remember_decline(KEYS[KEY_IDEMPOTENCY], fingerprint, rules.catalog_version,
+    authorization_reply(reason, level, '', available, now, 0, 0, 0, offer, offer_level, '',
+    levels_reply(nodes, levels)))
 end
 
 if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', 0, '') end
@@ -207,11 +212,17 @@ if first then
   customer[#customer + 1] = now_text
 end
 redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(customer))
--- The optional fields are written only when they apply: an open hold stays small.
+-- The optional fields are written only when they apply: an open hold stays small. The path id
+-- names the catalog version too; a hold whose id is taken keeps its nodes and version itself.
+local path = path_id(base, node_list, rules.path_hash, rules.catalog_version)
 local hold = {H_STATE, 'open', H_CUSTOMER, customer_id, H_PRODUCT, product_id,
-  H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path_id(base, node_list, rules.path_hash),
+  H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path or node_list,
   H_EXPIRES, expires, H_SEQ, '1', H_MERCHANT, ARGV[ARG_MERCHANT_ID],
   H_CURRENCY, rules.currency, H_FINGERPRINT, fingerprint}
+if not path then
+  hold[#hold + 1] = H_CATALOG_VERSION
+  hold[#hold + 1] = rules.catalog_version
+end
 if partial == 1 then
   hold[#hold + 1] = H_PARTIAL_LEVEL
   hold[#hold + 1] = offer_level
@@ -239,7 +250,7 @@ local event = {'type', 'authorized', 'event_id', hold_event_id(hold_id, expires,
   'merchant_id', ARGV[ARG_MERCHANT_ID], 'mcc', ARGV[ARG_MCC], 'channel', rules.channel,
   'currency', rules.currency,
   'nodes', node_list, 'amount_minor', approved_text, 'expires_at_ms', expires,
-  'at_ms', now_text, 'caller', ARGV[ARG_CALLER]}
+  'at_ms', now_text, 'caller', ARGV[ARG_CALLER], 'catalog_version', rules.catalog_version}
 if partial == 1 then
   event[#event + 1] = 'requested_minor'
   event[#event + 1] = fmt(amount)
@@ -255,4 +266,5 @@ redis.call('XADD', KEYS[KEY_OUTBOX], '*', unpack(event))
 -- The reply's levels reuse the texts read (caps without a live raise, used) and written (held).
 return 'OK|0||' .. hold_id .. '|' .. fmt(available - approved) .. '|' .. now_text .. '|'
   .. expires .. '|' .. approved_text .. '|' .. (partial == 1 and '1' or '0') .. '|0|'
-  .. offer_level .. '|' .. plan .. levels_reply(nodes, levels, held_texts)
+  .. offer_level .. '|' .. plan .. levels_reply(nodes, levels, held_texts) .. '|'
+  .. rules.catalog_version

@@ -50,7 +50,7 @@ def expected(result, product) -> pb.AuthorizeResponse:
         counter_offer_minor=result.counter_offer_minor,
         counter_offer_level=result.counter_offer_level,
         installment_plan=plan_message(result.plan) if result.plan else None,
-        counter_offer_plans=offers)
+        counter_offer_plans=offers, catalog_version=result.catalog_version)
 
 
 @given(reply=replies, product=products)
@@ -75,7 +75,7 @@ def test_written_into_a_batch_item_it_is_the_same_message(reply, product):
 
 
 def test_a_counter_offer_lists_a_plan_for_every_term_of_the_product():
-    reply = "OK|10|consumer||0|1795600000000|0|0|0|120000|consumer||consumer|1000|880|0"
+    reply = "OK|10|consumer||0|1795600000000|0|0|0|120000|consumer||consumer|1000|880|0|v1"
     response = authorization_response(decode_authorization(reply), PRODUCTS["ecommerce"])
     assert [plan.months for plan in response.counter_offer_plans] == [3, 6, 12, 24]
     assert all(plan.principal_minor == 120_000 for plan in response.counter_offer_plans)

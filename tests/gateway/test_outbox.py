@@ -86,7 +86,9 @@ async def test_every_change_has_one_event_with_the_ledger_fields(redis, gateway,
         "channel": "qr_scan", "currency": "CNY", "nodes": QR_NODES, "amount_minor": "40000",
         "expires_at_ms": str(auth_reply.hold_expires_at_ms),
         "at_ms": str(auth_reply.decided_at_ms), "caller": SUITE_CALLER,
+        "catalog_version": auth_reply.catalog_version,
     }
+    assert auth_reply.catalog_version  # the served catalog's (limits/products.toml)
 
     # Capture, partial
     partial = await auth.Capture(pb.CaptureRequest(idempotency_key="c1", hold_id=hold_id,

@@ -204,9 +204,10 @@ def test_authorize_plan_layout(impl, rules):
         # channel, currency, hold TTL in ms (7 days), velocity (day amount, day count, month
         # amount, month count), amount min and max, capture tolerance bps, not incremental,
         # monthly installment fee bps, effective from and until (0: always), allowed hours
-        # ("0": any time), first-purchase max (0: none), the nodes root first.
+        # ("0": any time), first-purchase max (0: none), the catalog
+        # version ("-": rules compiled without a catalog), the nodes root first.
         "scan_pay|qr_scan|CNY|604800000|10000000|50|50000000|400|100|5000000|2000|0|60|"
-        "0|0|0|0|total,consumer,consumer.scan_pay,consumer.scan_pay.qr",
+        "0|0|0|0|-|total,consumer,consumer.scan_pay,consumer.scan_pay.qr",
     ]
     assert all(type(item) is str for item in keys + args)
 
@@ -238,7 +239,7 @@ def test_authorize_plan_exact_for_one_partition(impl, rules):
         "merchant-42",
         "5411",
         # No monthly window, no capture tolerance, incremental; no channel node.
-        "ecommerce|ecommerce|CNY|1209600000|20000000|100|0|0|100|10000000|0|1|50|0|0|0|0|"
+        "ecommerce|ecommerce|CNY|1209600000|20000000|100|0|0|100|10000000|0|1|50|0|0|0|0|-|"
         "total,consumer,consumer.online",
     ]
 
@@ -565,3 +566,9 @@ def test_rules_survive_pickling(impl, rules):
         request, rules, PARTITIONS
     )
     assert impl.product_decline(copies["cash"], "cash", "5411", 50_000, "m-1") == 5
+
+
+def test_the_rules_text_carries_the_catalog_version(impl, catalog):
+    rules = impl.compile_products(catalog, "2026-12-06.9")
+    _, args = impl.plan_authorize(authorize_request(), rules, PARTITIONS)
+    assert args[-1].split("|")[-2] == "2026-12-06.9"

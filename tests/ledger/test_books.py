@@ -28,15 +28,16 @@ def fields(kind: str, **extra) -> dict[bytes, bytes]:
     return {k.encode(): v.encode() for k, v in base.items() if v is not None}
 
 
-def event_row(kind: str, event_id: str, amount: int, held: int, used: int) -> tuple:
+def event_row(kind: str, event_id: str, amount: int, held: int, used: int,
+              catalog_version: str = "") -> tuple:
     return (event_id, ENTRY, kind, "c1", "003-H", "scan_pay", "m9", "CNY", NODES, amount, held,
-            used, AT, POSTED, "T-9")
+            used, AT, POSTED, "T-9", catalog_version)
 
 
 CASES = {
     "authorized": (
-        fields("authorized", amount_minor="150000"),
-        event_row("authorized", "003-H:1", 150_000, 150_000, 0),
+        fields("authorized", amount_minor="150000", catalog_version="2026-12-06.1"),
+        event_row("authorized", "003-H:1", 150_000, 150_000, 0, "2026-12-06.1"),
         [(HOLDS, 150_000, 0), (CONTRA, 0, 150_000)]),
     "captured partial": (
         fields("captured", event_id="003-H:2", amount_minor="40000", released_minor="0"),
@@ -82,9 +83,10 @@ def test_customer_put_books_no_lines_and_updates_the_customer():
            b"at_ms": str(AT).encode()}
     booking = books.book(ENTRY, raw, POSTED)
     assert booking.lines == ()
-    # An event written before callers existed names none.
+    # An event written before callers existed names none; only an authorization has a
+    # catalog version.
     assert booking.event == ("c:c1:4", ENTRY, "customer_put", "c1", "", "", "", "", "", 0, 0,
-                             0, AT, POSTED, "")
+                             0, AT, POSTED, "", "")
     assert booking.customer == ("c:c1:4", "c1", "active", "America/New_York", AT)
 
 

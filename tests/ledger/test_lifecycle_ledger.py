@@ -45,7 +45,7 @@ def fields(kind: str, **extra) -> dict[bytes, bytes]:
 def row(kind: str, amount: int, held: int, used: int, event_id="003-H:2", hold="003-H",
         product="scan_pay", merchant="m9", currency="CNY", nodes=POS) -> tuple:
     return (event_id, ENTRY, kind, "c1", hold, product, merchant, currency, nodes, amount, held,
-            used, AT, POSTED, "B-9" if event_id.startswith("c:") else "T-9")
+            used, AT, POSTED, "B-9" if event_id.startswith("c:") else "T-9", "")
 
 
 def customer_row(kind: str, amount: int, used: int, nodes=POS) -> tuple:

@@ -102,10 +102,11 @@ async def test_traffic_is_posted_exactly_once_and_balances(redis, gateway, admin
 async def test_migrations_apply_once(store, tmp_path):
     assert await store.migrate() == []
     assert await store.fetch("SELECT version, name FROM schema_migrations ORDER BY version") == [
-        (1, "0001_ledger.sql"), (2, "0002_customer_timezones.sql"), (3, "0003_event_caller.sql")]
+        (1, "0001_ledger.sql"), (2, "0002_customer_timezones.sql"), (3, "0003_event_caller.sql"),
+        (4, "0004_event_catalog_version.sql")]
     fresh = open_store("sqlite:///" + str(tmp_path / "fresh.sqlite3"))
     try:
-        assert await fresh.migrate() == [1, 2, 3]
+        assert await fresh.migrate() == [1, 2, 3, 4]
         assert await fresh.migrate() == []
         assert await fresh.fetch("SELECT COUNT(*) FROM bills") == [(0,)]
     finally:
@@ -131,7 +132,7 @@ async def test_workers_starting_together_migrate_once(store, tmp_path):
                 await drop_schema(schema)
         outcomes = sorted(repr(result) if isinstance(result, list)
                           else f"{type(result).__name__}: {result}" for result in results)
-        assert outcomes == ["[1, 2, 3]", "[]", "[]", "[]"], attempt
+        assert outcomes == ["[1, 2, 3, 4]", "[]", "[]", "[]"], attempt
 
 
 def authorized(index: int) -> dict[str, str]:

@@ -12,11 +12,11 @@ import pytest
 
 from creditgate import hotpath
 from creditgate.gateway.pb import creditgate_pb2 as pb
-from creditgate.limits import keys
+from creditgate.limits import contracts, keys
 from creditgate.limits.constants import CLOSED_HOLD_RETENTION_S, IDEMPOTENCY_TTL_S
 from creditgate.limits.reasons import DeclineReason, ScriptError
 from creditgate.limits.replies import Refused
-from tests.support import PARTITIONS, RULES, authorize_request, redis_client
+from tests.support import PARTITIONS, PRODUCTS, RULES, authorize_request, redis_client
 
 CAPS = {"total": 10**8, "consumer": 10**8, "consumer.scan_pay": 10**8,
         "consumer.scan_pay.pos": 10**8}
@@ -45,9 +45,14 @@ async def test_an_approval_writes_its_hold_and_no_record(redis):
     hold = {k.decode(): v.decode() for k, v in
             (await redis.hgetall(keys.hold(base, first.hold_id))).items()}
     assert hold["fp"] == fingerprint
-    # The nodes by a path id that the partition's paths hash resolves.
-    assert hold["n"].startswith(keys.PATH_ID_MARK)
+    # The nodes by a path id that the partition's paths hash resolves; the id derives from the
+    # nodes and the catalog version, which the paths hash keeps beside it (the hold pays
+    # nothing for its version).
+    assert hold["n"] == keys.PATH_ID_MARK + hashlib.sha1(
+        f"{NODES}|{first.catalog_version}".encode()).hexdigest()[:10]
     assert (await redis.hget(keys.paths(base), hold["n"])).decode() == NODES
+    assert (await redis.hget(keys.paths(base), hold["n"] + keys.PATH_VERSION_MARK)).decode() \
+        == first.catalog_version == contracts.CATALOG_VERSION_NONE
 
     # A retry (the id derives from the key) is the same hold, nothing new.
     _, _, again = await _authorize(client, authorize_request("k-1", "layout-1", 1_000))
@@ -59,6 +64,24 @@ async def test_an_approval_writes_its_hold_and_no_record(redis):
     with pytest.raises(Refused) as refused:
         await _authorize(client, authorize_request("k-1", "layout-1", 1_001))
     assert refused.value.code == ScriptError.IDEMPOTENCY_MISMATCH
+
+
+async def test_a_hold_whose_path_id_is_taken_keeps_its_nodes_and_version(redis):
+    client = redis_client(redis)
+    await client.put_customer("layout-3", "active", "Asia/Shanghai", CAPS)
+    base = keys.base(keys.partition_of("layout-3", PARTITIONS))
+    versioned = hotpath.compile_products(PRODUCTS, "v-taken")
+    taken = keys.PATH_ID_MARK + hashlib.sha1(f"{NODES}|v-taken".encode()).hexdigest()[:10]
+    await redis.hset(keys.paths(base), taken, "total,other")
+    request = authorize_request("k-1", "layout-3", 1_000)
+    first = await client.authorize(*hotpath.plan_authorize(request, versioned, PARTITIONS))
+    hold = {k.decode(): v.decode() for k, v in
+            (await redis.hgetall(keys.hold(base, first.hold_id))).items()}
+    assert (hold["n"], hold["cv"], first.catalog_version) == (NODES, "v-taken", "v-taken")
+    # A retry on another version of the catalog answers the hold's.
+    again = await client.authorize(*hotpath.plan_authorize(
+        request, hotpath.compile_products(PRODUCTS, "v-next"), PARTITIONS))
+    assert (again.hold_id, again.catalog_version) == (first.hold_id, "v-taken")
 
 
 async def test_a_decline_keeps_its_record(redis):

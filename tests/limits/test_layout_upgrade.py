@@ -178,7 +178,7 @@ async def test_the_first_script_to_touch_a_layout_1_customer_upgrades_it(redis, 
                                         if value != {}}
     after = {k.decode(): v.decode() for k, v in
              (await redis.hgetall(keys.customer(BASE, CUSTOMER))).items()}
-    assert after[keys.FIELD_LAYOUT] == str(keys.LAYOUT_VERSION)
+    assert after[keys.FIELD_LAYOUT] == str(keys.CUSTOMER_LAYOUT)
     assert not set(LAYOUT_1_FIELDS) & set(after), after
     if name == "reserve_retry":  # the first decision, from the layout-1 hold
         assert real.split("|")[3] == holds["pos"]

@@ -34,26 +34,29 @@ replies = st.fixed_dictionaries({
     "approved": st.integers(1, AMOUNT_MINOR_MAX), "partial": st.booleans(), "offer": amounts,
     "offer_level": st.sampled_from(["", "velocity.day", "velocity.month", "consumer"]),
     "months": st.sampled_from([0, 3, 12, 60]), "fee_bps": st.integers(0, 1_000),
-    "levels": levels})
+    "levels": levels, "catalog_version": st.sampled_from(["", "-", "2026-12.1", "v7+a:b"])})
 
 
-def reply_of(r: dict) -> str:
-    """The reply as authorization_reply writes it."""
+def reply_of(r: dict, version: bool = True) -> str:
+    """The reply as reserve writes it (authorization_reply, then the catalog version);
+    version=False: as increment writes it, no version."""
     plan = installments.plan(r["approved"], r["months"], r["fee_bps"]) if r["months"] else None
     head = [int(r["reason"]), r["level"], r["hold_id"], r["available"], r["now"], r["expires"],
             r["approved"], int(r["partial"]), r["offer"], r["offer_level"],
             plan.text() if plan else ""]
     return "OK|" + "|".join(map(str, head)) + "".join(
-        f"|{node}|{cap}|{held}|{used}" for node, cap, held, used in r["levels"])
+        f"|{node}|{cap}|{held}|{used}" for node, cap, held, used in r["levels"]) + (
+        f"|{r['catalog_version']}" if version else "")
 
 
-def expected(r: dict) -> Authorization:
+def expected(r: dict, version: bool = True) -> Authorization:
     plan = installments.plan(r["approved"], r["months"], r["fee_bps"]) if r["months"] else None
     return Authorization(
         r["reason"], r["level"], r["hold_id"], r["available"], r["now"], r["expires"],
         tuple(Level(node, cap, held, used, max(0, cap - held - used))
               for node, cap, held, used in r["levels"]),
-        r["approved"], r["partial"], r["offer"], r["offer_level"], plan)
+        r["approved"], r["partial"], r["offer"], r["offer_level"], plan,
+        r["catalog_version"] if version else "")
 
 
 @given(reply=replies, as_bytes=st.booleans())
@@ -67,12 +70,12 @@ def test_every_field_of_a_reserve_reply_lands_in_its_place(reply, as_bytes):
 
 @given(reply=replies, held=amounts)
 def test_an_increment_reply_is_an_authorization_then_what_the_hold_holds(reply, held):
-    assert decode_increment(f"{reply_of(reply)}|{held}") == IncrementResult(expected(reply),
-                                                                           held)
+    assert decode_increment(f"{reply_of(reply, False)}|{held}") == IncrementResult(
+        expected(reply, False), held)
 
 
 def test_a_level_over_its_cap_has_nothing_available():
-    reply = "OK|10|consumer||0|5|0|0|0|0|||consumer|1000|900|300|total|5000|900|300"
+    reply = "OK|10|consumer||0|5|0|0|0|0|||consumer|1000|900|300|total|5000|900|300|v1"
     assert decode_authorization(reply).levels == (
         Level("consumer", 1000, 900, 300, 0), Level("total", 5000, 900, 300, 3800))
 
@@ -88,9 +91,9 @@ def test_a_refusal_raises_with_its_code_detail_and_time():
 def test_a_reply_cut_short_inside_a_level_is_an_error(cut):
     whole = "OK|0||063-AAAAAAAAAAAAAAAA|10|5|9|100|0|0|||total|5000|100|0|consumer|1000|100|0"
     with pytest.raises((ValueError, LookupError)):  # the gateway answers INTERNAL
-        decode_authorization(whole.rsplit("|", cut)[0])
+        decode_authorization(whole.rsplit("|", cut)[0] + "|v1")  # the version stays last
 
 
 def test_an_unknown_reason_is_an_error():
     with pytest.raises((ValueError, LookupError)):
-        decode_authorization("OK|99||h|10|5|9|100|0|0|||total|5000|100|0")
+        decode_authorization("OK|99||h|10|5|9|100|0|0|||total|5000|100|0|v1")

@@ -243,7 +243,8 @@ async def test_hold_keeps_only_the_fields_that_apply(driver, product_id, amount,
     hold = await _hold(driver, result.hold_id)
     optional = {field: hold[field] for field in ("tb", "ix", "vx", "im") if field in hold}
     assert optional == expected
-    # fp: the request's fingerprint (the hold is the approval's idempotency record).
+    # fp: the request's fingerprint (the hold is the approval's idempotency record); the
+    # catalog version that approved it is its path id's (tests/limits/test_hold_layout.py).
     assert set(hold) - set(optional) == {"st", "c", "p", "a", "cp", "n", "x", "sq", "m", "cur",
                                          "fp"}
     assert hold["n"].startswith("#")  # a path id, resolved by the partition's paths hash
