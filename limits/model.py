@@ -200,6 +200,9 @@ def _purchase(a: Fields, layout: int = keys.LAYOUT_VERSION) -> _Purchase | None:
     None if any fails."""
     numbers = {name: _int_arg(getattr(a, name), low, high)
                for name, (low, high) in _PURCHASE_BOUNDS.items()}
+    if layout != keys.LAYOUT_VERSION and numbers["rule_decline"] is not None \
+            and numbers["rule_decline"] > R.AMOUNT_ABOVE_MAXIMUM:
+        numbers["rule_decline"] = None  # layout 2 knew no rule reason above it
     parts = _texts(a.rules, contracts.RULES_SEPARATOR)
     rules_layout = contracts.PRODUCT_RULES if layout == keys.LAYOUT_VERSION else RULES_LAYOUT_2
     if len(parts) != len(rules_layout):
