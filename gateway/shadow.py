@@ -28,11 +28,11 @@ import random
 import time
 from collections.abc import Callable
 
+from creditgate import hotpath
 from creditgate.gateway import errors
 from creditgate.gateway.catalogs import LiveCatalog
 from creditgate.gateway.logs import REQUEST_ID
 from creditgate.gateway.metrics import REASON_LABELS, UNKNOWN
-from creditgate import hotpath
 from creditgate.hotpath import InvalidArgument
 from creditgate.limits import catalog
 from creditgate.limits.replies import decode_authorization
