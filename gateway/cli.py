@@ -312,6 +312,38 @@ def _ledger_commands(commands) -> None:
     journal.add_argument("--customer", default="")
 
 
+def _serve(args) -> int:
+    """`creditgate serve`: the gateway (gateway/server.py) with the options given."""
+    if args.shadow_share is not None and not args.shadow_catalog:
+        print("creditgate: --shadow-share needs --shadow-catalog", file=sys.stderr)
+        return 2
+    # gRPC core logs every refused TLS handshake at INFO: a peer could fill the log.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    from creditgate.gateway import callers, server
+
+    config = server.Config(host=args.host, port=args.port, redis_url=args.redis_url,
+                           catalog_path=args.catalog, partitions=args.partitions,
+                           processes=args.processes, sweep=not args.no_sweeper,
+                           callers_path=args.callers, tls_cert=args.tls_cert,
+                           tls_key=args.tls_key, tls_ca=args.tls_ca,
+                           client_auth=args.client_auth, insecure=args.insecure,
+                           metrics_port=args.metrics_port,
+                           metrics_host=args.metrics_host,
+                           log_format=args.log_format, pid_file=args.pid_file,
+                           durability=args.durability, shard=args.shard,
+                           shadow_catalog_path=args.shadow_catalog,
+                           shadow_share=1.0 if args.shadow_share is None
+                           else args.shadow_share)
+    try:
+        return server.run(config)
+    except catalog.CatalogError as error:
+        print(f"creditgate: bad catalog: {error}", file=sys.stderr)
+        return 2
+    except callers.CallersError as error:
+        print(f"creditgate: bad callers file: {error}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Client commands talk to a person: their few lines are text unless asked otherwise.
@@ -322,34 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"creditgate: {error}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        if args.shadow_share is not None and not args.shadow_catalog:
-            print("creditgate: --shadow-share needs --shadow-catalog", file=sys.stderr)
-            return 2
-        # gRPC core logs every refused TLS handshake at INFO: a peer could fill the log.
-        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-        from creditgate.gateway import callers, server
-
-        config = server.Config(host=args.host, port=args.port, redis_url=args.redis_url,
-                               catalog_path=args.catalog, partitions=args.partitions,
-                               processes=args.processes, sweep=not args.no_sweeper,
-                               callers_path=args.callers, tls_cert=args.tls_cert,
-                               tls_key=args.tls_key, tls_ca=args.tls_ca,
-                               client_auth=args.client_auth, insecure=args.insecure,
-                               metrics_port=args.metrics_port,
-                               metrics_host=args.metrics_host,
-                               log_format=args.log_format, pid_file=args.pid_file,
-                               durability=args.durability, shard=args.shard,
-                               shadow_catalog_path=args.shadow_catalog,
-                               shadow_share=1.0 if args.shadow_share is None
-                               else args.shadow_share)
-        try:
-            return server.run(config)
-        except catalog.CatalogError as error:
-            print(f"creditgate: bad catalog: {error}", file=sys.stderr)
-            return 2
-        except callers.CallersError as error:
-            print(f"creditgate: bad callers file: {error}", file=sys.stderr)
-            return 2
+        return _serve(args)
     if args.command == "catalog":
         from creditgate.gateway import catalogs
 

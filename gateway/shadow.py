@@ -134,11 +134,8 @@ class Shadow:
         if len(self.examples) < EXAMPLES_PER_LINE_MAX:
             example = {"product": product, "kind": kind, "request_id": request_id,
                        "live": live_label, "candidate": candidate_label}
-            if live.hold_id:
+            if live.hold_id:  # the gateway's id of the live hold; never a request's values
                 example["hold_id"] = live.hold_id
-            if kind == "amount":
-                example["live_approved_minor"] = live.approved_amount_minor
-                example["candidate_approved_minor"] = candidate.approved_amount_minor
             self.examples.append(example)
         self._schedule_flush()
 
