@@ -35,6 +35,7 @@ from creditgate.gateway.logs import REQUEST_ID
 from creditgate.gateway.metrics import REASON_LABELS, UNKNOWN
 from creditgate.hotpath import InvalidArgument
 from creditgate.limits import catalog
+from creditgate.limits.lua_source import SHADOW_SKIP
 from creditgate.limits.replies import decode_authorization
 
 log = logging.getLogger("creditgate.shadow")
@@ -61,7 +62,8 @@ class Shadow:
         # This interval's differences for the log line: (product, kind, live, candidate) ->
         # calls; with the calls compared and skipped, and a few examples.
         self.differences: dict[tuple[str, str, str, str], int] = {}
-        self.compared = self.skipped = 0
+        self.compared = 0
+        self.skipped: dict[str, int] = {}  # by why: replay, expired, layout, failed, live_*
         self.examples: list[dict[str, object]] = []
         self.started_s = clock()
         self.live_version = ""  # the live catalog's, as of the last call sampled
@@ -81,30 +83,37 @@ class Shadow:
         except InvalidArgument:
             shadow = "product_absent" if request.product_id not in rules else "invalid"
         else:
-            shadow = limits.shadow_reserve(shadow_keys, shadow_args)
+            try:
+                shadow = limits.shadow_reserve(shadow_keys, shadow_args)
+            except Exception:  # noqa: BLE001 - the shadow never fails the live call
+                shadow = None
         call = limits.reserve(keys_, args)
         call.add_done_callback(functools.partial(
             self._live_answered, shadow, request.product_id, REQUEST_ID.get()))
         return call
 
     def _live_answered(self, shadow, product: str, request_id: str, call) -> None:
-        if isinstance(shadow, str) or shadow.done():
+        if shadow is None:  # it could not be queued
+            self._skipped("failed")
+        elif isinstance(shadow, str) or shadow.done():
             self._compare(shadow, call, product, request_id)
         else:  # a cluster's runner may settle the two in either order
             shadow.add_done_callback(lambda shadow_: self._compare(shadow_, call, product,
                                                                    request_id))
 
     def _compare(self, shadow, call, product: str, request_id: str) -> None:
-        live = _decision(call)
-        if isinstance(shadow, str):  # the candidate refused the request itself
-            if live is None:
-                self._counted("skipped")
-            else:
-                self._differs(product, shadow, live, None, request_id)
+        live, why = _decision(call)
+        if live is None:  # the live call failed or was refused: nothing to compare
+            if not isinstance(shadow, str):
+                _decision(shadow)  # its exception, if any, is retrieved
+            self._skipped("live_" + why)
             return
-        candidate = _decision(shadow)
-        if live is None or candidate is None:
-            self._counted("skipped")
+        if isinstance(shadow, str):  # the candidate refused the request itself
+            self._differs(product, shadow, live, None, request_id)
+            return
+        candidate, why = _decision(shadow)
+        if candidate is None:
+            self._skipped(why)
             return
         if (live.reason == 0) != (candidate.reason == 0):
             kind = "outcome"
@@ -118,12 +127,16 @@ class Shadow:
         self._differs(product, kind, live, candidate, request_id)
 
     def _counted(self, result: str, product: str = "", kind: str = "") -> None:
-        if result == "skipped":
-            self.skipped += 1
-        else:
-            self.compared += 1
+        self.compared += 1
         if self.counts is not None:
             self.counts.compared(result, product, kind)
+
+    def _skipped(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+        if self.counts is not None:
+            self.counts.compared("skipped", "", "")
+        if why == "failed":  # a shadow that fails is logged, as differences are
+            self._schedule_flush()
 
     def _differs(self, product: str, kind: str, live, candidate, request_id: str) -> None:
         self._counted("differs", product, kind)
@@ -146,9 +159,9 @@ class Shadow:
         differences, self.differences = self.differences, {}
         examples, self.examples = self.examples, []
         compared, skipped = self.compared, self.skipped
-        self.compared = self.skipped = 0
+        self.compared, self.skipped = 0, {}
         started_s, self.started_s = self.started_s, now
-        if not differences:
+        if not differences and not skipped.get("failed"):
             return
         by_product: dict[str, dict[str, int]] = {}
         for (product, kind, _, _), calls in differences.items():
@@ -159,8 +172,9 @@ class Shadow:
                             for (product, kind, live, candidate), calls
                             in sorted(differences.items()))
         log.warning("shadow catalog %s differs on %d of %d calls compared in %.1f s "
-                    "(%d skipped): %s", self.candidate.version, differing, compared,
-                    now - started_s, skipped, summary,
+                    "(%d skipped, %d of them failed): %s", self.candidate.version, differing,
+                    compared, now - started_s, sum(skipped.values()), skipped.get("failed", 0),
+                    summary or "no difference",
                     extra={"shadow_version": self.candidate.version,
                            "live_version": self.live_version, "compared": compared,
                            "differs": differing, "skipped": skipped,
@@ -189,17 +203,19 @@ class Shadow:
         self.flush()
 
 
-def _decision(call):
-    """A settled reserve call's decoded decision, or None: failed, cancelled, refused by the
-    script (ERR) or skipped by the shadow (SKIP)."""
-    if call.cancelled() or call.exception() is not None:  # the exception is retrieved
-        return None
+def _decision(call) -> tuple[object | None, str]:
+    """A settled reserve call's decoded decision, or None and why not: failed (an exception,
+    retrieved here, or cancelled), refused (the script's ERR), or the shadow's SKIP reason."""
+    if call.cancelled() or call.exception() is not None:
+        return None, "failed"
     reply = call.result()
     if isinstance(reply, bytes):
         reply = reply.decode()
+    if reply.startswith(SHADOW_SKIP):
+        return None, reply[len(SHADOW_SKIP):]
     if not reply.startswith("OK|"):
-        return None
-    return decode_authorization(reply)
+        return None, "refused"
+    return decode_authorization(reply), ""
 
 
 def _label(decision) -> str:

@@ -190,7 +190,8 @@ async def test_a_lower_maximum_differs_on_exactly_those_calls_and_leaves_redis_a
     assert len(lines) == 1, [record.getMessage() for record in lines]
     line = lines[0]
     assert line.differences == {"shop": {"outcome": differs}}
-    assert line.compared == compared and line.differs == differs and line.skipped == 3
+    assert line.compared == compared and line.differs == differs
+    assert line.skipped == {"replay": 3}
     assert line.shadow_version == "v1-candidate" and line.live_version == "v1"
     assert {example["request_id"] for example in line.examples} == expected | {"rq-batch"}
     assert {(example["live"], example["candidate"]) for example in line.examples} == {
@@ -243,6 +244,42 @@ async def test_a_share_of_0_never_calls_the_shadow_and_a_share_samples_about_it(
                 assert 0.25 * calls_made * 0.7 <= sampled <= 0.25 * calls_made * 1.3, sampled
                 assert sample(registry, "creditgate_shadow_calls_total",
                               result="differs") > 0
+
+
+async def test_a_shadow_that_fails_never_fails_the_live_call_and_is_logged(
+        redis, redis_server, tmp_path, caplog):
+    live_path, candidate_path = tmp_path / "live.toml", tmp_path / "candidate.toml"
+    live_path.write_text(LIVE)
+    candidate_path.write_text(CANDIDATE)
+    async with served_gateway(redis_server, catalog_path=str(live_path),
+                              shadow_catalog_path=str(candidate_path),
+                              metrics_port=free_port()) as gateway, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        await pb_grpc.AdminStub(channel).PutCustomer(pb.PutCustomerRequest(
+            customer_id="c-shadow-down", status=pb.CUSTOMER_STATUS_ACTIVE, timezone="UTC",
+            caps_minor=CAPS))
+        limits = gateway.context.limits
+        queued = []
+
+        def failing(keys_, args):  # the shadow's call fails in Redis' place, once queued
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(ConnectionError("shadow lost"))
+            queued.append(future)
+            return future
+
+        limits.shadow_reserve = failing
+        auth = pb_grpc.AuthorizationStub(channel)
+        with caplog.at_level(logging.INFO, logger="creditgate.shadow"):
+            answers = [await auth.Authorize(authorize_request(
+                f"down-{n}", "c-shadow-down", 700, product_id="shop")) for n in range(4)]
+            gateway.context.shadow.flush()
+        assert [answer.approved for answer in answers] == [True] * 4 and len(queued) == 4
+        gateway.metrics.flush()
+        registry = gateway.metrics.registry
+        assert sample(registry, "creditgate_shadow_calls_total", result="skipped") == 4
+        lines = [record for record in caplog.records if record.name == "creditgate.shadow"]
+        assert len(lines) == 1 and lines[0].skipped == {"failed": 4}
+        assert "(4 skipped, 4 of them failed): no difference" in lines[0].getMessage()
 
 
 def test_a_candidate_that_does_not_validate_stops_start_up_with_its_error(tmp_path):
