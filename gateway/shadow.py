@@ -43,8 +43,6 @@ log = logging.getLogger("creditgate.shadow")
 # The differences are summed in one line per interval, as the failure log sums failures.
 SHADOW_LOG_INTERVAL_S = errors.FAILURE_LOG_INTERVAL_S
 EXAMPLES_PER_LINE_MAX = 3
-KINDS = ("outcome", "reason", "amount", "product_absent", "invalid")
-RESULTS = ("same", "differs", "skipped")
 
 
 class Shadow:

@@ -282,6 +282,35 @@ async def test_a_shadow_that_fails_never_fails_the_live_call_and_is_logged(
         assert "(4 skipped, 4 of them failed): no difference" in lines[0].getMessage()
 
 
+async def test_sighup_reloads_the_candidate_and_refuses_one_that_does_not_validate(
+        redis, redis_server, tmp_path, caplog):
+    live_path, candidate_path = tmp_path / "live.toml", tmp_path / "candidate.toml"
+    live_path.write_text(LIVE)
+    candidate_path.write_text(CANDIDATE)
+    async with served_gateway(redis_server, catalog_path=str(live_path),
+                              shadow_catalog_path=str(candidate_path),
+                              metrics_port=free_port()) as gateway:
+        registry = gateway.metrics.registry
+        candidate_path.write_text(CANDIDATE.replace('"v1-candidate"', '"v2-candidate"'))
+        gateway.reload_catalog()
+        assert gateway.context.shadow.candidate.version == "v2-candidate"
+        assert gateway.context.catalog.version == "v1"
+        assert sample(registry, "creditgate_shadow_catalog_info", version="v2-candidate") == 1
+        assert sample(registry, "creditgate_shadow_catalog_info", version="v1-candidate") == 0
+        kept = gateway.context.shadow
+        candidate_path.write_text(CANDIDATE.replace('"v1-candidate"', '"v3-candidate"')
+                                  .replace(f"amount_max_minor = {NEW_MAX}",
+                                           "amount_max_minor = -5"))
+        with caplog.at_level(logging.INFO, logger="creditgate.shadow"):
+            gateway.reload_catalog()
+        assert gateway.context.shadow is kept
+        refused = [record.getMessage() for record in caplog.records
+                   if record.name == "creditgate.shadow" and record.levelno == logging.ERROR]
+        assert refused == [f"shadow catalog reload refused, version v2-candidate stays: "
+                           f"{candidate_path}: product 'shop': field 'amount_min_minor': "
+                           "need 0 < amount_min_minor <= amount_max_minor"]
+
+
 def test_a_candidate_that_does_not_validate_stops_start_up_with_its_error(tmp_path):
     bad = tmp_path / "candidate.toml"
     bad.write_text(CANDIDATE.replace(f"amount_max_minor = {NEW_MAX}", "amount_max_minor = -5"))
