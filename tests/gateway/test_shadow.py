@@ -4,8 +4,10 @@ The candidate is the live catalog with one product's maximum lowered: the shadow
 difference on exactly the calls of that product above the new maximum (metrics, the log
 line's counts and examples), and Redis after the run holds exactly what the same run gives
 without a shadow. A share of 0 never calls the shadow, a share between samples about that
-share; a candidate that does not validate stops start-up with the catalog's own error; the
-shadow function writes nothing, whatever the state it reads."""
+share; a shadow that fails is skipped and logged, never the live call's failure; SIGHUP
+reloads the candidate, and a candidate that does not validate is refused then and stops
+start-up with the catalog's own error; the shadow function writes nothing, whatever the state
+it reads."""
 
 from __future__ import annotations
 
