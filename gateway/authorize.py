@@ -42,8 +42,12 @@ def reserve(c: Context, live: LiveCatalog, request: pb.AuthorizeRequest) -> Awai
     """The first half of an authorization, done at once: the hot path's plan with the
     catalog the call took when it started, and its reserve script call queued for this loop
     tick's round trip. The awaitable resolves to the script's reply, which `answer` turns into
-    the response. Raises InvalidArgument as the hot path does."""
+    the response. Raises InvalidArgument as the hot path does. With a shadow catalog, a
+    sampled call's read-only shadow is queued just before it (gateway/shadow.py)."""
     keys_, args = hotpath.plan_authorize(request, live.rules, c.partitions)
+    shadow = c.shadow
+    if shadow is not None:  # a candidate catalog beside the live one (gateway/shadow.py)
+        return shadow.reserve(c.limits, live, request, keys_, args)
     return c.limits.reserve(keys_, args)
 
 

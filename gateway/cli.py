@@ -4,6 +4,7 @@
                      [--partitions N] [--processes N] [--callers FILE]
                      [--metrics-port N [--metrics-host 127.0.0.1]] [--pid-file PATH]
                      [--drain-notice-s S]
+                     [--shadow-catalog FILE [--shadow-share 0..1]]
                      (--tls-cert PEM --tls-key PEM --tls-ca PEM [--client-auth none]
                       | --insecure)
     creditgate customer put ID --cap NODE=AMOUNT_MINOR ... [--status active] [--timezone TZ]
@@ -92,6 +93,13 @@ def _serve_command(commands) -> None:
                        "this node's shard (default: every partition)")
     serve.add_argument("--catalog", default=str(catalog.DEFAULT_CATALOG),
                        help="product catalog (TOML); default: the example catalog")
+    serve.add_argument("--shadow-catalog", default="", metavar="FILE",
+                       help="a candidate catalog evaluated in shadow beside --catalog: every "
+                       "call is decided on --catalog; the candidate's decisions are only "
+                       "compared, counted and logged, and change nothing (docs/operations.md)")
+    serve.add_argument("--shadow-share", type=float, default=None, metavar="SHARE",
+                       help="the share of authorizations evaluated in shadow, 0..1 (default "
+                       "1: every one)")
     serve.add_argument("--partitions", type=int,
                        default=int(os.environ.get("CREDITGATE_PARTITIONS", PARTITIONS_DEFAULT)),
                        help="customer partitions (fixed per deployment)")
@@ -309,6 +317,39 @@ def _ledger_commands(commands) -> None:
     journal.add_argument("--customer", default="")
 
 
+def _serve(args) -> int:
+    """`creditgate serve`: the gateway (gateway/server.py) with the options given."""
+    if args.shadow_share is not None and not args.shadow_catalog:
+        print("creditgate: --shadow-share needs --shadow-catalog", file=sys.stderr)
+        return 2
+    # gRPC core logs every refused TLS handshake at INFO: a peer could fill the log.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    from creditgate.gateway import callers, server
+
+    config = server.Config(host=args.host, port=args.port, redis_url=args.redis_url,
+                           catalog_path=args.catalog, partitions=args.partitions,
+                           processes=args.processes, sweep=not args.no_sweeper,
+                           callers_path=args.callers, tls_cert=args.tls_cert,
+                           tls_key=args.tls_key, tls_ca=args.tls_ca,
+                           client_auth=args.client_auth, insecure=args.insecure,
+                           metrics_port=args.metrics_port,
+                           metrics_host=args.metrics_host,
+                           log_format=args.log_format, pid_file=args.pid_file,
+                           durability=args.durability, shard=args.shard,
+                           drain_notice_s=args.drain_notice_s,
+                           shadow_catalog_path=args.shadow_catalog,
+                           shadow_share=1.0 if args.shadow_share is None
+                           else args.shadow_share)
+    try:
+        return server.run(config)
+    except catalog.CatalogError as error:
+        print(f"creditgate: bad catalog: {error}", file=sys.stderr)
+        return 2
+    except callers.CallersError as error:
+        print(f"creditgate: bad callers file: {error}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Client commands talk to a person: their few lines are text unless asked otherwise.
@@ -319,29 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"creditgate: {error}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        # gRPC core logs every refused TLS handshake at INFO: a peer could fill the log.
-        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-        from creditgate.gateway import callers, server
-
-        config = server.Config(host=args.host, port=args.port, redis_url=args.redis_url,
-                               catalog_path=args.catalog, partitions=args.partitions,
-                               processes=args.processes, sweep=not args.no_sweeper,
-                               callers_path=args.callers, tls_cert=args.tls_cert,
-                               tls_key=args.tls_key, tls_ca=args.tls_ca,
-                               client_auth=args.client_auth, insecure=args.insecure,
-                               metrics_port=args.metrics_port,
-                               metrics_host=args.metrics_host,
-                               log_format=args.log_format, pid_file=args.pid_file,
-                               durability=args.durability, shard=args.shard,
-                               drain_notice_s=args.drain_notice_s)
-        try:
-            return server.run(config)
-        except catalog.CatalogError as error:
-            print(f"creditgate: bad catalog: {error}", file=sys.stderr)
-            return 2
-        except callers.CallersError as error:
-            print(f"creditgate: bad callers file: {error}", file=sys.stderr)
-            return 2
+        return _serve(args)
     if args.command == "catalog":
         from creditgate.gateway import catalogs
 

@@ -11,6 +11,7 @@ from creditgate.gateway import metrics as metrics_
 from creditgate.gateway.admission import Admission
 from creditgate.gateway.callers import Callers
 from creditgate.gateway.catalogs import LiveCatalog
+from creditgate.gateway.shadow import Shadow
 from creditgate.limits import catalog
 from creditgate.limits.client import LimitsClient
 from creditgate.limits.clock import RedisClock
@@ -33,6 +34,9 @@ class Context:
         self.callers = callers  # who may call what (gateway/callers.py)
         # Replaced whole by a reload; a call reads it once, when it starts.
         self.catalog = LiveCatalog(catalog_)
+        # A candidate catalog evaluated beside it, read-only (gateway/shadow.py); replaced
+        # whole by a reload, as the catalog.
+        self.shadow: Shadow | None = None
         self.partitions = limits.partitions
         self.token_source = token_source
         # Admission control of this process, and its view of the scripts' clock (the server

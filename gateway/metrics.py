@@ -133,6 +133,9 @@ class _Nothing:
     def inc(self, amount: float = 1) -> None:
         return None
 
+    def compared(self, result: str, product: str, kind: str) -> None:
+        return None
+
 
 NOTHING = _Nothing()
 
@@ -231,6 +234,31 @@ class Decisions:
                 metrics.approved_amount.labels(product, channel_label).inc(amount_minor)
 
 
+class ShadowCounts:
+    """The shadow catalog's comparisons since the last flush (gateway/shadow.py): calls by
+    result (same, differs, skipped), differences by (product, kind)."""
+
+    __slots__ = ("results", "differences", "_metrics")
+
+    def __init__(self, metrics: GatewayMetrics):
+        self._metrics = metrics
+        self.results: dict[str, int] = {}
+        self.differences: dict[tuple[str, str], int] = {}
+
+    def compared(self, result: str, product: str, kind: str) -> None:
+        self.results[result] = self.results.get(result, 0) + 1
+        if kind:
+            self.differences[product, kind] = self.differences.get((product, kind), 0) + 1
+
+    def flush(self) -> None:
+        results, self.results = self.results, {}
+        for result, count in results.items():
+            self._metrics.shadow_calls.labels(result).inc(count)
+        differences, self.differences = self.differences, {}
+        for (product, kind), count in differences.items():
+            self._metrics.shadow_differences.labels(product, kind).inc(count)
+
+
 class RedisMetrics(Observer):
     """What one ScriptRunner tells about its Redis server (labelled `redis`): script calls by
     script, each batch's size and round trip since the last flush; errors as they happen."""
@@ -272,6 +300,7 @@ class GatewayMetrics:
         self._define_redis()
         self._define_state()
         self.decisions = Decisions(self)
+        self.shadow = ShadowCounts(self)
         self._methods: dict[str, CallMetrics] = {}
         self._servers: dict[str, RedisMetrics] = {}
         self.build_info.labels(_version(), platform.python_version(), grpc.__version__).set(1)
@@ -347,6 +376,19 @@ class GatewayMetrics:
             "creditgate_catalog_reloads_total", "Catalog reloads, by result: reloaded, or "
             "refused (the file did not validate; the version in force stays).", ["result"],
             registry=r)
+        self.shadow_catalog_info = Gauge(
+            "creditgate_shadow_catalog_info", "Server processes evaluating each version of a "
+            "candidate catalog in shadow (1 per process; 0 for a version a reload replaced).",
+            ["version"], registry=r, multiprocess_mode="livesum")
+        self.shadow_calls = Counter(
+            "creditgate_shadow_calls_total", "Calls sampled for the shadow catalog, by result: "
+            "same (the candidate decides as the live catalog), differs, skipped (a retry, "
+            "holds due for release, a failure on either side).", ["result"], registry=r)
+        self.shadow_differences = Counter(
+            "creditgate_shadow_differences_total", "Calls the shadow catalog decides "
+            "differently, by product and kind: outcome (approved vs declined), reason (both "
+            "declined), amount (both approved), product_absent, invalid (the candidate "
+            "refuses the request).", ["product", "kind"], registry=r)
         self.build_info = Gauge(
             "creditgate_build_info", "1, labelled with creditgate's, Python's and gRPC's "
             "versions.", ["version", "python", "grpc"], registry=r, multiprocess_mode="livemax")
@@ -378,9 +420,16 @@ class GatewayMetrics:
     def catalog_reload(self, result: str) -> None:
         self.catalog_reloads.labels(result).inc()
 
+    def shadow_catalog(self, version: str, previous: str | None = None) -> None:
+        """The candidate version this process evaluates in shadow (after `previous`)."""
+        if previous is not None and previous != version:
+            self.shadow_catalog_info.labels(previous).set(0)
+        self.shadow_catalog_info.labels(version).set(1)
+
     def flush(self, admission=None) -> None:
         """Move what the process counted into prometheus_client, and sample admission."""
-        for part in (*self._methods.values(), self.decisions, *self._servers.values()):
+        for part in (*self._methods.values(), self.decisions, self.shadow,
+                     *self._servers.values()):
             part.flush()
         if admission is not None:
             self.in_flight.set(admission.in_flight)
@@ -411,6 +460,7 @@ class NoMetrics:
 
     decisions = NOTHING
     sweeper_released = NOTHING
+    shadow = NOTHING
 
     def method(self, rpc: str) -> _Nothing:
         return NOTHING
@@ -428,6 +478,9 @@ class NoMetrics:
         return None
 
     def catalog_reload(self, result: str) -> None:
+        return None
+
+    def shadow_catalog(self, version: str, previous: str | None = None) -> None:
         return None
 
     def flush(self, admission=None) -> None:

@@ -51,6 +51,7 @@ from creditgate.gateway import (
     metrics,
     registration,
     service,
+    shadow,
     sweeper,
     tls,
 )
@@ -217,6 +218,10 @@ class Config(msgspec.Struct, kw_only=True):
     shard: str = ""
     # On SIGTERM: NOT_SERVING, and calls still answered for this long before the port stops.
     drain_notice_s: float = DRAIN_NOTICE_S
+    # A candidate catalog evaluated in shadow on this share of the authorizations (0..1;
+    # gateway/shadow.py). Empty: none.
+    shadow_catalog_path: str = ""
+    shadow_share: float = 1.0
 
 
 def _file_stamp(path: str) -> tuple[int, ...] | None:
@@ -252,6 +257,15 @@ def serve_metrics(start, host: str, port: int):
     except OSError as error:
         raise StartupRefused(f"cannot serve metrics on {host}:{port}: "
                              f"{error.strerror or error}") from None
+
+
+def check_shadow(config: Config) -> None:
+    """--shadow-share is a share, and the candidate catalog validates (CatalogError naming
+    its file, product and field, as the live catalog's)."""
+    if not 0.0 <= config.shadow_share <= 1.0:
+        raise StartupRefused(f"--shadow-share must be within 0..1, not {config.shadow_share}")
+    if config.shadow_catalog_path:
+        catalog.load_catalog(config.shadow_catalog_path)
 
 
 def check_redis_settings(config: Config) -> None:
@@ -342,6 +356,15 @@ class Gateway:
                  len(self.catalog.products), config.catalog_path,
                  extra={"products": len(self.catalog.products), "catalog": config.catalog_path,
                         "version": self.catalog.version})
+        check_shadow(config)
+        self.shadow = shadow.load(config.shadow_catalog_path, config.shadow_share,
+                                  self.metrics.shadow) if config.shadow_catalog_path else None
+        if self.shadow is not None:
+            log.info("shadow catalog loaded: version %s, %d products from %s, on %g of the "
+                     "authorizations", self.shadow.candidate.version,
+                     len(self.shadow.candidate.products), config.shadow_catalog_path,
+                     config.shadow_share, extra={"catalog": config.shadow_catalog_path,
+                                                 "version": self.shadow.candidate.version})
         self.callers = load_callers(config)
         self.tls = transport(config)  # files that cannot be used stop start-up too
         check_redis_settings(config)
@@ -385,6 +408,7 @@ class Gateway:
         await self.runner.load()
         context = self.context = Context(self.limits, self.catalog, self.callers,
                                          metrics=self.metrics)
+        context.shadow = self.shadow
         await context.redis_clock.sample(self.redis.time)  # deadlines travel from the start
         self._start_metrics()
         registration.add_services(self.server, service.AuthorizationService(context),
@@ -414,6 +438,7 @@ class Gateway:
         if self.context is None:
             log.warning("SIGHUP before the gateway started: the catalog is read at start")
             return
+        self._reload_shadow()
         current = self.context.catalog
         live = catalogs.reload(self.config.catalog_path, current)
         if live is current:
@@ -422,6 +447,17 @@ class Gateway:
         self.context.catalog = live
         self.metrics.catalog(live.version, current.version)
         self.metrics.catalog_reload("reloaded")
+
+    def _reload_shadow(self) -> None:
+        """SIGHUP reloads the shadow catalog too; one that does not validate stays out, and
+        the candidate in force stays."""
+        current = self.context.shadow
+        if current is None:
+            return
+        replaced = shadow.reload(current, self.metrics.shadow)
+        if replaced is not current:
+            self.context.shadow = replaced
+            self.metrics.shadow_catalog(replaced.candidate.version, current.candidate.version)
 
     async def _shard_partitions(self) -> list[int]:
         """The partitions of `--shard` now (they follow failovers and resharding)."""
@@ -432,6 +468,8 @@ class Gateway:
         """The facts metrics show from the start, and their port (before the gRPC port: a
         metrics port that cannot be bound stops start-up before any call is taken)."""
         self.metrics.catalog(self.catalog.version)
+        if self.shadow is not None:
+            self.metrics.shadow_catalog(self.shadow.candidate.version)
         self.metrics.redis_up(self.redis_server, True)  # start() just reached it
         if self._serve_metrics:
             self.metrics_port = serve_metrics(self.metrics.serve, self.config.metrics_host,
@@ -579,6 +617,8 @@ class Gateway:
                 await asyncio.gather(task, return_exceptions=True)
         await self.server.stop(grace_s)
         await self.runner.close()
+        if self.context.shadow is not None:
+            self.context.shadow.close()  # the last interval's differences
         await self.redis.aclose()
         await self._ping.aclose()
         self.metrics.flush(self.context.admission)
@@ -665,6 +705,7 @@ def run(config: Config, parent_pid: int | None = None) -> int:
         # be used, plaintext not on loopback): its message is the one a user needs, whatever
         # else is wrong.
         catalog.load(config.catalog_path)
+        check_shadow(config)
         load_callers(config)
         transport(config)
         check_metrics(config)

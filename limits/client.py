@@ -68,6 +68,12 @@ class LimitsClient:
         awaits any: no task per item."""
         return self._call(contracts.RESERVE, keys_, args)
 
+    def shadow_reserve(self, keys_: Keys, args: Args) -> Awaitable:
+        """Queue reserve's read-only shadow (limits/lua_source.SHADOW_SCRIPTS): reserve's
+        KEYS, ARGV and reply, or SKIP|<why>; it changes nothing."""
+        header = contracts.call_header(self.clock_offset_ms, DEADLINE_MS.get(), *CALLER.get())
+        return self.runner.call("shadow_reserve", keys_, [*header, *args])
+
     async def authorize(self, keys_: Keys, args: Args) -> Authorization:
         return replies.decode_authorization(await self.reserve(keys_, args))
 

@@ -17,6 +17,12 @@ from creditgate.limits.reasons import PRODUCT_RULE_REASON_MAX, DeclineReason, Sc
 
 # The scripts the gateway's runner loads (dead_letter is the ledger worker's own).
 SCRIPT_NAMES = tuple(name for name, script in contracts.SCRIPTS.items() if script.clock)
+# Read-only twins of scripts: the same body with SHADOW true, registered with the flag
+# no-writes (Redis refuses any write they attempt) and called with FCALL_RO. The gateway's
+# shadow catalog (gateway/shadow.py) evaluates a candidate catalog with shadow_reserve; the
+# KEYS, ARGV and reply are reserve's (a SKIP|<why> reply where the shadow cannot decide).
+SHADOW_SCRIPTS = {"shadow_reserve": "reserve"}
+SHADOW_SKIP = "SKIP|"
 
 
 def lua_constant_values() -> dict[str, str]:
@@ -53,6 +59,10 @@ def lua_constant_values() -> dict[str, str]:
     values["RULES_SEPARATOR"] = _lua_string(contracts.RULES_SEPARATOR)
     values["NODES_SEPARATOR"] = _lua_string(contracts.NODES_SEPARATOR)
     values["HOURS_SEPARATOR"] = _lua_string(contracts.HOURS_SEPARATOR)
+    # A script body runs live (SHADOW false: each guard is one jump) unless registered as its
+    # shadow (library_source).
+    values["SHADOW"] = "false"
+    values["SHADOW_SKIP"] = _lua_string(SHADOW_SKIP)
     return values
 
 
@@ -66,14 +76,16 @@ def _read(name: str) -> str:
 
 
 class LoadedScript:
-    """A script of the library: its name, the function FCALL names, the library's source."""
+    """A script of the library: its name, the function FCALL names, the library's source, and
+    the command that calls it (FCALL_RO for a read-only shadow)."""
 
-    __slots__ = ("name", "function", "source")
+    __slots__ = ("name", "function", "source", "command")
 
-    def __init__(self, name: str, function: str, source: str):
+    def __init__(self, name: str, function: str, source: str, command: str = "FCALL"):
         self.name = name
         self.function = function
         self.source = source
+        self.command = command
 
 
 def function_name(name: str, version: int = keys.LAYOUT_VERSION) -> str:
@@ -162,6 +174,18 @@ def library_source(bodies: dict[str, str] | None = None, library: str = keys.LIB
             f"loading_redis.register_function('{name}{suffix}', function(KEYS, ARGV)\n"
             f"  if not string then {_GLOBAL_NAMES} = standard_globals() end\n"
             f"  return {name}_script(KEYS, ARGV)\nend)\n")
+    for shadow, name in SHADOW_SCRIPTS.items():
+        if name not in bodies:
+            continue
+        values = {**constants, **contracts.SCRIPTS[name].lua_constants(), "SHADOW": "true"}
+        parts.append(
+            f"\n-- {name}.lua as its read-only shadow\n"
+            f"local function {shadow}_script(KEYS, ARGV)\n"
+            f"{_inline_constants(bodies[name], values)}\nend\n"
+            f"loading_redis.register_function{{function_name='{shadow}{suffix}',\n"
+            f"  flags={{'no-writes'}}, callback=function(KEYS, ARGV)\n"
+            f"  if not string then {_GLOBAL_NAMES} = standard_globals() end\n"
+            f"  return {shadow}_script(KEYS, ARGV)\nend}}\n")
     return "".join(parts)
 
 
@@ -182,4 +206,7 @@ def library() -> str:
 
 @functools.cache
 def scripts() -> dict[str, LoadedScript]:
-    return {name: LoadedScript(name, function_name(name), library()) for name in SCRIPT_NAMES}
+    loaded = {name: LoadedScript(name, function_name(name), library()) for name in SCRIPT_NAMES}
+    loaded.update((shadow, LoadedScript(shadow, function_name(shadow), library(), "FCALL_RO"))
+                  for shadow in SHADOW_SCRIPTS)
+    return loaded

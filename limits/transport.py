@@ -115,7 +115,8 @@ def error_kind(error: BaseException) -> str:
 
 
 def _pack(call: _Call) -> bytes:
-    return hiredis.pack_command(("FCALL", call.script.function, len(call.keys), *call.keys,
+    script = call.script
+    return hiredis.pack_command((script.command, script.function, len(call.keys), *call.keys,
                                  *call.args))
 
 
@@ -556,14 +557,16 @@ class ScriptRunner:
         if len(batch) == 1:
             call = batch[0]
             try:
-                results = [await self.redis.fcall(call.script.function, len(call.keys),
-                                                  *call.keys, *call.args)]
+                results = [await self.redis.execute_command(
+                    call.script.command, call.script.function, len(call.keys), *call.keys,
+                    *call.args)]
             except ResponseError as error:  # a missing function included
                 results = [error]
         else:
             pipe = self.redis.pipeline(transaction=False)
             for call in batch:
-                pipe.fcall(call.script.function, len(call.keys), *call.keys, *call.args)
+                pipe.execute_command(call.script.command, call.script.function,
+                                     len(call.keys), *call.keys, *call.args)
             results = await pipe.execute(raise_on_error=False)
         self.observer.answered(self._loop.time() - written_at)
         return results

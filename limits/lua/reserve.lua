@@ -43,6 +43,11 @@
 --   raise). A retry of an approval answers its first decision with the levels as they stand
 --   now, and the catalog version its hold recorded; a retry of a decline, the one remembered
 --   with it (remember_decline).
+-- The shadow (SHADOW true: limits/lua_source.py registers this body a second time as
+-- shadow_reserve, flagged no-writes and called with FCALL_RO) writes nothing: it answers the
+-- decision (an approval's reply has no hold id, no levels) or SKIP|<why> where it cannot
+-- decide without a write (a retry: replay; holds due for release: expired; a layout-1
+-- customer: layout). The live function's guards are `if false then` jumps.
 local now, late = call_time(ARGV[ARG_CLOCK_OFFSET_MS], ARGV[ARG_DEADLINE_MS])
 if late then return late end
 local base, customer_id, fingerprint =
@@ -66,7 +71,10 @@ end
 local nodes, product_id = rules.nodes, rules.product_id
 
 local replay = decline_replay(KEYS[KEY_IDEMPOTENCY], fingerprint, now)
-if replay then return replay end
+if replay then
+  if SHADOW then return SHADOW_SKIP .. 'replay' end
+  return replay
+end
 -- An approval keeps no record: its hold, whose id derives from the record's key, holds the
 -- fingerprint, so an open hold costs one key.
 -- A retry reads its fingerprint, expiry, amounts, partial level, plan, nodes and catalog
@@ -74,7 +82,12 @@ if replay then return replay end
 local hold_id, retried, prior = approval_hold(base, KEYS[KEY_IDEMPOTENCY], now, prior_fields)
 local hold_key = base .. K_HOLD .. hold_id
 if retried then
+  if SHADOW then return SHADOW_SKIP .. 'replay' end
   if prior[1] ~= fingerprint then return err(E_IDEMPOTENCY_MISMATCH, '', now) end
+elseif SHADOW then
+  -- release_expired's own test of whether the customer has holds to release.
+  local due_at = redis.call('ZSCORE', KEYS[KEY_DUE], customer_id)
+  if due_at and tonumber(due_at) <= now then return SHADOW_SKIP .. 'expired' end
 else
   -- Holds whose TTL has passed are released before the levels are read (a retry changes
   -- nothing, so it reads the levels as they stand).
@@ -86,6 +99,10 @@ end
 -- product's rules). A customer of layout 1 has no status field of this layout: it is upgraded
 -- and read again.
 local values = redis.call('HMGET', KEYS[KEY_CUSTOMER], unpack(rules.read_fields))
+if SHADOW and not values[1]
+    and redis.call('HEXISTS', KEYS[KEY_CUSTOMER], V1_STATUS) == 1 then
+  return SHADOW_SKIP .. 'layout'
+end
 if not values[1] and upgrade_customer(KEYS[KEY_CUSTOMER]) then
   values = redis.call('HMGET', KEYS[KEY_CUSTOMER], unpack(rules.read_fields))
 end
@@ -94,8 +111,9 @@ local status = values[1]
 -- Checks, in the documented order (limits/reasons.py). Nothing is written before the point
 -- marked below, except the release of holds that had already expired.
 if not status then
-  return remember_decline(KEYS[KEY_IDEMPOTENCY], fingerprint, rules.catalog_version,
-    authorization_reply(R_CUSTOMER_UNKNOWN, '', '', 0, now, 0, 0, 0, 0, '', '', ''))
+  local reply = authorization_reply(R_CUSTOMER_UNKNOWN, '', '', 0, now, 0, 0, 0, 0, '', '', '')
+  if SHADOW then return reply .. '|' .. rules.catalog_version end
+  return remember_decline(KEYS[KEY_IDEMPOTENCY], fingerprint, rules.catalog_version, reply)
 end
 -- A level's cap is the effective one: the cap plus the node's temporary raise while it lasts.
 local levels, available, short_level = read_levels(values, 3, nodes, amount, now)
@@ -120,9 +138,10 @@ if retried then
 end
 
 local function decline(reason, level, offer, offer_level)
-  return remember_decline(KEYS[KEY_IDEMPOTENCY], fingerprint, rules.catalog_version,
-    authorization_reply(reason, level, '', available, now, 0, 0, 0, offer, offer_level, '',
-    levels_reply(nodes, levels)))
+  local reply = authorization_reply(reason, level, '', available, now, 0, 0, 0, offer,
+    offer_level, '', levels_reply(nodes, levels))
+  if SHADOW then return reply .. '|' .. rules.catalog_version end
+  return remember_decline(KEYS[KEY_IDEMPOTENCY], fingerprint, rules.catalog_version, reply)
 end
 
 if status == 'frozen' then return decline(R_CUSTOMER_FROZEN, '', 0, '') end
@@ -186,6 +205,10 @@ if amount_reason > 0 then
   approved, partial = offer, 1
 end
 
+if SHADOW then
+  return authorization_reply(0, '', '', available - approved, now, now + rules.ttl_ms, approved,
+    partial, 0, offer_level, '', '', '|' .. rules.catalog_version)
+end
 -- After this point the reservation must succeed.
 local node_list = rules.node_list
 local expires = fmt(now + rules.ttl_ms)

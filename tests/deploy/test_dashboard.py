@@ -88,6 +88,9 @@ def test_the_panels_answer_the_peaks_questions(dashboard):
         "Dead letters in the range": {"creditgate_ledger_dead_letters_total"},
         "Reconcile drifts": {"creditgate_reconcile_drifts"},
         "Catalog version in use": {"creditgate_catalog_info", "creditgate_catalog_reloads_total"},
+        "Shadow catalog: calls compared and differences": {
+            "creditgate_shadow_calls_total", "creditgate_shadow_differences_total",
+            "creditgate_shadow_catalog_info"},
         "Build": {"creditgate_build_info"},
     }
     for title, metrics in questions.items():

@@ -121,7 +121,9 @@ def test_the_runner_writes_the_bytes_redis_py_would(calls):
     data, sent = encode_calls(batch)
     assert sent == batch
     packed = Connection().pack_commands(
-        [("FCALL", call.script.function, len(call.keys), *call.keys, *call.args) for call in batch])
+        [(call.script.command, call.script.function, len(call.keys), *call.keys, *call.args)
+         for call in batch])
+    assert {call.script.command for call in batch} <= {"FCALL", "FCALL_RO"}
     assert data == b"".join(packed)
 
 
