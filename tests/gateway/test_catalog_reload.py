@@ -1,6 +1,8 @@
 """Hot reload of the catalog under load, with `serve --processes 2`: catalog v1 -> v2 (a
 product's maximum lowered, a new product added) while clients authorize. No call fails; before
-the reload every answer is v1's, once every process shows v2 every answer is v2's; an invalid
+the reload every answer is v1's, once every process shows v2 every answer is v2's, and every
+answer is the decision of the catalog version it records (AuthorizeResponse.catalog_version),
+including those in between the signal and the switch; an invalid
 v3 is refused by `creditgate catalog reload` before any signal, and by the processes
 themselves when signalled anyway, and v2 stays. `catalog check` and `catalog diff` read files."""
 
@@ -71,7 +73,8 @@ async def cli(*argv: str) -> tuple[int, str]:
 
 
 class Clients:
-    """Authorize calls in a loop from several tasks: (started at, product, reason, status)."""
+    """Authorize calls in a loop from several tasks: (started at, product, reason, status,
+    catalog version)."""
 
     def __init__(self, stub):
         self.stub, self.answers, self.running = stub, [], True
@@ -86,9 +89,10 @@ class Clients:
             started = time.monotonic()
             try:
                 reply = await self.stub.Authorize(request, timeout=5)
-                self.answers.append((started, product, reply.decline_reason, "OK"))
+                self.answers.append((started, product, reply.decline_reason, "OK",
+                                     reply.catalog_version))
             except grpc.aio.AioRpcError as error:
-                self.answers.append((started, product, None, error.code().name))
+                self.answers.append((started, product, None, error.code().name, None))
             n += 1
 
 
@@ -165,14 +169,23 @@ async def test_reload_under_load_switches_every_process_and_no_call_fails(redis_
     failed = [answer for answer in clients.answers if answer[3] != "OK"]
     assert failed == []
     above = DeclineReason.AMOUNT_ABOVE_MAXIMUM
-    before = [reason for at, product, reason, _ in clients.answers if at < reloaded_at]
-    after = [(product, reason) for at, product, reason, _ in clients.answers if at > v2_at]
+    before = [reason for at, product, reason, *_ in clients.answers if at < reloaded_at]
+    after = [(product, reason) for at, product, reason, *_ in clients.answers if at > v2_at]
     assert before and all(reason == DeclineReason.NONE for reason in before)
     assert {product for product, _ in after} == {"shop", "gift"}
     assert all(reason == (above if product == "shop" else DeclineReason.NONE)
                for product, reason in after)
-    # Between the signal and the last process's switch a call may meet either version.
-    assert all(reason in (DeclineReason.NONE, above) for _, _, reason, _ in clients.answers)
+    # Between the signal and the last process's switch a call may meet either version, and
+    # each answer is the decision of the version it records: v1 approves 700 on shop, v2
+    # declines it; gift exists in v2 only.
+    decided = {"v1": {"shop": DeclineReason.NONE},
+               "v2": {"shop": above, "gift": DeclineReason.NONE}}
+    versions = [version for *_, version in clients.answers]
+    assert {"v1", "v2"} <= set(versions) <= {"v1", "v2"}
+    assert all(reason == decided[version][product]
+               for _, product, reason, _, version in clients.answers)
+    assert all(version == "v1" for at, *_, version in clients.answers if at < reloaded_at)
+    assert all(version == "v2" for at, *_, version in clients.answers if at > v2_at)
     assert not pid_file.exists()  # the gateway removed its pid file when it stopped
 
 

@@ -11,9 +11,10 @@ another gateway after the roll answers the first decision, the holds left open i
 exactly the clients' open ones, the levels hold and use what the clients' purchases add up
 to, and the ledger booked one authorization per approved key. No answer was lost (a retry
 never answers a decision made before it was sent). The drained worker leaves `creditgate
-reconcile` no drift, and after the roll the restarted gateways answer by v2. Every answer
-keeps the gateway and the times it was given at, so that a check of the catalog version each
-answer records is one more loop over `clients.answers`."""
+reconcile` no drift, and after the roll the restarted gateways answer by v2. Every answer is
+the decision of the catalog version it records (AuthorizeResponse.catalog_version): v1 if
+answered before its gateway's SIGTERM, v2 if sent after it served again, and a key replayed
+after the roll answers its first version."""
 
 from __future__ import annotations
 
@@ -375,20 +376,24 @@ async def test_rolling_restart_with_a_new_catalog_fails_no_call(redis, redis_ser
         for answer in authorized:
             signalled, _, back = fleet.restarts[answer.gateway]
             amount = answer.request.amount_minor
-            reason = answer.reply.decline_reason
-            assert reason in (DeclineReason.NONE, above), answer
+            reason, version = answer.reply.decline_reason, answer.reply.catalog_version
+            # Every answer, a retry's too, is the decision of the version it records.
+            assert (version, reason) in (
+                ("v1", DeclineReason.NONE),
+                ("v2", above if amount > MAX_V2 else DeclineReason.NONE)), answer
             if answer.attempts > 1:
                 continue
             if answer.answered < signalled:
-                assert reason == DeclineReason.NONE, answer  # v1: every amount fits
+                assert version == "v1", answer
             elif answer.started > back:
-                assert reason == (above if amount > MAX_V2 else DeclineReason.NONE), answer
+                assert version == "v2", answer
 
         # No double holds: every key replayed on another gateway answers its first decision.
         for answer in authorized:
             again = await stubs[(answer.gateway + 1) % GATEWAYS].Authorize(
                 answer.request, timeout=CALL_TIMEOUT_S)
             assert decision(again) == decision(answer.reply), answer.key
+            assert again.catalog_version == answer.reply.catalog_version, answer.key
         approved = {p.key: p for p in clients.purchases}
         assert len({p.hold_id for p in approved.values()}) == len(approved)
         # ...the holds open in Redis are exactly the clients' open ones...
