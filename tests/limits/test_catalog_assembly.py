@@ -149,6 +149,10 @@ ELEMENTS = [
      "or 0 (no limit)"),
     ("effective-before-1970", "effective_from = 1969-12-31T23:59:59+00:00",
      P + "field 'effective_from': must be within 1970-01-01 and 9999-12-31 (UTC)"),
+    # The epoch itself as the end would be 0 in the rules, which means no end: never
+    # effective would read as always effective.
+    ("effective-until-the-epoch", "effective_until = 1970-01-01T00:00:00+00:00",
+     P + "field 'effective_until': must be after 1970-01-01T00:00:00Z"),
     ("effective-after-9999", "effective_until = 9999-12-31T00:00:00+00:00",
      P + "field 'effective_until': must be within 1970-01-01 and 9999-12-31 (UTC)"),
     ("effective-no-offset", "effective_from = 2026-12-12T00:00:00",
