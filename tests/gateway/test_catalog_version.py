@@ -102,3 +102,21 @@ async def test_a_retry_answers_its_decision_time_after_a_reload_changed_the_hold
     again = await auth.Authorize(request)
     assert again.hold_id == approved.hold_id
     assert again.decided_at_ms == approved.decided_at_ms
+
+
+def test_a_changed_catalog_that_keeps_its_version_is_refused(tmp_path: Path, caplog):
+    """A version names one set of rules: a file edited without a new `[catalog] version` would
+    record the old version on holds its new rules decide, so a reload refuses it (the version
+    in force stays); the same file again is no change and is taken."""
+    from creditgate.gateway import catalogs
+
+    path = tmp_path / "products.toml"
+    text = catalog.DEFAULT_CATALOG.read_text()
+    path.write_text(text)
+    current = catalogs.LiveCatalog(catalog.load_catalog(str(path)))
+    assert catalogs.reload(str(path), current) is not current  # unchanged: taken
+    path.write_text(text.replace("amount_max_minor = 5_000_000", "amount_max_minor = 4_000_000",
+                                 1))
+    assert catalogs.reload(str(path), current) is current
+    assert f"version {SHIPPED.version} stays" in caplog.text
+    assert "changed but keeps its version" in caplog.text
