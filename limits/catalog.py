@@ -399,6 +399,9 @@ def diff(old: Catalog, new: Catalog) -> list[str]:
             lines += [f"~ product {product_id}:", *changed]
     if len(lines) == 1:
         lines.append("  no product changes")
+    elif old.version == new.version:
+        lines.append("! the version is unchanged: a gateway's reload refuses this catalog "
+                     "(give it a new [catalog] version)")
     return lines
 
 

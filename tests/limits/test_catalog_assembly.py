@@ -239,6 +239,12 @@ name = "Fresh"
         "    velocity.month.count_max: 0 -> 40",
     ]
     assert catalog.diff(old, old) == ["catalog v1 -> v1", "  no product changes"]
+    # Changes under the same version: a gateway's reload would refuse the new file.
+    same = catalog_of('[catalog]\nversion = "v1"\n' + GOOD.replace(
+        "amount_max_minor = 1000", "amount_max_minor = 800"))
+    assert catalog.diff(catalog_of('[catalog]\nversion = "v1"\n' + GOOD), same)[-1] == (
+        "! the version is unchanged: a gateway's reload refuses this catalog "
+        "(give it a new [catalog] version)")
 
 
 def test_the_shipped_catalog_has_a_version_and_checks():
