@@ -435,3 +435,27 @@ incremental = true
     assert online.reason == R.NONE
     assert (await frozen.increment("i3", online.hold_id, 19_001)).authorization.reason \
         == R.AMOUNT_ABOVE_MAXIMUM
+
+
+@pytest.mark.parametrize("zone", [NEW_YORK, "Europe/London", "Australia/Sydney"])
+def test_within_hours_at_daylight_saving_transitions(redis_sync, zone):
+    """Random instants over years seldom fall near a transition: here every 15 minutes (and
+    a second either side of each change) over the hours around a zone's first four, for
+    ranges that start, end or cross midnight within the hour that is skipped or repeated."""
+    schedule = SCHEDULES[zone]
+    numbers = [int(number) for number in schedule.split(",")]
+    transitions = numbers[1::2][:4]
+    assert len(transitions) == 4, schedule
+    hours = [(60, 150), (150, 180), (1380, 1440 + 150)]
+    instants = sorted({(t + delta) * 1000 for t in transitions
+                       for delta in [*range(-3 * 3600, 3 * 3600 + 1, 900), -1, 1]})
+    for hour_set in ([(60, 150)], [(150, 180)], [(1380, 1440 + 150)], hours):
+        text = ";".join(f"{start}:{end}" for start, end in hour_set)
+        got = redis_sync.eval(PROBE, 0, schedule, text, *instants)
+        for ms, inside in zip(instants, got, strict=True):
+            local = dt.datetime.fromtimestamp(ms // 1000, zoneinfo.ZoneInfo(zone))
+            minute = local.hour * 60 + local.minute
+            expected = any(start <= minute < end or start <= minute + 1440 < end
+                           for start, end in hour_set)
+            assert bool(inside) == expected == _within_hours(hour_set, schedule, ms), \
+                (local, hour_set)
