@@ -7,7 +7,8 @@ finish on the old version, calls that start after the swap use the new one.
 
 A reload (SIGHUP to a server process; under `--processes N` the supervisor passes it to every
 server process) reads and validates the catalog file again. A catalog that does not validate
-is refused with the same error as at start-up, logged once, and the version in force stays.
+is refused with the same error as at start-up, logged once, and the version in force stays;
+so is a catalog that changed but kept the version in force (a version names one set of rules).
 `creditgate catalog reload` validates the file first and only then signals the gateway;
 `creditgate catalog check` and `creditgate catalog diff` read files without touching a gateway.
 """
@@ -43,6 +44,11 @@ def reload(path: str, current: LiveCatalog) -> LiveCatalog:
     """The catalog at `path` compiled, or `current` if it does not validate (logged)."""
     try:
         loaded = catalog.load_catalog(path)
+        if loaded.version == current.version and loaded.products != current.products:
+            # A version names one set of rules (holds and declines record it).
+            raise catalog.CatalogError(
+                path, None, "catalog.version", f"the catalog changed but keeps its version "
+                f"{loaded.version!r}: give it a new [catalog] version")
     except catalog.CatalogError as error:
         log.error("catalog reload refused, version %s stays: %s", current.version, error,
                   extra={"catalog": path, "version": current.version, "result": "refused"})

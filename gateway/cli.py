@@ -105,8 +105,10 @@ def _serve_command(commands) -> None:
                        help="customer partitions (fixed per deployment)")
     serve.add_argument("--processes", type=int, default=1,
                        help="processes sharing the port (SO_REUSEPORT)")
-    serve.add_argument("--drain-notice-s", type=float, default=float(os.environ.get(
-        "CREDITGATE_DRAIN_NOTICE_S", DRAIN_NOTICE_S)), help="on SIGTERM, answer health "
+    # The environment's value as text: argparse converts it as it converts the option, when
+    # serve is the command (a bad value is serve's usage error, not every command's crash).
+    serve.add_argument("--drain-notice-s", type=float, default=os.environ.get(
+        "CREDITGATE_DRAIN_NOTICE_S", str(DRAIN_NOTICE_S)), help="on SIGTERM, answer health "
         "NOT_SERVING and go on answering calls this long before the port stops, so that "
         "balancers and clients watching health leave first (default %(default)s; 0: none)")
     serve.add_argument("--no-sweeper", action="store_true",

@@ -284,6 +284,9 @@ def _check_elements(path: str, product: Product) -> None:
         moment = getattr(product, field)
         if moment is not None and not EPOCH <= moment < EFFECTIVE_END:
             fail(field, "must be within 1970-01-01 and 9999-12-31 (UTC)")
+    # An end at the epoch would be 0 in the rules, which reads as no end at all.
+    if product.effective_until is not None and product.effective_until == EPOCH:
+        fail("effective_until", "must be after 1970-01-01T00:00:00Z")
 
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -396,6 +399,9 @@ def diff(old: Catalog, new: Catalog) -> list[str]:
             lines += [f"~ product {product_id}:", *changed]
     if len(lines) == 1:
         lines.append("  no product changes")
+    elif old.version == new.version:
+        lines.append("! the version is unchanged: a gateway's reload refuses this catalog "
+                     "(give it a new [catalog] version)")
     return lines
 
 

@@ -765,8 +765,10 @@ class Model:
         if r.capture_tolerance_bps:
             hold[_TOLERANCE_BPS] = str(r.capture_tolerance_bps)
         if r.incremental:
-            hold[_INCREMENT_MAX] = str(r.first_purchase_max_minor if first
-                                       else r.amount_max_minor)
+            # A first purchase's hold grows to the first-purchase maximum, or the
+            # channel's maximum where that is lower.
+            hold[_INCREMENT_MAX] = str(min(r.first_purchase_max_minor, r.amount_max_minor)
+                                       if first else r.amount_max_minor)
             hold[_VELOCITY_MAX] = f"{r.day_amount_max_minor}:{r.month_amount_max_minor}"
         if plan:
             hold[_PLAN] = plan

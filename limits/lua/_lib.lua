@@ -284,7 +284,9 @@ local function product_rules(text)
     r.first_field = F_FIRST_PURCHASE .. r.product_id
     r.read_fields[#r.read_fields + 1] = r.first_field
     r.first_at = #r.read_fields
-    r.first_max_text = fmt(r.first_max)
+    -- What a first purchase's hold may grow to: the first-purchase maximum, or the
+    -- channel's maximum where that is lower.
+    r.first_max_text = fmt(math.min(r.first_max, r.amount_max))
   end
   if rules_kept_count >= PRODUCT_RULES_KEPT_MAX then rules_kept, rules_kept_count = {}, 0 end
   rules_kept[text], rules_kept_count = r, rules_kept_count + 1

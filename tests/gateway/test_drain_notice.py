@@ -118,3 +118,19 @@ async def test_a_drain_notice_out_of_bounds_stops_start_up(redis_server):
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
     assert process.returncode == 3
     assert "--drain-notice-s must be within 0..60, not -1" in stderr.decode()
+
+
+def test_a_bad_drain_notice_in_the_environment_is_a_usage_error_of_serve_only(
+        monkeypatch, capsys, tmp_path):
+    """$CREDITGATE_DRAIN_NOTICE_S is read as --drain-notice-s is: a value that is no number
+    is serve's usage error naming the option, and other commands do not read it."""
+    import pytest
+
+    from creditgate.gateway import cli
+
+    monkeypatch.setenv("CREDITGATE_DRAIN_NOTICE_S", "soon")
+    assert cli.main(["catalog", "check", "limits/products.toml"]) == 0
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["serve", "--callers", str(tmp_path / "none.toml")])
+    assert stopped.value.code == 2
+    assert "--drain-notice-s: invalid float value: 'soon'" in capsys.readouterr().err

@@ -149,6 +149,10 @@ ELEMENTS = [
      "or 0 (no limit)"),
     ("effective-before-1970", "effective_from = 1969-12-31T23:59:59+00:00",
      P + "field 'effective_from': must be within 1970-01-01 and 9999-12-31 (UTC)"),
+    # The epoch itself as the end would be 0 in the rules, which means no end: never
+    # effective would read as always effective.
+    ("effective-until-the-epoch", "effective_until = 1970-01-01T00:00:00+00:00",
+     P + "field 'effective_until': must be after 1970-01-01T00:00:00Z"),
     ("effective-after-9999", "effective_until = 9999-12-31T00:00:00+00:00",
      P + "field 'effective_until': must be within 1970-01-01 and 9999-12-31 (UTC)"),
     ("effective-no-offset", "effective_from = 2026-12-12T00:00:00",
@@ -235,6 +239,12 @@ name = "Fresh"
         "    velocity.month.count_max: 0 -> 40",
     ]
     assert catalog.diff(old, old) == ["catalog v1 -> v1", "  no product changes"]
+    # Changes under the same version: a gateway's reload would refuse the new file.
+    same = catalog_of('[catalog]\nversion = "v1"\n' + GOOD.replace(
+        "amount_max_minor = 1000", "amount_max_minor = 800"))
+    assert catalog.diff(catalog_of('[catalog]\nversion = "v1"\n' + GOOD), same)[-1] == (
+        "! the version is unchanged: a gateway's reload refuses this catalog "
+        "(give it a new [catalog] version)")
 
 
 def test_the_shipped_catalog_has_a_version_and_checks():

@@ -402,3 +402,60 @@ async def test_the_channels_bounds_reach_the_counter_offer_and_the_increment_max
     assert (on_pos.reason, on_pos.counter_offer_minor) == (R.INSUFFICIENT_CREDIT, 0)
     online = await buy("d", "ecommerce", 1_000)
     assert (online.reason, online.counter_offer_minor) == (R.INSUFFICIENT_CREDIT, 400)
+
+
+async def test_a_first_purchase_hold_grows_no_further_than_its_channels_maximum(frozen):
+    """A first purchase's hold grows up to the first-purchase maximum, but never past the
+    channel's own maximum where that is lower: on pos (at most 5,000) a first purchase's hold
+    stops at 5,000 as any other pos hold does, though the first-purchase maximum is 20,000."""
+    frozen.rules = hotpath.compile_products(catalog.parse("""
+[products.narrow]
+name = "A narrow pos"
+nodes = ["total", "consumer", "consumer.online"]
+channels = ["ecommerce", "pos"]
+amount_min_minor = 100
+amount_max_minor = 100_000
+channel_bounds.pos = { amount_max_minor = 5_000 }
+first_purchase_max_minor = 20_000
+hold_ttl_s = 3_600
+incremental = true
+"""))
+    await frozen.put("cust-1", CAPS)
+    first = await frozen.authorization(authorize_request(
+        "a", "cust-1", 1_000, product_id="narrow", channel="pos"))
+    assert first.reason == R.NONE
+    assert (await frozen.increment("i1", first.hold_id, 4_001)).authorization.reason \
+        == R.AMOUNT_ABOVE_MAXIMUM
+    assert (await frozen.increment("i2", first.hold_id, 4_000)).authorization.reason \
+        == R.NONE
+    # On ecommerce (the product's 100,000) the first-purchase maximum is the lower.
+    await frozen.put("cust-2", CAPS)
+    online = await frozen.authorization(authorize_request(
+        "b", "cust-2", 1_000, product_id="narrow", channel="ecommerce"))
+    assert online.reason == R.NONE
+    assert (await frozen.increment("i3", online.hold_id, 19_001)).authorization.reason \
+        == R.AMOUNT_ABOVE_MAXIMUM
+
+
+@pytest.mark.parametrize("zone", [NEW_YORK, "Europe/London", "Australia/Sydney"])
+def test_within_hours_at_daylight_saving_transitions(redis_sync, zone):
+    """Random instants over years seldom fall near a transition: here every 15 minutes (and
+    a second either side of each change) over the hours around a zone's first four, for
+    ranges that start, end or cross midnight within the hour that is skipped or repeated."""
+    schedule = SCHEDULES[zone]
+    numbers = [int(number) for number in schedule.split(",")]
+    transitions = numbers[1::2][:4]
+    assert len(transitions) == 4, schedule
+    hours = [(60, 150), (150, 180), (1380, 1440 + 150)]
+    instants = sorted({(t + delta) * 1000 for t in transitions
+                       for delta in [*range(-3 * 3600, 3 * 3600 + 1, 900), -1, 1]})
+    for hour_set in ([(60, 150)], [(150, 180)], [(1380, 1440 + 150)], hours):
+        text = ";".join(f"{start}:{end}" for start, end in hour_set)
+        got = redis_sync.eval(PROBE, 0, schedule, text, *instants)
+        for ms, inside in zip(instants, got, strict=True):
+            local = dt.datetime.fromtimestamp(ms // 1000, zoneinfo.ZoneInfo(zone))
+            minute = local.hour * 60 + local.minute
+            expected = any(start <= minute < end or start <= minute + 1440 < end
+                           for start, end in hour_set)
+            assert bool(inside) == expected == _within_hours(hour_set, schedule, ms), \
+                (local, hour_set)

@@ -92,3 +92,36 @@ async def scenario(url: str, sequence: list[dict]) -> None:
 @given(sequence=steps)
 def test_the_shadow_writes_nothing_and_decides_as_the_live_call(redis_server, sequence):
     asyncio.run(scenario(redis_server.url, sequence))
+
+
+async def test_the_shadow_of_element_products_writes_nothing(redis):
+    """The elements' reads (the customer's timezone schedule, the first-purchase marker, the
+    effective dates) write nothing either: shadow_reserve, which Redis runs read-only, decides
+    each element product's purchases as the live reserve then does, before and after the
+    first approval writes its marker, in and out of the allowed hours."""
+    from tests.support import ELEMENTS_RULES
+
+    client = redis_client(redis)
+    await client.put_customer("e-1", "active", "America/New_York",
+                              {"total": 10**9, "consumer": 10**9, "consumer.online": 10**9})
+    reasons = set()
+    for n, (product, amount, later_ms) in enumerate([
+            ("launch", 25_000, 0), ("launch", 1_000, 0), ("launch", 25_000, 0),
+            ("expired", 1_000, 0), ("upcoming", 1_000, 0), ("plain", 1_000, 0),
+            ("launch", 1_000, 6 * 3_600_000), ("launch", 1_000, 6 * 3_600_000),
+            ("launch", 1_000, 6 * 3_600_000)]):
+        client.clock_offset_ms += later_ms
+        plan = hotpath.plan_authorize(authorize_request(
+            f"e-{n}", "e-1", amount, product_id=product, channel="ecommerce",
+            merchant_id="m-1"), ELEMENTS_RULES, PARTITIONS)
+        before = await dumps(redis)
+        shadow = text(await client.shadow_reserve(*plan))
+        assert await dumps(redis) == before
+        live = text(await client.reserve(*plan))
+        if shadow == SHADOW_SKIP + "expired":
+            continue
+        assert decided(shadow) == decided(live), (product, shadow, live)
+        reasons.add(decode_authorization(live).reason)
+    # Each element had its say: the first-purchase maximum, the dates, the hours, approvals.
+    from creditgate.limits.reasons import DeclineReason as R
+    assert {R.FIRST_PURCHASE_ABOVE_MAXIMUM, R.PRODUCT_NOT_EFFECTIVE, R.NONE} <= reasons, reasons
