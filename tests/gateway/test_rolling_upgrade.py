@@ -39,33 +39,15 @@ from creditgate.ledger.store import open_store
 from creditgate.limits import keys
 from creditgate.limits.reasons import DeclineReason
 from tests.conftest import PARTITIONS, SUITE_CALLERS
+from tests.gateway import test_catalog_reload as reload
 from tests.gateway.test_catalog_reload import write
 from tests.gateway.test_drain_notice import HEALTH_CHECKED
 from tests.gateway.test_server import ROOT, free_port
 from tests.support import authorize_request, decision
 
-V1 = """\
-[catalog]
-version = "v1"
-
-[templates.base]
-channels = ["pos"]
-amount_min_minor = 100
-hold_ttl_s = 3600
-
-[products.shop]
-extends = "base"
-name = "Shop"
-nodes = ["total", "shop"]
-amount_max_minor = 1000
-"""
-V2 = V1.replace('"v1"', '"v2"').replace("amount_max_minor = 1000", "amount_max_minor = 500") + """
-[products.gift]
-extends = "base"
-name = "Gift card"
-nodes = ["total", "gift"]
-amount_max_minor = 800
-"""
+# The hot-reload test's catalogs (v2: shop's maximum lowered, gift added), with holds that
+# outlive the test.
+V1, V2 = (text.replace("hold_ttl_s = 60", "hold_ttl_s = 3600") for text in (reload.V1, reload.V2))
 MAX_V1, MAX_V2 = 1000, 500
 GATEWAYS = 3
 CLIENTS = 8
