@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog, keys
 from tests.conftest import CUSTOMER_CAPS, PARTITIONS
@@ -67,9 +65,6 @@ def reloaded(gateway, tmp_path: Path, edit) -> None:
     assert gateway.context.catalog.version != SHIPPED.version
 
 
-@pytest.mark.xfail(strict=True, reason="review: the hot path refuses a retry whose product the "
-                   "catalog in force no longer has (INVALID_ARGUMENT) before reserve could "
-                   "replay it; the approval's hold stays open")
 async def test_a_retry_answers_its_approval_after_a_reload_removed_the_product(
         gateway, auth, admin, tmp_path: Path):
     await admin.PutCustomer(pb.PutCustomerRequest(
@@ -86,9 +81,6 @@ async def test_a_retry_answers_its_approval_after_a_reload_removed_the_product(
     assert (again.approved, again.hold_id) == (True, approved.hold_id)
 
 
-@pytest.mark.xfail(strict=True, reason="review: a retry computes decided_at_ms as the hold's "
-                   "expiry less the hold TTL of the catalog now in force, not the one that "
-                   "approved it")
 async def test_a_retry_answers_its_decision_time_after_a_reload_changed_the_hold_ttl(
         gateway, auth, admin, tmp_path: Path):
     await admin.PutCustomer(pb.PutCustomerRequest(
