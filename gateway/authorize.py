@@ -35,7 +35,15 @@ from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.gateway.responses import authorization_response
 from creditgate.hotpath import InvalidArgument
 from creditgate.limits.constants import AUTHORIZE_BATCH_SIZE_MAX
+from creditgate.limits.contracts import REPLAY_NONE
 from creditgate.limits.replies import decode_authorization
+
+# The fields plan_authorize checks against the catalog in force: a request it refuses for one
+# of them may be the retry of a purchase an earlier catalog decided (a hot reload or a rolling
+# upgrade in between), whose decision its key keeps.
+CATALOG_FIELDS = frozenset({"product_id", "currency", "installment_months"})
+_NONE = REPLAY_NONE + "|"
+_NONE_BYTES = _NONE.encode()
 
 
 def reserve(c: Context, live: LiveCatalog, request: pb.AuthorizeRequest) -> Awaitable:
@@ -43,12 +51,39 @@ def reserve(c: Context, live: LiveCatalog, request: pb.AuthorizeRequest) -> Awai
     catalog the call took when it started, and its reserve script call queued for this loop
     tick's round trip. The awaitable resolves to the script's reply, which `answer` turns into
     the response. Raises InvalidArgument as the hot path does. With a shadow catalog, a
-    sampled call's read-only shadow is queued just before it (gateway/shadow.py)."""
-    keys_, args = hotpath.plan_authorize(request, live.rules, c.partitions)
+    sampled call's read-only shadow is queued just before it (gateway/shadow.py).
+
+    A request the catalog in force refuses for a field it decides (CATALOG_FIELDS), and that
+    is well-formed otherwise (hotpath.plan_replay), queues the read-only replay script
+    instead: the decision its idempotency key already has for this payload (a retry across a
+    reload), or none, and then the awaitable raises the InvalidArgument. Nothing is written
+    either way; a malformed request raises at once, with no Redis call."""
+    try:
+        keys_, args = hotpath.plan_authorize(request, live.rules, c.partitions)
+    except InvalidArgument as error:
+        if error.field not in CATALOG_FIELDS:
+            raise
+        try:
+            replay_keys, replay_args = hotpath.plan_replay(request, c.partitions)
+        except InvalidArgument:
+            raise error from None
+        # A task, so that AuthorizeBatch can cancel it as it cancels a queued call; the
+        # replay's call is queued in this loop tick all the same.
+        return asyncio.ensure_future(_replayed(c.limits.replay(replay_keys, replay_args),
+                                               error))
     shadow = c.shadow
     if shadow is not None:  # a candidate catalog beside the live one (gateway/shadow.py)
         return shadow.reserve(c.limits, live, request, keys_, args)
     return c.limits.reserve(keys_, args)
+
+
+async def _replayed(call: Awaitable, error: InvalidArgument):
+    """The replay's reply (reserve's reply to the retry), or `error` where the key has no
+    decision for this payload."""
+    reply = await call
+    if reply.startswith(_NONE_BYTES if isinstance(reply, bytes) else _NONE):
+        raise error
+    return reply
 
 
 def answer(c: Context, live: LiveCatalog, request: pb.AuthorizeRequest, reply,

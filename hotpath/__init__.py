@@ -22,6 +22,7 @@ NAMES = (
     "check_amount",
     "product_decline",
     "fingerprint",
+    "authorize_fingerprint",
     "plan_authorize",
     "plan_capture",
     "plan_void",
@@ -45,6 +46,9 @@ check_id = implementation.check_id
 check_amount = implementation.check_amount
 product_decline = implementation.product_decline
 fingerprint = implementation.fingerprint
+authorize_fingerprint = implementation.authorize_fingerprint
+# A cold path (a request the catalog in force refuses): the specification serves both twins.
+plan_replay = _plan_py.plan_replay
 plan_authorize = implementation.plan_authorize
 plan_capture = implementation.plan_capture
 plan_void = implementation.plan_void

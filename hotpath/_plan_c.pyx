@@ -219,6 +219,13 @@ cdef Py_ssize_t _partition(partition) except -1:
     raise AssertionError(partition)
 
 
+cpdef str authorize_fingerprint(str product_id, str channel, str merchant_id, str mcc,
+                                str amount, str currency, str partial_asked, str months):
+    """An Authorize's fingerprint (the specification's authorize_fingerprint)."""
+    return _digest("|".join((
+        product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months)))
+
+
 def plan_authorize(request, rules_by_product, partitions):
     """Validate an AuthorizeRequest and build the reserve script's (keys, args).
 
@@ -261,9 +268,8 @@ def plan_authorize(request, rules_by_product, partitions):
     args = [""] * _RESERVE_ARG_COUNT
     args[RESERVE_ARGS.base] = base
     args[RESERVE_ARGS.customer_id] = customer_id
-    args[RESERVE_ARGS.fingerprint] = _digest("|".join((
-        product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
-    )))
+    args[RESERVE_ARGS.fingerprint] = authorize_fingerprint(
+        product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months)
     args[RESERVE_ARGS.amount_minor] = amount
     args[RESERVE_ARGS.rule_decline] = str(_decline(rules, channel, mcc, amount_minor,
                                                         merchant_id))

@@ -14,7 +14,7 @@ import hashlib
 
 from creditgate.limits import contracts, keys
 from creditgate.limits.catalog import CURRENCIES, Product, effective_ms, hours_text
-from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX
+from creditgate.limits.constants import AMOUNT_MINOR_MAX, ID_LENGTH_MAX, INSTALLMENT_MONTHS_MAX
 from creditgate.limits.reasons import DeclineReason
 
 # creditgate.v1.Channel numbers -> catalog channel names.
@@ -175,6 +175,15 @@ def fingerprint(*parts: str) -> str:
     return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
 
 
+def authorize_fingerprint(product_id: str, channel: str, merchant_id: str, mcc: str,
+                          amount: str, currency: str, partial_asked: str, months: str) -> str:
+    """An Authorize's fingerprint: every field of the purchase but its keys (the idempotency
+    key and the customer), as text; no catalog goes into it, so plan_replay computes the same
+    one for a request the catalog in force refuses."""
+    return fingerprint(product_id, channel, merchant_id, mcc, amount, currency, partial_asked,
+                       months)
+
+
 def plan_authorize(request, rules_by_product: dict, partitions: int):
     """Validate an AuthorizeRequest and build the reserve script's (keys, args).
 
@@ -213,7 +222,7 @@ def plan_authorize(request, rules_by_product: dict, partitions: int):
     args = [""] * len(a)
     args[a.base] = base
     args[a.customer_id] = customer_id
-    args[a.fingerprint] = fingerprint(
+    args[a.fingerprint] = authorize_fingerprint(
         product_id, channel, merchant_id, mcc, amount, currency, partial_asked, months
     )
     args[a.amount_minor] = amount
@@ -223,6 +232,41 @@ def plan_authorize(request, rules_by_product: dict, partitions: int):
     args[a.merchant_id] = merchant_id
     args[a.mcc] = mcc
     args[a.rules] = rules.rules_by_channel[channel]
+    return keys_, args
+
+
+def plan_replay(request, partitions: int):
+    """The replay script's (keys, args) for an AuthorizeRequest that plan_authorize refused
+    for a field the catalog decides (an unknown product, a currency or installment term the
+    product does not offer): the decision its key may already have, asked read-only
+    (gateway/authorize.py). Raises InvalidArgument for what is bad whatever the catalog (a
+    malformed id, channel, mcc, amount, currency code or term): such a request is answered
+    without a Redis call. A cold path: the pure-Python twin serves both."""
+    idempotency_key, customer_id = request.idempotency_key, request.customer_id
+    product_id, merchant_id, mcc = request.product_id, request.merchant_id, request.mcc
+    amount_minor, currency = request.amount_minor, request.currency
+    installment_months = request.installment_months
+    check_id("idempotency_key", idempotency_key)
+    check_id("customer_id", customer_id)
+    check_id("product_id", product_id)
+    channel = _channel(request.channel)
+    check_id("merchant_id", merchant_id)
+    if len(mcc) != 4 or not _DIGITS.issuperset(mcc):
+        raise InvalidArgument("mcc", "must be four digits (ISO 18245)")
+    check_amount("amount_minor", amount_minor)
+    if currency not in CURRENCIES:
+        raise InvalidArgument("currency", "unknown currency (ISO 4217 code expected)")
+    if installment_months != 0 and not 2 <= installment_months <= INSTALLMENT_MONTHS_MAX:
+        raise InvalidArgument("installment_months",
+                              f"must be 0 or 2..{INSTALLMENT_MONTHS_MAX}")
+    base = keys.customer_base(customer_id, partitions)
+    replay = contracts.REPLAY
+    keys_ = replay.keys.pack(
+        customer=keys.customer(base, customer_id),
+        idempotency=keys.idempotency_authorize(base, customer_id, idempotency_key))
+    args = replay.args.pack(base=base, fingerprint=authorize_fingerprint(
+        product_id, channel, merchant_id, mcc, str(amount_minor), currency,
+        "1" if request.allow_partial else "0", str(installment_months)))
     return keys_, args
 
 

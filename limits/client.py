@@ -74,6 +74,12 @@ class LimitsClient:
         header = contracts.call_header(self.clock_offset_ms, DEADLINE_MS.get(), *CALLER.get())
         return self.runner.call("shadow_reserve", keys_, [*header, *args])
 
+    def replay(self, keys_: Keys, args: Args) -> Awaitable:
+        """Queue the read-only replay (limits/lua/replay.lua): the decision the key already has
+        for this fingerprint, as reserve's reply, or contracts.REPLAY_NONE; it changes
+        nothing."""
+        return self._call(contracts.REPLAY, keys_, args)
+
     async def authorize(self, keys_: Keys, args: Args) -> Authorization:
         return replies.decode_authorization(await self.reserve(keys_, args))
 

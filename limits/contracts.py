@@ -297,6 +297,21 @@ DEAD_LETTER = Script(
     clock=False,
     reply_kind="integer")
 
+# Read-only: the decision an Authorize's key already has for this request's fingerprint,
+# without product rules (limits/lua/replay.lua; the gateway asks it when the catalog in force
+# refuses a request a catalog before it may have decided). Its reply is reserve's reply to the
+# retry, or "REPLAY_NONE|<now ms>" where the key has none.
+REPLAY = Script(
+    "replay",
+    keys=Layout("customer", "idempotency"),
+    args=Layout("base", "fingerprint"),
+    reply=AUTHORIZATION,
+    deadline=False)
+REPLAY_NONE = "NONE"
+
 SCRIPTS: dict[str, Script] = {script.name: script for script in (
     RESERVE, INCREMENT, CAPTURE, VOID, REFUND, REVERSE, FORCE_CAPTURE, REPAY, SET_RAISE,
-    PUT_CUSTOMER, EXPIRE, CREDIT, DUE, DEAD_LETTER)}
+    PUT_CUSTOMER, EXPIRE, CREDIT, DUE, DEAD_LETTER, REPLAY)}
+# The scripts that only read: registered flagged no-writes and called with FCALL_RO
+# (limits/lua_source.py), so Redis refuses any write they attempt.
+READ_ONLY = frozenset({"replay"})

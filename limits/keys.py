@@ -69,6 +69,10 @@ PATH_ID_MARK = "#"  # a hold's `n` starting with it is a path id, otherwise the 
 # paths[<path id> + PATH_VERSION_MARK]: the catalog version of the holds with that path id (an
 # id of layout 3 derives from the node list and the version; layout 2's have none).
 PATH_VERSION_MARK = "@"
+# paths[<path id> + PATH_TTL_MARK]: the hold TTL (ms) of the rules that approved the holds with
+# that path id (an id of layout 3 derives from the node list, the version and the TTL), so a
+# retry's decision time is the expiry less the TTL that approved it.
+PATH_TTL_MARK = ":"
 KEY_OUTBOX = "outbox"
 KEY_DEAD_LETTER = "outbox:dead"  # events the ledger could not book, with the reason
 # Separates the scope from the idempotency key; ids may not contain it.
@@ -198,6 +202,9 @@ HOLD_FIELDS: dict[str, str] = {
     # The catalog version that approved it, if its path id cannot say (limits/lua/_lib.lua
     # path_id: the id was taken); else the path id's in the paths hash.
     "CATALOG_VERSION": "cv",
+    # Beside it, the hold TTL (ms) of the rules that approved it: a retry's decision time is
+    # the expiry less this TTL, whatever catalog is in force by then.
+    "HOLD_TTL_MS": "tt",
 }
 assert len(set(HOLD_FIELDS.values())) == len(HOLD_FIELDS)
 
@@ -217,6 +224,7 @@ LUA_CONSTANTS: dict[str, str] = {
     "K_PATHS": KEY_PATHS,
     "PATH_ID_MARK": PATH_ID_MARK,
     "PATH_VERSION_MARK": PATH_VERSION_MARK,
+    "PATH_TTL_MARK": PATH_TTL_MARK,
     "F_STATUS": FIELD_STATUS,
     "F_LAYOUT": FIELD_LAYOUT,
     "F_TIMEZONE": FIELD_TIMEZONE,

@@ -63,6 +63,7 @@ def lua_constant_values() -> dict[str, str]:
     # shadow (library_source).
     values["SHADOW"] = "false"
     values["SHADOW_SKIP"] = _lua_string(SHADOW_SKIP)
+    values["REPLAY_NONE"] = _lua_string(contracts.REPLAY_NONE)
     return values
 
 
@@ -170,7 +171,15 @@ def library_source(bodies: dict[str, str] | None = None, library: str = keys.LIB
         values = {**constants, **contracts.SCRIPTS[name].lua_constants()}
         parts.append(
             f"\n-- {name}.lua\nlocal function {name}_script(KEYS, ARGV)\n"
-            f"{_inline_constants(body, values)}\nend\n"
+            f"{_inline_constants(body, values)}\nend\n")
+        if name in contracts.READ_ONLY:  # Redis refuses any write it attempts
+            parts.append(
+                f"loading_redis.register_function{{function_name='{name}{suffix}',\n"
+                f"  flags={{'no-writes'}}, callback=function(KEYS, ARGV)\n"
+                f"  if not string then {_GLOBAL_NAMES} = standard_globals() end\n"
+                f"  return {name}_script(KEYS, ARGV)\nend}}\n")
+            continue
+        parts.append(
             f"loading_redis.register_function('{name}{suffix}', function(KEYS, ARGV)\n"
             f"  if not string then {_GLOBAL_NAMES} = standard_globals() end\n"
             f"  return {name}_script(KEYS, ARGV)\nend)\n")
@@ -206,7 +215,9 @@ def library() -> str:
 
 @functools.cache
 def scripts() -> dict[str, LoadedScript]:
-    loaded = {name: LoadedScript(name, function_name(name), library()) for name in SCRIPT_NAMES}
+    loaded = {name: LoadedScript(name, function_name(name), library(),
+                                 "FCALL_RO" if name in contracts.READ_ONLY else "FCALL")
+              for name in SCRIPT_NAMES}
     loaded.update((shadow, LoadedScript(shadow, function_name(shadow), library(), "FCALL_RO"))
                   for shadow in SHADOW_SCRIPTS)
     return loaded

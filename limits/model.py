@@ -60,6 +60,7 @@ _ORIGINAL_HOLD = keys.HOLD_FIELDS["ORIGINAL_HOLD"]
 _FORCE_CAPTURE = keys.HOLD_FIELDS["FORCE_CAPTURE"]
 _CREATED_AT = keys.HOLD_FIELDS["CREATED_AT"]
 _CATALOG_VERSION = keys.HOLD_FIELDS["CATALOG_VERSION"]
+_HOLD_TTL_MS = keys.HOLD_FIELDS["HOLD_TTL_MS"]
 
 # The previous layout (2), which the model also runs (Model.call's `layout`) for the tests of
 # a rolling upgrade, where both layouts' scripts share the data: its scripts differ from this
@@ -448,20 +449,22 @@ class Model:
                 return hold_id, True
         return keys.derived_hold_id(base, record_key, epoch), False
 
-    def _path_id(self, base: str, node_list: str, version: str) -> str | None:
+    def _path_id(self, base: str, node_list: str, version: str, ttl_ms: int) -> str | None:
         """path_id of limits/lua/_lib.lua: the short id a hold stores for its nodes and the
-        catalog version that approved it, kept in the partition's `paths` hash (the id -> the
-        list, the id and PATH_VERSION_MARK -> the version); None if the id is taken by another
-        list. Layout 2's: of the list alone, no version, the list if taken."""
+        catalog version and hold TTL that approved it, kept in the partition's `paths` hash
+        (the id -> the list, the id and PATH_VERSION_MARK -> the version, the id and
+        PATH_TTL_MARK -> the TTL); None if the id is taken by another list. Layout 2's: of the
+        list alone, no version, the list if taken."""
         paths = self._hash(keys.paths(base))
         if self.layout == LAYOUT_PREVIOUS:
             path_id = keys.PATH_ID_MARK + hashlib.sha1(node_list.encode()).hexdigest()[:10]
             return path_id if paths.setdefault(path_id, node_list) == node_list else node_list
         path_id = keys.PATH_ID_MARK + hashlib.sha1(
-            f"{node_list}|{version}".encode()).hexdigest()[:10]
+            f"{node_list}|{version}|{ttl_ms}".encode()).hexdigest()[:10]
         if path_id not in paths:
             paths[path_id] = node_list
             paths[path_id + keys.PATH_VERSION_MARK] = version
+            paths[path_id + keys.PATH_TTL_MARK] = str(ttl_ms)
             return path_id
         return path_id if paths[path_id] == node_list else None
 
@@ -475,6 +478,24 @@ class Model:
         if not hold[_NODES].startswith(keys.PATH_ID_MARK):
             return ""
         return self._hash(keys.paths(base)).get(hold[_NODES] + keys.PATH_VERSION_MARK, "")
+
+    def _hold_ttl(self, base: str, hold: Mapping[str, str], ttl_ms: int | None) -> int | None:
+        """hold_ttl of limits/lua/_lib.lua: the hold TTL (ms) that approved a hold (its own
+        field, else its path id's); `ttl_ms` (the rules' at hand, None without) for a hold that
+        recorded none (layout 2's)."""
+        if _HOLD_TTL_MS in hold:
+            return int(hold[_HOLD_TTL_MS])
+        if hold[_NODES].startswith(keys.PATH_ID_MARK):
+            recorded = self._hash(keys.paths(base)).get(hold[_NODES] + keys.PATH_TTL_MARK)
+            if recorded is not None:
+                return int(recorded)
+        return ttl_ms
+
+    def _hold_nodes_or_none(self, base: str, stored: str) -> str | None:
+        """hold_nodes of limits/lua/_lib.lua: None where the paths hash lacks the id."""
+        if not stored.startswith(keys.PATH_ID_MARK):
+            return stored
+        return self._hash(keys.paths(base)).get(stored)
 
     def _hold_nodes(self, base: str, stored: str) -> str:
         """A hold's nodes, comma-joined, from its nodes field (a path id or the list)."""
@@ -628,6 +649,32 @@ class Model:
             return _err(E.DEADLINE_PASSED, deadline, now)
         return getattr(self, name)(list(keys_), script_args, now)
 
+    # replay.lua
+    def replay(self, keys_: list[str], args: list[str], now: int) -> str:
+        """Read-only: the decision the key already has for this fingerprint, as reserve's
+        retry answers it, without product rules (a hold's nodes, hold TTL and catalog version
+        by its path id or its own fields), or REPLAY_NONE|now. Writes nothing."""
+        k, a = contracts.REPLAY.keys.bind(keys_), contracts.REPLAY.args.bind(args)
+        replay = self._decline_replay(k.idempotency, a.fingerprint, now)
+        if replay is not None:
+            return replay
+        hold_id, found = self._approval_hold(a.base, k.idempotency, now)
+        if not found:
+            return f"{contracts.REPLAY_NONE}|{now}"
+        prior: Mapping[str, str] = self.state[keys.hold(a.base, hold_id)]  # type: ignore[assignment]
+        if prior.get(_FINGERPRINT) != a.fingerprint:
+            return _err(E.IDEMPOTENCY_MISMATCH, "", now)
+        ttl_ms = self._hold_ttl(a.base, prior, None)
+        node_list = self._hold_nodes_or_none(a.base, prior[_NODES])
+        if ttl_ms is None or node_list is None:
+            return f"{contracts.REPLAY_NONE}|{now}"
+        customer: Mapping[str, str] = self.state.get(k.customer) or {}  # type: ignore[assignment]
+        if keys.FIELD_STATUS not in customer:
+            return f"{contracts.REPLAY_NONE}|{now}"
+        levels = _Levels.read(customer, node_list.split(contracts.NODES_SEPARATOR), now)
+        return self._versioned(_reserve_retry(prior, hold_id, ttl_ms, levels),
+                               self._hold_version(a.base, prior))
+
     # reserve.lua
     def reserve(self, keys_: list[str], args: list[str], now: int) -> str:
         """Authorizes one purchase: every limit level and velocity window must pass, then the
@@ -659,7 +706,10 @@ class Model:
                                                               now, 0, 0, False, 0, "", "", []))
         levels = _Levels.read(customer, r.nodes, now)
         if prior is not None:
-            return self._versioned(_reserve_retry(prior, hold_id, r.hold_ttl_ms, levels),
+            ttl_ms = r.hold_ttl_ms  # layout 2's retry: the TTL of the rules at hand
+            if self.layout != LAYOUT_PREVIOUS:
+                ttl_ms = self._hold_ttl(a.base, prior, ttl_ms)  # type: ignore[assignment]
+            return self._versioned(_reserve_retry(prior, hold_id, ttl_ms, levels),
                                    self._hold_version(a.base, prior))
         decision, windows = self._reserve_checks(a, r, status, customer, levels, now)
         if decision.reason != R.NONE:
@@ -751,15 +801,16 @@ class Model:
                   expires: int, plan: str, first: bool) -> dict[str, str]:
         """An approval's hold. The optional fields are written only when they apply: an open
         hold stays small. A first purchase's hold grows up to the first-purchase maximum."""
-        # The path id names the catalog version too (layout 2: the nodes alone); a hold whose
-        # id is taken keeps its nodes and its version itself.
-        path = self._path_id(a.base, node_list, r.catalog_version)
+        # The path id names the catalog version and hold TTL too (layout 2: the nodes alone);
+        # a hold whose id is taken keeps its nodes, its version and its TTL itself.
+        path = self._path_id(a.base, node_list, r.catalog_version, r.hold_ttl_ms)
         hold = {_STATE: "open", _CUSTOMER: a.customer_id, _PRODUCT: r.product_id,
                 _AMOUNT: str(decision.approved), _CAPTURED: "0",
                 _NODES: path or node_list, _EXPIRES: str(expires), _SEQ: "1",
                 _MERCHANT: a.merchant_id, _CURRENCY: r.currency, _FINGERPRINT: a.fingerprint}
         if path is None:
             hold[_CATALOG_VERSION] = r.catalog_version
+            hold[_HOLD_TTL_MS] = str(r.hold_ttl_ms)
         if decision.partial:
             hold[_PARTIAL_LEVEL] = decision.offer_level
         if r.capture_tolerance_bps:

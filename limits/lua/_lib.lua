@@ -25,7 +25,7 @@ local month_of_day = {}
 -- What a retry of an approval reads of its hold (reserve.lua); every approval's hold has the
 -- first.
 local prior_fields = {H_FINGERPRINT, H_EXPIRES, H_AMOUNT, H_FIRST_AMOUNT, H_PARTIAL_LEVEL,
-  H_PLAN, H_NODES, H_CATALOG_VERSION}
+  H_PLAN, H_NODES, H_CATALOG_VERSION, H_HOLD_TTL_MS}
 
 local function fmt(n)
   -- Integers as plain digits: Lua's tostring would switch to exponent form above 1e14.
@@ -169,21 +169,25 @@ local function approval_hold(base, record_key, now, fields)
   return previous, true
 end
 
-local function path_hash(node_list, version)
-  -- "#" and 10 hex digits of SHA-1 of "<node list>|<catalog version>": the id path_id tries.
-  return PATH_ID_MARK .. string.sub(redis.sha1hex(node_list .. '|' .. version), 1, 10)
+local function path_hash(node_list, version, ttl_text)
+  -- "#" and 10 hex digits of SHA-1 of "<node list>|<catalog version>|<hold TTL ms>": the id
+  -- path_id tries.
+  return PATH_ID_MARK .. string.sub(redis.sha1hex(node_list .. '|' .. version .. '|'
+    .. ttl_text), 1, 10)
 end
 
-local function path_id(base, node_list, id, version)
-  -- The short id a hold stores for its nodes and the catalog version that approved it: `id`
-  -- (path_hash of both), kept in the partition's `paths` hash as id -> the node list (what
-  -- layout 2 reads too) and id .. PATH_VERSION_MARK -> the version, so a hold pays no byte
-  -- for its version. If the id is taken by another list: nil (the hold keeps both). An id
-  -- that holds the list names the version as surely as it names the list (both would need
-  -- SHA-1's first 40 bits to collide), so the version is not read back.
+local function path_id(base, node_list, id, version, ttl_text)
+  -- The short id a hold stores for its nodes and the catalog version and hold TTL that
+  -- approved it: `id` (path_hash of the three), kept in the partition's `paths` hash as id ->
+  -- the node list (what layout 2 reads too), id .. PATH_VERSION_MARK -> the version and
+  -- id .. PATH_TTL_MARK -> the TTL, so a hold pays no byte for them. If the id is taken by
+  -- another list: nil (the hold keeps all three). An id that holds the list names the version
+  -- and TTL as surely as it names the list (all would need SHA-1's first 40 bits to collide),
+  -- so they are not read back.
   local known = redis.call('HGET', base .. K_PATHS, id)
   if not known then
-    redis.call('HSET', base .. K_PATHS, id, node_list, id .. PATH_VERSION_MARK, version)
+    redis.call('HSET', base .. K_PATHS, id, node_list, id .. PATH_VERSION_MARK, version,
+      id .. PATH_TTL_MARK, ttl_text)
     return id
   end
   if known == node_list then return id end
@@ -194,10 +198,27 @@ local function hold_version(base, rules, stored_nodes, stored_version)
   -- The catalog version that approved a hold: its own field if it has one; the version of
   -- `rules` if its path id is theirs (a retry on the catalog that approved it reads nothing);
   -- else its path id's in the `paths` hash; '' for a hold of layout 2 (none anywhere).
+  -- `rules` may be nil (replay: no product rules at hand).
   if stored_version then return stored_version end
-  if stored_nodes == rules.path_hash then return rules.catalog_version end
+  if rules and stored_nodes == rules.path_hash then return rules.catalog_version end
   if string.sub(stored_nodes, 1, 1) ~= PATH_ID_MARK then return '' end
   return redis.call('HGET', base .. K_PATHS, stored_nodes .. PATH_VERSION_MARK) or ''
+end
+
+local function hold_ttl(base, rules, stored_nodes, stored_ttl)
+  -- The hold TTL (ms) of the rules that approved a hold, as hold_version finds its version:
+  -- its own field, the rules' if its path id is theirs, else its path id's in the `paths`
+  -- hash. A hold of layout 2 (or a path id without a TTL) recorded none: the TTL of `rules`,
+  -- or nil without rules.
+  if stored_ttl then return tonumber(stored_ttl) end
+  if rules and stored_nodes == rules.path_hash then return rules.ttl_ms end
+  local ttl
+  if string.sub(stored_nodes, 1, 1) == PATH_ID_MARK then
+    ttl = redis.call('HGET', base .. K_PATHS, stored_nodes .. PATH_TTL_MARK)
+  end
+  if ttl then return tonumber(ttl) end
+  if rules then return rules.ttl_ms end
+  return nil
 end
 
 local function hour_ranges(text)
@@ -268,7 +289,8 @@ local function product_rules(text)
   if #r.hours == 0 then r.hours = false end
   r.has_velocity = r.day_amount_max + r.day_count_max + r.month_amount_max
     + r.month_count_max > 0
-  r.path_hash = path_hash(r.node_list, r.catalog_version)
+  r.ttl_text = fmt(r.ttl_ms)
+  r.path_hash = path_hash(r.node_list, r.catalog_version, r.ttl_text)
   -- The texts a hold keeps of the rules (reserve.lua's optional hold fields).
   r.tolerance_text, r.amount_max_text = fmt(r.tolerance_bps), fmt(r.amount_max)
   r.velocity_max_text = fmt(r.day_amount_max) .. ':' .. fmt(r.month_amount_max)
@@ -468,6 +490,26 @@ local function authorization_reply(reason, level, hold_id, available, now, expir
   -- given (reserve's "|<catalog version>"), formatted at once (windows_text says why).
   return string.format('OK|%d|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s%s%s', reason, level, hold_id,
     available, now, expires, approved, partial, offer, offer_level, plan, levels, tail or '')
+end
+
+local function approval_retry(hold_id, prior, available, ttl, levels, version)
+  -- The answer to a retry of an approval from its hold (`prior`: prior_fields' values): the
+  -- first decision (the amount before any increment, partial approval and its binding level,
+  -- plan) with `available` and `levels` (levels_reply) of now and the catalog `version` that
+  -- approved it. The decision's time is the expiry less the hold TTL `ttl` that approved it
+  -- (an increment keeps the expiry): the hold stores no creation time, to stay within one
+  -- allocation class.
+  local approved = tonumber(prior[4] or prior[3])
+  local plan = ''
+  if prior[6] then
+    local terms = split(prior[6], ':')
+    plan = installment_plan(approved, tonumber(terms[1]), tonumber(terms[5]))
+  end
+  local partial = 0
+  if prior[5] then partial = 1 end
+  local expires = tonumber(prior[2])
+  return authorization_reply(0, '', hold_id, available, expires - ttl, expires, approved,
+    partial, 0, prior[5] or '', plan, levels, '|' .. version)
 end
 
 local function hold_event_id(hold_id, expires, seq)

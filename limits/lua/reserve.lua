@@ -119,22 +119,10 @@ end
 local levels, available, short_level = read_levels(values, 3, nodes, amount, now)
 
 if retried then
-  -- A retry of an approval: the first decision (amount before any increment, partial
-  -- approval and its binding level, plan), with the levels and availability of now.
-  -- The decision's time is the expiry less the product's hold TTL (an increment keeps the
-  -- expiry): the hold stores no creation time, to stay within one allocation class.
-  local approved = tonumber(prior[4] or prior[3])
-  local plan = ''
-  if prior[6] then
-    local terms = split(prior[6], ':')
-    plan = installment_plan(approved, tonumber(terms[1]), tonumber(terms[5]))
-  end
-  local partial = 0
-  if prior[5] then partial = 1 end
-  local expires = tonumber(prior[2])
-  return authorization_reply(0, '', hold_id, available, expires - rules.ttl_ms, expires,
-    approved, partial, 0, prior[5] or '', plan, levels_reply(nodes, levels),
-    '|' .. hold_version(base, rules, prior[7], prior[8]))
+  -- A retry of an approval: its first decision (approval_retry), with the levels and
+  -- availability of now, the hold TTL and catalog version that approved it.
+  return approval_retry(hold_id, prior, available, hold_ttl(base, rules, prior[7], prior[9]),
+    levels_reply(nodes, levels), hold_version(base, rules, prior[7], prior[8]))
 end
 
 local function decline(reason, level, offer, offer_level)
@@ -236,8 +224,9 @@ if first then
 end
 redis.call('HSET', KEYS[KEY_CUSTOMER], unpack(customer))
 -- The optional fields are written only when they apply: an open hold stays small. The path id
--- names the catalog version too; a hold whose id is taken keeps its nodes and version itself.
-local path = path_id(base, node_list, rules.path_hash, rules.catalog_version)
+-- names the catalog version and hold TTL too; a hold whose id is taken keeps its nodes, version
+-- and TTL itself.
+local path = path_id(base, node_list, rules.path_hash, rules.catalog_version, rules.ttl_text)
 local hold = {H_STATE, 'open', H_CUSTOMER, customer_id, H_PRODUCT, product_id,
   H_AMOUNT, approved_text, H_CAPTURED, '0', H_NODES, path or node_list,
   H_EXPIRES, expires, H_SEQ, '1', H_MERCHANT, ARGV[ARG_MERCHANT_ID],
@@ -245,6 +234,8 @@ local hold = {H_STATE, 'open', H_CUSTOMER, customer_id, H_PRODUCT, product_id,
 if not path then
   hold[#hold + 1] = H_CATALOG_VERSION
   hold[#hold + 1] = rules.catalog_version
+  hold[#hold + 1] = H_HOLD_TTL_MS
+  hold[#hold + 1] = rules.ttl_text
 end
 if partial == 1 then
   hold[#hold + 1] = H_PARTIAL_LEVEL

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 
 from creditgate.gateway.pb import creditgate_pb2 as pb
 from creditgate.limits import catalog, keys
-from tests.conftest import CUSTOMER_CAPS, PARTITIONS
+from tests.conftest import CUSTOMER_CAPS, PARTITIONS, snapshot
 from tests.support import authorize_request
 
 SHIPPED = catalog.load_catalog()
@@ -67,9 +68,6 @@ def reloaded(gateway, tmp_path: Path, edit) -> None:
     assert gateway.context.catalog.version != SHIPPED.version
 
 
-@pytest.mark.xfail(strict=True, reason="review: the hot path refuses a retry whose product the "
-                   "catalog in force no longer has (INVALID_ARGUMENT) before reserve could "
-                   "replay it; the approval's hold stays open")
 async def test_a_retry_answers_its_approval_after_a_reload_removed_the_product(
         gateway, auth, admin, tmp_path: Path):
     await admin.PutCustomer(pb.PutCustomerRequest(
@@ -86,9 +84,6 @@ async def test_a_retry_answers_its_approval_after_a_reload_removed_the_product(
     assert (again.approved, again.hold_id) == (True, approved.hold_id)
 
 
-@pytest.mark.xfail(strict=True, reason="review: a retry computes decided_at_ms as the hold's "
-                   "expiry less the hold TTL of the catalog now in force, not the one that "
-                   "approved it")
 async def test_a_retry_answers_its_decision_time_after_a_reload_changed_the_hold_ttl(
         gateway, auth, admin, tmp_path: Path):
     await admin.PutCustomer(pb.PutCustomerRequest(
@@ -120,3 +115,87 @@ def test_a_changed_catalog_that_keeps_its_version_is_refused(tmp_path: Path, cap
     assert catalogs.reload(str(path), current) is current
     assert f"version {SHIPPED.version} stays" in caplog.text
     assert "changed but keeps its version" in caplog.text
+
+
+GIFT = '''
+[products.gift]
+name = "Gift card, this season only"
+currency = "CNY"
+nodes = ["total", "consumer"]
+channels = ["pos"]
+amount_min_minor = 100
+amount_max_minor = 200_000
+hold_ttl_s = 3_600
+installments = { months = [3], monthly_fee_bps = 10 }
+'''
+
+
+async def test_a_retry_of_a_gift_answers_its_first_decision_on_a_node_with_the_old_catalog(
+        gateway, auth, admin, redis, tmp_path: Path):
+    """A product only the new catalog has: a node still on the old one (a grey release, or a
+    reload rolled back) answers the retry of its approval and of its decline with the first
+    decision, and the same key with another payload ALREADY_EXISTS; nothing is written."""
+    await admin.PutCustomer(pb.PutCustomerRequest(
+        customer_id="cv-4", status=pb.CUSTOMER_STATUS_ACTIVE, timezone="Asia/Shanghai",
+        caps_minor=CUSTOMER_CAPS))
+    reloaded(gateway, tmp_path, lambda text: text.replace(
+        'version = "2026-12-06.1"', 'version = "gift.1"') + GIFT)
+    approval = authorize_request("k-gift", "cv-4", 60_000, product_id="gift",
+                                 installment_months=3)
+    decline = authorize_request("k-gift-2", "cv-4", 300_000, product_id="gift")
+    approved = await auth.Authorize(approval)
+    declined = await auth.Authorize(decline)
+    assert approved.approved and approved.installment_plan.months == 3
+    assert approved.hold_expires_at_ms - approved.decided_at_ms == 3_600_000
+    assert not declined.approved and declined.catalog_version == "gift.1"
+
+    gateway.config.catalog_path = str(catalog.DEFAULT_CATALOG)  # the old catalog again
+    gateway.reload_catalog()
+    assert "gift" not in gateway.context.catalog.products
+    before = await snapshot(redis)
+    calls = gateway.context.limits.runner.calls_sent
+    again = await auth.Authorize(approval)
+    assert again.SerializeToString(deterministic=True) == approved.SerializeToString(
+        deterministic=True)  # the first decision, its catalog version, its decision time
+    again = await auth.Authorize(decline)
+    assert again.SerializeToString(deterministic=True) == declined.SerializeToString(
+        deterministic=True)
+    other = authorize_request("k-gift", "cv-4", 60_001, product_id="gift",
+                              installment_months=3)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await auth.Authorize(other)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert gateway.context.limits.runner.calls_sent == calls + 3  # one read-only call each
+    assert await snapshot(redis) == before
+
+
+async def test_an_unknown_product_without_a_decision_is_invalid_and_writes_nothing(
+        gateway, auth, admin, redis):
+    """Deny by default: the key has no decision, so the answer is the catalog's refusal,
+    naming the field, and nothing is reserved or written. A request malformed whatever the
+    catalog is refused without a Redis call."""
+    await admin.PutCustomer(pb.PutCustomerRequest(
+        customer_id="cv-5", status=pb.CUSTOMER_STATUS_ACTIVE, timezone="Asia/Shanghai",
+        caps_minor=CUSTOMER_CAPS))
+    before = await snapshot(redis)
+    runner = gateway.context.limits.runner
+    calls = runner.calls_sent
+    for request, field, asked in (
+            (authorize_request("k-x", "cv-5", 1_000, product_id="gift"), "product_id", 1),
+            (authorize_request("k-x", "cv-5", 1_000, installment_months=4),
+             "installment_months", 1),
+            # Malformed whatever the catalog: no Redis call.
+            (authorize_request("k-x", "cv-5", 1_000, product_id="gift card"), "product_id", 0),
+            (authorize_request("k-x", "cv-5", 1_000, product_id="gift", mcc="54"), "product_id",
+             0),
+            (authorize_request("k-x", "cv-5", 1_000, currency="USD"), "currency", 0),
+            (authorize_request("k-x", "cv-5", 1_000, installment_months=-3),
+             "installment_months", 0)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await auth.Authorize(request)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details().startswith(f"{field}: "), caught.value.details()
+        assert runner.calls_sent == calls + asked, request
+        calls = runner.calls_sent
+    assert await snapshot(redis) == before
+    assert (await redis.execute_command("DBSIZE")) == len(before)

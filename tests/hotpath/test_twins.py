@@ -266,3 +266,42 @@ def test_twins_accept_each_others_rules(twins):
     for impl, rules in ((c, py_rules), (py, c_rules)):
         assert impl.plan_authorize(request, rules, 256) == expected
         assert impl.product_decline(rules["cash"], "cash", "5411", 50_000, "m-1") == 5
+
+
+@TWIN_SETTINGS
+@given(
+    idempotency_key=ids,
+    customer_id=ids,
+    product_id=product_ids,
+    channel=channels,
+    merchant_id=ids,
+    mcc=mccs,
+    amount_minor=amounts,
+    currency=currencies,
+    allow_partial=st.booleans(),
+    installment_months=installment_terms,
+    partitions=partition_counts,
+)
+def test_plan_replay_asks_for_the_decision_plan_authorize_would_replay(twins, partitions,
+                                                                       **fields):
+    """plan_replay (the gateway's read-only question when the catalog refuses a request) names
+    the record and fingerprint each twin's plan_authorize gives reserve; it refuses, with no
+    Redis call, every request plan_authorize refuses for a reason no catalog changes."""
+    from creditgate.gateway.authorize import CATALOG_FIELDS
+    from creditgate.limits import contracts
+
+    request = pb.AuthorizeRequest(**fields)
+    replayed = outcome(lambda: _plan_py.plan_replay(request, partitions))
+    for impl, rules in twins:
+        planned = outcome(lambda impl=impl, rules=rules: impl.plan_authorize(request, rules,
+                                                                             partitions))
+        if planned[0] == "returned":
+            (keys_, args), (replay_keys, replay_args) = planned[1], replayed[1]
+            assert replay_keys == [keys_[contracts.RESERVE.keys.customer],
+                                   keys_[contracts.RESERVE.keys.idempotency]]
+            assert replay_args == [args[contracts.RESERVE.args.base],
+                                   args[contracts.RESERVE.args.fingerprint]]
+        elif replayed[0] == "returned":  # refused only by what the catalog decides
+            assert planned[1] in CATALOG_FIELDS, planned
+            assert ("unknown product" in planned[2] or "is in" in planned[2]
+                    or "offers" in planned[2]), planned

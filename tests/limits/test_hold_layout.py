@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+import msgspec
 import pytest
 
 from creditgate import hotpath
@@ -21,6 +22,7 @@ from tests.support import PARTITIONS, PRODUCTS, RULES, authorize_request, redis_
 CAPS = {"total": 10**8, "consumer": 10**8, "consumer.scan_pay": 10**8,
         "consumer.scan_pay.pos": 10**8}
 NODES = "total,consumer,consumer.scan_pay,consumer.scan_pay.pos"
+TTL_MS = PRODUCTS["scan_pay"].hold_ttl_s * 1000  # the hold TTL of authorize_request's product
 
 
 async def _authorize(client, request):
@@ -46,13 +48,15 @@ async def test_an_approval_writes_its_hold_and_no_record(redis):
             (await redis.hgetall(keys.hold(base, first.hold_id))).items()}
     assert hold["fp"] == fingerprint
     # The nodes by a path id that the partition's paths hash resolves; the id derives from the
-    # nodes and the catalog version, which the paths hash keeps beside it (the hold pays
-    # nothing for its version).
+    # nodes, the catalog version and the hold TTL, which the paths hash keeps beside it (the
+    # hold pays nothing for its version and TTL).
     assert hold["n"] == keys.PATH_ID_MARK + hashlib.sha1(
-        f"{NODES}|{first.catalog_version}".encode()).hexdigest()[:10]
+        f"{NODES}|{first.catalog_version}|{TTL_MS}".encode()).hexdigest()[:10]
     assert (await redis.hget(keys.paths(base), hold["n"])).decode() == NODES
     assert (await redis.hget(keys.paths(base), hold["n"] + keys.PATH_VERSION_MARK)).decode() \
         == first.catalog_version == contracts.CATALOG_VERSION_NONE
+    assert int(await redis.hget(keys.paths(base), hold["n"] + keys.PATH_TTL_MARK)) == TTL_MS
+    assert first.hold_expires_at_ms - first.decided_at_ms == TTL_MS
 
     # A retry (the id derives from the key) is the same hold, nothing new.
     _, _, again = await _authorize(client, authorize_request("k-1", "layout-1", 1_000))
@@ -71,17 +75,25 @@ async def test_a_hold_whose_path_id_is_taken_keeps_its_nodes_and_version(redis):
     await client.put_customer("layout-3", "active", "Asia/Shanghai", CAPS)
     base = keys.base(keys.partition_of("layout-3", PARTITIONS))
     versioned = hotpath.compile_products(PRODUCTS, "v-taken")
-    taken = keys.PATH_ID_MARK + hashlib.sha1(f"{NODES}|v-taken".encode()).hexdigest()[:10]
+    taken = keys.PATH_ID_MARK + hashlib.sha1(
+        f"{NODES}|v-taken|{TTL_MS}".encode()).hexdigest()[:10]
     await redis.hset(keys.paths(base), taken, "total,other")
     request = authorize_request("k-1", "layout-3", 1_000)
     first = await client.authorize(*hotpath.plan_authorize(request, versioned, PARTITIONS))
     hold = {k.decode(): v.decode() for k, v in
             (await redis.hgetall(keys.hold(base, first.hold_id))).items()}
-    assert (hold["n"], hold["cv"], first.catalog_version) == (NODES, "v-taken", "v-taken")
+    assert (hold["n"], hold["cv"], hold["tt"], first.catalog_version) == (
+        NODES, "v-taken", str(TTL_MS), "v-taken")
     # A retry on another version of the catalog answers the hold's.
     again = await client.authorize(*hotpath.plan_authorize(
         request, hotpath.compile_products(PRODUCTS, "v-next"), PARTITIONS))
     assert (again.hold_id, again.catalog_version) == (first.hold_id, "v-taken")
+    # ... and its decision time by the TTL the hold kept, not the one in force.
+    shorter = {**PRODUCTS, "scan_pay": msgspec.structs.replace(PRODUCTS["scan_pay"],
+                                                               hold_ttl_s=3_600)}
+    again = await client.authorize(*hotpath.plan_authorize(
+        request, hotpath.compile_products(shorter, "v-next"), PARTITIONS))
+    assert (again.hold_id, again.decided_at_ms) == (first.hold_id, first.decided_at_ms)
 
 
 async def test_a_decline_keeps_its_record(redis):

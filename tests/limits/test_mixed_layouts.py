@@ -101,6 +101,8 @@ class TwoLayoutsVersusModel(ScriptsVersusModel):
 
     def both(self, name: str, keys_, args):
         layout = self.rng.choice(LAYOUTS)
+        if name == "replay":  # this layout's alone (the gateway of layout 2 never asks it)
+            layout = keys.LAYOUT_VERSION
         version = self.rng.choice(VERSIONS)
         args = args_for(layout, name, [*call_header(self.offset_ms, 0, self.caller, self.scope),
                                        *args], version)

@@ -141,6 +141,7 @@ class ScriptsVersusModel(RuleBasedStateMachine):
         self.keys_used = 0
         self.over_limit: set[str] = set()  # customers a force capture took over a cap
         self.caller, self.scope = "", ""
+        self.requests: list[pb.AuthorizeRequest] = []  # what authorize sent, for replay
 
     def run(self, coroutine):
         return self.loop.run_until_complete(coroutine)
@@ -202,10 +203,25 @@ class ScriptsVersusModel(RuleBasedStateMachine):
                                     allow_partial=partial, merchant_id=merchant,
                                     installment_months=terms[term % len(terms)])
         keys_, args = hotpath.plan_authorize(request, RULES, PARTITIONS)
+        self.requests.append(request)
         reply = self.both("reserve", keys_, args)
         parts = reply.split("|")
         self._no_double_spend(parts)
         return parts[3] if parts[0] == "OK" and parts[3] else "000-AAAAAAAAAAAAAAAA"
+
+    @rule(pick=st.integers(0, 63), fresh=st.booleans(), other_amount=st.booleans())
+    def replay(self, pick, fresh, other_amount):
+        # The read-only replay a gateway asks when its catalog refuses a request: of a key
+        # authorize used (its decline, its approval's hold, or ERR for another payload), or
+        # of a key without a decision (none). It writes nothing (same_state).
+        if fresh or not self.requests:
+            request = authorize_request(f"k{self.keys_used + 1}", CUSTOMERS[pick % 3], 1_000)
+        else:
+            request = pb.AuthorizeRequest()
+            request.CopyFrom(self.requests[pick % len(self.requests)])
+            if other_amount:
+                request.amount_minor += 1
+        self.both("replay", *hotpath.plan_replay(request, PARTITIONS))
 
     @rule(target=holds, customer=st.sampled_from(CUSTOMERS),
           product=st.sampled_from(ELEMENT_PRODUCTS),

@@ -10,7 +10,7 @@ import re
 import pytest
 from redis.exceptions import ResponseError
 
-from creditgate.limits import keys
+from creditgate.limits import contracts, keys
 from creditgate.limits.lua_source import (
     SCRIPT_NAMES,
     library,
@@ -39,7 +39,12 @@ def test_the_library_is_named_by_the_layout_version_and_registers_every_script()
     for name in SCRIPT_NAMES:
         function = scripts()[name].function
         assert function == f"{name}_v{keys.LAYOUT_VERSION}"
-        assert f"register_function('{function}', " in source
+        if name in contracts.READ_ONLY:  # flagged: Redis refuses any write it attempts
+            assert f"register_function{{function_name='{function}',\n  flags={{'no-writes'}}" \
+                in source
+            assert scripts()[name].command == "FCALL_RO"
+        else:
+            assert f"register_function('{function}', " in source
     # The prelude is built once, when the library loads: one copy of each helper.
     assert source.count("local function fmt(") == 1
 
