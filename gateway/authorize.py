@@ -92,8 +92,9 @@ def answer(c: Context, live: LiveCatalog, request: pb.AuthorizeRequest, reply,
     written into `response` if given, and the decision counted (gateway/metrics.py adds it to
     the process's tally, by reason, product and channel: no write per item)."""
     result = decode_authorization(reply)
-    c.metrics.decisions.decided(result, request)
-    return authorization_response(result, live.products.get(request.product_id), response)
+    product = live.products.get(request.product_id)
+    c.metrics.decisions.decided(result, request, product is not None)
+    return authorization_response(result, product, response)
 
 
 async def authorize(c: Context, request: pb.AuthorizeRequest) -> pb.AuthorizeResponse:

@@ -127,7 +127,7 @@ class _Nothing:
     def shed(self, cause: str) -> None:
         return None
 
-    def decided(self, result, request) -> None:
+    def decided(self, result, request, in_catalog: bool = True) -> None:
         return None
 
     def inc(self, amount: float = 1) -> None:
@@ -213,9 +213,12 @@ class Decisions:
         self._metrics = metrics
         self.counts: dict[tuple[int, str, int], list[int]] = {}
 
-    def decided(self, result, request) -> None:
-        """One decision: the reserve script's decoded reply, and the request it answers."""
-        key = (result.reason, request.product_id, request.channel)
+    def decided(self, result, request, in_catalog: bool = True) -> None:
+        """One decision: the reserve script's decoded reply, and the request it answers.
+        `in_catalog` False: its product is not in the catalog in force (a decision replayed
+        for a retry, gateway/authorize.py, whose product id may be any well-formed text: a
+        tombstoned key answers every payload), counted as `unknown` to keep labels bounded."""
+        key = (result.reason, request.product_id if in_catalog else UNKNOWN, request.channel)
         entry = self.counts.get(key)
         if entry is None:
             self.counts[key] = [1, result.approved_amount_minor]

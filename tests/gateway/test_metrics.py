@@ -354,3 +354,25 @@ async def _holds(port: int, name: str, want: float, **labels: str) -> Scraped | 
 async def _replaced(supervisor_pid: int, killed: int) -> bool:
     pids = server_processes(supervisor_pid)
     return len(pids) == 2 and killed not in pids
+
+
+async def test_a_replayed_decision_of_a_product_out_of_the_catalog_keeps_labels_bounded(
+        metered):
+    """A tombstoned key (a Reverse before its original) answers any payload with its decline,
+    so the read-only replay answers an Authorize of any well-formed product id the catalog
+    does not have: the decisions counter labels it `unknown`, never the client's text (an
+    abusive client would otherwise add a label set per call)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{metered.port}") as channel:
+        admin, auth = pb_grpc.AdminStub(channel), pb_grpc.AuthorizationStub(channel)
+        await admin.PutCustomer(pb.PutCustomerRequest(
+            customer_id="c-9", status=pb.CUSTOMER_STATUS_ACTIVE, caps_minor=CUSTOMER_CAPS))
+        await auth.Reverse(pb.ReverseRequest(customer_id="c-9",
+                                             original_idempotency_key="k-gone"), timeout=5)
+        answers = [await auth.Authorize(authorize_request("k-gone", "c-9", 1_000,
+                                                          product_id=f"junk-{n}"), timeout=5)
+                   for n in range(3)]
+    assert [a.approved for a in answers] == [False] * 3
+    metered.metrics.flush(metered.context.admission)
+    got = await scraped(metered.metrics_port)
+    products = {labels["product"] for labels in got.labels("creditgate_decisions_total")}
+    assert products == {metrics.UNKNOWN}
