@@ -199,3 +199,35 @@ async def test_an_unknown_product_without_a_decision_is_invalid_and_writes_nothi
         calls = runner.calls_sent
     assert await snapshot(redis) == before
     assert (await redis.execute_command("DBSIZE")) == len(before)
+
+
+async def test_authorize_batch_items_replay_as_authorize_does(gateway, auth, admin, redis,
+                                                             tmp_path: Path):
+    """AuthorizeBatch runs the same two halves per item: a retry of a removed product answers
+    its approval, an unknown product without a decision and a malformed item each get their
+    own INVALID_ARGUMENT naming the field, the malformed one without a Redis call; nothing is
+    written."""
+    await admin.PutCustomer(pb.PutCustomerRequest(
+        customer_id="cv-6", status=pb.CUSTOMER_STATUS_ACTIVE, timezone="Asia/Shanghai",
+        caps_minor=CUSTOMER_CAPS))
+    retry = authorize_request("k-cash-6", "cv-6", 10_000, product_id="cash", channel="cash",
+                              mcc="6011")
+    approved = await auth.Authorize(retry)
+    assert approved.approved
+    reloaded(gateway, tmp_path, lambda text: text.replace(
+        'version = "2026-12-06.1"', 'version = "no-cash"').split("# Cash:")[0])
+    before = await snapshot(redis)
+    calls = gateway.context.limits.runner.calls_sent
+    batch = await auth.AuthorizeBatch(pb.AuthorizeBatchRequest(requests=[
+        retry,
+        authorize_request("k-none-6", "cv-6", 1_000, product_id="cash", channel="cash",
+                          mcc="6011"),
+        authorize_request("k-bad-6", "cv-6", 1_000, product_id="cash", mcc="60")]))
+    first, unknown, malformed = batch.items
+    assert first.response.SerializeToString(deterministic=True) == approved.SerializeToString(
+        deterministic=True)
+    for item in (unknown, malformed):
+        assert item.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert item.error.message.startswith("product_id: "), item.error.message
+    assert gateway.context.limits.runner.calls_sent == calls + 2  # the malformed item: none
+    assert await snapshot(redis) == before
