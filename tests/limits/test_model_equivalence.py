@@ -158,6 +158,15 @@ class ScriptsVersusModel(RuleBasedStateMachine):
 
         real = normalise(self.run(call()))
         self.model_now = reply_now(real, name) - self.offset_ms
+        if name == "replay" and real.startswith("OK|"):
+            # A replayed approval or decline answers its first decision's time, not now; the
+            # levels of an approval's are read now (a raise may have ended since): the model
+            # runs at Redis' time read right after the call.
+            time = self.run(self.redis.time())
+            if isinstance(time, dict):  # a cluster answers per node: one machine's clock
+                time = next(iter(time.values()))
+            seconds, micros = time
+            self.model_now = seconds * 1000 + micros // 1000
         modelled = self.model.call(name, keys_, args)
         if name == "credit":  # a hash's field order is Redis' own: compare as mappings
             assert real[0] == modelled[0]
