@@ -632,16 +632,11 @@ end
 
 local function decline_replay(record_key, fingerprint, now)
   -- reserve's idempotent_replay: the stored decline with its catalog version ('' if none).
-  local prior = redis.call('GET', record_key)
-  if not prior then return nil end
-  local newline = string.find(prior, '\n', 1, true)
-  local stored = string.sub(prior, 1, newline - 1)
-  if stored ~= fingerprint and stored ~= TOMBSTONE then
-    return err(E_IDEMPOTENCY_MISMATCH, '', now)
-  end
-  local second = string.find(prior, '\n', newline + 1, true)
-  if not second then return string.sub(prior, newline + 1) .. '|' end
-  return string.sub(prior, second + 1) .. '|' .. string.sub(prior, newline + 1, second - 1)
+  local replay = idempotent_replay(record_key, fingerprint, now)
+  if not replay or string.sub(replay, 1, 4) == 'ERR|' then return replay end
+  local newline = string.find(replay, '\n', 1, true)
+  if not newline then return replay .. '|' end
+  return string.sub(replay, newline + 1) .. '|' .. string.sub(replay, 1, newline - 1)
 end
 
 local function in_scope(scope, merchant)
