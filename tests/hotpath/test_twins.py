@@ -88,8 +88,8 @@ def assert_alike(twins, call):
     return expected
 
 
-@TWIN_SETTINGS
-@given(
+# An AuthorizeRequest's fields and a partition count, as every authorize property draws them.
+AUTHORIZE_FIELDS = dict(
     idempotency_key=ids,
     customer_id=ids,
     product_id=product_ids,
@@ -102,6 +102,10 @@ def assert_alike(twins, call):
     installment_months=installment_terms,
     partitions=partition_counts,
 )
+
+
+@TWIN_SETTINGS
+@given(**AUTHORIZE_FIELDS)
 def test_plan_authorize(twins, partitions, **fields):
     request = pb.AuthorizeRequest(**fields)
     assert_alike(twins, lambda impl, rules: impl.plan_authorize(request, rules, partitions))
@@ -269,19 +273,7 @@ def test_twins_accept_each_others_rules(twins):
 
 
 @TWIN_SETTINGS
-@given(
-    idempotency_key=ids,
-    customer_id=ids,
-    product_id=product_ids,
-    channel=channels,
-    merchant_id=ids,
-    mcc=mccs,
-    amount_minor=amounts,
-    currency=currencies,
-    allow_partial=st.booleans(),
-    installment_months=installment_terms,
-    partitions=partition_counts,
-)
+@given(**AUTHORIZE_FIELDS)
 def test_plan_replay_asks_for_the_decision_plan_authorize_would_replay(twins, partitions,
                                                                        **fields):
     """plan_replay (the gateway's read-only question when the catalog refuses a request) names
